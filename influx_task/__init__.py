@@ -1,0 +1,1 @@
+"""The InfluxDB worker: reads series windows, scores them through the server, writes scores back."""

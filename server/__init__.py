@@ -1,0 +1,1 @@
+"""The stad server: the spatio-temporal Transformer detector and its gRPC service."""
