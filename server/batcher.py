@@ -1,0 +1,246 @@
+"""Dynamic batching of windows from concurrent requests into one compute call.
+
+Requests put windows (N, L, C) in a FIFO queue. A batch forms when the queue holds
+`max_batch_windows` windows or when its oldest request has waited
+`max_queue_delay_ms`; a request larger than one batch is split over several. The
+compute function runs in an executor, off the event loop, on whole batches; its
+result is a tuple of arrays with one row per window, which is split back per
+request. Requests whose deadline passed while queued are dropped before compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from stad.server.errors import DeadlineExceededError, ResourceExhaustedError, UnavailableError
+
+Windows = npt.NDArray[np.float32]  # (N, L, C)
+Outputs = tuple[np.ndarray, ...]  # each (N, ...)
+BatchFn = Callable[[Windows], Outputs]
+
+
+class BatchObserver(Protocol):
+    """What the batcher reports (the server's metrics implement it)."""
+
+    def queued(self, wait_s: float) -> None: ...
+
+    def batch_done(self, windows: int, compute_s: float) -> None: ...
+
+    def pending_changed(self, delta: int) -> None: ...
+
+
+@dataclass
+class _Item:
+    windows: Windows
+    future: asyncio.Future[Outputs]
+    deadline: float | None  # event-loop time
+    enqueued: float = field(default=0.0)
+
+
+class WindowBatcher:
+    """Batches windows of many requests for one model version."""
+
+    def __init__(
+        self,
+        score_fn: BatchFn,
+        *,
+        max_batch_windows: int,
+        max_queue_delay_ms: float,
+        max_queue_windows: int,
+        executor: Executor,
+        observer: BatchObserver | None = None,
+        name: str = "model",
+    ) -> None:
+        if max_batch_windows < 1:
+            raise ValueError(f"max_batch_windows must be at least 1, got {max_batch_windows}")
+        if max_queue_windows < max_batch_windows:
+            raise ValueError(
+                f"max_queue_windows ({max_queue_windows}) is below max_batch_windows "
+                f"({max_batch_windows})"
+            )
+        if max_queue_delay_ms < 0:
+            raise ValueError(f"max_queue_delay_ms must be >= 0, got {max_queue_delay_ms}")
+        self._score_fn = score_fn
+        self.max_batch_windows = max_batch_windows
+        self.max_queue_delay_s = max_queue_delay_ms / 1000.0
+        self.max_queue_windows = max_queue_windows
+        self._executor = executor
+        self._observer = observer
+        self.name = name
+        self._queue: deque[_Item] = deque()
+        self._pending = 0
+        self._arrived = asyncio.Event()
+        self._flushing = False
+        self._closed = False
+        self._worker: asyncio.Task[None] | None = None
+        self.batches_run = 0
+        self.windows_run = 0
+
+    @property
+    def pending_windows(self) -> int:
+        return self._pending
+
+    async def score(self, windows: Windows, *, deadline: float | None = None) -> Outputs:
+        """Score (N, L, C) windows; returns the compute function's outputs for them."""
+        if windows.ndim != 3 or windows.shape[0] == 0:
+            raise ValueError(f"windows must be a non-empty (N, L, C) array, got shape {windows.shape}")
+        if self._closed:
+            raise UnavailableError("the server is shutting down")
+        count = int(windows.shape[0])
+        if count > self.max_queue_windows:
+            raise ResourceExhaustedError(
+                f"request needs {count} windows, more than the queue holds "
+                f"(max_queue_windows={self.max_queue_windows}); send a shorter series"
+            )
+        if self._pending + count > self.max_queue_windows:
+            raise ResourceExhaustedError(
+                f"scoring queue of {self.name} is full: {self._pending} windows waiting, "
+                f"this request adds {count}, limit {self.max_queue_windows}; retry later"
+            )
+        loop = asyncio.get_running_loop()
+        self._ensure_worker()
+        items = []
+        for start in range(0, count, self.max_batch_windows):
+            chunk = windows[start : start + self.max_batch_windows]
+            item = _Item(chunk, loop.create_future(), deadline, loop.time())
+            self._queue.append(item)
+            items.append(item)
+        self._add_pending(count)
+        self._arrived.set()
+        try:
+            parts = await asyncio.gather(*(item.future for item in items))
+        finally:
+            for item in items:
+                item.future.cancel()  # no-op when done; drops the rest if one failed
+        return tuple(np.concatenate(arrays, axis=0) for arrays in zip(*parts, strict=True))
+
+    def flush(self) -> None:
+        """Stop waiting for batches to fill: run what is queued at once (used on shutdown)."""
+        self._flushing = True
+        self._arrived.set()
+
+    async def close(self) -> None:
+        """Run what is queued, then stop; later requests get UNAVAILABLE."""
+        self._closed = True
+        self.flush()
+        if self._worker is not None:
+            while self._queue and not self._worker.done():
+                await asyncio.sleep(0.005)
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+
+    def _add_pending(self, delta: int) -> None:
+        self._pending += delta
+        if self._observer is not None:
+            self._observer.pending_changed(delta)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._drop_done()
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            await self._wait_for_fill(loop)
+            batch = self._take_batch(loop)
+            if batch:
+                await self._compute(batch, loop)
+
+    async def _wait_for_fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        due = self._queue[0].enqueued + self.max_queue_delay_s
+        while self._pending < self.max_batch_windows and not self._flushing:
+            remaining = due - loop.time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            self._drop_done()
+            if not self._queue:
+                return
+
+    def _drop_done(self) -> None:
+        """Forget items whose caller went away (cancelled futures)."""
+        kept = [item for item in self._queue if not item.future.done()]
+        dropped = sum(item.windows.shape[0] for item in self._queue if item.future.done())
+        if dropped:
+            self._queue = deque(kept)
+            self._add_pending(-dropped)
+
+    def _take_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Item]:
+        batch: list[_Item] = []
+        size = 0
+        now = loop.time()
+        while self._queue:
+            item = self._queue[0]
+            n = int(item.windows.shape[0])
+            if item.future.done():
+                self._queue.popleft()
+                self._add_pending(-n)
+                continue
+            if item.deadline is not None and now >= item.deadline:
+                self._queue.popleft()
+                self._add_pending(-n)
+                item.future.set_exception(
+                    DeadlineExceededError(
+                        f"deadline passed after {1000 * (now - item.enqueued):.0f} ms in the "
+                        "scoring queue, before compute"
+                    )
+                )
+                continue
+            if batch and size + n > self.max_batch_windows:
+                break
+            self._queue.popleft()
+            self._add_pending(-n)
+            batch.append(item)
+            size += n
+            if self._observer is not None:
+                self._observer.queued(now - item.enqueued)
+        return batch
+
+    async def _compute(self, batch: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+        windows = batch[0].windows if len(batch) == 1 else np.concatenate([i.windows for i in batch])
+        try:
+            outputs, seconds = await loop.run_in_executor(self._executor, _timed, self._score_fn, windows)
+        except Exception as exc:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        self.batches_run += 1
+        self.windows_run += int(windows.shape[0])
+        if self._observer is not None:
+            self._observer.batch_done(int(windows.shape[0]), seconds)
+        start = 0
+        for item in batch:
+            stop = start + int(item.windows.shape[0])
+            if not item.future.done():
+                item.future.set_result(tuple(out[start:stop] for out in outputs))
+            start = stop
+
+
+def _timed(fn: BatchFn, windows: Windows) -> tuple[Outputs, float]:
+    began = time.perf_counter()
+    outputs = fn(windows)
+    for out in outputs:
+        if out.shape[0] != windows.shape[0]:
+            raise RuntimeError(
+                f"batch function returned {out.shape[0]} rows for {windows.shape[0]} windows"
+            )
+    return outputs, time.perf_counter() - began

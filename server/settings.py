@@ -1,0 +1,141 @@
+"""Server settings: command-line flags, each also readable from a STAD_* environment variable.
+
+A flag given on the command line wins over its environment variable, which wins
+over the default. `--max-batch-windows` is read from `STAD_MAX_BATCH_WINDOWS`, and
+so on for every flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server can be configured with."""
+
+    model_dir: Path
+    address: str = "127.0.0.1:50051"
+    device: str = "auto"
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
+    metrics_address: str = "127.0.0.1"
+    max_batch_windows: int = 64
+    max_queue_delay_ms: float = 5.0
+    max_queue_windows: int = 8192
+    max_message_mb: int = 64
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    grace_s: float = 10.0
+    max_concurrent_jobs: int = 1
+    max_queued_jobs: int = 64
+    max_training_mb: int = 512
+    max_cached_models: int = 8
+    # Test-only: "exit" makes a training job's process die mid-training,
+    # "raise" makes it raise. Not a flag; set from tests only.
+    job_fault: str = ""
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        for name in (
+            "max_batch_windows",
+            "max_queue_windows",
+            "max_message_mb",
+            "max_concurrent_jobs",
+            "max_queued_jobs",
+            "max_training_mb",
+            "max_cached_models",
+        ):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.max_queue_delay_ms < 0:
+            raise ValueError(f"max_queue_delay_ms must be >= 0, got {self.max_queue_delay_ms}")
+        if self.grace_s < 0:
+            raise ValueError(f"grace_s must be >= 0, got {self.grace_s}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
+            raise ValueError(f"metrics_port must be in 0..65535, got {self.metrics_port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.max_queue_windows < self.max_batch_windows:
+            raise ValueError(
+                f"max_queue_windows ({self.max_queue_windows}) must be at least "
+                f"max_batch_windows ({self.max_batch_windows})"
+            )
+        if self.job_fault not in ("", "exit", "raise"):
+            raise ValueError(f"job_fault must be '', 'exit' or 'raise', got {self.job_fault!r}")
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.max_message_mb * 1024 * 1024
+
+
+_FLAGS: dict[str, tuple[type, str]] = {
+    "address": (str, "HOST:PORT to listen on (default 127.0.0.1:50051)"),
+    "model_dir": (Path, "model registry directory (required)"),
+    "device": (str, "auto, cpu or cuda (default auto: cuda when present)"),
+    "metrics_port": (int, "serve Prometheus metrics on this HTTP port (default: off)"),
+    "metrics_address": (str, "address of the metrics endpoint (default 127.0.0.1)"),
+    "max_batch_windows": (int, "windows per batch at most (default 64; 1 turns batching off)"),
+    "max_queue_delay_ms": (float, "longest wait of a request for its batch to fill (default 5)"),
+    "max_queue_windows": (int, "windows waiting per model version at most (default 8192)"),
+    "max_message_mb": (int, "largest gRPC message in MiB, both ways (default 64)"),
+    "token": (str, "require 'authorization: Bearer TOKEN' metadata on every call"),
+    "tls_cert": (Path, "PEM certificate chain; serve TLS (with --tls-key)"),
+    "tls_key": (Path, "PEM private key for --tls-cert"),
+    "grace_s": (float, "seconds in-flight calls get to finish on shutdown (default 10)"),
+    "max_concurrent_jobs": (int, "training jobs running at once (default 1)"),
+    "max_queued_jobs": (int, "training jobs waiting at most (default 64)"),
+    "max_training_mb": (int, "largest training data set in MiB of float64 values (default 512)"),
+    "max_cached_models": (int, "loaded model versions kept in memory (default 8)"),
+}
+
+
+def env_name(field_name: str) -> str:
+    return "STAD_" + field_name.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stad serve",
+        description="Serve stad models over gRPC. Every flag can also be set as STAD_<FLAG>, "
+        "e.g. STAD_MODEL_DIR, STAD_MAX_BATCH_WINDOWS.",
+    )
+    for name, (kind, text) in _FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, dest=name, type=kind, default=None, help=f"{text} [{env_name(name)}]")
+    return parser
+
+
+def parse_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from flags, then STAD_* variables, then defaults; ValueError names a bad one."""
+    environ = os.environ if environ is None else environ
+    parsed = vars(build_parser().parse_args(argv))
+    values: dict[str, object] = {}
+    for field in fields(Settings):
+        if field.name not in _FLAGS:
+            continue
+        kind = _FLAGS[field.name][0]
+        value = parsed.get(field.name)
+        if value is None and env_name(field.name) in environ:
+            raw = environ[env_name(field.name)]
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ValueError(
+                    f"{env_name(field.name)}={raw!r} is not a valid {kind.__name__}"
+                ) from None
+        if value is not None:
+            values[field.name] = value
+    if "model_dir" not in values:
+        raise ValueError(f"--model-dir (or {env_name('model_dir')}) is required")
+    return Settings(**values)  # type: ignore[arg-type]
