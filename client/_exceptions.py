@@ -1,0 +1,120 @@
+"""Exceptions raised by the stad client.
+
+    StadError
+    ├── ClientClosedError          the client was used after close()
+    ├── DataError (ValueError)     a data file or array the client cannot send
+    ├── TrainingFailedError        a training job ended FAILED (or CANCELLED)
+    └── ServerError                the server answered with a non-OK status
+        ├── InvalidArgument        INVALID_ARGUMENT, OUT_OF_RANGE
+        ├── NotFound               NOT_FOUND
+        ├── AlreadyExists          ALREADY_EXISTS
+        ├── FailedPrecondition     FAILED_PRECONDITION
+        ├── ResourceExhausted      RESOURCE_EXHAUSTED
+        ├── DeadlineExceeded       DEADLINE_EXCEEDED
+        ├── Unavailable            UNAVAILABLE
+        ├── Cancelled              CANCELLED
+        ├── Unauthenticated        UNAUTHENTICATED
+        ├── PermissionDenied       PERMISSION_DENIED
+        └── InternalError          INTERNAL, UNKNOWN, UNIMPLEMENTED, DATA_LOSS, ABORTED
+
+`from_rpc_error` is the one place where `grpc.RpcError` becomes one of these.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class StadError(Exception):
+    """Base of every error the client raises."""
+
+
+class ClientClosedError(StadError):
+    """The client was used after it was closed."""
+
+
+class DataError(StadError, ValueError):
+    """Input data (a file, an array) that cannot be sent; the message names the bad value."""
+
+
+class TrainingFailedError(StadError):
+    """A training job ended without producing a model version."""
+
+    def __init__(self, message: str, *, job_id: str, state: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.state = state
+
+
+class ServerError(StadError):
+    """The server answered with a non-OK gRPC status."""
+
+    def __init__(self, message: str, *, code: grpc.StatusCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class InvalidArgument(ServerError):
+    pass
+
+
+class NotFound(ServerError):
+    pass
+
+
+class AlreadyExists(ServerError):
+    pass
+
+
+class FailedPrecondition(ServerError):
+    pass
+
+
+class ResourceExhausted(ServerError):
+    pass
+
+
+class DeadlineExceeded(ServerError):
+    pass
+
+
+class Unavailable(ServerError):
+    pass
+
+
+class Cancelled(ServerError):
+    pass
+
+
+class Unauthenticated(ServerError):
+    pass
+
+
+class PermissionDenied(ServerError):
+    pass
+
+
+class InternalError(ServerError):
+    pass
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ServerError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.CANCELLED: Cancelled,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+}
+
+
+def from_rpc_error(exc: grpc.RpcError) -> ServerError:
+    """Translate a gRPC error into the client's hierarchy (raise it `from exc`)."""
+    code = exc.code()
+    details = exc.details() or code.name.lower().replace("_", " ")
+    return _BY_CODE.get(code, InternalError)(details, code=code)

@@ -1,0 +1,165 @@
+"""Typed results returned by the client (plain dataclasses, numpy arrays for per-step data)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Scores of one series (or one streamed chunk of it); per-step arrays have length N."""
+
+    timestamps_ns: IntArray  # (N,); empty when the request had no timestamps
+    score: FloatArray  # (N,) calibrated; higher means more anomalous
+    raw_score: FloatArray  # (N,) in the model's own units
+    is_anomaly: BoolArray  # (N,) score >= threshold
+    severity: FloatArray  # (N,) 0-100
+    threshold: float
+    channels: tuple[str, ...]
+    contributions: FloatArray  # (N, C) rows sum to 1
+    expected: FloatArray  # (N, C) in the data's units
+    model: str
+    version: str
+    series_index: int = 0
+    start_step: int = 0
+
+    @property
+    def steps(self) -> int:
+        return int(self.score.shape[0])
+
+    def spans(self) -> list[tuple[int, int]]:
+        """Runs of consecutive anomalous steps as (first, last + 1) indices into this result."""
+        return flag_spans(self.is_anomaly)
+
+    def top_channels(self, start: int, stop: int, k: int = 3) -> list[tuple[str, float]]:
+        """The k channels with the largest mean contribution over steps [start, stop)."""
+        if not 0 <= start < stop <= self.steps:
+            raise ValueError(f"bad step range [{start}, {stop}) for {self.steps} steps")
+        mean = np.nanmean(self.contributions[start:stop], axis=0)  # (C,)
+        order = np.argsort(-mean)[:k]
+        return [(self.channels[i], float(mean[i])) for i in order]
+
+
+def flag_spans(flags: npt.ArrayLike) -> list[tuple[int, int]]:
+    """Runs of True in a 1-D boolean array as half-open (start, stop) index pairs."""
+    padded = np.concatenate([[False], np.asarray(flags, dtype=bool), [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    version: str
+    created_at: datetime | None
+    channels: tuple[str, ...]
+    window: int
+    threshold: float
+    train_start_ns: int
+    train_end_ns: int
+    train_steps: int
+    metrics: Mapping[str, float]
+    metadata: Mapping[str, Any]
+    description: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    active_version: str | None
+    versions: tuple[ModelVersionInfo, ...]  # oldest first
+
+    @property
+    def active(self) -> ModelVersionInfo | None:
+        return next((v for v in self.versions if v.version == self.active_version), None)
+
+
+class JobState(enum.Enum):
+    UNSPECIFIED = "unspecified"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    phase: str  # "pretrain" or "finetune"
+    epoch: int
+    epochs: int
+    step: int
+    steps_total: int
+    train_loss: float
+    val_loss: float
+    mask_ratio: float
+    eta_s: float
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One state of a training job, as returned by every training call and each watch event."""
+
+    job_id: str
+    model: str
+    state: JobState
+    progress: TrainingProgress | None
+    version: str | None  # set when the job succeeded
+    error: str
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    steps: int
+    channels: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Training settings; None leaves the server's default."""
+
+    epochs: int | None = None
+    window: int | None = None
+    patch: int | None = None
+    d_model: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    seed: int | None = None
+    val_fraction: float | None = None
+    finetune_epochs: int | None = None
+    smoothing: int | None = None
+    threshold_quantile: float | None = None
+
+    def given(self) -> dict[str, int | float]:
+        """The settings that are set, by field name."""
+        out: dict[str, int | float] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is not None:
+                out[item.name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class HealthStatus:
+    status: str  # SERVING, NOT_SERVING, SERVICE_UNKNOWN, UNKNOWN
+    service: str = ""
+
+    @property
+    def serving(self) -> bool:
+        return self.status == "SERVING"
