@@ -156,8 +156,7 @@ class AsyncClient:
         response = await self._unary(self._scoring.Score, request, idempotent=True)
         results = sorted(response.results, key=lambda r: r.series_index)
         return [
-            _convert.score_result(item, model=response.model, version=response.version)
-            for item in results
+            _convert.score_result(item, model=response.model, version=response.version) for item in results
         ]
 
     async def stream_score(

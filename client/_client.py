@@ -161,8 +161,7 @@ class Client:
         response = self._unary(self._scoring.Score, request, idempotent=True)
         results = sorted(response.results, key=lambda r: r.series_index)
         return [
-            _convert.score_result(item, model=response.model, version=response.version)
-            for item in results
+            _convert.score_result(item, model=response.model, version=response.version) for item in results
         ]
 
     def stream_score(
