@@ -1,0 +1,112 @@
+"""Per-series checkpoints: the first grid step not yet scored, and any open episode.
+
+Default store: the measurement `stad_checkpoint` in the job's output database
+(tags job, series; fields next_ns, episode). It lives where the scores live, so
+a restarted or rescheduled worker (another container, another host, another
+shard layout) finds it, and it needs no volume. Each advance is a new point at
+time next_ns; the latest per series wins. `FileCheckpointStore` keeps the same
+state in a local JSON file (atomic replace) for deployments without InfluxQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from stad.influx_task.events import Episode
+from stad.influx_task.influxql import InfluxQLReader, quote_ident, quote_string, source_clause
+from stad.influx_task.writer import LineWriter, Point
+
+CHECKPOINT_MEASUREMENT = "stad_checkpoint"
+
+
+@dataclass
+class Checkpoint:
+    series: str
+    next_ns: int
+    episode: Episode | None = None
+
+
+class CheckpointStore(Protocol):
+    def load(self, job: str) -> dict[str, Checkpoint]: ...
+
+    def save(self, job: str, checkpoints: Sequence[Checkpoint]) -> None: ...
+
+
+class InfluxCheckpointStore:
+    """Checkpoints as points of `stad_checkpoint` in InfluxDB."""
+
+    def __init__(self, reader: InfluxQLReader, writer: LineWriter, *, database: str,
+                 retention_policy: str | None = None) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.database = database
+        self.retention_policy = retention_policy
+
+    def load(self, job: str) -> dict[str, Checkpoint]:
+        source = source_clause(self.database, self.retention_policy, CHECKPOINT_MEASUREMENT)
+        query = (f"SELECT \"next_ns\", \"episode\" FROM {source} WHERE {quote_ident('job')} = "
+                 f"{quote_string(job)} GROUP BY {quote_ident('series')} ORDER BY time DESC LIMIT 1")
+        found: dict[str, Checkpoint] = {}
+        for item in self.reader.query(query, database=self.database):
+            series = str((item.get("tags") or {}).get("series", ""))
+            columns = list(item["columns"])
+            row = item["values"][0]
+            episode_text = row[columns.index("episode")] or ""
+            found[series] = Checkpoint(series=series, next_ns=int(row[columns.index("next_ns")]),
+                                       episode=Episode.from_json(episode_text))
+        return found
+
+    def save(self, job: str, checkpoints: Sequence[Checkpoint]) -> None:
+        points = [
+            Point(CHECKPOINT_MEASUREMENT, {"job": job, "series": c.series},
+                  {"next_ns": c.next_ns, "episode": c.episode.to_json() if c.episode else ""},
+                  c.next_ns)
+            for c in checkpoints
+        ]
+        self.writer.write(points, database=self.database, retention_policy=self.retention_policy)
+
+
+class FileCheckpointStore:
+    """Checkpoints in one JSON file, replaced atomically on every save."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def _read_all(self) -> dict[str, dict[str, dict[str, object]]]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data: dict[str, dict[str, dict[str, object]]] = json.load(handle)
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"checkpoint file {self.path} is not valid JSON: {exc}") from exc
+        return data
+
+    def load(self, job: str) -> dict[str, Checkpoint]:
+        out = {}
+        for series, item in self._read_all().get(job, {}).items():
+            next_ns = item["next_ns"]
+            episode = item.get("episode") or ""
+            if not isinstance(next_ns, int) or not isinstance(episode, str):
+                raise ValueError(f"checkpoint file {self.path}: bad entry for {series!r}: {item}")
+            out[series] = Checkpoint(series, next_ns, Episode.from_json(episode))
+        return out
+
+    def save(self, job: str, checkpoints: Sequence[Checkpoint]) -> None:
+        data = self._read_all()
+        entries = data.setdefault(job, {})
+        for c in checkpoints:
+            entries[c.series] = {"next_ns": c.next_ns, "episode": c.episode.to_json() if c.episode else ""}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)

@@ -1,0 +1,106 @@
+"""Time-grid normalisation shared by both read paths.
+
+Every grid step is labelled by the START of its aggregate window, as InfluxQL's
+`GROUP BY time()` does; Flux's `aggregateWindow` labels a window by its stop, so
+Flux rows are shifted back one interval. Windows are aligned to the Unix epoch,
+which both query languages do by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class SeriesBlock:
+    """Rows of one source series (one tag set): start-labelled times and T x C values."""
+
+    tags: Mapping[str, str]
+    timestamps_ns: IntArray  # (T,)
+    values: FloatArray  # (T, C), NaN = missing
+
+
+def align_down(t_ns: int, interval_ns: int) -> int:
+    return (t_ns // interval_ns) * interval_ns
+
+
+def start_labels(times_ns: IntArray, interval_ns: int, label: str) -> IntArray:
+    """Convert window labels to window starts; `label` is "start" or "stop"."""
+    if label == "start":
+        return times_ns
+    if label == "stop":
+        return times_ns - interval_ns
+    raise ValueError(f"window label must be 'start' or 'stop', got {label!r}")
+
+
+def to_grid(
+    times_ns: IntArray,
+    values: FloatArray,
+    *,
+    start_ns: int,
+    stop_ns: int,
+    interval_ns: int,
+    fill: str,
+) -> tuple[IntArray, FloatArray]:
+    """Place start-labelled rows on the grid [start_ns, stop_ns) and apply the fill policy.
+
+    fill: "null" leaves NaN in empty steps, "previous" carries the last value
+    forward, "linear" interpolates between neighbours (not past the ends),
+    "none" drops steps where every channel is missing.
+    """
+    if start_ns % interval_ns or stop_ns % interval_ns:
+        raise ValueError(f"grid bounds {start_ns}, {stop_ns} are not multiples of {interval_ns} ns")
+    n_steps = max(0, (stop_ns - start_ns) // interval_ns)
+    grid_times = start_ns + interval_ns * np.arange(n_steps, dtype=np.int64)
+    grid = np.full((n_steps, values.shape[1]), np.nan)  # (T, C)
+    if times_ns.size:
+        offsets = times_ns - start_ns
+        if (offsets % interval_ns).any():
+            bad = int(times_ns[np.argmax(offsets % interval_ns != 0)])
+            raise ValueError(f"timestamp {bad} is not on the {interval_ns} ns grid")
+        index = offsets // interval_ns
+        inside = (index >= 0) & (index < n_steps)
+        grid[index[inside]] = values[inside]
+    if fill == "null":
+        return grid_times, grid
+    if fill == "none":
+        keep = ~np.isnan(grid).all(axis=1)
+        return grid_times[keep], grid[keep]
+    if fill == "previous":
+        return grid_times, _forward_fill(grid)
+    if fill == "linear":
+        return grid_times, _interpolate(grid)
+    raise ValueError(f"fill must be one of null, previous, linear, none; got {fill!r}")
+
+
+def _forward_fill(grid: FloatArray) -> FloatArray:
+    out = grid.copy()
+    for t in range(1, out.shape[0]):
+        gaps = np.isnan(out[t])
+        out[t, gaps] = out[t - 1, gaps]
+    return out
+
+
+def _interpolate(grid: FloatArray) -> FloatArray:
+    out = grid.copy()
+    steps = np.arange(grid.shape[0])
+    for c in range(grid.shape[1]):
+        seen = ~np.isnan(grid[:, c])
+        if seen.sum() < 2:
+            continue
+        first, last = steps[seen][0], steps[seen][-1]
+        inner = slice(first, last + 1)
+        out[inner, c] = np.interp(steps[inner], steps[seen], grid[seen, c])
+    return out
+
+
+def series_key(measurement: str, tags: Mapping[str, str]) -> str:
+    """A stable identity for a series: measurement plus its sorted tags."""
+    return ",".join([measurement, *(f"{k}={tags[k]}" for k in sorted(tags))])

@@ -1,0 +1,104 @@
+"""InfluxQL read path over HTTP `/query`: InfluxDB 1.x, 2.x (through DBRP mappings) and 3.x."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from stad.influx_task.config import Job
+from stad.influx_task.grid import SeriesBlock
+from stad.influx_task.transport import InfluxError, Transport
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def source_clause(database: str, retention_policy: str | None, measurement: str) -> str:
+    rp = quote_ident(retention_policy) if retention_policy else ""
+    return f"{quote_ident(database)}.{rp}.{quote_ident(measurement)}"
+
+
+def tag_condition(tag_filter: dict[str, tuple[str, ...]]) -> str:
+    """`("a" = 'x' OR "a" = 'y') AND ...`, or "" when there is no filter."""
+    parts = []
+    for key in sorted(tag_filter):
+        options = " OR ".join(f"{quote_ident(key)} = {quote_string(v)}" for v in tag_filter[key])
+        parts.append(f"({options})")
+    return " AND ".join(parts)
+
+
+def build_select(job: Job, start_ns: int, stop_ns: int) -> str:
+    """One query for every series of the job over [start_ns, stop_ns), aggregated on the grid."""
+    if stop_ns <= start_ns:
+        raise ValueError(f"empty time range: start {start_ns} >= stop {stop_ns}")
+    columns = ", ".join(f"{job.aggregate}({quote_ident(f)}) AS {quote_ident(f)}" for f in job.fields)
+    where = f"time >= {start_ns} AND time < {stop_ns}"
+    condition = tag_condition(dict(job.tag_filter))
+    if condition:
+        where += f" AND {condition}"
+    group = ", ".join([f"time({job.interval_ns}ns)", *(quote_ident(t) for t in job.output_tag_keys)])
+    source = source_clause(job.database, job.retention_policy, job.measurement)
+    return f"SELECT {columns} FROM {source} WHERE {where} GROUP BY {group} fill(null)"
+
+
+def parse_response(payload: bytes) -> list[dict[str, Any]]:
+    """The series of the first statement's result; raises InfluxError on a query error."""
+    try:
+        document = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise InfluxError(f"InfluxQL answer is not JSON: {payload[:200]!r}") from exc
+    if "error" in document:
+        raise InfluxError(f"InfluxQL error: {document['error']}")
+    results = document.get("results", [])
+    for result in results:
+        if "error" in result:
+            raise InfluxError(f"InfluxQL error: {result['error']}")
+    if not results:
+        return []
+    return list(results[0].get("series", []))
+
+
+def blocks_from_series(series: list[dict[str, Any]], fields: tuple[str, ...]) -> list[SeriesBlock]:
+    """Turn InfluxQL series (start-labelled) into blocks with columns in `fields` order."""
+    blocks = []
+    for item in series:
+        columns = list(item["columns"])
+        missing = [f for f in fields if f not in columns]
+        if missing or columns[0] != "time":
+            raise InfluxError(f"InfluxQL series lacks columns {missing or ['time']}: {columns}")
+        rows = item.get("values", [])
+        picks = [columns.index(f) for f in fields]
+        times = np.array([row[0] for row in rows], dtype=np.int64)
+        values = np.array(
+            [[np.nan if row[i] is None else row[i] for i in picks] for row in rows], dtype=np.float64,
+        ).reshape(len(rows), len(fields))  # (T, C)
+        tags = {k: str(v) for k, v in (item.get("tags") or {}).items()}
+        blocks.append(SeriesBlock(tags=tags, timestamps_ns=times, values=values))
+    return blocks
+
+
+class InfluxQLReader:
+    """Reads job series with InfluxQL."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def query(
+        self, statement: str, *, database: str | None = None, post: bool = False,
+    ) -> list[dict[str, Any]]:
+        params = {"q": statement, "epoch": "ns"}
+        if database:
+            params["db"] = database
+        body = self.transport.request("POST" if post else "GET", "/query", params=params)
+        return parse_response(body)
+
+    def read(self, job: Job, start_ns: int, stop_ns: int) -> list[SeriesBlock]:
+        series = self.query(build_select(job, start_ns, stop_ns), database=job.database)
+        return blocks_from_series(series, job.fields)
