@@ -1,0 +1,667 @@
+"""The stad detector: a plain object around the spatio-temporal masked predictor.
+
+    det = Detector(DetectorConfig(epochs=20)).fit(X_train)      # X: (T, C), NaN = missing
+    out = det.score(X)         # out.score: (T,), higher = more anomalous
+    det.save("model_dir"); det = Detector.load("model_dir")
+
+Scoring. Windows of `window` steps every `score_stride` steps (plus one ending
+at the last step) are each predicted K = `mask_groups` times, each time with a
+different complementary set of (channel, patch) tokens hidden, so every point
+is predicted exactly once per window while it is hidden. A point's error is its
+squared prediction error in scaled units, divided by that channel's mean
+error on the calibration data (so a noisy channel does not drown the others),
+averaged over the windows covering it. The raw per-step score is the mean of
+these errors over the observed channels (0 if none is observed), smoothed
+over a trailing window of `smoothing` steps. With a supervised head (fit with
+labels), the raw score is instead the head's anomaly probability.
+
+Calibration. score = raw_score / reference, where reference is the
+`threshold_quantile` quantile of the raw scores of held-out normal data: the
+validation split when it has at least `min_calibration_steps` steps, else the
+whole training series (labelled anomalies excluded). So score 1.0 means the
+same on every model. Without labels the threshold is `threshold_factor` (1.0
+by default); with labels it is the best-F1 threshold on the training series.
+Severity is 100 * (1 - 2**-score): 50 at score 1.
+
+The server batches windows of many requests through `plan_windows`,
+`score_windows` and `assemble`; a window's result never depends on its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import math
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from stad.server import calibration
+from stad.server.model import AnomalyHead, MaskedPredictor, ModelConfig
+from stad.server.preprocessing import (
+    ChannelScaler,
+    as_matrix,
+    check_length,
+    extract_windows,
+    window_starts,
+)
+from stad.server.training import (
+    ProgressCallback,
+    StopCallback,
+    TrainingCancelled,
+    TrainingProgress,
+    WindowSet,
+    _Reporter,
+    finetune,
+    predict_masked,
+    pretrain,
+    squared_errors,
+    steps_per_epoch,
+)
+
+__all__ = [
+    "Detector",
+    "DetectorConfig",
+    "ScoreOutput",
+    "TrainingCancelled",
+    "TrainingProgress",
+    "WindowOutput",
+    "WindowPlan",
+]
+
+FloatArray = npt.NDArray[np.float64]
+METADATA_FILE = "metadata.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "stad-detector"
+FORMAT_VERSION = 1
+# Tokens per forward pass when scoring (bounds memory; results do not depend on it).
+SCORE_TOKEN_BUDGET = 1 << 16
+MIN_ERROR_SCALE = 1e-6
+
+
+@dataclass
+class DetectorConfig:
+    """Hyper-parameters; names shared with stad.v1.TrainingSpec keep its spelling."""
+
+    window: int = 64  # L, steps per window
+    patch: int = 8  # P, window % patch == 0
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2  # each: temporal attention + cross-channel attention + MLP
+    dropout: float = 0.1
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    grad_clip: float = 1.0
+    val_fraction: float = 0.2
+    patience: int = 5
+    mask_ratio_start: float = 0.15
+    mask_ratio_end: float = 0.5
+    seed: int = 0
+    finetune_epochs: int = 10
+    smoothing: int = 1  # trailing window (steps) for the per-step score
+    threshold_quantile: float = 0.999
+    mask_groups: int = 4  # K complementary scoring masks
+    score_stride: int = 0  # steps between scoring windows; 0 = window // 2
+    train_stride: int = 1  # steps between training windows
+    max_windows_per_epoch: int = 4096  # random subset per epoch; 0 = all
+    threshold_factor: float = 1.0  # unlabelled threshold on the calibrated scale
+    min_calibration_steps: int = 500
+    normalize_channel_errors: bool = True
+    ff_mult: int = 2
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad value."""
+
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"bad config: {name}={getattr(self, name)!r} ({rule})")
+
+        for name in (
+            "window", "patch", "d_model", "n_heads", "n_layers", "epochs", "batch_size",
+            "patience", "smoothing", "train_stride", "ff_mult",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise bad(name, "must be an integer >= 1")
+        for name in ("finetune_epochs", "score_stride", "max_windows_per_epoch", "seed",
+                     "min_calibration_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise bad(name, "must be an integer >= 0")
+        if self.window % self.patch:
+            raise bad("window", f"must be a multiple of patch={self.patch}")
+        if self.d_model % self.n_heads:
+            raise bad("d_model", f"must be a multiple of n_heads={self.n_heads}")
+        if not 2 <= self.mask_groups <= self.window // self.patch:
+            raise bad("mask_groups", f"must be in [2, window/patch={self.window // self.patch}]")
+        if self.score_stride > self.window:
+            raise bad("score_stride", f"must be <= window={self.window}")
+        for name, lo, hi in (
+            ("dropout", 0.0, 0.999),
+            ("weight_decay", 0.0, math.inf),
+            ("warmup_fraction", 0.0, 1.0),
+            ("val_fraction", 0.0, 0.9),
+            ("mask_ratio_start", 0.01, 0.99),
+            ("mask_ratio_end", 0.01, 0.99),
+            ("threshold_quantile", 0.5, 1.0),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not lo <= value <= hi:
+                raise bad(name, f"must be a number in [{lo}, {hi}]")
+        for name in ("learning_rate", "grad_clip", "threshold_factor"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise bad(name, "must be a finite number > 0")
+
+    @property
+    def stride(self) -> int:
+        return self.score_stride or max(1, self.window // 2)
+
+    def model_config(self, n_channels: int) -> ModelConfig:
+        return ModelConfig(
+            n_channels=n_channels, window=self.window, patch=self.patch, d_model=self.d_model,
+            n_heads=self.n_heads, n_layers=self.n_layers, dropout=self.dropout,
+            ff_mult=self.ff_mult,
+        )
+
+
+@dataclass
+class WindowPlan:
+    """Windows of one series, ready for `score_windows`."""
+
+    windows: npt.NDArray[np.float32]  # (N, L, C) scaled, NaN kept
+    starts: npt.NDArray[np.int64]  # (N,) first step of each window
+    missing: npt.NDArray[np.bool_]  # (T, C)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.missing.shape[0])
+
+
+@dataclass
+class WindowOutput:
+    """Per-window results of `score_windows`; slice with `take`, join with `concatenate`."""
+
+    errors: npt.NDArray[np.float32]  # (N, L, C) normalised squared errors, 0 where missing
+    expected: FloatArray  # (N, L, C) predictions in the data's own units
+    probability: npt.NDArray[np.float32] | None = None  # (N, L) head output, if fine-tuned
+
+    def __len__(self) -> int:
+        return int(self.errors.shape[0])
+
+    def take(self, index: slice | npt.NDArray[np.int64]) -> WindowOutput:
+        prob = None if self.probability is None else self.probability[index]
+        return WindowOutput(self.errors[index], self.expected[index], prob)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[WindowOutput]) -> WindowOutput:
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        probs = [p.probability for p in parts]
+        prob = None
+        if all(p is not None for p in probs):
+            prob = np.concatenate([p for p in probs if p is not None])
+        return cls(
+            np.concatenate([p.errors for p in parts]),
+            np.concatenate([p.expected for p in parts]),
+            prob,
+        )
+
+
+@dataclass
+class ScoreOutput:
+    score: FloatArray  # (T,) calibrated, higher = more anomalous, same scale for every model
+    raw_score: FloatArray  # (T,) model units
+    is_anomaly: npt.NDArray[np.bool_]  # (T,) score >= threshold
+    severity: FloatArray  # (T,) 0..100
+    threshold: float  # on the score scale
+    contributions: FloatArray  # (T, C) rows sum to 1 (0 where nothing observed)
+    expected: FloatArray  # (T, C) in the data's own units
+    channels: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "numpy": np.__version__}
+    for dist in ("stad", "safetensors"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "unknown"
+    return versions
+
+
+def _check_labels(labels: Any, n_steps: int) -> npt.NDArray[np.bool_]:
+    array = np.asarray(labels)
+    if array.ndim != 1 or array.shape[0] != n_steps:
+        raise ValueError(f"labels must have shape ({n_steps},), got {array.shape}")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"labels must be 0/1 numbers, got dtype {array.dtype}")
+    values = np.unique(array.astype(np.float64))
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise ValueError(f"labels must be 0 or 1, got values {values[:5].tolist()}")
+    result: npt.NDArray[np.bool_] = array.astype(bool)
+    if result.all():
+        raise ValueError("labels mark every step anomalous; need normal steps to train on")
+    return result
+
+
+def _check_channels(channels: Sequence[str] | None, n_channels: int) -> tuple[str, ...]:
+    if channels is None:
+        return tuple(f"ch{i}" for i in range(n_channels))
+    names = tuple(str(c) for c in channels)
+    if len(names) != n_channels:
+        raise ValueError(f"{len(names)} channel names for {n_channels} channels")
+    if len(set(names)) != len(names) or any(not n for n in names):
+        raise ValueError(f"channel names must be unique and non-empty, got {list(names)}")
+    return names
+
+
+def _finite_or_none(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: not-a-number metrics become null."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()
+    }
+
+
+class Detector:
+    """Spatio-temporal Transformer anomaly detector (see the module docstring)."""
+
+    model_: MaskedPredictor
+    head_: AnomalyHead | None
+    scaler_: ChannelScaler
+    channels_: tuple[str, ...]
+    error_scale_: FloatArray
+    reference_: float
+    threshold_: float
+    calibration_: dict[str, Any]
+    metadata_: dict[str, Any]
+
+    def __init__(self, config: DetectorConfig | None = None, *, device: str = "cpu") -> None:
+        self.config = config if config is not None else DetectorConfig()
+        self.device = device
+
+    # ----------------------------------------------------------------- fitting
+    def fit(
+        self,
+        X: Any,
+        labels: Any = None,
+        *,
+        channels: Sequence[str] | None = None,
+        timestamps_ns: Any = None,
+        progress: ProgressCallback | None = None,
+        should_stop: StopCallback | None = None,
+        warm_start: bool = False,
+    ) -> Detector:
+        """Train on X (T, C), NaN = missing; labels (T,) 0/1 enable fine-tuning.
+
+        warm_start=True on a fitted detector keeps its weights, refits the
+        scaler and the threshold on X and trains further.
+        """
+        cfg = self.config
+        cfg.validate()
+        started = time.monotonic()
+        data = as_matrix(X)
+        check_length(data, cfg.window)
+        t, c = data.shape
+        if np.isnan(data).all():
+            raise ValueError("X has no observed values (all NaN)")
+        keep_weights = warm_start and self.is_fitted
+        if keep_weights and c != len(self.channels_):
+            raise ValueError(
+                f"X has {c} channels but the warm-started detector has {len(self.channels_)}"
+            )
+        keep_names = channels is None and keep_weights
+        names = self.channels_ if keep_names else _check_channels(channels, c)
+        anomalous = None if labels is None else _check_labels(labels, t)
+        stamps = None
+        if timestamps_ns is not None:
+            stamps = np.asarray(timestamps_ns)
+            if stamps.shape != (t,) or stamps.dtype.kind not in "iu":
+                raise ValueError(
+                    f"timestamps_ns must be {t} integers, got shape {stamps.shape} "
+                    f"dtype {stamps.dtype}"
+                )
+        device = torch.device(self.device)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        normal_rows = data if anomalous is None else data[~anomalous]
+        scaler = ChannelScaler.fit(normal_rows if normal_rows.shape[0] >= cfg.window else data)
+        scaled = scaler.transform(data)
+        n_val = max(round(t * cfg.val_fraction), cfg.window) if cfg.val_fraction > 0 else 0
+        if t - n_val < cfg.window:
+            n_val = 0
+        split = t - n_val
+        train_set = self._window_set(scaled, anomalous, 0, split, cfg.train_stride, device)
+        val_set = (
+            self._window_set(scaled, anomalous, split, t, cfg.stride, device) if n_val else None
+        )
+
+        generator = torch.Generator().manual_seed(cfg.seed)
+        if keep_weights:
+            model = self.model_
+        else:
+            model = MaskedPredictor(cfg.model_config(c))
+            model.init_weights(generator)
+            model = model.to(device)
+        use_head = (
+            anomalous is not None and bool(anomalous[:split].any()) and cfg.finetune_epochs > 0
+        )
+        total = steps_per_epoch(len(train_set), cfg) * (
+            cfg.epochs + (cfg.finetune_epochs if use_head else 0)
+        )
+        reporter = _Reporter(total, progress, should_stop)
+        metrics: dict[str, Any] = dict(pretrain(model, train_set, val_set, cfg, generator, reporter))
+        head = self.head_ if keep_weights else None
+        if use_head:
+            if head is None:
+                head = AnomalyHead(model.config)
+                head.init_weights(generator)
+                head = head.to(device)
+            metrics.update(finetune(model, head, train_set, val_set, cfg, generator, reporter))
+
+        self.model_ = model
+        self.head_ = head
+        self.scaler_ = scaler
+        self.channels_ = names
+        self.error_scale_ = np.ones(c)
+        self._calibrate(data, anomalous, split if n_val >= cfg.min_calibration_steps else 0)
+        metrics["fit_s"] = time.monotonic() - started
+        self.metadata_ = self._metadata(t, stamps, metrics)
+        return self
+
+    def _window_set(
+        self,
+        scaled: FloatArray,
+        anomalous: npt.NDArray[np.bool_] | None,
+        start: int,
+        stop: int,
+        stride: int,
+        device: torch.device,
+    ) -> WindowSet:
+        starts = window_starts(stop - start, self.config.window, stride) + start
+        windows = torch.from_numpy(extract_windows(scaled, starts, self.config.window))
+        observed = ~torch.isnan(windows)  # (N, L, C)
+        values = torch.nan_to_num(windows, nan=0.0)
+        target = observed
+        labels = None
+        if anomalous is not None:
+            flags = anomalous[:, None].astype(np.float32)  # (T, 1)
+            lab = torch.from_numpy(extract_windows(flags, starts, self.config.window))
+            labels = lab[..., 0]  # (N, L)
+            target = observed & (labels[..., None] == 0)
+            labels = labels.to(device)
+        return WindowSet(values.to(device), observed.to(device), target.to(device), labels)
+
+    def _calibrate(
+        self, data: FloatArray, anomalous: npt.NDArray[np.bool_] | None, first_step: int
+    ) -> None:
+        """Set error_scale_, reference_ and threshold_ from the fitted model's scores of data."""
+        cfg = self.config
+        plan = self.plan_windows(data)
+        output = self.score_windows(plan.windows)
+        usable = np.zeros(data.shape[0], dtype=bool)
+        usable[first_step:] = True
+        if anomalous is not None:
+            usable &= ~anomalous
+        if not usable.any():
+            usable[:] = True
+        if cfg.normalize_channel_errors:
+            err, _, _ = self._per_step(plan, output)
+            observed = ~plan.missing[usable]
+            sums = np.where(observed, err[usable], 0.0).sum(axis=0)
+            mean_err = sums / np.maximum(observed.sum(axis=0), 1)
+            self.error_scale_ = np.maximum(mean_err, MIN_ERROR_SCALE)
+            normalised = output.errors / self.error_scale_.astype(np.float32)
+            output = WindowOutput(
+                normalised.astype(np.float32), output.expected, output.probability
+            )
+        self.reference_ = 1.0
+        raw = self._raw_score(plan, output)
+        self.reference_ = calibration.reference_scale(raw[usable], cfg.threshold_quantile)
+        self.calibration_ = {
+            "method": "quantile", "quantile": cfg.threshold_quantile,
+            "reference": self.reference_, "calibration_steps": int(usable.sum()),
+            "calibration_source": "validation" if first_step else "training series",
+        }
+        self.threshold_ = float(cfg.threshold_factor)
+        if anomalous is not None and anomalous.any():
+            score = raw / self.reference_
+            self.threshold_, best_f1 = calibration.best_f1_threshold(score, anomalous)
+            self.calibration_.update({"method": "best_f1", "best_f1": best_f1})
+
+    def _metadata(
+        self, n_steps: int, stamps: npt.NDArray[Any] | None, metrics: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": dataclasses.asdict(self.config),
+            "channels": list(self.channels_),
+            "scaler": self.scaler_.to_dict(),
+            "error_scale": self.error_scale_.tolist(),
+            "thresholds": {"threshold": self.threshold_, **self.calibration_},
+            "training_range": {
+                "steps": n_steps,
+                "start_ns": None if stamps is None else int(stamps[0]),
+                "end_ns": None if stamps is None else int(stamps[-1]),
+            },
+            "training_metrics": _finite_or_none(metrics),
+            "has_head": self.head_ is not None,
+            "library_versions": _library_versions(),
+        }
+
+    # ----------------------------------------------------------------- scoring
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "model_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise ValueError("detector is not fitted: call fit() or Detector.load() first")
+
+    def plan_windows(self, X: Any) -> WindowPlan:
+        """Validate and scale X (T, C) and cut it into scoring windows."""
+        self._check_fitted()
+        data = as_matrix(X)
+        if data.shape[1] != len(self.channels_):
+            raise ValueError(
+                f"X has {data.shape[1]} channels, the detector expects {len(self.channels_)}"
+            )
+        check_length(data, self.config.window)
+        starts = window_starts(data.shape[0], self.config.window, self.config.stride)
+        windows = extract_windows(self.scaler_.transform(data), starts, self.config.window)
+        return WindowPlan(windows=windows, starts=starts, missing=np.isnan(data))
+
+    @torch.inference_mode()
+    def score_windows(self, windows: npt.ArrayLike) -> WindowOutput:
+        """Predict every point of each (L, C) window while hidden; batch-independent."""
+        self._check_fitted()
+        cfg = self.config
+        arr = np.asarray(windows, dtype=np.float32)
+        c = len(self.channels_)
+        if arr.ndim != 3 or arr.shape[1:] != (cfg.window, c):
+            raise ValueError(f"windows must have shape (N, {cfg.window}, {c}), got {arr.shape}")
+        if np.isinf(arr).any():
+            raise ValueError("windows contain inf; use NaN for missing values")
+        device = torch.device(self.device)
+        model = self.model_.eval()
+        chunk = max(1, SCORE_TOKEN_BUDGET // (cfg.mask_groups * c * (cfg.window // cfg.patch)))
+        errors, preds, probs = [], [], []
+        for start in range(0, arr.shape[0], chunk):
+            part = torch.from_numpy(arr[start : start + chunk]).to(device)
+            observed = ~torch.isnan(part)
+            values = torch.nan_to_num(part, nan=0.0)
+            pred, pooled = predict_masked(model, values, observed, cfg.mask_groups)
+            err = squared_errors(pred, values, observed)
+            if self.head_ is not None:
+                probs.append(torch.sigmoid(self.head_.eval()(pooled, err).float()).cpu())
+            errors.append(err.cpu())
+            preds.append(pred.cpu())
+        if not errors:
+            empty = np.zeros((0, cfg.window, c))
+            return WindowOutput(empty.astype(np.float32), empty, None)
+        err_np = torch.cat(errors).numpy() / self.error_scale_.astype(np.float32)
+        expected = self.scaler_.inverse(torch.cat(preds).numpy())
+        prob = torch.cat(probs).numpy() if probs else None
+        return WindowOutput(err_np.astype(np.float32), expected, prob)
+
+    def _per_step(
+        self, plan: WindowPlan, output: WindowOutput
+    ) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+        """Average window results over the windows covering each step: (T, C), (T, C), (T,)."""
+        if len(output) != plan.starts.shape[0]:
+            raise ValueError(
+                f"output has {len(output)} windows but the plan has {plan.starts.shape[0]}"
+            )
+        t, c = plan.missing.shape
+        L = self.config.window
+        err = np.zeros((t, c))
+        expected = np.zeros((t, c))
+        prob = None if output.probability is None else np.zeros(t)
+        count = np.zeros(t)
+        for i, s in enumerate(plan.starts):
+            err[s : s + L] += output.errors[i]
+            expected[s : s + L] += output.expected[i]
+            if prob is not None and output.probability is not None:
+                prob[s : s + L] += output.probability[i]
+            count[s : s + L] += 1
+        err /= count[:, None]
+        expected /= count[:, None]
+        if prob is not None:
+            prob /= count
+        err[plan.missing] = 0.0
+        return err, expected, prob
+
+    def _raw_score(self, plan: WindowPlan, output: WindowOutput) -> FloatArray:
+        err, _, prob = self._per_step(plan, output)
+        return self._smoothed_raw(plan, err, prob)
+
+    def _smoothed_raw(
+        self, plan: WindowPlan, err: FloatArray, prob: FloatArray | None
+    ) -> FloatArray:
+        n_obs = (~plan.missing).sum(axis=1)
+        step = (
+            err.sum(axis=1) / np.maximum(n_obs, 1)
+            if prob is None
+            else np.where(n_obs > 0, prob, 0.0)
+        )
+        return calibration.smooth_trailing(step, self.config.smoothing)
+
+    def assemble(
+        self, plan: WindowPlan, output: WindowOutput, *, threshold: float | None = None
+    ) -> ScoreOutput:
+        """Turn the window results of one plan into per-step scores."""
+        self._check_fitted()
+        thr = self.threshold_ if threshold is None else float(threshold)
+        if not math.isfinite(thr):
+            raise ValueError(f"threshold must be finite, got {threshold}")
+        err, expected, prob = self._per_step(plan, output)
+        raw = self._smoothed_raw(plan, err, prob)
+        score = raw / self.reference_
+        totals = err.sum(axis=1, keepdims=True)
+        observed = ~plan.missing
+        uniform = observed / np.maximum(observed.sum(axis=1, keepdims=True), 1)
+        contributions = np.where(totals > 0, err / np.where(totals > 0, totals, 1.0), uniform)
+        return ScoreOutput(
+            score=score,
+            raw_score=raw,
+            is_anomaly=score >= thr,
+            severity=calibration.severity(score),
+            threshold=thr,
+            contributions=contributions,
+            expected=expected,
+            channels=self.channels_,
+        )
+
+    def score(
+        self, X: Any, *, threshold: float | None = None, batch_size: int = 256
+    ) -> ScoreOutput:
+        """Score every step of X (T, C); see the module docstring for the scale."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        plan = self.plan_windows(X)
+        parts = [
+            self.score_windows(plan.windows[i : i + batch_size])
+            for i in range(0, plan.windows.shape[0], batch_size)
+        ]
+        return self.assemble(plan, WindowOutput.concatenate(parts), threshold=threshold)
+
+    def predict(self, X: Any) -> npt.NDArray[np.bool_]:
+        """Boolean (T,): score >= threshold_."""
+        return self.score(X).is_anomaly
+
+    # ------------------------------------------------------------- persistence
+    def save(self, directory: str | Path) -> None:
+        """Write model.safetensors (weights) and metadata.json; no pickle."""
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"encoder.{k}": v.detach().cpu().contiguous()
+                   for k, v in self.model_.state_dict().items()}
+        if self.head_ is not None:
+            tensors.update({f"head.{k}": v.detach().cpu().contiguous()
+                            for k, v in self.head_.state_dict().items()})
+        save_file(tensors, str(path / WEIGHTS_FILE))
+        (path / METADATA_FILE).write_text(json.dumps(self.metadata_, indent=2, allow_nan=False))
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str = "cpu") -> Detector:
+        """Rebuild a detector written by `save`."""
+        from safetensors.torch import load_file
+
+        path = Path(directory)
+        meta_path, weights_path = path / METADATA_FILE, path / WEIGHTS_FILE
+        for p in (meta_path, weights_path):
+            if not p.is_file():
+                raise ValueError(f"not a saved detector: {p} is missing")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{meta_path}: unsupported format {meta.get('format')!r} "
+                f"version {meta.get('format_version')!r}"
+            )
+        known = {f.name for f in dataclasses.fields(DetectorConfig)}
+        config = DetectorConfig(**{k: v for k, v in meta["config"].items() if k in known})
+        det = cls(config, device=device)
+        channels = tuple(meta["channels"])
+        tensors = load_file(str(weights_path))
+        model = MaskedPredictor(config.model_config(len(channels)))
+        model.load_state_dict(
+            {k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")}
+        )
+        head = None
+        if meta["has_head"]:
+            head = AnomalyHead(model.config)
+            head.load_state_dict(
+                {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
+            )
+            head = head.to(device).eval()
+        det.model_ = model.to(device).eval()
+        det.head_ = head
+        det.channels_ = channels
+        det.scaler_ = ChannelScaler.from_dict(meta["scaler"])
+        det.error_scale_ = np.asarray(meta["error_scale"], dtype=np.float64)
+        thresholds = dict(meta["thresholds"])
+        det.threshold_ = float(thresholds.pop("threshold"))
+        det.reference_ = float(thresholds["reference"])
+        det.calibration_ = thresholds
+        det.metadata_ = meta
+        return det

@@ -1,0 +1,141 @@
+"""Input validation, channel scaling, windowing and masks.
+
+Scaling is per channel with statistics of the training data (mean and
+standard deviation, ignoring NaN), never per window: a per-window
+normalisation would erase level shifts. NaN means missing and stays NaN
+through scaling and windowing; the model sees it as unobserved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+FloatArray = npt.NDArray[np.float64]
+
+# Scaled values are clipped to this magnitude so a wild reading (or a reading
+# of a channel that was constant in training) cannot overflow the network.
+SCALED_CLIP = 1e4
+
+
+def as_matrix(X: Any, *, name: str = "X") -> FloatArray:
+    """Return X as a float64 (T, C) matrix; 1-D input is one channel.
+
+    Raises ValueError for non-numeric, empty, 3-D or inf-containing input.
+    """
+    try:
+        array = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric: {exc}") from exc
+    if array.ndim == 1:
+        array = array[:, None]  # (T, 1)
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D (steps, channels) array, got {array.ndim}-D of shape {array.shape}"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape})")
+    infinite = np.isinf(array)
+    if infinite.any():
+        row, col = np.argwhere(infinite)[0]
+        raise ValueError(
+            f"{name} contains inf (first at step {row}, channel {col}); use NaN for missing values"
+        )
+    return array
+
+
+def check_length(array: FloatArray, window: int, *, name: str = "X") -> None:
+    if array.shape[0] < window:
+        raise ValueError(
+            f"{name} has {array.shape[0]} steps, shorter than one window ({window} steps)"
+        )
+
+
+@dataclass(frozen=True)
+class ChannelScaler:
+    """(x - mean) / scale per channel, fitted on training data."""
+
+    mean: FloatArray  # (C,)
+    scale: FloatArray  # (C,)
+
+    @classmethod
+    def fit(cls, X: FloatArray) -> ChannelScaler:
+        """Fit on (T, C) ignoring NaN; constant or all-missing channels get scale 1."""
+        observed = ~np.isnan(X)
+        counts = observed.sum(axis=0)
+        filled = np.where(observed, X, 0.0)
+        mean = filled.sum(axis=0) / np.maximum(counts, 1)
+        var = (np.where(observed, X - mean, 0.0) ** 2).sum(axis=0) / np.maximum(counts, 1)
+        std = np.sqrt(var)
+        tiny = 1e-9 * np.maximum(np.abs(mean), 1.0)
+        scale = np.where(std > tiny, std, 1.0)
+        return cls(mean=mean.astype(np.float64), scale=scale.astype(np.float64))
+
+    def transform(self, X: FloatArray) -> FloatArray:
+        if X.shape[-1] != self.mean.shape[0]:
+            raise ValueError(f"expected {self.mean.shape[0]} channels, got {X.shape[-1]}")
+        scaled: FloatArray = np.clip((X - self.mean) / self.scale, -SCALED_CLIP, SCALED_CLIP)
+        return scaled
+
+    def inverse(self, Z: npt.NDArray[np.floating[Any]]) -> FloatArray:
+        out: FloatArray = Z.astype(np.float64) * self.scale + self.mean
+        return out
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, list[float]]) -> ChannelScaler:
+        return cls(
+            mean=np.asarray(data["mean"], dtype=np.float64),
+            scale=np.asarray(data["scale"], dtype=np.float64),
+        )
+
+
+def window_starts(n_steps: int, window: int, stride: int) -> npt.NDArray[np.int64]:
+    """Starts of windows every `stride` steps, plus one ending at the last step.
+
+    Every step is covered by at least one window. Requires n_steps >= window.
+    """
+    last = n_steps - window
+    starts = np.arange(0, last + 1, stride, dtype=np.int64)
+    if starts[-1] != last:
+        starts = np.append(starts, np.int64(last))
+    return starts
+
+
+def extract_windows(
+    array: npt.NDArray[np.floating[Any]], starts: npt.NDArray[np.int64], window: int
+) -> npt.NDArray[np.float32]:
+    """(T, C) -> (N, L, C) float32 copies of the windows at `starts`."""
+    index = starts[:, None] + np.arange(window)[None, :]  # (N, L)
+    return np.ascontiguousarray(array[index], dtype=np.float32)  # (N, L, C)
+
+
+def group_masks(n_channels: int, n_patches: int, groups: int) -> torch.Tensor:
+    """K complementary token masks, (K, C, N) bool: token (c, n) is hidden in group (n + c) % K.
+
+    Every token is hidden in exactly one group; in each group a hidden token's
+    temporal neighbours and most of its peers at the same time are visible.
+    """
+    c = torch.arange(n_channels)[:, None]
+    n = torch.arange(n_patches)[None, :]
+    group = (n + c) % groups  # (C, N)
+    return group[None, :, :] == torch.arange(groups)[:, None, None]  # (K, C, N)
+
+
+def random_masks(
+    batch: int, n_channels: int, n_patches: int, ratio: float, generator: torch.Generator
+) -> torch.Tensor:
+    """(B, C, N) bool: each token hidden with probability `ratio`, at least one per window."""
+    hidden = torch.rand((batch, n_channels, n_patches), generator=generator) < ratio
+    # Guarantee a target in every window: hide one random token where none is.
+    flat = hidden.view(batch, -1)  # (B, C*N)
+    empty = ~flat.any(dim=1)
+    pick = torch.randint(0, n_channels * n_patches, (batch,), generator=generator)
+    flat[empty, pick[empty]] = True
+    return hidden

@@ -1,0 +1,387 @@
+"""Training loops: self-supervised masked prediction, then optional supervised fine-tuning.
+
+Pretraining hides random tokens with a ratio that grows linearly from
+`mask_ratio_start` to `mask_ratio_end` over the run (curriculum) and regresses
+the hidden points (MSE over observed, non-anomalous points only). Validation
+uses the fixed complementary scoring masks, so its loss is comparable across
+epochs and equals the scoring error. AdamW, linear warm-up then cosine decay
+to 10% of the learning rate, gradient clipping, early stopping on validation
+loss (the best weights are kept). All randomness comes from one
+`torch.Generator`; bf16 autocast is used on CUDA only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stad.server.model import AnomalyHead, MaskedPredictor
+from stad.server.preprocessing import group_masks, random_masks
+
+if TYPE_CHECKING:
+    from stad.server.detector import DetectorConfig
+
+# How often (seconds) progress is reported within an epoch; always at epoch end.
+PROGRESS_INTERVAL_S = 0.5
+MIN_LR_FRACTION = 0.1
+
+
+@dataclass
+class TrainingProgress:
+    """One progress report; steps count optimiser steps over all phases."""
+
+    phase: str  # "pretrain" or "finetune"
+    epoch: int
+    epochs: int
+    step: int
+    steps_total: int
+    train_loss: float
+    val_loss: float
+    mask_ratio: float
+    eta_s: float
+
+
+class TrainingCancelled(Exception):
+    """Raised by fit when `should_stop()` returned True."""
+
+
+ProgressCallback = Callable[[TrainingProgress], None]
+StopCallback = Callable[[], bool]
+
+
+@dataclass
+class WindowSet:
+    """Windows ready for the network: values zero-filled where missing."""
+
+    values: Tensor  # (N, L, C) float32
+    observed: Tensor  # (N, L, C) bool
+    target: Tensor  # (N, L, C) bool, points that count in the loss
+    labels: Tensor | None = None  # (N, L) float32, 1 = anomaly
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def subset(self, index: Tensor) -> WindowSet:
+        return WindowSet(
+            self.values[index],
+            self.observed[index],
+            self.target[index],
+            None if self.labels is None else self.labels[index],
+        )
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA; a disabled context elsewhere."""
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+    )
+
+
+def point_mask(hidden: Tensor, patch: int) -> Tensor:
+    """Token mask (..., C, N) -> point mask (..., L, C)."""
+    return hidden.repeat_interleave(patch, dim=-1).transpose(-1, -2)  # (..., L, C)
+
+
+def predict_masked(
+    model: MaskedPredictor, values: Tensor, observed: Tensor, groups: int
+) -> tuple[Tensor, Tensor]:
+    """Predict every point while it is hidden: K complementary masks in one batched pass.
+
+    values, observed: (B, L, C). Returns float32 predictions (B, L, C) and the
+    channel-mean of each token's features from the pass that hid it (B, N, D).
+    Each window's result depends only on that window.
+    """
+    cfg = model.config
+    b = values.shape[0]
+    masks = group_masks(cfg.n_channels, cfg.n_patches, groups).to(values.device)  # (K, C, N)
+    k = masks.shape[0]
+    hidden = masks.repeat_interleave(b, dim=0)  # (K*B, C, N), row k*B + i
+    with autocast(values.device):
+        pred, feats = model(values.repeat(k, 1, 1), observed.repeat(k, 1, 1), hidden)
+    pred = pred.float().view(k, b, cfg.window, cfg.n_channels)  # (K, B, L, C)
+    feats = feats.float().view(k, b, cfg.n_channels, cfg.n_patches, cfg.d_model)  # (K, B, C, N, D)
+    pm = point_mask(masks, cfg.patch).to(pred.dtype)  # (K, L, C)
+    prediction = (pred * pm[:, None]).sum(dim=0)  # (B, L, C)
+    tm = masks.to(feats.dtype)[:, None, :, :, None]  # (K, 1, C, N, 1)
+    pooled = (feats * tm).sum(dim=0).mean(dim=1)  # (B, N, D)
+    return prediction, pooled
+
+
+def squared_errors(prediction: Tensor, values: Tensor, observed: Tensor) -> Tensor:
+    """(B, L, C) squared errors, 0 where not observed."""
+    return torch.where(observed, (prediction - values) ** 2, torch.zeros_like(values))
+
+
+def _batches(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+class _Reporter:
+    """Counts steps, computes the ETA, throttles progress and checks cancellation."""
+
+    def __init__(
+        self,
+        steps_total: int,
+        progress: ProgressCallback | None,
+        should_stop: StopCallback | None,
+    ) -> None:
+        self.steps_total = steps_total
+        self.step = 0
+        self.progress = progress
+        self.should_stop = should_stop
+        self.start = time.monotonic()
+        self.last_report = self.start
+        self.last_step_reported = -1
+
+    def check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise TrainingCancelled(f"training cancelled at step {self.step}")
+
+    def advance(self) -> None:
+        self.step += 1
+
+    def report(self, *, force: bool, **fields: float | int | str) -> None:
+        if self.progress is None or self.step == self.last_step_reported:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_report < PROGRESS_INTERVAL_S:
+            return
+        rate = (now - self.start) / max(self.step, 1)
+        eta = max(self.steps_total - self.step, 0) * rate
+        self.last_report = now
+        self.last_step_reported = self.step
+        self.progress(
+            TrainingProgress(
+                phase=str(fields["phase"]),
+                epoch=int(fields["epoch"]),
+                epochs=int(fields["epochs"]),
+                step=self.step,
+                steps_total=self.steps_total,
+                train_loss=float(fields["train_loss"]),
+                val_loss=float(fields["val_loss"]),
+                mask_ratio=float(fields["mask_ratio"]),
+                eta_s=float(eta),
+            )
+        )
+
+
+def steps_per_epoch(n_windows: int, config: DetectorConfig) -> int:
+    used = min(n_windows, config.max_windows_per_epoch or n_windows)
+    return max(1, math.ceil(used / config.batch_size))
+
+
+def learning_rate(step: int, total: int, config: DetectorConfig) -> float:
+    """Linear warm-up over warmup_fraction of the steps, then cosine decay to 10%."""
+    warmup = max(1, round(config.warmup_fraction * total))
+    if step < warmup:
+        return config.learning_rate * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.learning_rate * (MIN_LR_FRACTION + (1.0 - MIN_LR_FRACTION) * cosine)
+
+
+@torch.inference_mode()
+def masked_loss(model: MaskedPredictor, data: WindowSet, groups: int, batch_size: int) -> float:
+    """Mean squared error of the complementary-mask predictions over target points."""
+    model.eval()
+    total, count = 0.0, 0
+    for sl in _batches(len(data), batch_size):
+        pred, _ = predict_masked(model, data.values[sl], data.observed[sl], groups)
+        err = squared_errors(pred, data.values[sl], data.target[sl])
+        total += float(err.sum())
+        count += int(data.target[sl].sum())
+    return total / max(count, 1)
+
+
+def _optimizer(params: list[nn.Parameter], config: DetectorConfig) -> torch.optim.AdamW:
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.learning_rate,
+    )
+
+
+def pretrain(
+    model: MaskedPredictor,
+    train: WindowSet,
+    val: WindowSet | None,
+    config: DetectorConfig,
+    generator: torch.Generator,
+    reporter: _Reporter,
+) -> dict[str, float | int | bool]:
+    """Self-supervised masked prediction with curriculum and early stopping."""
+    device = train.values.device
+    cfg = model.config
+    per_epoch = steps_per_epoch(len(train), config)
+    total = per_epoch * config.epochs
+    optimizer = _optimizer(list(model.parameters()), config)
+    best_loss = math.inf
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    bad_epochs, epochs_run, step = 0, 0, 0
+    train_loss = val_loss = math.nan
+    ratio = config.mask_ratio_start
+    dropout_rng = generator
+    if device.type != "cpu":
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        dropout_rng = torch.Generator(device=device).manual_seed(seed)
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(train), generator=generator)[: per_epoch * config.batch_size]
+        running, seen = 0.0, 0
+        for sl in _batches(order.shape[0], config.batch_size):
+            reporter.check_stop()
+            batch = train.subset(order[sl].to(device))
+            ratio = config.mask_ratio_start + (config.mask_ratio_end - config.mask_ratio_start) * (
+                step / max(1, total - 1)
+            )
+            hidden = random_masks(len(batch), cfg.n_channels, cfg.n_patches, ratio, generator)
+            hidden = hidden.to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total, config)
+            with autocast(device):
+                pred, _ = model(batch.values, batch.observed, hidden, dropout_rng)
+            target = point_mask(hidden, cfg.patch) & batch.target  # (B, L, C)
+            err = squared_errors(pred.float(), batch.values, target)
+            loss = err.sum() / target.sum().clamp(min=1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            running += float(loss.detach()) * len(batch)
+            seen += len(batch)
+            step += 1
+            reporter.advance()
+            reporter.report(
+                force=False, phase="pretrain", epoch=epoch + 1, epochs=config.epochs,
+                train_loss=running / seen, val_loss=val_loss, mask_ratio=ratio,
+            )
+        epochs_run = epoch + 1
+        train_loss = running / max(seen, 1)
+        monitored = (
+            masked_loss(model, val, config.mask_groups, config.batch_size)
+            if val is not None
+            else train_loss
+        )
+        val_loss = monitored if val is not None else math.nan
+        reporter.report(
+            force=True, phase="pretrain", epoch=epoch + 1, epochs=config.epochs,
+            train_loss=train_loss, val_loss=val_loss, mask_ratio=ratio,
+        )
+        if monitored < best_loss - 1e-12:
+            best_loss = monitored
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+            if bad_epochs >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return {
+        "epochs_run": epochs_run,
+        "steps": step,
+        "stopped_early": epochs_run < config.epochs,
+        "final_train_loss": train_loss,
+        "best_val_loss" if val is not None else "best_train_loss": best_loss,
+        "final_mask_ratio": ratio,
+    }
+
+
+@torch.inference_mode()
+def head_inputs(
+    model: MaskedPredictor, data: WindowSet, groups: int, batch_size: int
+) -> tuple[Tensor, Tensor]:
+    """Frozen-encoder inputs of the head for every window: pooled (N, N_p, D), errors (N, L, C)."""
+    model.eval()
+    pooled, errors = [], []
+    for sl in _batches(len(data), batch_size):
+        pred, pool = predict_masked(model, data.values[sl], data.observed[sl], groups)
+        pooled.append(pool)
+        errors.append(squared_errors(pred, data.values[sl], data.observed[sl]))
+    return torch.cat(pooled), torch.cat(errors)
+
+
+def finetune(
+    model: MaskedPredictor,
+    head: AnomalyHead,
+    train: WindowSet,
+    val: WindowSet | None,
+    config: DetectorConfig,
+    generator: torch.Generator,
+    reporter: _Reporter,
+) -> dict[str, float | int | bool]:
+    """Train the head (encoder frozen) with class-weighted BCE on per-step labels."""
+    if train.labels is None:
+        raise ValueError("fine-tuning needs labels")
+    pooled, errors = head_inputs(model, train, config.mask_groups, config.batch_size)
+    labels = train.labels
+    positives = float(labels.sum())
+    negatives = float(labels.numel()) - positives
+    pos_weight = torch.tensor(negatives / max(positives, 1.0), device=labels.device)
+    val_inputs = None
+    if val is not None and val.labels is not None:
+        val_inputs = head_inputs(model, val, config.mask_groups, config.batch_size)
+    optimizer = _optimizer(list(head.parameters()), config)
+    per_epoch = steps_per_epoch(len(train), config)
+    best_loss = math.inf
+    best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+    bad_epochs, epochs_run = 0, 0
+    train_loss = val_loss = math.nan
+
+    def bce(p: Tensor, e: Tensor, y: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(head(p, e), y, pos_weight=pos_weight)
+
+    for epoch in range(config.finetune_epochs):
+        head.train()
+        order = torch.randperm(len(train), generator=generator)[: per_epoch * config.batch_size]
+        running, seen = 0.0, 0
+        for sl in _batches(order.shape[0], config.batch_size):
+            reporter.check_stop()
+            idx = order[sl].to(labels.device)
+            loss = bce(pooled[idx], errors[idx], labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            nn.utils.clip_grad_norm_(head.parameters(), config.grad_clip)
+            optimizer.step()
+            running += float(loss.detach()) * idx.shape[0]
+            seen += idx.shape[0]
+            reporter.advance()
+        epochs_run = epoch + 1
+        train_loss = running / max(seen, 1)
+        head.eval()
+        if val_inputs is not None and val is not None and val.labels is not None:
+            with torch.inference_mode():
+                val_loss = float(bce(val_inputs[0], val_inputs[1], val.labels))
+        monitored = val_loss if val_inputs is not None else train_loss
+        reporter.report(
+            force=True, phase="finetune", epoch=epoch + 1, epochs=config.finetune_epochs,
+            train_loss=train_loss, val_loss=val_loss, mask_ratio=0.0,
+        )
+        if monitored < best_loss - 1e-12:
+            best_loss = monitored
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+            if bad_epochs >= config.patience:
+                break
+    head.load_state_dict(best_state)
+    head.eval()
+    return {
+        "finetune_epochs_run": epochs_run,
+        "finetune_train_loss": train_loss,
+        "finetune_best_loss": best_loss,
+        "positive_fraction": positives / max(positives + negatives, 1.0),
+    }
