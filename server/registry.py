@@ -121,6 +121,7 @@ class Registry(Generic[M]):
         )
 
     def model_record(self, name: str, version: str = "") -> ModelRecord:
+        versions: tuple[VersionRecord, ...]
         if version:
             versions = (self.version_record(name, version),)
         else:

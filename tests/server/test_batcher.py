@@ -88,7 +88,7 @@ async def test_full_queue_is_resource_exhausted(executor: ThreadPoolExecutor) ->
     waiting = asyncio.create_task(batcher.score(windows(10, 0)))
     while batcher.pending_windows < 10:
         await asyncio.sleep(0.001)
-    with pytest.raises(ResourceExhaustedError, match="queue .* is full"):
+    with pytest.raises(ResourceExhaustedError, match=r"queue .* is full"):
         await batcher.score(windows(7, 1))
     with pytest.raises(ResourceExhaustedError, match="needs 17 windows"):
         await batcher.score(windows(17, 2))

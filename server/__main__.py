@@ -1,0 +1,7 @@
+"""`python -m stad.server` runs `stad serve`."""
+
+import sys
+
+from stad.server.app import main
+
+sys.exit(main())

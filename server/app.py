@@ -1,0 +1,229 @@
+"""The stad gRPC server: wiring, start-up, graceful shutdown, and the `stad serve` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from stad.server.detector import Detector
+from stad.server.guard import CallGuard
+from stad.server.jobs import JobManager
+from stad.server.metrics import ServerMetrics
+from stad.server.model_service import ModelServicer
+from stad.server.registry import Registry
+from stad.server.scoring import BatchingSettings, ScoringEngine
+from stad.server.scoring_service import ScoringServicer
+from stad.server.settings import Settings, parse_settings
+from stad.server.training_service import TrainingServicer
+from stad.v1 import (
+    models_pb2,
+    models_pb2_grpc,
+    scoring_pb2,
+    scoring_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
+)
+
+log = logging.getLogger("stad.server")
+
+SERVICE_NAMES = (
+    scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name,
+    training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name,
+    models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+)
+JOBS_DIR = ".jobs"
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a CUDA device is present, else 'cpu'."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+    return device
+
+
+class StadServer:
+    """A running server; `stop()` shuts it down gracefully."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        grpc_server: aio.Server,
+        health_servicer: HealthServicer,
+        guard: CallGuard,
+        engine: ScoringEngine,
+        jobs: JobManager,
+        metrics: ServerMetrics,
+        executor: ThreadPoolExecutor,
+        registry: Registry[Detector],
+        device: str,
+    ) -> None:
+        self.settings = settings
+        self.grpc_server = grpc_server
+        self.health = health_servicer
+        self.guard = guard
+        self.engine = engine
+        self.jobs = jobs
+        self.metrics = metrics
+        self.registry = registry
+        self.device = device
+        self.port = 0
+        self.metrics_port: int | None = None
+        self._executor = executor
+        self._stopping: asyncio.Task[None] | None = None
+
+    async def begin_shutdown(self) -> None:
+        """Health to NOT_SERVING, refuse new calls, run queued batches without waiting."""
+        self.guard.draining = True
+        await self.health.enter_graceful_shutdown()
+        self.engine.flush()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain in-flight calls within `grace_s` (default: the settings'), then stop."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace_s))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace_s: float | None) -> None:
+        grace = self.settings.grace_s if grace_s is None else grace_s
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await self.begin_shutdown()
+        await self.jobs.close()  # ends watch streams too
+        try:
+            await asyncio.wait_for(self.guard.wait_idle(), max(0.0, grace - (loop.time() - began)))
+        except TimeoutError:
+            log.warning("%d calls still in flight after %.1f s; cancelling them", self.guard.in_flight, grace)
+        await self.grpc_server.stop(max(0.0, grace - (loop.time() - began)))
+        await self.engine.close()
+        self._executor.shutdown(wait=True)
+        self.metrics.close()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+async def create_server(address: str, settings: Settings) -> tuple[StadServer, int]:
+    """Build and start a server listening on `address` (port 0: any free port)."""
+    device = resolve_device(settings.device)
+    registry: Registry[Detector] = Registry(
+        settings.model_dir,
+        lambda path: Detector.load(path, device=device),
+        max_cached=settings.max_cached_models,
+    )
+    metrics = ServerMetrics(device_memory=_device_memory if device.startswith("cuda") else None)
+    guard = CallGuard(metrics, token=settings.token)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stad-compute")
+    engine = ScoringEngine(
+        registry,
+        BatchingSettings(
+            max_batch_windows=settings.max_batch_windows,
+            max_queue_delay_ms=settings.max_queue_delay_ms,
+            max_queue_windows=settings.max_queue_windows,
+        ),
+        executor=executor,
+        metrics=metrics,
+        device=device,
+    )
+    jobs = JobManager(
+        registry,
+        Path(settings.model_dir) / JOBS_DIR,
+        device=device,
+        max_concurrent=settings.max_concurrent_jobs,
+        max_queued=settings.max_queued_jobs,
+        metrics=metrics,
+        fault=settings.job_fault,
+    )
+    limit = settings.max_message_bytes
+    server = aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    scoring_pb2_grpc.add_ScoringServiceServicer_to_server(ScoringServicer(engine, guard), server)
+    training_pb2_grpc.add_TrainingServiceServicer_to_server(
+        TrainingServicer(jobs, guard, max_training_bytes=settings.max_training_mb * 1024 * 1024), server
+    )
+    models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry, guard), server)
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        credentials = grpc.ssl_server_credentials(
+            [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())]
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    stad_server = StadServer(
+        settings, server, health_servicer, guard, engine, jobs, metrics, executor, registry, device
+    )
+    stad_server.port = port
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if settings.metrics_port is not None:
+        stad_server.metrics_port = metrics.serve(settings.metrics_port, settings.metrics_address)
+    return stad_server, port
+
+
+def _device_memory() -> float:
+    import torch
+
+    return float(torch.cuda.memory_allocated())
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    server, port = await create_server(settings.address, settings)
+    log.info(
+        "serving stad.v1 on port %d (device %s, models in %s%s)",
+        port,
+        server.device,
+        settings.model_dir,
+        f", metrics on :{server.metrics_port}" if server.metrics_port is not None else "",
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down: draining calls for up to %.1f s", settings.grace_s)
+        await server.stop()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`stad serve`: returns the process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = parse_settings(list(argv) if argv is not None else None)
+        asyncio.run(serve(settings))
+    except ValueError as exc:
+        print(f"stad serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"stad serve: {exc}", file=sys.stderr)
+        return 1
+    return 0

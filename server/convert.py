@@ -1,0 +1,144 @@
+"""Conversions between the server's objects and stad.v1 messages."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from stad.core.series import SeriesData, series_from_proto
+from stad.server.detector import ScoreOutput
+from stad.server.errors import InvalidArgumentError
+from stad.server.jobs import Job, JobState
+from stad.server.registry import ModelRecord, VersionRecord
+from stad.v1 import models_pb2 as _models_pb2
+from stad.v1 import scoring_pb2 as _scoring_pb2
+from stad.v1 import series_pb2 as _series_pb2
+from stad.v1 import training_pb2 as _training_pb2
+
+_JOB_STATES = {
+    JobState.QUEUED: _training_pb2.JOB_STATE_QUEUED,
+    JobState.RUNNING: _training_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: _training_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: _training_pb2.JOB_STATE_FAILED,
+    JobState.CANCELLED: _training_pb2.JOB_STATE_CANCELLED,
+}
+
+
+def series_list(messages: Sequence[_series_pb2.Series]) -> list[SeriesData]:
+    """Decode every series, naming the index of a bad one."""
+    decoded = []
+    for index, message in enumerate(messages):
+        try:
+            decoded.append(series_from_proto(message))
+        except ValueError as exc:
+            raise InvalidArgumentError(f"series {index}: {exc}") from exc
+    return decoded
+
+
+def first_step_from(series: SeriesData, return_from_ns: int) -> int:
+    if not return_from_ns or series.timestamps_ns is None:
+        return 0
+    return int(np.searchsorted(series.timestamps_ns, return_from_ns, side="left"))
+
+
+def series_scores(
+    index: int, series: SeriesData, output: ScoreOutput, start: int, stop: int
+) -> _scoring_pb2.SeriesScores:
+    """Steps start..stop of one scored series as a message."""
+    message = _scoring_pb2.SeriesScores(
+        series_index=index,
+        start_step=start,
+        threshold=float(output.threshold),
+        channels=list(output.channels),
+    )
+    if series.timestamps_ns is not None:
+        message.timestamps_ns.extend(series.timestamps_ns[start:stop].tolist())
+    message.score.extend(output.score[start:stop].tolist())
+    message.raw_score.extend(output.raw_score[start:stop].tolist())
+    message.is_anomaly.extend(output.is_anomaly[start:stop].tolist())
+    message.severity.extend(output.severity[start:stop].tolist())
+    message.contributions.extend(output.contributions[start:stop].ravel().tolist())
+    message.expected.extend(output.expected[start:stop].ravel().tolist())
+    return message
+
+
+def timestamp(ns: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(ns)
+    return stamp
+
+
+def version_message(record: VersionRecord) -> _models_pb2.ModelVersion:
+    meta = record.metadata
+    span = meta.get("training_range") or {}
+    metrics = {
+        key: float(value)
+        for key, value in (meta.get("training_metrics") or {}).items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+    return _models_pb2.ModelVersion(
+        version=record.version,
+        created_at=timestamp(record.created_at_ns),
+        channels=list(meta.get("channels", [])),
+        window=int((meta.get("config") or {}).get("window", 0)),
+        threshold=float((meta.get("thresholds") or {}).get("threshold", 0.0)),
+        train_start_ns=int(span.get("start_ns") or 0),
+        train_end_ns=int(span.get("end_ns") or 0),
+        train_steps=int(span.get("steps") or 0),
+        metrics=metrics,
+        metadata_json=json.dumps(meta),
+        description=record.description,
+    )
+
+
+def model_message(record: ModelRecord) -> _models_pb2.Model:
+    return _models_pb2.Model(
+        name=record.name,
+        active_version=record.active_version,
+        versions=[version_message(v) for v in record.versions],
+    )
+
+
+def job_message(job: Job) -> _training_pb2.TrainingJob:
+    message = _training_pb2.TrainingJob(
+        job_id=job.job_id,
+        model=job.model,
+        state=_JOB_STATES[job.state],
+        version=job.version,
+        error=job.error,
+        created_at=timestamp(job.created_at_ns),
+        steps=job.steps,
+        channels=list(job.channels),
+    )
+    if job.started_at_ns:
+        message.started_at.CopyFrom(timestamp(job.started_at_ns))
+    if job.finished_at_ns:
+        message.finished_at.CopyFrom(timestamp(job.finished_at_ns))
+    if job.progress:
+        known = set(_training_pb2.TrainingProgress.DESCRIPTOR.fields_by_name)
+        message.progress.CopyFrom(
+            _training_pb2.TrainingProgress(**{k: v for k, v in job.progress.items() if k in known})
+        )
+    return message
+
+
+_SPEC_FIELDS = (
+    "epochs", "window", "patch", "d_model", "n_layers", "n_heads", "batch_size",
+    "learning_rate", "seed", "val_fraction", "finetune_epochs", "smoothing", "threshold_quantile",
+)
+
+
+def spec_config(spec: _training_pb2.TrainingSpec) -> dict[str, Any]:
+    """The DetectorConfig fields the spec sets (unset ones keep the detector's defaults)."""
+    present = {field.name for field, _ in spec.ListFields()}
+    return {name: getattr(spec, name) for name in _SPEC_FIELDS if name in present}
+
+
+def as_labels(values: Sequence[int]) -> npt.NDArray[np.int64]:
+    return np.asarray(values, dtype=np.int64)

@@ -1,0 +1,113 @@
+"""What every RPC of the stad services goes through: auth, shutdown refusal,
+the one place domain errors become status codes, metrics, and in-flight counting."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+
+from stad.server.errors import status_for
+from stad.server.metrics import ServerMetrics
+
+R = TypeVar("R")
+
+
+class _Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CallGuard:
+    """Wraps handler bodies; `draining` makes new calls fail with UNAVAILABLE."""
+
+    def __init__(self, metrics: ServerMetrics, *, token: str | None = None) -> None:
+        self._metrics = metrics
+        self._token = token
+        self.draining = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no call is in flight."""
+        await self._idle.wait()
+
+    async def unary(
+        self, method: str, context: aio.ServicerContext[Any, Any], body: Callable[[], Awaitable[R]]
+    ) -> R:
+        began = self._enter(method)
+        outcome = grpc.StatusCode.OK
+        try:
+            self._admit(context)
+            return await body()
+        except BaseException as exc:
+            outcome, message = self._failure(exc)
+            if outcome is grpc.StatusCode.CANCELLED or not isinstance(exc, Exception):
+                raise
+        finally:
+            self._leave(method, outcome, began)
+        await context.abort(outcome, message)
+        raise AssertionError("unreachable: abort raises")
+
+    async def stream(
+        self, method: str, context: aio.ServicerContext[Any, Any], body: AsyncIterator[R]
+    ) -> AsyncIterator[R]:
+        began = self._enter(method)
+        outcome = grpc.StatusCode.OK
+        try:
+            self._admit(context)
+            async for item in body:
+                yield item
+        except BaseException as exc:
+            outcome, message = self._failure(exc)
+            if outcome is grpc.StatusCode.CANCELLED or not isinstance(exc, Exception):
+                raise
+        finally:
+            self._leave(method, outcome, began)
+        if outcome is not grpc.StatusCode.OK:
+            await context.abort(outcome, message)
+
+    def _admit(self, context: aio.ServicerContext[Any, Any]) -> None:
+        if self.draining:
+            raise _Refused(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry elsewhere")
+        if self._token is not None:
+            metadata = dict(context.invocation_metadata() or ())
+            given = str(metadata.get("authorization", ""))
+            if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
+                raise _Refused(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "missing or wrong bearer token in the 'authorization' metadata",
+                )
+
+    @staticmethod
+    def _failure(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+        if isinstance(exc, _Refused):
+            return exc.code, str(exc)
+        return status_for(exc)
+
+    def _enter(self, method: str) -> float:
+        self.in_flight += 1
+        self._idle.clear()
+        return time.perf_counter()
+
+    def _leave(self, method: str, outcome: grpc.StatusCode, began: float) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+        self._metrics.requests.labels(method=method, outcome=outcome.name).inc()
+        self._metrics.request_seconds.labels(method=method).observe(time.perf_counter() - began)
+
+
+def deadline_of(context: aio.ServicerContext[Any, Any]) -> float | None:
+    """The call's deadline in event-loop time, or None."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return asyncio.get_running_loop().time() + remaining

@@ -1,0 +1,328 @@
+"""Training jobs: queued, then trained in a spawned child process each.
+
+At most `max_concurrent` jobs run at once (one per device by default); the rest
+wait in FIFO order. A child that raises, crashes, is killed or is cancelled ends
+its job as FAILED or CANCELLED and nothing else: scoring runs in the parent,
+and only the parent writes the registry, after the child reports a saved model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import multiprocessing
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from stad.server import job_worker
+from stad.server.errors import NotFoundError, ResourceExhaustedError, UnavailableError
+from stad.server.metrics import ServerMetrics
+from stad.server.registry import Registry
+
+
+class JobState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """A validated request: what to train and on what."""
+
+    model: str
+    config: dict[str, Any]  # DetectorConfig fields to set
+    values: npt.NDArray[np.float64]  # (T, C)
+    channels: tuple[str, ...]
+    timestamps_ns: npt.NDArray[np.int64] | None = None
+    labels: npt.NDArray[np.int64] | None = None
+    activate: bool = False
+    description: str = ""
+
+
+@dataclass
+class Job:
+    """A job's state as callers see it; `revision` grows on every change."""
+
+    job_id: str
+    model: str
+    steps: int
+    channels: tuple[str, ...]
+    state: JobState = JobState.QUEUED
+    progress: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+    error: str = ""
+    created_at_ns: int = field(default_factory=time.time_ns)
+    started_at_ns: int = 0
+    finished_at_ns: int = 0
+    revision: int = 0
+
+
+@dataclass
+class _Running:
+    process: multiprocessing.process.BaseProcess
+    cancel: Any  # multiprocessing Event
+    reader: Connection
+
+
+class JobManager:
+    """Queues, runs, watches and cancels training jobs."""
+
+    def __init__(
+        self,
+        registry: Registry[Any],
+        work_dir: Path,
+        *,
+        device: str = "cpu",
+        max_concurrent: int = 1,
+        max_queued: int = 64,
+        metrics: ServerMetrics | None = None,
+        fault: str = "",
+        cancel_timeout_s: float = 15.0,
+    ) -> None:
+        self._registry = registry
+        self._work_dir = Path(work_dir)
+        self._device = device
+        self._max_concurrent = max_concurrent
+        self._max_queued = max_queued
+        self._metrics = metrics
+        self._fault = fault
+        self._cancel_timeout_s = cancel_timeout_s
+        self._jobs: dict[str, Job] = {}
+        self._requests: dict[str, TrainingRequest] = {}
+        self._queue: deque[str] = deque()
+        self._running: dict[str, _Running] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Condition()
+        self._closed = False
+        self._context = multiprocessing.get_context("spawn")
+
+    # -- queries ---------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise NotFoundError(f"unknown training job {job_id!r}") from None
+
+    def list(self, model: str = "") -> list[Job]:
+        """Jobs newest first, optionally of one model only."""
+        jobs = [job for job in self._jobs.values() if not model or job.model == model]
+        return sorted(jobs, key=lambda job: job.created_at_ns, reverse=True)
+
+    async def watch(self, job_id: str) -> AsyncIterator[Job]:
+        """The job now, then after every change, until it has finished."""
+        job = self.get(job_id)
+        seen = -1
+        while True:
+            async with self._changed:
+                while job.revision == seen:
+                    await self._changed.wait()
+                seen = job.revision
+            yield job
+            if job.state.finished:
+                return
+
+    # -- commands --------------------------------------------------------------------
+
+    async def submit(self, request: TrainingRequest) -> Job:
+        if self._closed:
+            raise UnavailableError("the server is shutting down; no new training jobs")
+        if len(self._queue) >= self._max_queued:
+            raise ResourceExhaustedError(
+                f"training queue is full: {len(self._queue)} jobs waiting "
+                f"(max_queued_jobs={self._max_queued}); retry later"
+            )
+        job = Job(
+            job_id=uuid.uuid4().hex,
+            model=request.model,
+            steps=int(request.values.shape[0]),
+            channels=request.channels,
+        )
+        self._jobs[job.job_id] = job
+        self._requests[job.job_id] = request
+        self._queue.append(job.job_id)
+        await self._changed_job(job)
+        self._start_queued()
+        return job
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job; returns it once it has finished."""
+        job = self.get(job_id)
+        if job.state is JobState.QUEUED:
+            self._queue.remove(job_id)
+            self._requests.pop(job_id, None)
+            await self._finish(job, JobState.CANCELLED, error="cancelled before it started")
+        elif job.state is JobState.RUNNING:
+            running = self._running.get(job_id)
+            if running is not None:
+                running.cancel.set()
+                try:
+                    await asyncio.wait_for(self._until_finished(job), self._cancel_timeout_s)
+                except TimeoutError:
+                    running.process.kill()  # it ignored the request: the next message is EOF
+                    await self._until_finished(job)
+        return job
+
+    async def close(self) -> None:
+        """Cancel queued jobs and stop running ones (used on shutdown)."""
+        self._closed = True
+        for job_id in list(self._queue):
+            await self.cancel(job_id)
+        for job_id, running in list(self._running.items()):
+            running.cancel.set()
+            running.process.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._until_finished(self._jobs[job_id]), 10)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- running ---------------------------------------------------------------------
+
+    def _start_queued(self) -> None:
+        while self._queue and len(self._running) < self._max_concurrent and not self._closed:
+            job_id = self._queue.popleft()
+            task = asyncio.get_running_loop().create_task(self._run(self._jobs[job_id]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, job: Job) -> None:
+        request = self._requests.pop(job.job_id)
+        directory = self._work_dir / job.job_id
+        try:
+            await asyncio.to_thread(_write_job_files, directory, request)
+            reader, writer = self._context.Pipe(duplex=False)
+            cancel = self._context.Event()
+            process = self._context.Process(
+                target=job_worker.run,
+                args=(str(directory), writer, cancel, self._device, self._fault),
+                name=f"stad-train-{job.job_id[:8]}",
+                daemon=True,
+            )
+            await asyncio.to_thread(process.start)
+            writer.close()  # the child holds the only write end: EOF when it exits
+            self._running[job.job_id] = _Running(process, cancel, reader)
+            job.state = JobState.RUNNING
+            job.started_at_ns = time.time_ns()
+            await self._changed_job(job)
+            await self._follow(job, process, reader, request, cancel)
+        except Exception as exc:
+            if not job.state.finished:
+                await self._finish(job, JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._running.pop(job.job_id, None)
+            shutil.rmtree(directory, ignore_errors=True)
+            self._start_queued()
+
+    async def _follow(
+        self,
+        job: Job,
+        process: multiprocessing.process.BaseProcess,
+        reader: Connection,
+        request: TrainingRequest,
+        cancel: Any,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        messages: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        thread = threading.Thread(
+            target=_pump, args=(reader, loop, messages), name=f"stad-job-{job.job_id[:8]}", daemon=True
+        )
+        thread.start()
+        while True:
+            kind, payload = await messages.get()
+            if kind == "progress":
+                job.progress = dict(payload)
+                await self._changed_job(job)
+                continue
+            break
+        await asyncio.to_thread(process.join)
+        if kind == "done":
+            version = await asyncio.to_thread(
+                self._registry.register,
+                request.model,
+                Path(payload),
+                description=request.description,
+                activate=request.activate,
+            )
+            await self._finish(job, JobState.SUCCEEDED, version=version)
+        elif kind == "cancelled" or (kind == "eof" and cancel.is_set()):
+            await self._finish(job, JobState.CANCELLED, error="cancelled while running")
+        elif kind == "failed":
+            await self._finish(job, JobState.FAILED, error=str(payload))
+        else:
+            await self._finish(job, JobState.FAILED, error=_death_reason(process.exitcode))
+
+    async def _finish(self, job: Job, state: JobState, *, version: str = "", error: str = "") -> None:
+        job.state = state
+        job.version = version
+        job.error = error
+        job.finished_at_ns = time.time_ns()
+        await self._changed_job(job)
+
+    async def _until_finished(self, job: Job) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: job.state.finished)
+
+    async def _changed_job(self, job: Job) -> None:
+        job.revision += 1
+        if self._metrics is not None:
+            counts = {state: 0 for state in JobState}
+            for each in self._jobs.values():
+                counts[each.state] += 1
+            for state, count in counts.items():
+                self._metrics.training_jobs.labels(state=state.value).set(count)
+        async with self._changed:
+            self._changed.notify_all()
+
+
+def _pump(reader: Connection, loop: asyncio.AbstractEventLoop, out: asyncio.Queue[tuple[str, Any]]) -> None:
+    """Forward the child's messages to the event loop until its final one or EOF."""
+    while True:
+        try:
+            kind, payload = reader.recv()
+        except (EOFError, OSError):
+            kind, payload = "eof", None
+        loop.call_soon_threadsafe(out.put_nowait, (kind, payload))
+        if kind != "progress":
+            reader.close()
+            return
+
+
+def _write_job_files(directory: Path, request: TrainingRequest) -> None:
+    directory.mkdir(parents=True)
+    document = {"model": request.model, "config": request.config, "channels": list(request.channels)}
+    (directory / job_worker.REQUEST_FILE).write_text(json.dumps(document))
+    np.save(directory / job_worker.VALUES_FILE, request.values)
+    if request.labels is not None:
+        np.save(directory / job_worker.LABELS_FILE, request.labels)
+    if request.timestamps_ns is not None:
+        np.save(directory / job_worker.TIMESTAMPS_FILE, request.timestamps_ns)
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"training process was killed by {name}{hint}"
+    return f"training process exited with code {exitcode} without a result"

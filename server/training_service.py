@@ -1,0 +1,190 @@
+"""stad.v1.TrainingService: collects streamed training data and drives the JobManager."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from grpc import aio
+
+from stad.core.series import SeriesData, align_channels, make_series, series_from_proto
+from stad.server import convert
+from stad.server.detector import DetectorConfig
+from stad.server.errors import InvalidArgumentError, ResourceExhaustedError
+from stad.server.guard import CallGuard
+from stad.server.jobs import JobManager, TrainingRequest
+from stad.server.registry import check_model_name
+from stad.v1 import training_pb2 as _training_pb2
+from stad.v1 import training_pb2_grpc as _training_pb2_grpc
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+Context = aio.ServicerContext[Any, Any]
+
+
+class TrainingServicer(_training_pb2_grpc.TrainingServiceServicer):
+    def __init__(self, jobs: JobManager, guard: CallGuard, *, max_training_bytes: int) -> None:
+        self._jobs = jobs
+        self._guard = guard
+        self._max_bytes = max_training_bytes
+
+    async def StartTraining(
+        self, request_iterator: AsyncIterator[_training_pb2.StartTrainingRequest], context: Context
+    ) -> _training_pb2.StartTrainingResponse:
+        async def body() -> _training_pb2.StartTrainingResponse:
+            request = await collect_training_request(request_iterator, self._max_bytes)
+            job = await self._jobs.submit(request)
+            return _training_pb2.StartTrainingResponse(job=convert.job_message(job))
+
+        return await self._guard.unary("StartTraining", context, body)
+
+    def WatchTraining(
+        self, request: _training_pb2.WatchTrainingRequest, context: Context
+    ) -> AsyncIterator[_training_pb2.TrainingJob]:
+        async def body() -> AsyncIterator[_training_pb2.TrainingJob]:
+            async for job in self._jobs.watch(request.job_id):
+                yield convert.job_message(job)
+
+        return self._guard.stream("WatchTraining", context, body())
+
+    async def GetTraining(
+        self, request: _training_pb2.GetTrainingRequest, context: Context
+    ) -> _training_pb2.TrainingJob:
+        async def body() -> _training_pb2.TrainingJob:
+            return convert.job_message(self._jobs.get(request.job_id))
+
+        return await self._guard.unary("GetTraining", context, body)
+
+    async def ListTrainings(
+        self, request: _training_pb2.ListTrainingsRequest, context: Context
+    ) -> _training_pb2.ListTrainingsResponse:
+        async def body() -> _training_pb2.ListTrainingsResponse:
+            if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+                raise InvalidArgumentError(
+                    f"page_size must be in 0..{MAX_PAGE_SIZE}, got {request.page_size}"
+                )
+            offset = _offset(request.page_token)
+            size = request.page_size or DEFAULT_PAGE_SIZE
+            jobs = self._jobs.list(request.model)
+            page = jobs[offset : offset + size]
+            token = ""
+            if offset + size < len(jobs):
+                token = base64.urlsafe_b64encode(f"offset:{offset + size}".encode()).decode()
+            return _training_pb2.ListTrainingsResponse(
+                jobs=[convert.job_message(j) for j in page], next_page_token=token
+            )
+
+        return await self._guard.unary("ListTrainings", context, body)
+
+    async def CancelTraining(
+        self, request: _training_pb2.CancelTrainingRequest, context: Context
+    ) -> _training_pb2.TrainingJob:
+        async def body() -> _training_pb2.TrainingJob:
+            return convert.job_message(await self._jobs.cancel(request.job_id))
+
+        return await self._guard.unary("CancelTraining", context, body)
+
+
+def _offset(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+        if not text.startswith("offset:"):
+            raise ValueError(text)
+        offset = int(text.removeprefix("offset:"))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidArgumentError(f"bad page_token {token!r}") from None
+    if offset < 0:
+        raise InvalidArgumentError(f"bad page_token {token!r}")
+    return offset
+
+
+async def collect_training_request(
+    messages: AsyncIterator[_training_pb2.StartTrainingRequest], max_bytes: int
+) -> TrainingRequest:
+    """Validate the streamed spec and data chunks into one TrainingRequest."""
+    spec: _training_pb2.TrainingSpec | None = None
+    chunks: list[SeriesData] = []
+    labels: list[np.ndarray] = []
+    total_bytes = 0
+    index = -1
+    async for message in messages:
+        index += 1
+        if index == 0:
+            if not message.HasField("spec"):
+                raise InvalidArgumentError("the first StartTrainingRequest must carry the spec")
+            spec = message.spec
+        if not message.HasField("data") or not message.data.values:
+            if message.labels:
+                raise InvalidArgumentError(f"message {index} has labels but no data")
+            continue
+        try:
+            chunk = series_from_proto(message.data)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"data chunk {index}: {exc}") from exc
+        if chunks:
+            if set(chunk.channels) != set(chunks[0].channels):
+                raise InvalidArgumentError(
+                    f"data chunk {index} has channels {list(chunk.channels)}, "
+                    f"the first chunk had {list(chunks[0].channels)}"
+                )
+            chunk = make_series(
+                align_channels(chunk, chunks[0].channels),
+                channels=chunks[0].channels,
+                timestamps_ns=chunk.timestamps_ns,
+            )
+        total_bytes += chunk.values.nbytes
+        if total_bytes > max_bytes:
+            raise ResourceExhaustedError(
+                f"training data is over the server's limit of {max_bytes // (1024 * 1024)} MiB "
+                f"(max_training_mb) after {sum(c.steps for c in chunks) + chunk.steps} steps"
+            )
+        if chunks and bool(message.labels) != bool(labels):
+            raise InvalidArgumentError("either every data chunk has labels or none does")
+        if message.labels:
+            if len(message.labels) != chunk.steps:
+                raise InvalidArgumentError(
+                    f"data chunk {index} has {len(message.labels)} labels for {chunk.steps} steps"
+                )
+            labels.append(convert.as_labels(message.labels))
+        chunks.append(chunk)
+    if spec is None:
+        raise InvalidArgumentError("no StartTrainingRequest received: send the spec first")
+    check_model_name(spec.model)
+    if not chunks:
+        raise InvalidArgumentError("no training data: send data in the StartTrainingRequest messages")
+    config = convert.spec_config(spec)
+    try:
+        parsed = DetectorConfig(**config)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"bad training setting: {exc}") from exc
+    stamps = [c.timestamps_ns for c in chunks]
+    if any(s is None for s in stamps) and not all(s is None for s in stamps):
+        raise InvalidArgumentError("either every data chunk has timestamps or none does")
+    try:
+        series = make_series(
+            np.concatenate([c.values for c in chunks]),  # (T, C)
+            channels=chunks[0].channels,
+            timestamps_ns=None if stamps[0] is None else np.concatenate([s for s in stamps if s is not None]),
+        )
+    except ValueError as exc:
+        raise InvalidArgumentError(f"training data: {exc}") from exc
+    if series.steps < parsed.window:
+        raise InvalidArgumentError(
+            f"training data has {series.steps} steps, fewer than one window of {parsed.window}"
+        )
+    return TrainingRequest(
+        model=spec.model,
+        config=config,
+        values=series.values,
+        channels=series.channels,
+        timestamps_ns=series.timestamps_ns,
+        labels=np.concatenate(labels) if labels else None,
+        activate=spec.activate,
+        description=spec.description,
+    )
