@@ -209,6 +209,13 @@ _JOB_KEYS = {
 }
 
 
+def _duration(table: Mapping[str, Any], key: str, default: str, job: str) -> int:
+    try:
+        return parse_duration_ns(table.get(key, default))
+    except ValueError as exc:
+        raise ValueError(f"job {job!r}: {key}: {exc}") from exc
+
+
 def job_from_table(table: Mapping[str, Any]) -> Job:
     """Build a Job from one `[[jobs]]` TOML table."""
     unknown = set(table) - _JOB_KEYS
@@ -235,16 +242,16 @@ def job_from_table(table: Mapping[str, Any]) -> Job:
         model=str(table.get("model", "")),
         version=table.get("version"),
         threshold=None if threshold is None else float(threshold),
-        interval_ns=parse_duration_ns(table["interval"]),
+        interval_ns=_duration(table, "interval", "", name),
         retention_policy=table.get("retention_policy"),
         tag_filter=filters,
         group_by=tuple(str(t) for t in table.get("group_by", ())),
         aggregate=str(table.get("aggregate", "mean")),
         fill=str(table.get("fill", "null")),
-        every_ns=parse_duration_ns(table.get("every", "1m")),
-        offset_ns=parse_duration_ns(table.get("offset", "0s")),
+        every_ns=_duration(table, "every", "1m", name),
+        offset_ns=_duration(table, "offset", "0s", name),
         context_steps=int(table.get("context", 64)),
-        initial_lookback_ns=parse_duration_ns(table.get("initial_lookback", "1h")),
+        initial_lookback_ns=_duration(table, "initial_lookback", "1h", name),
         chunk_steps=int(table.get("chunk_steps", 1000)),
         series_per_call=int(table.get("series_per_call", 64)),
         read_path=str(table.get("read_path", "influxql")),

@@ -24,11 +24,11 @@ class Point:
 
 
 def _escape_key(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    return text.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def _escape_measurement(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+    return text.replace(",", "\\,").replace(" ", "\\ ")
 
 
 def _format_field(value: FieldValue) -> str | None:

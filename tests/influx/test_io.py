@@ -1,0 +1,142 @@
+"""Reads, writes, grid, checkpoints and errors against a real influxd."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stad.influx_task.checkpoint import Checkpoint, FileCheckpointStore, InfluxCheckpointStore
+from stad.influx_task.config import Connection, Job
+from stad.influx_task.events import Episode
+from stad.influx_task.flux import FluxReader
+from stad.influx_task.influxql import InfluxQLReader, build_select
+from stad.influx_task.transport import InfluxError, InfluxUnavailable, Transport
+from stad.influx_task.writer import LineWriter, Point, to_line
+from tests.influx.influxd import Influxd, free_port
+
+S = 10**9
+T0 = 1_700_000_000 * S
+
+
+@pytest.fixture
+def transport(influxd: Influxd) -> Iterator[Transport]:
+    t = Transport(Connection(url=influxd.url))
+    yield t
+    t.close()
+
+
+def _job(database: str, **extra: object) -> Job:
+    base: dict[str, object] = dict(name="j", database=database, measurement="pump", fields=("a", "b"),
+                                   model="m", interval_ns=10 * S, group_by=("site",))
+    base.update(extra)
+    return Job(**base)  # type: ignore[arg-type]
+
+
+def test_influxql_reads_grid_means_per_tag_set(transport: Transport, database: str) -> None:
+    writer = LineWriter(transport)
+    points = []
+    for site, offset in (("north", 0.0), ("south", 100.0)):
+        for k in range(6):  # two raw points per 10 s window: 0 s and 5 s into it
+            t = T0 + k * 5 * S
+            points.append(Point("pump", {"site": site, "unit": str(k % 2)},
+                                {"a": offset + k, "b": offset - k}, t))
+    points.append(Point("pump", {"site": "east"}, {"a": 1.0, "b": 2.0}, T0 + 100 * S))  # outside range
+    assert writer.write(points, database=database) == len(points)
+    job = _job(database)
+    blocks = InfluxQLReader(transport).read(job, T0 - 10 * S, T0 + 40 * S)
+    by_site = {b.tags["site"]: b for b in blocks}
+    assert sorted(by_site) == ["north", "south"]
+    north = by_site["north"]
+    # InfluxQL labels each window by its start; fill(null) gives NaN for empty windows.
+    assert north.timestamps_ns.tolist() == [T0 - 10 * S, T0, T0 + 10 * S, T0 + 20 * S, T0 + 30 * S]
+    np.testing.assert_allclose(north.values[1:4], [[0.5, -0.5], [2.5, -2.5], [4.5, -4.5]])
+    assert np.isnan(north.values[0]).all() and np.isnan(north.values[4]).all()
+    np.testing.assert_allclose(by_site["south"].values[1], [100.5, 99.5])
+
+
+def test_tag_filter_narrows_series(transport: Transport, database: str) -> None:
+    LineWriter(transport).write([
+        Point("pump", {"site": s}, {"a": float(i), "b": 0.0}, T0) for i, s in enumerate(["x", "y", "z"])
+    ], database=database)
+    job = _job(database, tag_filter={"site": ("x", "z")})
+    blocks = InfluxQLReader(transport).read(job, T0, T0 + 10 * S)
+    assert sorted(b.tags["site"] for b in blocks) == ["x", "z"]
+    assert "(\"site\" = 'x' OR \"site\" = 'z')" in build_select(job, T0, T0 + 10 * S)
+
+
+def test_line_protocol_escaping_round_trips(transport: Transport, database: str) -> None:
+    odd_tag = 'a b,c=d\\e'
+    odd_text = 'say "hi", \\ then'
+    point = Point("m x,y", {"t k": odd_tag}, {"f 1": odd_text, "n": 3, "ok": True, "v": 0.1,
+                                             "skip": float("nan")}, T0)
+    line = to_line(point)
+    assert line is not None and "skip" not in line
+    LineWriter(transport).write([point], database=database)
+    reader = InfluxQLReader(transport)
+    series = reader.query('SELECT * FROM "m x,y"', database=database)
+    assert len(series) == 1
+    row = dict(zip(series[0]["columns"], series[0]["values"][0], strict=True))
+    assert row == {"time": T0, "f 1": odd_text, "n": 3, "ok": True, "t k": odd_tag, "v": 0.1}
+
+
+def test_writes_are_checked(transport: Transport, database: str) -> None:
+    writer = LineWriter(transport)
+    with pytest.raises(InfluxError, match="HTTP 400") as bad:
+        writer.write_lines(["pump a=1.0 notatime"], database=database)
+    assert not isinstance(bad.value, InfluxUnavailable) and bad.value.status == 400
+    with pytest.raises(InfluxError, match="HTTP 404") as missing:
+        writer.write_lines(["pump a=1.0 1"], database="no_such_database")
+    assert missing.value.status == 404
+
+
+def test_connection_refused_is_retryable() -> None:
+    transport = Transport(Connection(url=f"http://127.0.0.1:{free_port()}", timeout_ms=2000))
+    with pytest.raises(InfluxUnavailable):
+        InfluxQLReader(transport).query("SHOW DATABASES")
+    transport.close()
+
+
+def test_query_errors_name_the_problem(transport: Transport, database: str) -> None:
+    with pytest.raises(InfluxError, match="error parsing query"):
+        InfluxQLReader(transport).query("SELEKT nonsense", database=database)
+
+
+def test_influx_checkpoint_store_keeps_latest_per_series(transport: Transport, database: str) -> None:
+    store = InfluxCheckpointStore(InfluxQLReader(transport), LineWriter(transport), database=database)
+    assert store.load("job1") == {}
+    episode = Episode(start_ns=T0, last_ns=T0 + 10 * S, max_score=7.5, contributions={"a": 0.7})
+    store.save("job1", [Checkpoint("pump,site=x", T0), Checkpoint("pump,site=y", T0 + 10 * S)])
+    store.save("job1", [Checkpoint("pump,site=x", T0 + 20 * S, episode)])
+    store.save("job2", [Checkpoint("pump,site=x", T0 + 90 * S)])
+    loaded = store.load("job1")
+    assert {k: v.next_ns for k, v in loaded.items()} == {"pump,site=x": T0 + 20 * S,
+                                                          "pump,site=y": T0 + 10 * S}
+    assert loaded["pump,site=x"].episode == episode
+    assert loaded["pump,site=y"].episode is None
+
+
+def test_file_checkpoint_store(tmp_path: Path) -> None:
+    store = FileCheckpointStore(tmp_path / "state" / "ckpt.json")
+    assert store.load("j") == {}
+    store.save("j", [Checkpoint("s1", 5), Checkpoint("s2", 7)])
+    store.save("j", [Checkpoint("s1", 9, Episode(1, 2, 3.0, {"a": 1.0}))])
+    loaded = FileCheckpointStore(tmp_path / "state" / "ckpt.json").load("j")
+    assert {k: v.next_ns for k, v in loaded.items()} == {"s1": 9, "s2": 7}
+    assert loaded["s1"].episode == Episode(1, 2, 3.0, {"a": 1.0})
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json"):
+        FileCheckpointStore(tmp_path / "bad.json").load("j")
+
+
+def test_flux_on_influxdb_1_6_fails_clearly(influxd: Influxd, database: str) -> None:
+    """1.6 has no Flux endpoint: the reader must say so, not return nothing."""
+    reader = FluxReader(Connection(url=influxd.url))
+    try:
+        with pytest.raises(InfluxError, match="404") as caught:
+            reader.read(_job(database), T0, T0 + 10 * S)
+        assert not isinstance(caught.value, InfluxUnavailable)
+    finally:
+        reader.close()
