@@ -1,0 +1,59 @@
+"""Fixtures for the client and CLI tests: one real server on loopback and one tiny trained model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stad.client import Client, JobStatus
+from tests.client.support import CHANNELS, MODEL, TINY, Data, make_data
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real stad server on a loopback port; yields its target."""
+    from stad.server.embedded import EmbeddedServer
+
+    with EmbeddedServer(tmp_path_factory.mktemp("models"), device="cpu") as embedded:
+        yield embedded.target
+
+
+@pytest.fixture(scope="session")
+def train_data() -> Data:
+    return make_data(320, seed=1)
+
+
+@pytest.fixture(scope="session")
+def test_data() -> Data:
+    return make_data(200, seed=2, anomaly=(120, 140))
+
+
+@pytest.fixture(scope="session")
+def trained(server: str, train_data: Data) -> JobStatus:
+    """The model MODEL trained once for the session (its final job status)."""
+    with Client(server) as client:
+        job = client.train(
+            train_data.values,
+            timestamps=train_data.timestamps_ns,
+            channels=CHANNELS,
+            model=MODEL,
+            settings=TINY,
+        )
+        return job.wait(timeout_s=300)
+
+
+@pytest.fixture
+def client(server: str) -> Iterator[Client]:
+    with Client(server) as c:
+        yield c
+
+
+@pytest.fixture
+def cli_env(server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """Point the CLI at the session's server."""
+    monkeypatch.setenv("STAD_SERVER", server)
+    monkeypatch.setenv("STAD_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("STAD_TOKEN", raising=False)
+    return server

@@ -1,0 +1,62 @@
+"""Test data and tiny training settings shared by the client and CLI tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from stad.client import TrainingSettings
+
+CHANNELS = ("a", "b", "c")
+MODEL = "tiny"
+# Tiny settings: training takes seconds on a CPU.
+TINY = TrainingSettings(
+    epochs=1, window=16, patch=4, d_model=16, n_heads=2, n_layers=1, batch_size=32, seed=0
+)
+TINY_FLAGS = [
+    "--epochs", "1", "--window", "16", "--patch", "4", "--d-model", "16",
+    "--heads", "2", "--layers", "1", "--batch-size", "32", "--seed", "0",
+]  # fmt: skip
+START_NS = 1_700_000_000 * 10**9
+STEP_NS = 60 * 10**9
+
+
+@dataclass(frozen=True)
+class Data:
+    values: npt.NDArray[np.float64]  # (T, C)
+    timestamps_ns: npt.NDArray[np.int64]  # (T,)
+    labels: npt.NDArray[np.int64]  # (T,)
+
+
+def make_data(steps: int, *, seed: int, anomaly: tuple[int, int] | None = None) -> Data:
+    """Three coupled sinusoids with noise; `anomaly` adds a level shift on channel b."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)
+    base = np.sin(2 * np.pi * t / 24)
+    values = np.stack([base, 0.5 * base + 1.0, np.cos(2 * np.pi * t / 24)], axis=1)  # (T, 3)
+    values += rng.normal(0.0, 0.05, size=values.shape)
+    labels = np.zeros(steps, dtype=np.int64)
+    if anomaly is not None:
+        start, stop = anomaly
+        values[start:stop, 1] += 4.0
+        labels[start:stop] = 1
+    stamps = START_NS + t.astype(np.int64) * STEP_NS
+    return Data(values=values, timestamps_ns=stamps, labels=labels)
+
+
+def write_csv(path: Path, data: Data, *, with_time: bool = True, with_labels: bool = False) -> Path:
+    lines = []
+    header = (["time"] if with_time else []) + list(CHANNELS) + (["label"] if with_labels else [])
+    lines.append(",".join(header))
+    times = data.timestamps_ns.astype("datetime64[ns]").astype("datetime64[s]")
+    for row in range(data.values.shape[0]):
+        cells = [str(times[row]) + "Z"] if with_time else []
+        cells += [f"{v:.6f}" for v in data.values[row]]
+        if with_labels:
+            cells.append(str(int(data.labels[row])))
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,255 @@
+"""The `stad` CLI run in-process through `main([...])`: exit codes and output of every command."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stad.client import Client, JobStatus
+from stad.client.cli import main
+from tests.client.support import CHANNELS, MODEL, TINY, TINY_FLAGS, Data, make_data, write_csv
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+
+Stad = Callable[..., Run]
+
+
+@pytest.fixture
+def stad(capsys: pytest.CaptureFixture[str], cli_env: str) -> Stad:
+    """Run the CLI in-process against the session's server."""
+
+    def run(*args: str) -> Run:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def test_csv(tmp_path: Path, test_data: Data) -> Path:
+    return write_csv(tmp_path / "test.csv", test_data, with_labels=True)
+
+
+def _error_line(run: Run) -> str:
+    lines = run.err.strip().splitlines()
+    assert len(lines) == 1, run.err
+    assert "Traceback" not in run.err
+    return lines[0]
+
+
+def test_train_shows_progress_and_registers_the_model(stad: Stad, tmp_path: Path, train_data: Data) -> None:
+    path = write_csv(tmp_path / "train.csv", train_data)
+    run = stad("train", str(path), "--model", "cli-trained", *TINY_FLAGS, "--epochs", "2")
+    assert run.code == 0, run.err
+    assert "epoch 1/2" in run.err and "epoch 2/2" in run.err  # the progress bar, a line per epoch
+    assert "loss" in run.err and "ETA" in run.err
+    assert "cli-trained version" in run.out and "trained" in run.out
+    shown = stad("models", "show", "cli-trained", "--json")
+    assert shown.code == 0
+    info = shown.json()
+    assert isinstance(info, dict)
+    assert info["name"] == "cli-trained"
+    assert info["versions"][0]["channels"] == list(CHANNELS)
+
+
+def test_train_json_reports_the_job(stad: Stad, tmp_path: Path, train_data: Data) -> None:
+    path = write_csv(tmp_path / "train.csv", train_data, with_time=False)
+    run = stad("train", str(path), "--model", "cli-json", *TINY_FLAGS, "--json")
+    assert run.code == 0, run.err
+    job = run.json()
+    assert isinstance(job, dict)
+    assert job["state"] == "succeeded"
+    assert job["model"] == "cli-json"
+    assert job["version"]
+
+
+def test_score_writes_the_csv_and_plot(
+    stad: Stad, trained: JobStatus, test_csv: Path, tmp_path: Path
+) -> None:
+    out, plot = tmp_path / "scores.csv", tmp_path / "scores.png"
+    run = stad("score", str(test_csv), "--model", MODEL, "-o", str(out), "--plot", str(plot))
+    assert run.code == 0, run.err
+    assert "scored 200 steps" in run.out
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 200
+    expected_columns = ["time", "score", "raw_score", "threshold", "is_anomaly"]
+    for channel in CHANNELS:
+        expected_columns += [f"{channel}_contribution", f"{channel}_expected"]
+    assert list(rows[0]) == expected_columns
+    assert rows[0]["time"] == "2023-11-14T22:13:20.000000000Z"
+    assert {row["is_anomaly"] for row in rows} <= {"0", "1"}
+    assert all((float(row["score"]) >= float(row["threshold"])) == (row["is_anomaly"] == "1") for row in rows)
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_score_json_lists_spans_with_top_channels(stad: Stad, trained: JobStatus, test_csv: Path) -> None:
+    run = stad("score", str(test_csv), "--model", MODEL, "--json", "--threshold", "0")
+    assert run.code == 0, run.err
+    summary = run.json()
+    assert isinstance(summary, dict)
+    assert summary["steps"] == 200
+    assert summary["threshold"] == 0
+    assert summary["anomalous_steps"] == 200  # every score is >= 0
+    assert len(summary["spans"]) == 1
+    assert set(summary["spans"][0]["top_channels"]) <= set(CHANNELS)
+
+
+def test_score_file_without_time_column(
+    stad: Stad, trained: JobStatus, tmp_path: Path, test_data: Data
+) -> None:
+    path = write_csv(tmp_path / "plain.csv", test_data, with_time=False)
+    run = stad("score", str(path), "--model", MODEL, "-o", "-")
+    assert run.code == 0, run.err
+    lines = run.out.strip().splitlines()
+    assert lines[0].startswith("step,score,raw_score,threshold,is_anomaly")
+    assert len(lines) == 201
+    assert lines[1].startswith("0,")
+
+
+def test_evaluate_prints_the_metrics_table(
+    stad: Stad, trained: JobStatus, test_csv: Path, tmp_path: Path
+) -> None:
+    plot = tmp_path / "eval.png"
+    run = stad("evaluate", str(test_csv), "--model", MODEL, "--label-column", "label", "--plot", str(plot))
+    assert run.code == 0, run.err
+    for name in ("precision", "recall", "F1", "ROC-AUC", "PR-AUC", "VUS-PR", "best F1", "confusion matrix"):
+        assert name in run.out, name
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_evaluate_json(stad: Stad, trained: JobStatus, test_csv: Path) -> None:
+    run = stad("evaluate", str(test_csv), "--model", MODEL, "--label-column", "label", "--json")
+    assert run.code == 0, run.err
+    report = run.json()
+    assert isinstance(report, dict)
+    metrics = report["metrics"]
+    for key in ("precision", "recall", "f1", "auc_roc", "auc_pr", "vus_pr", "standard_f1"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    confusion = report["confusion_matrix"]
+    assert sum(confusion.values()) == 200
+    assert confusion["tp"] + confusion["fn"] == 20  # the labelled span
+
+
+def test_evaluate_needs_the_label_column(stad: Stad, trained: JobStatus, test_csv: Path) -> None:
+    run = stad("evaluate", str(test_csv), "--model", MODEL)
+    assert run.code == 2
+    assert "--label-column" in run.err
+    missing = stad("evaluate", str(test_csv), "--model", MODEL, "--label-column", "nope")
+    assert missing.code == 1
+    assert _error_line(missing).startswith("DataError: no column 'nope'")
+
+
+def test_models_list_show_activate_delete(stad: Stad, server: str, train_data: Data) -> None:
+    with Client(server) as client:
+        first = client.train(train_data.values, channels=CHANNELS, model="cli-admin", settings=TINY).wait()
+        second = client.train(train_data.values, channels=CHANNELS, model="cli-admin", settings=TINY).wait()
+    assert first.version and second.version
+    listing = stad("models", "list")
+    assert listing.code == 0
+    assert "cli-admin" in listing.out and "active" in listing.out
+    as_json = stad("models", "list", "--json").json()
+    assert isinstance(as_json, list)
+    assert "cli-admin" in [m["name"] for m in as_json]
+    show = stad("models", "show", "cli-admin")
+    assert show.code == 0
+    assert f"* version {second.version}" in show.out and f"  version {first.version}" in show.out
+    activate = stad("models", "activate", "cli-admin", first.version)
+    assert activate.code == 0
+    assert f"active version {first.version}" in activate.out
+    delete = stad("models", "delete", "cli-admin", "--version", second.version)
+    assert delete.code == 0
+    assert f"deleted cli-admin version {second.version}" in delete.out
+    assert second.version not in stad("models", "show", "cli-admin").out
+    assert stad("models", "delete", "cli-admin").code == 0
+    gone = stad("models", "show", "cli-admin")
+    assert gone.code == 1
+    assert _error_line(gone).startswith("NotFound: ")
+
+
+def test_jobs_list_watch_cancel(stad: Stad, server: str, trained: JobStatus, train_data: Data) -> None:
+    listing = stad("jobs", "list")
+    assert listing.code == 0
+    assert trained.job_id in listing.out
+    jobs = stad("jobs", "list", "--model", MODEL, "--json").json()
+    assert isinstance(jobs, list)
+    assert {job["model"] for job in jobs} == {MODEL}
+    watched = stad("jobs", "watch", trained.job_id)
+    assert watched.code == 0
+    assert f"{MODEL} version {trained.version} trained" in watched.out
+    with Client(server) as client:
+        job = client.train(
+            make_data(2000, seed=5).values, channels=CHANNELS, model="cli-cancel", settings=TINY
+        )
+    cancel = stad("jobs", "cancel", job.job_id)
+    assert cancel.code == 0
+    assert f"job {job.job_id}: cancelled" in cancel.out
+    after = stad("jobs", "watch", job.job_id)
+    assert after.code == 1  # the job did not succeed
+    assert "cancelled" in after.out
+
+
+def test_health(stad: Stad) -> None:
+    run = stad("health")
+    assert (run.code, run.out.strip()) == (0, "SERVING")
+    assert stad("health", "--json").json() == {"status": "SERVING", "serving": True}
+
+
+def test_errors_are_one_line_without_traceback(stad: Stad, test_csv: Path) -> None:
+    run = stad("score", str(test_csv), "--model", "no-such-model")
+    assert run.code == 1
+    assert _error_line(run).startswith("NotFound: ")
+    debug = stad("score", str(test_csv), "--model", "no-such-model", "--debug")
+    assert debug.code == 1
+    assert "Traceback" in debug.err and debug.err.strip().splitlines()[-1].startswith("NotFound: ")
+    missing = stad("score", "/no/such/file.csv", "--model", MODEL)
+    assert missing.code == 1
+    assert _error_line(missing) == "DataError: no such file: '/no/such/file.csv'"
+
+
+def test_bad_usage_exits_2(stad: Stad) -> None:
+    assert stad().code == 2
+    assert stad("frobnicate").code == 2
+    assert stad("train", "x.csv").code == 2  # --model is required
+    bad = stad("train", "x.csv", "--model", "m", "--epochs", "0")
+    assert bad.code == 2
+    assert "--epochs" in bad.err
+    assert stad("models").code == 2
+    assert stad("--help").code == 0
+
+
+def test_unreachable_server_fails_cleanly(stad: Stad) -> None:
+    run = stad("health", "--server", "127.0.0.1:1", "--timeout", "2")
+    assert run.code == 1
+    assert _error_line(run).startswith("Unavailable: ")
+
+
+def test_embedded_server_keeps_models_in_stad_home(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train_data: Data
+) -> None:
+    monkeypatch.delenv("STAD_SERVER", raising=False)
+    monkeypatch.setenv("STAD_HOME", str(tmp_path / "home"))
+    path = write_csv(tmp_path / "train.csv", train_data)
+    assert main(["train", str(path), "--model", "embedded", *TINY_FLAGS, "--device", "cpu"]) == 0
+    # a second process-like run: a new embedded server over the same STAD_HOME
+    capsys.readouterr()
+    assert main(["score", str(path), "--model", "embedded", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 320
+    assert (tmp_path / "home" / "models").is_dir()

@@ -1,0 +1,230 @@
+"""The sync Client against a real server on loopback."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+
+import grpc
+import numpy as np
+import pandas as pd
+import pytest
+
+from stad.client import (
+    Client,
+    ClientClosedError,
+    DataError,
+    InvalidArgument,
+    JobState,
+    JobStatus,
+    NotFound,
+    ScoreResult,
+    TrainingFailedError,
+    TrainingProgress,
+    Unavailable,
+    make_series,
+)
+from tests.client.support import CHANNELS, MODEL, TINY, Data, make_data
+
+
+def test_health_is_serving(client: Client) -> None:
+    health = client.health()
+    assert health.status == "SERVING"
+    assert health.serving
+
+
+def test_training_succeeds_and_registers_a_version(client: Client, trained: JobStatus) -> None:
+    assert trained.state is JobState.SUCCEEDED
+    assert trained.version
+    assert trained.channels == CHANNELS
+    info = client.model(MODEL)
+    assert info.active_version == trained.version
+    assert info.active is not None
+    assert info.active.channels == CHANNELS
+    assert info.active.window == 16
+    assert MODEL in [m.name for m in client.models()]
+    assert trained.job_id in [job.job_id for job in client.jobs()]
+    assert [job.model for job in client.jobs(model=MODEL)] == [MODEL] * len(client.jobs(model=MODEL))
+
+
+def test_score_returns_typed_per_step_arrays(client: Client, trained: JobStatus, test_data: Data) -> None:
+    result = client.score(
+        test_data.values, timestamps=test_data.timestamps_ns, channels=CHANNELS, model=MODEL
+    )
+    steps = test_data.values.shape[0]
+    assert isinstance(result, ScoreResult)
+    assert (result.model, result.version) == (MODEL, trained.version)
+    assert result.channels == CHANNELS
+    assert np.array_equal(result.timestamps_ns, test_data.timestamps_ns)
+    for array in (result.score, result.raw_score, result.severity, result.is_anomaly):
+        assert array.shape == (steps,)
+    assert result.contributions.shape == (steps, 3)
+    assert result.expected.shape == (steps, 3)
+    assert np.array_equal(result.is_anomaly, result.score >= result.threshold)
+    # the level shift on channel b (steps 120-140) scores above the quiet part and is blamed on b
+    assert result.score[120:140].mean() > result.score[:100].mean()
+    assert result.top_channels(120, 140, k=1)[0][0] == "b"
+
+
+def test_threshold_override_applies(client: Client, trained: JobStatus, test_data: Data) -> None:
+    base = client.score(test_data.values, channels=CHANNELS, model=MODEL)
+    low = float(np.quantile(base.score, 0.5))
+    result = client.score(test_data.values, channels=CHANNELS, model=MODEL, threshold=low)
+    assert result.threshold == pytest.approx(low)
+    assert np.array_equal(result.is_anomaly, result.score >= low)
+    assert result.is_anomaly.sum() >= base.score.size // 2
+
+
+def test_dataframe_input_matches_numpy(client: Client, trained: JobStatus, test_data: Data) -> None:
+    index = pd.DatetimeIndex(test_data.timestamps_ns.astype("datetime64[ns]"), tz="UTC")
+    frame = pd.DataFrame(test_data.values[:, ::-1], columns=list(CHANNELS[::-1]), index=index)
+    from_frame = client.score(frame, model=MODEL)
+    from_numpy = client.score(
+        test_data.values, timestamps=test_data.timestamps_ns, channels=CHANNELS, model=MODEL
+    )
+    assert np.array_equal(from_frame.timestamps_ns, test_data.timestamps_ns)
+    np.testing.assert_allclose(from_frame.score, from_numpy.score, rtol=1e-6)
+
+
+def test_score_many_keeps_input_order(client: Client, trained: JobStatus, test_data: Data) -> None:
+    short = make_series(test_data.values[:60], channels=CHANNELS)
+    full = make_series(test_data.values, channels=CHANNELS, timestamps_ns=test_data.timestamps_ns)
+    results = client.score_many([full, short], model=MODEL)
+    assert [r.steps for r in results] == [200, 60]
+    assert [r.series_index for r in results] == [0, 1]
+    alone = client.score(full, model=MODEL)
+    np.testing.assert_allclose(results[0].score, alone.score, rtol=1e-6)
+
+
+def test_return_from_ns_drops_earlier_steps(client: Client, trained: JobStatus, test_data: Data) -> None:
+    cut = int(test_data.timestamps_ns[150])
+    result = client.score(
+        test_data.values,
+        timestamps=test_data.timestamps_ns,
+        channels=CHANNELS,
+        model=MODEL,
+        return_from_ns=cut,
+    )
+    assert np.array_equal(result.timestamps_ns, test_data.timestamps_ns[150:])
+
+
+def test_stream_score_chunks_cover_the_series(client: Client, trained: JobStatus, test_data: Data) -> None:
+    whole = client.score(test_data.values, channels=CHANNELS, model=MODEL)
+    chunks = list(client.stream_score(test_data.values, channels=CHANNELS, model=MODEL))
+    assert chunks
+    assert [c.start_step for c in chunks] == list(np.cumsum([0] + [c.steps for c in chunks[:-1]]))
+    np.testing.assert_allclose(np.concatenate([c.score for c in chunks]), whole.score, rtol=1e-6)
+
+
+def test_unknown_model_is_not_found(client: Client, test_data: Data) -> None:
+    with pytest.raises(NotFound) as caught:
+        client.score(test_data.values, channels=CHANNELS, model="no-such-model")
+    assert caught.value.code is grpc.StatusCode.NOT_FOUND
+    assert "no-such-model" in str(caught.value)
+    with pytest.raises(NotFound):
+        client.model("no-such-model")
+
+
+def test_wrong_channels_are_invalid_argument(client: Client, trained: JobStatus, test_data: Data) -> None:
+    with pytest.raises(InvalidArgument, match="channel"):
+        client.score(test_data.values, channels=("a", "b", "zz"), model=MODEL)
+
+
+def test_bad_input_fails_before_sending(client: Client) -> None:
+    values = np.ones((40, 3))
+    values[5, 1] = np.inf
+    with pytest.raises(DataError, match="inf"):
+        client.score(values, channels=CHANNELS, model=MODEL)
+    with pytest.raises(DataError, match="2 channel names for 3"):
+        client.score(np.ones((40, 3)), channels=("a", "b"), model=MODEL)
+    with pytest.raises(DataError, match="labels"):
+        client.train(np.ones((40, 3)), channels=CHANNELS, labels=[0, 2] * 20, model="x")
+
+
+def test_training_progress_events_are_typed(client: Client, train_data: Data) -> None:
+    job = client.train(
+        train_data.values,
+        channels=CHANNELS,
+        model="tiny-progress",
+        settings=replace(TINY, epochs=2),
+    )
+    events = list(job.watch(timeout_s=300))
+    assert events[-1].state is JobState.SUCCEEDED
+    progress = [e.progress for e in events if e.progress is not None]
+    assert progress, "no progress events"
+    assert all(isinstance(p, TrainingProgress) for p in progress)
+    assert max(p.epoch for p in progress) == 2
+    assert all(p.epochs == 2 for p in progress if p.phase == "pretrain")
+    assert job.wait().version == events[-1].version
+
+
+def test_versions_activate_and_delete(client: Client, train_data: Data) -> None:
+    first = client.train(train_data.values, channels=CHANNELS, model="tiny-admin", settings=TINY).wait()
+    second = client.train(train_data.values, channels=CHANNELS, model="tiny-admin", settings=TINY).wait()
+    assert client.model("tiny-admin").active_version == second.version
+    assert first.version is not None and second.version is not None
+    assert client.activate("tiny-admin", first.version).active_version == first.version
+    client.delete_model("tiny-admin", version=second.version)
+    assert [v.version for v in client.model("tiny-admin").versions] == [first.version]
+    with pytest.raises(NotFound):
+        client.activate("tiny-admin", second.version)
+    client.delete_model("tiny-admin")
+    assert "tiny-admin" not in [m.name for m in client.models()]
+
+
+def test_cancel_ends_the_job_cancelled(client: Client) -> None:
+    data = make_data(3000, seed=3)
+    job = client.train(
+        data.values,
+        channels=CHANNELS,
+        model="tiny-cancelled",
+        settings=replace(TINY, epochs=500),
+    )
+    job.cancel()
+    with pytest.raises(TrainingFailedError) as caught:
+        job.wait(timeout_s=120)
+    assert caught.value.state == "cancelled"
+    assert job.status.state is JobState.CANCELLED
+    assert client.job(job.job_id).status.state is JobState.CANCELLED
+
+
+def test_unknown_job_is_not_found(client: Client) -> None:
+    with pytest.raises(NotFound):
+        client.job("no-such-job")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_server_is_unavailable_after_retries() -> None:
+    with Client(f"127.0.0.1:{_free_port()}", retries=2, timeout_s=5) as client, pytest.raises(Unavailable):
+        client.health()
+
+
+def test_closed_client_refuses_calls(server: str) -> None:
+    client = Client(server)
+    client.close()
+    assert client.is_closed
+    with pytest.raises(ClientClosedError):
+        client.health()
+
+
+def test_injected_channel_is_not_closed_by_the_client(server: str) -> None:
+    channel = grpc.insecure_channel(server)
+    with Client(channel=channel) as client:
+        assert client.health().serving
+    with Client(channel=channel) as again:
+        assert again.health().serving
+    channel.close()
+
+
+def test_constructor_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="target"):
+        Client()
+    with pytest.raises(ValueError, match="timeout_s"):
+        Client("127.0.0.1:1", timeout_s=0)
+    with pytest.raises(ValueError, match="token"):
+        Client("127.0.0.1:1", token="has space")
