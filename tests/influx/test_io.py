@@ -127,7 +127,7 @@ def test_file_checkpoint_store(tmp_path: Path) -> None:
     assert {k: v.next_ns for k, v in loaded.items()} == {"s1": 9, "s2": 7}
     assert loaded["s1"].episode == Episode(1, 2, 3.0, {"a": 1.0})
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(ValueError, match="bad.json"):
+    with pytest.raises(ValueError, match=r"bad\.json"):
         FileCheckpointStore(tmp_path / "bad.json").load("j")
 
 

@@ -117,7 +117,7 @@ def test_retry_backs_off_with_cap_and_honours_retry_after() -> None:
     ceilings = [1, 2, 4, 8, 8, 8]
     for attempt, ceiling in enumerate(ceilings, start=1):
         delays = [policy.delay_s(attempt, rng) for _ in range(200)]
-        assert 0 <= min(delays) and max(delays) <= ceiling
+        assert min(delays) >= 0 and max(delays) <= ceiling
         assert max(delays) > ceiling * 0.8  # jitter spans the range
     assert policy.delay_s(3, rng, retry_after_s=5.0) == 5.0
     assert policy.delay_s(3, rng, retry_after_s=50.0) == 8.0
@@ -182,7 +182,7 @@ def test_shards_partition_series() -> None:
     keys = [f"pump,unit={i}" for i in range(200)]
     owners = [[Shard(i, 3).owns(k) for i in range(3)] for k in keys]
     assert all(sum(row) == 1 for row in owners)
-    assert all(10 < sum(row[i] for row in owners) for i in range(3))
+    assert all(sum(row[i] for row in owners) > 10 for i in range(3))
     assert Shard.parse("1/3") == Shard(1, 3)
     for bad in ("3/3", "x", "1/0"):
         with pytest.raises(ValueError, match="shard"):

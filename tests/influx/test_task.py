@@ -1,0 +1,313 @@
+"""End to end: demo series in a real influxd, a real gRPC server, training and scoring through the task."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stad.client import Client, TrainingSettings
+from stad.core.demo_data import DemoData, generate
+from stad.core.series import make_series
+from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettings, TaskConfig
+from stad.influx_task.influxql import InfluxQLReader
+from stad.influx_task.runner import ChunkReport
+from stad.influx_task.task import Task
+from stad.influx_task.transport import Transport
+from stad.influx_task.writer import LineWriter, Point
+from stad.server.embedded import EmbeddedServer
+from tests.influx.influxd import Influxd, free_port
+
+STEP_S = 600
+STEP = STEP_S * 10**9
+STEPS = 400
+CONTEXT = 32
+TINY = TrainingSettings(epochs=1, window=16, patch=4, d_model=16, n_layers=1, n_heads=2, seed=0)
+UNITS = ("1", "2")
+
+
+def _demo(start: str = "2026-01-05T00:00:00") -> DemoData:
+    return generate(seed=3, steps=STEPS, channels=3, freq_s=STEP_S, start=start, quiet_fraction=0.5)
+
+
+def _write_demo(url: str, database: str, data: DemoData) -> None:
+    transport = Transport(Connection(url=url))
+    points = []
+    for u, unit in enumerate(UNITS):
+        for t in range(data.values.shape[0]):
+            fields = {name: float(data.values[t, c]) + u for c, name in enumerate(data.channels)}
+            points.append(Point("pump", {"unit": unit, "plant": "p1"}, fields, int(data.timestamps_ns[t])))
+    LineWriter(transport).write(points, database=database)
+    transport.close()
+
+
+def _job(database: str, data: DemoData, **extra: object) -> Job:
+    base: dict[str, object] = dict(
+        name="pumps", database=database, measurement="pump", fields=data.channels, model="pumps",
+        interval_ns=STEP, group_by=("unit",), tag_filter={"plant": ("p1",)}, context_steps=CONTEXT,
+        initial_lookback_ns=2 * STEPS * STEP, chunk_steps=1000,
+    )
+    base.update(extra)
+    return Job(**base)  # type: ignore[arg-type]
+
+
+def _config(url: str, target: str, jobs: tuple[Job, ...]) -> TaskConfig:
+    return TaskConfig(connection=Connection(url=url), server=ServerSettings(target=target, timeout_s=60),
+                      retry=RetrySettings(base_ms=20, cap_ms=300, deadline_s=120), jobs=jobs)
+
+
+def _scores(url: str, database: str) -> list[dict[str, object]]:
+    transport = Transport(Connection(url=url))
+    series = InfluxQLReader(transport).query('SELECT * FROM "anomaly_scores" GROUP BY *', database=database)
+    transport.close()
+    rows = []
+    for item in series:
+        for values in item["values"]:
+            rows.append({**item["tags"], **dict(zip(item["columns"], values, strict=True))})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path) -> Iterator[EmbeddedServer]:
+    with EmbeddedServer(model_dir, device="cpu") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def trained(influxd: Influxd, server: EmbeddedServer) -> tuple[str, DemoData]:
+    """Demo series in influxd and a model trained through the task on their quiet period."""
+    database = "e2e"
+    influxd.query(f'CREATE DATABASE "{database}"')
+    data = _demo()
+    _write_demo(influxd.url, database, data)
+    job = _job(database, data)
+    seen: list[str] = []
+    with Task(_config(influxd.url, server.target, (job,))) as task:
+        quiet_stop = int(data.timestamps_ns[data.quiet_steps])
+        final = task.train("pumps", int(data.timestamps_ns[0]), quiet_stop, settings=TINY,
+                           on_status=lambda s: seen.append(s.state.value), timeout_s=300)
+    assert final.version and final.steps == 2 * data.quiet_steps
+    assert seen[-1] == "succeeded"
+    return database, data
+
+
+def test_once_writes_scores_equal_to_direct_scoring(influxd: Influxd, server: EmbeddedServer,
+                                                    trained: tuple[str, DemoData]) -> None:
+    database, data = trained
+    end = int(data.timestamps_ns[-1]) + STEP
+    job = _job(database, data, initial_lookback_ns=300 * STEP)
+    with Task(_config(influxd.url, server.target, (job,)), now_ns=lambda: end) as task:
+        outcome = task.once()
+    stats = outcome["pumps"]
+    assert not isinstance(stats, Exception)
+    assert stats.steps == 2 * 300
+    rows = _scores(influxd.url, database)
+    assert len(rows) == 2 * 300
+    assert {(r["model"], r["source_measurement"], r["plant"]) for r in rows} == {("pumps", "pump", "p1")}
+    first = STEPS - 300
+    with Client(server.target) as client:
+        for u, unit in enumerate(UNITS):
+            series = make_series(data.values[first - CONTEXT:] + u, channels=data.channels,
+                                 timestamps_ns=data.timestamps_ns[first - CONTEXT:])
+            direct = client.score_many([series], model="pumps",
+                                       return_from_ns=int(data.timestamps_ns[first]))[0]
+            mine = sorted((r for r in rows if r["unit"] == unit), key=lambda r: int(r["time"]))  # type: ignore[call-overload]
+            assert [r["time"] for r in mine] == direct.timestamps_ns.tolist()
+            np.testing.assert_allclose([r["score"] for r in mine], direct.score, rtol=1e-12)
+            np.testing.assert_allclose([r["raw_score"] for r in mine], direct.raw_score, rtol=1e-12)
+            assert [r["is_anomaly"] for r in mine] == direct.is_anomaly.tolist()
+            for c, name in enumerate(data.channels):
+                np.testing.assert_allclose([r[f"expected_{name}"] for r in mine], direct.expected[:, c],
+                                           rtol=1e-12)
+                np.testing.assert_allclose([r[f"contrib_{name}"] for r in mine],
+                                           direct.contributions[:, c], rtol=1e-12, atol=1e-15)
+            assert {r["model_version"] for r in mine} == {direct.version}
+            episodes = direct.spans()
+            transport = Transport(Connection(url=influxd.url))
+            events = InfluxQLReader(transport).query(
+                f"SELECT * FROM \"anomaly_events\" WHERE \"unit\" = '{unit}'", database=database)
+            transport.close()
+            starts = [int(direct.timestamps_ns[a]) for a, _ in episodes]
+            assert [v[0] for v in events[0]["values"]] == starts if starts else events == []
+    # A second pass has nothing new; a backfill of the same range overwrites, never duplicates.
+    with Task(_config(influxd.url, server.target, (job,)), now_ns=lambda: end) as task:
+        again = task.once()["pumps"]
+        assert not isinstance(again, Exception) and again.steps == 0
+        task.backfill("pumps", int(data.timestamps_ns[first]), end, progress=False)
+    assert len(_scores(influxd.url, database)) == 2 * 300
+
+
+def _count(url: str, database: str, measurement: str = "anomaly_scores") -> int:
+    rows = _scores(url, database) if measurement == "anomaly_scores" else []
+    if measurement != "anomaly_scores":
+        transport = Transport(Connection(url=url))
+        series = InfluxQLReader(transport).query(f'SELECT * FROM "{measurement}"', database=database)
+        transport.close()
+        return sum(len(s["values"]) for s in series)
+    return len(rows)
+
+
+def _assert_no_gap_no_duplicate(url: str, database: str, data: DemoData) -> None:
+    rows = _scores(url, database)
+    assert len(rows) == 2 * STEPS  # exactly one point per data step and series
+    for unit in UNITS:
+        times = sorted(int(r["time"]) for r in rows if r["unit"] == unit)  # type: ignore[call-overload]
+        assert times == data.timestamps_ns.tolist()
+
+
+def test_kill_mid_run_and_restart_leaves_no_gap_no_duplicate(
+        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path,
+        database: str) -> None:
+    now = time.time_ns()
+    end = (now // STEP) * STEP  # the task runs on the real clock: the data ends at the last full step
+    start = dt.datetime.fromtimestamp((end - STEPS * STEP) / 1e9, dt.UTC).replace(tzinfo=None)
+    data = _demo(start.isoformat())
+    _write_demo(influxd.url, database, data)
+    config = tmp_path / "jobs.toml"
+    config.write_text(f"""
+[influx]
+url = "{influxd.url}"
+[server]
+target = "{server.target}"
+[retry]
+base_ms = 20
+cap_ms = 300
+[[jobs]]
+name = "pumps"
+database = "{database}"
+measurement = "pump"
+fields = {list(data.channels)!r}
+model = "pumps"
+interval = "{STEP_S}s"
+group_by = ["unit"]
+tag_filter = {{ plant = "p1" }}
+context = {CONTEXT}
+initial_lookback = "{2 * STEPS * STEP_S}s"
+chunk_steps = 10
+""".replace("'", '"'))
+    command = [sys.executable, "-m", "stad.influx_task", "once", "--config", str(config)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while _count(influxd.url, database, "stad_checkpoint") == 0:  # wait for the first checkpoint
+            assert process.poll() is None, process.communicate()[0].decode()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.01)  # polling the condition
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert 0 < _count(influxd.url, database) < 2 * STEPS  # it was killed mid-run
+    finished = subprocess.run(command, env=env, capture_output=True, timeout=300, check=False)
+    assert finished.returncode == 0, finished.stdout.decode() + finished.stderr.decode()
+    _assert_no_gap_no_duplicate(influxd.url, database, data)
+
+
+def _fixed_job(database: str, data: DemoData) -> Job:
+    return _job(database, data, chunk_steps=50)
+
+
+def test_influxd_stopped_mid_run_retries_and_catches_up(
+        own_influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData]) -> None:
+    own_influxd.query('CREATE DATABASE "d"')
+    data = trained[1]
+    _write_demo(own_influxd.url, "d", data)
+    end = int(data.timestamps_ns[-1]) + STEP
+    failed = threading.Event()
+    chunks: list[ChunkReport] = []
+
+    def after_chunk(report: ChunkReport) -> None:
+        chunks.append(report)
+        if len(chunks) == 1:
+            own_influxd.stop()
+
+    def restart_when_failed() -> None:
+        assert failed.wait(timeout=120)
+        own_influxd.start()
+
+    restarter = threading.Thread(target=restart_when_failed)
+    restarter.start()
+    with Task(_config(own_influxd.url, server.target, (_fixed_job("d", data),)), now_ns=lambda: end,
+              on_chunk=after_chunk, on_retry=lambda *_: failed.set()) as task:
+        outcome = task.once()
+    restarter.join(timeout=130)
+    assert failed.is_set() and not isinstance(outcome["pumps"], Exception)
+    assert len(chunks) == STEPS // 50 + 1  # the run starts one context before the data
+    _assert_no_gap_no_duplicate(own_influxd.url, "d", data)
+
+
+def test_server_down_mid_run_retries_and_catches_up(
+        influxd: Influxd, model_dir: Path, trained: tuple[str, DemoData], database: str) -> None:
+    data = trained[1]
+    _write_demo(influxd.url, database, data)
+    end = int(data.timestamps_ns[-1]) + STEP
+    port = free_port()
+    first = EmbeddedServer(model_dir, device="cpu")
+    first.settings = replace(first.settings, address=f"127.0.0.1:{port}")
+    first.start()
+    second = EmbeddedServer(model_dir, device="cpu")
+    second.settings = replace(second.settings, address=f"127.0.0.1:{port}")
+    failed = threading.Event()
+    chunks: list[ChunkReport] = []
+
+    def after_chunk(report: ChunkReport) -> None:
+        chunks.append(report)
+        if len(chunks) == 1:
+            first.stop()
+
+    def restart_when_failed() -> None:
+        assert failed.wait(timeout=120)
+        second.start()
+
+    restarter = threading.Thread(target=restart_when_failed)
+    restarter.start()
+    try:
+        with Task(_config(influxd.url, f"127.0.0.1:{port}", (_fixed_job(database, data),)),
+                  now_ns=lambda: end, on_chunk=after_chunk,
+                  on_retry=lambda *_: failed.set()) as task:
+            outcome = task.once()
+        restarter.join(timeout=130)
+    finally:
+        first.stop()
+        second.stop()
+    assert failed.is_set() and not isinstance(outcome["pumps"], Exception)
+    _assert_no_gap_no_duplicate(influxd.url, database, data)
+
+
+def test_late_points_inside_offset_are_scored_next_pass(
+        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str) -> None:
+    data = trained[1]
+    late = 3  # the last three steps arrive late
+    transport = Transport(Connection(url=influxd.url))
+    on_time = replace(data, values=data.values[:-late], timestamps_ns=data.timestamps_ns[:-late])
+    _write_demo(influxd.url, database, on_time)
+    end = int(data.timestamps_ns[-1]) + STEP
+    clock = [end]
+    job = _job(database, data, offset_ns=late * STEP)
+    with Task(_config(influxd.url, server.target, (job,)), now_ns=lambda: clock[0]) as task:
+        first = task.once()["pumps"]
+        assert not isinstance(first, Exception)
+        scored = {int(r["time"]) for r in _scores(influxd.url, database)}  # type: ignore[call-overload]
+        assert max(scored) == int(data.timestamps_ns[-late - 1])
+        _write_demo(influxd.url, database, data)  # the late points land inside the offset
+        clock[0] = end + late * STEP
+        second = task.once()["pumps"]
+    transport.close()
+    assert not isinstance(second, Exception) and second.steps == 2 * late
+    _assert_no_gap_no_duplicate(influxd.url, database, data)
