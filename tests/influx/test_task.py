@@ -202,11 +202,13 @@ chunk_steps = 10
 """.replace("'", '"'))
     command = [sys.executable, "-m", "stad.influx_task", "once", "--config", str(config)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log_path = tmp_path / "first.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while _count(influxd.url, database, "stad_checkpoint") == 0:  # wait for the first checkpoint
-            assert process.poll() is None, process.communicate()[0].decode()
+            assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, "no checkpoint within 120 s"
             time.sleep(0.01)  # polling the condition
         process.send_signal(signal.SIGKILL)
@@ -220,7 +222,7 @@ chunk_steps = 10
 
 
 def _fixed_job(database: str, data: DemoData) -> Job:
-    return _job(database, data, chunk_steps=50)
+    return _job(database, data, chunk_steps=50, initial_lookback_ns=STEPS * STEP)
 
 
 def test_influxd_stopped_mid_run_retries_and_catches_up(
@@ -235,6 +237,7 @@ def test_influxd_stopped_mid_run_retries_and_catches_up(
     def after_chunk(report: ChunkReport) -> None:
         chunks.append(report)
         if len(chunks) == 1:
+            assert report.points > 0
             own_influxd.stop()
 
     def restart_when_failed() -> None:
@@ -248,7 +251,7 @@ def test_influxd_stopped_mid_run_retries_and_catches_up(
         outcome = task.once()
     restarter.join(timeout=130)
     assert failed.is_set() and not isinstance(outcome["pumps"], Exception)
-    assert len(chunks) == STEPS // 50 + 1  # the run starts one context before the data
+    assert len(chunks) == STEPS // 50
     _assert_no_gap_no_duplicate(own_influxd.url, "d", data)
 
 
@@ -269,6 +272,7 @@ def test_server_down_mid_run_retries_and_catches_up(
     def after_chunk(report: ChunkReport) -> None:
         chunks.append(report)
         if len(chunks) == 1:
+            assert report.points > 0
             first.stop()
 
     def restart_when_failed() -> None:

@@ -187,3 +187,10 @@ def test_shards_partition_series() -> None:
     for bad in ("3/3", "x", "1/0"):
         with pytest.raises(ValueError, match="shard"):
             Shard.parse(bad)
+
+
+def test_example_jobs_file_loads() -> None:
+    config = load_config(Path(__file__).parents[2] / "jobs.example.toml", environ={})
+    job = config.job("pumps")
+    assert job.fields == ("flow", "pressure", "current", "motor_temp")
+    assert job.offset_ns == 120 * S and job.context_steps == 128
