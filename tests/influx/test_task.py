@@ -315,3 +315,90 @@ def test_late_points_inside_offset_are_scored_next_pass(
     transport.close()
     assert not isinstance(second, Exception) and second.steps == 2 * late
     _assert_no_gap_no_duplicate(influxd.url, database, data)
+
+
+def test_sigterm_finishes_the_chunk_and_exits_zero(
+        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path,
+        database: str) -> None:
+    now = time.time_ns()
+    end = (now // STEP) * STEP
+    start = dt.datetime.fromtimestamp((end - STEPS * STEP) / 1e9, dt.UTC).replace(tzinfo=None)
+    data = _demo(start.isoformat())
+    _write_demo(influxd.url, database, data)
+    config = tmp_path / "jobs.toml"
+    config.write_text(f"""
+[server]
+target = "{server.target}"
+[[jobs]]
+name = "pumps"
+database = "{database}"
+measurement = "pump"
+fields = {list(data.channels)!r}
+model = "pumps"
+interval = "{STEP_S}s"
+group_by = ["unit"]
+context = {CONTEXT}
+initial_lookback = "{STEPS * STEP_S}s"
+chunk_steps = 5
+every = "1h"
+""".replace("'", '"'))
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "stad.influx_task", "run", "--config", str(config),
+                                    "--url", influxd.url], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while _count(influxd.url, database, "stad_checkpoint") == 0:
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.01)  # polling the condition
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    transport = Transport(Connection(url=influxd.url))
+    checkpoints = InfluxQLReader(transport).query(
+        'SELECT last("next_ns") FROM "stad_checkpoint" GROUP BY "series"', database=database)
+    transport.close()
+    done = {s["tags"]["series"]: int(s["values"][0][1]) for s in checkpoints}
+    rows = _scores(influxd.url, database)
+    assert 0 < len(rows) < 2 * STEPS
+    for unit in UNITS:
+        times = sorted(int(r["time"]) for r in rows if r["unit"] == unit)  # type: ignore[call-overload]
+        expected = [t for t in data.timestamps_ns.tolist() if t < done[f"pump,unit={unit}"]]
+        assert times == expected  # exactly the chunks the checkpoint covers: nothing half done
+
+
+def test_shards_split_series_between_workers(
+        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str) -> None:
+    from stad.influx_task.runner import Shard
+
+    data = trained[1]
+    _write_demo(influxd.url, database, data)
+    end = int(data.timestamps_ns[-1]) + STEP
+    job = _job(database, data, initial_lookback_ns=STEPS * STEP)
+    owners = {}
+    for index in range(2):
+        before = {r["unit"] for r in _scores(influxd.url, database)}
+        with Task(_config(influxd.url, server.target, (job,)), shard=Shard(index, 2),
+                  now_ns=lambda: end) as task:
+            task.once()
+        owners[index] = {r["unit"] for r in _scores(influxd.url, database)} - before
+    assert owners[0] | owners[1] == set(UNITS) and not owners[0] & owners[1]
+    assert {unit: Shard(0, 2).owns(f"pump,plant=p1,unit={unit}") for unit in UNITS} == {
+        unit: unit in owners[0] for unit in UNITS}
+    _assert_no_gap_no_duplicate(influxd.url, database, data)
+
+
+def test_cli_reports_errors_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stad.influx_task.cli import main
+
+    assert main(["once", "--config", str(tmp_path / "missing.toml")]) == 1
+    assert "FileNotFoundError" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[jobs]]\nname = "x"\ndatabase = "d"\nmeasurement = "m"\nfields = ["a"]\n'
+                   'model = "m"\ninterval = "ten seconds"\n')
+    assert main(["once", "--config", str(bad)]) == 1
+    assert "ValueError: job 'x': interval: bad duration 'ten seconds'" in capsys.readouterr().err
