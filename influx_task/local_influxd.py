@@ -1,12 +1,18 @@
-"""A throwaway `influxd` (1.x) on loopback with a temporary data directory."""
+"""A throwaway `influxd` (1.x) on loopback with its own data directory (tests, bench, demo).
+
+Its config binds every listener to 127.0.0.1 (the packaged default listens on
+all interfaces) and turns off reporting, self-monitoring and query logging.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -67,6 +73,13 @@ class Influxd:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    def __enter__(self) -> Influxd:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def start(self, timeout_s: float = 30.0) -> None:
         if self._process is not None:
             raise RuntimeError("influxd is already running")
@@ -100,9 +113,7 @@ class Influxd:
         self._process = None
 
     def query(self, statement: str, database: str | None = None) -> dict[str, object]:
-        import json
-        import urllib.parse
-
+        """POST one InfluxQL statement (CREATE/DROP DATABASE and the like)."""
         params = {"q": statement, "epoch": "ns", **({"db": database} if database else {})}
         request = urllib.request.Request(self.url + "/query?" + urllib.parse.urlencode(params),
                                          method="POST")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.influx.influxd import Influxd, influxd_path
+from stad.influx_task.local_influxd import Influxd, influxd_path
 
 
 def _binary() -> str:

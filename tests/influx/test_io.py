@@ -13,9 +13,9 @@ from stad.influx_task.config import Connection, Job
 from stad.influx_task.events import Episode
 from stad.influx_task.flux import FluxReader
 from stad.influx_task.influxql import InfluxQLReader, build_select
+from stad.influx_task.local_influxd import Influxd, free_port
 from stad.influx_task.transport import InfluxError, InfluxUnavailable, Transport
 from stad.influx_task.writer import LineWriter, Point, to_line
-from tests.influx.influxd import Influxd, free_port
 
 S = 10**9
 T0 = 1_700_000_000 * S

@@ -21,12 +21,12 @@ from stad.core.demo_data import DemoData, generate
 from stad.core.series import make_series
 from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettings, TaskConfig
 from stad.influx_task.influxql import InfluxQLReader
+from stad.influx_task.local_influxd import Influxd, free_port
 from stad.influx_task.runner import ChunkReport
 from stad.influx_task.task import Task
 from stad.influx_task.transport import Transport
 from stad.influx_task.writer import LineWriter, Point
 from stad.server.embedded import EmbeddedServer
-from tests.influx.influxd import Influxd, free_port
 
 STEP_S = 600
 STEP = STEP_S * 10**9
