@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -44,9 +44,7 @@ class ClientScorer:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    def __call__(self, series: list[SeriesData] | tuple[SeriesData, ...] | object, *, job: Job,
-                 return_from_ns: int) -> list[Scores]:
-        assert isinstance(series, list | tuple)
+    def __call__(self, series: Sequence[SeriesData], *, job: Job, return_from_ns: int) -> list[Scores]:
         return list(self.client.score_many(series, model=job.model, version=job.version,
                                            threshold=job.threshold, return_from_ns=return_from_ns))
 
