@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from stad.client._channel import DEFAULT_TIMEOUT_S
-from stad.client._client import Client
+from stad.client._client import Client, TrainingJob
 from stad.client._exceptions import DataError, StadError
 from stad.client._types import JobStatus, ModelInfo, ScoreResult, TrainingSettings
 from stad.client.data_files import DataTable, format_times, read_table, write_scores
@@ -280,23 +280,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             _report_job(args, job.status)
             return EXIT_OK
         started = time.monotonic()
-        status = _follow(job, client, embedded=embedded, quiet=bool(_opt(args, "json")))
+        status = _follow(job, embedded=embedded)
         if status is None:
             return EXIT_INTERRUPTED
         _report_job(args, status, seconds=time.monotonic() - started)
         return EXIT_OK if status.state.value == "succeeded" else EXIT_FAILURE
 
 
-def _follow(job: Any, client: Client, *, embedded: bool, quiet: bool) -> JobStatus | None:
-    """Watch a job with a progress bar; on Ctrl-C ask whether to cancel it (None: stopped)."""
+def _follow(job: TrainingJob, *, embedded: bool) -> JobStatus | None:
+    """Watch a job with a progress bar on stderr; on Ctrl-C ask whether to cancel it (None: stopped)."""
     bar = ProgressBar(sys.stderr)
     while True:
         try:
             for status in job.watch():
-                if not quiet:
-                    bar.update(status)
+                bar.update(status)
             bar.close()
-            return job.status  # type: ignore[no-any-return]
+            return job.status
         except KeyboardInterrupt:
             bar.close()
             if _confirm(f"cancel training job {job.job_id}? [y/N] "):
@@ -557,7 +556,7 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
 def cmd_jobs_watch(args: argparse.Namespace) -> int:
     with connect(args) as client:
         job = client.job(args.job_id)
-        status = _follow(job, client, embedded=False, quiet=bool(_opt(args, "json")))
+        status = _follow(job, embedded=False)
     if status is None:
         return EXIT_INTERRUPTED
     _report_job(args, status)

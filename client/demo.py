@@ -75,7 +75,16 @@ def generate_data(ctx: DemoContext) -> None:
 
 
 def train(ctx: DemoContext) -> None:
-    ctx.stad("train", str(ctx.train_csv), "--model", ctx.model, "--epochs", str(ctx.epochs), "--seed", str(ctx.seed))
+    ctx.stad(
+        "train",
+        str(ctx.train_csv),
+        "--model",
+        ctx.model,
+        "--epochs",
+        str(ctx.epochs),
+        "--seed",
+        str(ctx.seed),
+    )
 
 
 def score(ctx: DemoContext) -> None:
@@ -126,7 +135,9 @@ def run(ctx: DemoContext, steps: Sequence[tuple[str, Step]] = STEPS) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stad.client.demo", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default demo_out)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("demo_out"), help="output directory (default demo_out)"
+    )
     parser.add_argument("--epochs", type=int, default=DemoContext.epochs, help="training epochs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

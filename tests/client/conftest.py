@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from stad.client import Client, JobStatus
-from tests.client.support import CHANNELS, MODEL, TINY, Data, make_data
+from tests.client.support import CHANNELS, MODEL, SPARE, TINY, Data, make_data
 
 
 @pytest.fixture(scope="session")
@@ -31,17 +32,35 @@ def test_data() -> Data:
 
 
 @pytest.fixture(scope="session")
-def trained(server: str, train_data: Data) -> JobStatus:
-    """The model MODEL trained once for the session (its final job status)."""
+def training_events(server: str, train_data: Data) -> list[JobStatus]:
+    """Every status seen while training the session's model MODEL (two epochs)."""
     with Client(server) as client:
         job = client.train(
             train_data.values,
             timestamps=train_data.timestamps_ns,
             channels=CHANNELS,
             model=MODEL,
-            settings=TINY,
+            settings=replace(TINY, epochs=2),
         )
-        return job.wait(timeout_s=300)
+        return list(job.watch(timeout_s=300))
+
+
+@pytest.fixture(scope="session")
+def trained(training_events: list[JobStatus]) -> JobStatus:
+    """The final status of the session's trained model MODEL."""
+    return training_events[-1]
+
+
+@pytest.fixture(scope="session")
+def spare(server: str, train_data: Data) -> tuple[str, str]:
+    """Model SPARE with two versions, the second active; tests leave it so."""
+    with Client(server) as client:
+        versions = []
+        for _ in range(2):
+            status = client.train(train_data.values, channels=CHANNELS, model=SPARE, settings=TINY).wait()
+            assert status.version is not None
+            versions.append(status.version)
+    return versions[0], versions[1]
 
 
 @pytest.fixture

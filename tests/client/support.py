@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from stad.client import TrainingSettings
+from stad.client import JobState, TrainingJob, TrainingSettings
 
 CHANNELS = ("a", "b", "c")
 MODEL = "tiny"
+SPARE = "spare"
 # Tiny settings: training takes seconds on a CPU.
 TINY = TrainingSettings(
     epochs=1, window=16, patch=4, d_model=16, n_heads=2, n_layers=1, batch_size=32, seed=0
@@ -60,3 +61,10 @@ def write_csv(path: Path, data: Data, *, with_time: bool = True, with_labels: bo
         lines.append(",".join(cells))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def wait_until_running(job: TrainingJob) -> None:
+    """Follow the job until it runs (cancelling a running job is what the tests exercise)."""
+    for status in job.watch(timeout_s=120):
+        if status.state is not JobState.QUEUED:
+            return

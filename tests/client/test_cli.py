@@ -10,9 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from stad.client import Client, JobStatus
+from stad.client import JobStatus
 from stad.client.cli import main
-from tests.client.support import CHANNELS, MODEL, TINY, TINY_FLAGS, Data, make_data, write_csv
+from tests.client.support import (
+    CHANNELS,
+    MODEL,
+    SPARE,
+    TINY_FLAGS,
+    Data,
+    write_csv,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -55,30 +62,27 @@ def _error_line(run: Run) -> str:
     return lines[0]
 
 
-def test_train_shows_progress_and_registers_the_model(stad: Stad, tmp_path: Path, train_data: Data) -> None:
-    path = write_csv(tmp_path / "train.csv", train_data)
-    run = stad("train", str(path), "--model", "cli-trained", *TINY_FLAGS, "--epochs", "2")
+def test_train_shows_progress_and_reports_json(stad: Stad, tmp_path: Path, train_data: Data) -> None:
+    path = write_csv(tmp_path / "train.csv", train_data, with_time=False)
+    run = stad("train", str(path), "--model", "cli-trained", *TINY_FLAGS, "--epochs", "2", "--json")
     assert run.code == 0, run.err
     assert "epoch 1/2" in run.err and "epoch 2/2" in run.err  # the progress bar, a line per epoch
     assert "loss" in run.err and "ETA" in run.err
-    assert "cli-trained version" in run.out and "trained" in run.out
-    shown = stad("models", "show", "cli-trained", "--json")
-    assert shown.code == 0
-    info = shown.json()
-    assert isinstance(info, dict)
-    assert info["name"] == "cli-trained"
-    assert info["versions"][0]["channels"] == list(CHANNELS)
-
-
-def test_train_json_reports_the_job(stad: Stad, tmp_path: Path, train_data: Data) -> None:
-    path = write_csv(tmp_path / "train.csv", train_data, with_time=False)
-    run = stad("train", str(path), "--model", "cli-json", *TINY_FLAGS, "--json")
-    assert run.code == 0, run.err
     job = run.json()
     assert isinstance(job, dict)
-    assert job["state"] == "succeeded"
-    assert job["model"] == "cli-json"
-    assert job["version"]
+    assert (job["state"], job["model"]) == ("succeeded", "cli-trained")
+    info = stad("models", "show", "cli-trained", "--json").json()
+    assert isinstance(info, dict)
+    assert info["name"] == "cli-trained"
+    assert info["active_version"] == job["version"]
+    assert info["versions"][0]["channels"] == list(CHANNELS)
+    deleted = stad("models", "delete", "cli-trained", "--version", job["version"])
+    assert (deleted.code, deleted.out.strip()) == (0, f"deleted cli-trained version {job['version']}")
+    assert f"version {job['version']} " not in stad("models", "show", "cli-trained").out
+    assert stad("models", "delete", "cli-trained").out.strip() == "deleted cli-trained"
+    gone = stad("models", "show", "cli-trained")
+    assert gone.code == 1
+    assert _error_line(gone).startswith("NotFound: ")
 
 
 def test_score_writes_the_csv_and_plot(
@@ -88,7 +92,8 @@ def test_score_writes_the_csv_and_plot(
     run = stad("score", str(test_csv), "--model", MODEL, "-o", str(out), "--plot", str(plot))
     assert run.code == 0, run.err
     assert "scored 200 steps" in run.out
-    rows = list(csv.DictReader(out.open()))
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
     assert len(rows) == 200
     expected_columns = ["time", "score", "raw_score", "threshold", "is_anomaly"]
     for channel in CHANNELS:
@@ -157,34 +162,30 @@ def test_evaluate_needs_the_label_column(stad: Stad, trained: JobStatus, test_cs
     assert _error_line(missing).startswith("DataError: no column 'nope'")
 
 
-def test_models_list_show_activate_delete(stad: Stad, server: str, train_data: Data) -> None:
-    with Client(server) as client:
-        first = client.train(train_data.values, channels=CHANNELS, model="cli-admin", settings=TINY).wait()
-        second = client.train(train_data.values, channels=CHANNELS, model="cli-admin", settings=TINY).wait()
-    assert first.version and second.version
+def test_models_list_show_activate(stad: Stad, spare: tuple[str, str]) -> None:
+    first, second = spare
     listing = stad("models", "list")
     assert listing.code == 0
-    assert "cli-admin" in listing.out and "active" in listing.out
+    assert listing.out.splitlines()[0].split() == ["model", "active", "versions", "channels", "threshold"]
+    assert any(line.split()[:3] == [SPARE, second, "2"] for line in listing.out.splitlines())
     as_json = stad("models", "list", "--json").json()
     assert isinstance(as_json, list)
-    assert "cli-admin" in [m["name"] for m in as_json]
-    show = stad("models", "show", "cli-admin")
+    assert SPARE in [m["name"] for m in as_json]
+    show = stad("models", "show", SPARE)
     assert show.code == 0
-    assert f"* version {second.version}" in show.out and f"  version {first.version}" in show.out
-    activate = stad("models", "activate", "cli-admin", first.version)
-    assert activate.code == 0
-    assert f"active version {first.version}" in activate.out
-    delete = stad("models", "delete", "cli-admin", "--version", second.version)
-    assert delete.code == 0
-    assert f"deleted cli-admin version {second.version}" in delete.out
-    assert second.version not in stad("models", "show", "cli-admin").out
-    assert stad("models", "delete", "cli-admin").code == 0
-    gone = stad("models", "show", "cli-admin")
-    assert gone.code == 1
-    assert _error_line(gone).startswith("NotFound: ")
+    assert f"* version {second} " in show.out and f"  version {first} " in show.out
+    activate = stad("models", "activate", SPARE, first)
+    assert (activate.code, activate.out.strip()) == (0, f"{SPARE}: active version {first}")
+    assert f"* version {first} " in stad("models", "show", SPARE).out
+    back = stad("models", "activate", SPARE, second, "--json").json()
+    assert isinstance(back, dict)
+    assert back["active_version"] == second
+    unknown = stad("models", "activate", SPARE, "no-such-version")
+    assert unknown.code == 1
+    assert _error_line(unknown).startswith("NotFound: ")
 
 
-def test_jobs_list_watch_cancel(stad: Stad, server: str, trained: JobStatus, train_data: Data) -> None:
+def test_jobs_list_watch_cancel(stad: Stad, trained: JobStatus, train_data: Data) -> None:
     listing = stad("jobs", "list")
     assert listing.code == 0
     assert trained.job_id in listing.out
@@ -194,16 +195,12 @@ def test_jobs_list_watch_cancel(stad: Stad, server: str, trained: JobStatus, tra
     watched = stad("jobs", "watch", trained.job_id)
     assert watched.code == 0
     assert f"{MODEL} version {trained.version} trained" in watched.out
-    with Client(server) as client:
-        job = client.train(
-            make_data(2000, seed=5).values, channels=CHANNELS, model="cli-cancel", settings=TINY
-        )
-    cancel = stad("jobs", "cancel", job.job_id)
-    assert cancel.code == 0
-    assert f"job {job.job_id}: cancelled" in cancel.out
-    after = stad("jobs", "watch", job.job_id)
-    assert after.code == 1  # the job did not succeed
-    assert "cancelled" in after.out
+    # cancelling a finished job is a no-op that reports its final state
+    cancel = stad("jobs", "cancel", trained.job_id)
+    assert (cancel.code, cancel.out.strip()) == (0, f"job {trained.job_id}: succeeded")
+    unknown = stad("jobs", "cancel", "no-such-job")
+    assert unknown.code == 1
+    assert _error_line(unknown).startswith("NotFound: ")
 
 
 def test_health(stad: Stad) -> None:

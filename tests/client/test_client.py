@@ -24,7 +24,15 @@ from stad.client import (
     Unavailable,
     make_series,
 )
-from tests.client.support import CHANNELS, MODEL, TINY, Data, make_data
+from tests.client.support import (
+    CHANNELS,
+    MODEL,
+    SPARE,
+    TINY,
+    Data,
+    make_data,
+    wait_until_running,
+)
 
 
 def test_health_is_serving(client: Client) -> None:
@@ -141,35 +149,32 @@ def test_bad_input_fails_before_sending(client: Client) -> None:
         client.train(np.ones((40, 3)), channels=CHANNELS, labels=[0, 2] * 20, model="x")
 
 
-def test_training_progress_events_are_typed(client: Client, train_data: Data) -> None:
-    job = client.train(
-        train_data.values,
-        channels=CHANNELS,
-        model="tiny-progress",
-        settings=replace(TINY, epochs=2),
-    )
-    events = list(job.watch(timeout_s=300))
-    assert events[-1].state is JobState.SUCCEEDED
-    progress = [e.progress for e in events if e.progress is not None]
+def test_training_progress_events_are_typed(training_events: list[JobStatus]) -> None:
+    assert [e.state for e in training_events][-1] is JobState.SUCCEEDED
+    assert training_events[0].state in (JobState.QUEUED, JobState.RUNNING)
+    progress = [e.progress for e in training_events if e.progress is not None]
     assert progress, "no progress events"
     assert all(isinstance(p, TrainingProgress) for p in progress)
-    assert max(p.epoch for p in progress) == 2
-    assert all(p.epochs == 2 for p in progress if p.phase == "pretrain")
-    assert job.wait().version == events[-1].version
+    pretrain = [p for p in progress if p.phase == "pretrain"]
+    assert {p.epochs for p in pretrain} == {2}
+    assert max(p.epoch for p in pretrain) == 2
+    assert all(p.train_loss >= 0 and p.eta_s >= 0 for p in pretrain)
 
 
-def test_versions_activate_and_delete(client: Client, train_data: Data) -> None:
-    first = client.train(train_data.values, channels=CHANNELS, model="tiny-admin", settings=TINY).wait()
-    second = client.train(train_data.values, channels=CHANNELS, model="tiny-admin", settings=TINY).wait()
-    assert client.model("tiny-admin").active_version == second.version
-    assert first.version is not None and second.version is not None
-    assert client.activate("tiny-admin", first.version).active_version == first.version
-    client.delete_model("tiny-admin", version=second.version)
-    assert [v.version for v in client.model("tiny-admin").versions] == [first.version]
+def test_activate_switches_the_active_version(client: Client, spare: tuple[str, str]) -> None:
+    first, second = spare
+    assert client.model(SPARE).active_version == second
+    assert [v.version for v in client.model(SPARE).versions] == [first, second]
+    assert client.model(SPARE, version=first).versions[0].version == first
+    try:
+        assert client.activate(SPARE, first).active_version == first
+        assert client.model(SPARE).active_version == first
+    finally:
+        assert client.activate(SPARE, second).active_version == second
     with pytest.raises(NotFound):
-        client.activate("tiny-admin", second.version)
-    client.delete_model("tiny-admin")
-    assert "tiny-admin" not in [m.name for m in client.models()]
+        client.activate(SPARE, "no-such-version")
+    with pytest.raises(NotFound):
+        client.delete_model(SPARE, version="no-such-version")
 
 
 def test_cancel_ends_the_job_cancelled(client: Client) -> None:
@@ -180,6 +185,7 @@ def test_cancel_ends_the_job_cancelled(client: Client) -> None:
         model="tiny-cancelled",
         settings=replace(TINY, epochs=500),
     )
+    wait_until_running(job)
     job.cancel()
     with pytest.raises(TrainingFailedError) as caught:
         job.wait(timeout_s=120)
