@@ -5,12 +5,16 @@
     det.save("model_dir"); det = Detector.load("model_dir")
 
 Scoring. Windows of `window` steps every `score_stride` steps (plus one ending
-at the last step) are each predicted K = `mask_groups` times, each time with a
-different complementary set of (channel, patch) tokens hidden, so every point
-is predicted exactly once per window while it is hidden. A point's error is its
-squared prediction error in scaled units, divided by that channel's mean
-error on the calibration data (so a noisy channel does not drown the others),
-averaged over the windows covering it. The raw per-step score is the mean of
+at the last step) each go through two families of complementary masks in one
+batched forward: K = `mask_groups` diagonal token masks (a hidden patch sees
+its own channel's neighbouring patches and its peers) and min(K, C) whole-
+channel masks (a hidden channel is predicted from its peers alone, which
+exposes a sensor decoupling from the others). So every point is predicted
+while hidden, once per family. A point's error is its squared prediction
+error in scaled units averaged over the two families, divided by that
+channel's mean error on the calibration data (so a noisy channel does not
+drown the others), averaged over the windows covering it. Expected values are
+the temporal family's predictions. The raw per-step score is the mean of
 these errors over the observed channels (0 if none is observed), smoothed
 over a trailing window of `smoothing` steps. With a supervised head (fit with
 labels), the raw score is instead the head's anomaly probability.
@@ -63,7 +67,6 @@ from stad.server.training import (
     finetune,
     predict_masked,
     pretrain,
-    squared_errors,
     steps_per_epoch,
 )
 
@@ -501,18 +504,20 @@ class Detector:
             raise ValueError("windows contain inf; use NaN for missing values")
         device = torch.device(self.device)
         model = self.model_.eval()
-        chunk = max(1, SCORE_TOKEN_BUDGET // (cfg.mask_groups * c * (cfg.window // cfg.patch)))
+        passes = 2 * cfg.mask_groups  # temporal + whole-channel families, at most
+        chunk = max(1, SCORE_TOKEN_BUDGET // (passes * c * (cfg.window // cfg.patch)))
         errors, preds, probs = [], [], []
         for start in range(0, arr.shape[0], chunk):
             part = torch.from_numpy(arr[start : start + chunk]).to(device)
             observed = ~torch.isnan(part)
             values = torch.nan_to_num(part, nan=0.0)
-            pred, pooled = predict_masked(model, values, observed, cfg.mask_groups)
-            err = squared_errors(pred, values, observed)
+            prediction = predict_masked(model, values, observed, cfg.mask_groups)
+            err = prediction.errors(values, observed)
             if self.head_ is not None:
-                probs.append(torch.sigmoid(self.head_.eval()(pooled, err).float()).cpu())
+                logits = self.head_.eval()(prediction.pooled, err)
+                probs.append(torch.sigmoid(logits.float()).cpu())
             errors.append(err.cpu())
-            preds.append(pred.cpu())
+            preds.append(prediction.temporal.cpu())
         if not errors:
             empty = np.zeros((0, cfg.window, c))
             return WindowOutput(empty.astype(np.float32), empty, None)

@@ -128,14 +128,37 @@ def group_masks(n_channels: int, n_patches: int, groups: int) -> torch.Tensor:
     return group[None, :, :] == torch.arange(groups)[:, None, None]  # (K, C, N)
 
 
+def channel_masks(n_channels: int, n_patches: int, groups: int) -> torch.Tensor:
+    """Complementary whole-channel masks, (K_s, C, N) bool: channel c hidden in group c % K_s.
+
+    K_s = min(groups, C); none (K_s = 0) for a single channel. Hidden channels
+    are predicted from their peers alone, which exposes a sensor decoupling
+    from the others even when its own history looks normal.
+    """
+    count = min(groups, n_channels) if n_channels > 1 else 0
+    group = (torch.arange(n_channels) % max(count, 1))[:, None].expand(n_channels, n_patches)
+    return group[None, :, :] == torch.arange(count)[:, None, None]  # (K_s, C, N)
+
+
 def random_masks(
     batch: int, n_channels: int, n_patches: int, ratio: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """(B, C, N) bool: each token hidden with probability `ratio`, at least one per window."""
+    """(B, C, N) bool training masks, at least one hidden token per window.
+
+    Half the windows (when C > 1) hide whole channels, each with probability
+    `ratio` and never all of them; the others hide single tokens with
+    probability `ratio`. The mix teaches prediction from time and from peers.
+    """
     hidden = torch.rand((batch, n_channels, n_patches), generator=generator) < ratio
+    if n_channels > 1:
+        by_channel = torch.rand((batch,), generator=generator) < 0.5
+        chan = torch.rand((batch, n_channels), generator=generator) < ratio  # (B, C)
+        keep = torch.randint(0, n_channels, (batch,), generator=generator)
+        chan[torch.arange(batch), keep] = False
+        hidden = torch.where(by_channel[:, None, None], chan[:, :, None], hidden)
     # Guarantee a target in every window: hide one random token where none is.
-    flat = hidden.view(batch, -1)  # (B, C*N)
+    flat = hidden.reshape(batch, n_channels * n_patches)  # (B, C*N), a view
     empty = ~flat.any(dim=1)
     pick = torch.randint(0, n_channels * n_patches, (batch,), generator=generator)
     flat[empty, pick[empty]] = True
-    return hidden
+    return flat.view(batch, n_channels, n_patches)  # (B, C, N)

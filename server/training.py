@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stad.server.model import AnomalyHead, MaskedPredictor
-from stad.server.preprocessing import group_masks, random_masks
+from stad.server.preprocessing import channel_masks, group_masks, random_masks
 
 if TYPE_CHECKING:
     from stad.server.detector import DetectorConfig
@@ -89,29 +89,48 @@ def point_mask(hidden: Tensor, patch: int) -> Tensor:
     return hidden.repeat_interleave(patch, dim=-1).transpose(-1, -2)  # (..., L, C)
 
 
+@dataclass
+class MaskedPrediction:
+    """Every point predicted while hidden, by two complementary mask families."""
+
+    temporal: Tensor  # (B, L, C) from K diagonal token masks: own history and peers visible
+    spatial: Tensor | None  # (B, L, C) from whole-channel masks: peers only; None if C == 1
+    pooled: Tensor  # (B, N, D) channel-mean features of each token from the pass hiding it
+
+    def errors(self, values: Tensor, observed: Tensor) -> Tensor:
+        """(B, L, C) squared errors averaged over the families, 0 where not observed."""
+        err = squared_errors(self.temporal, values, observed)
+        if self.spatial is not None:
+            err = 0.5 * (err + squared_errors(self.spatial, values, observed))
+        return err
+
+
 def predict_masked(
     model: MaskedPredictor, values: Tensor, observed: Tensor, groups: int
-) -> tuple[Tensor, Tensor]:
-    """Predict every point while it is hidden: K complementary masks in one batched pass.
+) -> MaskedPrediction:
+    """All K + K_s complementary masked passes over (B, L, C) windows in one batched forward.
 
-    values, observed: (B, L, C). Returns float32 predictions (B, L, C) and the
-    channel-mean of each token's features from the pass that hid it (B, N, D).
     Each window's result depends only on that window.
     """
     cfg = model.config
     b = values.shape[0]
-    masks = group_masks(cfg.n_channels, cfg.n_patches, groups).to(values.device)  # (K, C, N)
-    k = masks.shape[0]
-    hidden = masks.repeat_interleave(b, dim=0)  # (K*B, C, N), row k*B + i
+    temporal = group_masks(cfg.n_channels, cfg.n_patches, groups)  # (K, C, N)
+    spatial = channel_masks(cfg.n_channels, cfg.n_patches, groups)  # (K_s, C, N)
+    k, ks = temporal.shape[0], spatial.shape[0]
+    masks = torch.cat((temporal, spatial)).to(values.device)  # (K+K_s, C, N)
+    hidden = masks.repeat_interleave(b, dim=0)  # ((K+K_s)*B, C, N), row g*B + i
     with autocast(values.device):
-        pred, feats = model(values.repeat(k, 1, 1), observed.repeat(k, 1, 1), hidden)
-    pred = pred.float().view(k, b, cfg.window, cfg.n_channels)  # (K, B, L, C)
-    feats = feats.float().view(k, b, cfg.n_channels, cfg.n_patches, cfg.d_model)  # (K, B, C, N, D)
-    pm = point_mask(masks, cfg.patch).to(pred.dtype)  # (K, L, C)
-    prediction = (pred * pm[:, None]).sum(dim=0)  # (B, L, C)
-    tm = masks.to(feats.dtype)[:, None, :, :, None]  # (K, 1, C, N, 1)
-    pooled = (feats * tm).sum(dim=0).mean(dim=1)  # (B, N, D)
-    return prediction, pooled
+        pred, feats = model(values.repeat(k + ks, 1, 1), observed.repeat(k + ks, 1, 1), hidden)
+    pred = pred.float().view(k + ks, b, cfg.window, cfg.n_channels)  # (K+K_s, B, L, C)
+    pm = point_mask(masks, cfg.patch).to(pred.dtype)[:, None]  # (K+K_s, 1, L, C)
+    chosen = pred * pm
+    feats = feats[: k * b].float().view(k, b, cfg.n_channels, cfg.n_patches, cfg.d_model)
+    tm = masks[:k].to(feats.dtype)[:, None, :, :, None]  # (K, 1, C, N, 1)
+    return MaskedPrediction(
+        temporal=chosen[:k].sum(dim=0),
+        spatial=chosen[k:].sum(dim=0) if ks else None,
+        pooled=(feats * tm).sum(dim=0).mean(dim=1),  # (B, N, D)
+    )
 
 
 def squared_errors(prediction: Tensor, values: Tensor, observed: Tensor) -> Tensor:
@@ -194,8 +213,8 @@ def masked_loss(model: MaskedPredictor, data: WindowSet, groups: int, batch_size
     model.eval()
     total, count = 0.0, 0
     for sl in _batches(len(data), batch_size):
-        pred, _ = predict_masked(model, data.values[sl], data.observed[sl], groups)
-        err = squared_errors(pred, data.values[sl], data.target[sl])
+        prediction = predict_masked(model, data.values[sl], data.observed[sl], groups)
+        err = prediction.errors(data.values[sl], data.target[sl])
         total += float(err.sum())
         count += int(data.target[sl].sum())
     return total / max(count, 1)
@@ -307,9 +326,9 @@ def head_inputs(
     model.eval()
     pooled, errors = [], []
     for sl in _batches(len(data), batch_size):
-        pred, pool = predict_masked(model, data.values[sl], data.observed[sl], groups)
-        pooled.append(pool)
-        errors.append(squared_errors(pred, data.values[sl], data.observed[sl]))
+        prediction = predict_masked(model, data.values[sl], data.observed[sl], groups)
+        pooled.append(prediction.pooled)
+        errors.append(prediction.errors(data.values[sl], data.observed[sl]))
     return torch.cat(pooled), torch.cat(errors)
 
 

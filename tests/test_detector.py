@@ -1,0 +1,299 @@
+"""The detector end to end on short synthetic series with a tiny model."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stad.server.detector import (
+    Detector,
+    DetectorConfig,
+    TrainingCancelled,
+    TrainingProgress,
+    WindowOutput,
+)
+
+TINY = DetectorConfig(
+    window=32, patch=4, d_model=32, n_heads=4, n_layers=2, epochs=8, batch_size=32,
+    learning_rate=3e-3, seed=3,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run faster on one thread than on two contended ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def coupled_series(steps: int, seed: int = 0) -> np.ndarray:
+    """Four channels: two copies of one cycle, its negative, and a phase-shifted cycle."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)
+    base = np.sin(2 * np.pi * t / 40)
+    columns = [
+        10 + base,
+        100 + 20 * base,
+        -base,
+        np.cos(2 * np.pi * t / 40),
+    ]
+    noise = 0.05 * rng.normal(size=(steps, 4)) * np.array([1, 20, 1, 1])
+    series: np.ndarray = np.stack(columns, axis=1) + noise
+    return series
+
+
+@pytest.fixture(scope="module")
+def fitted() -> Detector:
+    return Detector(TINY).fit(coupled_series(1200), channels=["a", "b", "c", "d"])
+
+
+def test_fit_and_score_shapes(fitted: Detector) -> None:
+    X = coupled_series(300, seed=1)
+    out = fitted.score(X)
+    assert out.score.shape == out.raw_score.shape == out.severity.shape == (300,)
+    assert out.is_anomaly.dtype == np.bool_ and out.is_anomaly.shape == (300,)
+    assert out.contributions.shape == out.expected.shape == (300, 4)
+    assert out.channels == ("a", "b", "c", "d") == fitted.channels_
+    np.testing.assert_allclose(out.contributions.sum(axis=1), 1.0, atol=1e-9)
+    assert ((out.severity >= 0) & (out.severity <= 100)).all()
+    assert out.threshold == fitted.threshold_
+    np.testing.assert_array_equal(out.is_anomaly, out.score >= out.threshold)
+    np.testing.assert_array_equal(fitted.predict(X), out.is_anomaly)
+    # Expected values are in the data's own units: channel b sits near 100.
+    assert np.abs(out.expected - X).mean(axis=0)[1] < 5.0
+    assert np.abs(out.expected[:, 1].mean() - 100) < 5
+
+
+def test_normal_data_mostly_below_threshold(fitted: Detector) -> None:
+    out = fitted.score(coupled_series(800, seed=2))
+    assert out.is_anomaly.mean() < 0.02
+
+
+@pytest.mark.parametrize("kind", ["spike", "level_shift", "decoupled"])
+def test_injected_anomalies_score_higher(fitted: Detector, kind: str) -> None:
+    X = coupled_series(600, seed=4)
+    clean = fitted.score(X).score
+    span = slice(400, 440)
+    if kind == "spike":
+        X[420, 0] += 3.0
+        span = slice(420, 421)
+    elif kind == "level_shift":
+        X[span, 1] += 40.0
+    else:
+        X[span, 3] = np.cos(2 * np.pi * np.arange(40) / 40 + np.pi)  # right range, wrong phase
+    out = fitted.score(X)
+    assert out.score[span].max() > 3 * np.quantile(clean, 0.99)
+    assert out.score[span].mean() > out.threshold
+    culprit = {"spike": 0, "level_shift": 1, "decoupled": 3}[kind]
+    assert out.contributions[span].mean(axis=0).argmax() == culprit
+
+
+def test_window_scores_do_not_depend_on_batch(fitted: Detector) -> None:
+    plan = fitted.plan_windows(coupled_series(32 * 40, seed=5))
+    batch = plan.windows[:64]
+    assert batch.shape[0] == 64
+    together = fitted.score_windows(batch)
+    for i in (0, 17, 63):
+        alone = fitted.score_windows(batch[i : i + 1])
+        np.testing.assert_allclose(alone.errors[0], together.errors[i], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(alone.expected[0], together.expected[i], atol=1e-5, rtol=1e-6)
+
+
+def test_server_path_equals_score(fitted: Detector) -> None:
+    X = coupled_series(500, seed=6)
+    plan = fitted.plan_windows(X)
+    assert plan.windows.dtype == np.float32 and plan.windows.shape[1:] == (32, 4)
+    parts = [fitted.score_windows(plan.windows[i : i + 3]) for i in range(0, len(plan.starts), 3)]
+    joined = WindowOutput.concatenate(parts)
+    assert len(joined.take(slice(0, 2))) == 2
+    via_plan = fitted.assemble(plan, joined, threshold=2.5)
+    direct = fitted.score(X, threshold=2.5)
+    np.testing.assert_allclose(via_plan.score, direct.score, atol=1e-6)
+    assert via_plan.threshold == 2.5
+    np.testing.assert_array_equal(via_plan.is_anomaly, via_plan.score >= 2.5)
+
+
+def test_nan_is_missing_and_stays_local(fitted: Detector) -> None:
+    X = coupled_series(600, seed=7)
+    clean = fitted.score(X)
+    X[300, 2] = np.nan
+    X[200, :] = np.nan  # a step with nothing observed
+    out = fitted.score(X)
+    for array in (out.score, out.raw_score, out.severity, out.contributions, out.expected):
+        assert np.isfinite(array).all()
+    assert out.score[200] == 0.0
+    assert (out.contributions[200] == 0).all()
+    assert out.contributions[300, 2] == 0.0
+    np.testing.assert_allclose(out.contributions[300].sum(), 1.0)
+    # Steps sharing no window with a NaN step are untouched (smoothing = 1).
+    far = np.ones(600, dtype=bool)
+    far[200 - 31 : 300 + 32] = False
+    np.testing.assert_allclose(out.score[far], clean.score[far], rtol=1e-5, atol=1e-6)
+
+
+def test_constant_channel() -> None:
+    X = coupled_series(400)
+    X[:, 2] = 7.0
+    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
+    det = Detector(cfg).fit(X)
+    Y = coupled_series(200, seed=1)
+    Y[:, 2] = 7.0
+    out = det.score(Y)
+    assert np.isfinite(out.score).all() and np.isfinite(out.contributions).all()
+    Y[100:110, 2] = 8.0  # the constant channel moves
+    moved = det.score(Y)
+    assert np.isfinite(moved.score).all()
+    assert moved.score[100:110].mean() > out.score[100:110].mean()
+    assert np.abs(out.expected[:, 2] - 7.0).max() < 1.0
+
+
+def test_bad_input_raises_value_error(fitted: Detector) -> None:
+    cases = [
+        (np.zeros((10, 4)), "shorter than one window"),
+        (np.full((100, 4), np.inf), "inf"),
+        (np.zeros((100, 3)), "channels"),
+        (np.zeros((2, 100, 4)), "3-D"),
+        (np.array([["a"] * 4] * 100), "numeric"),
+    ]
+    for X, message in cases:
+        with pytest.raises(ValueError, match=message):
+            fitted.score(X)
+    with pytest.raises(ValueError, match="threshold"):
+        fitted.score(coupled_series(100), threshold=float("nan"))
+    with pytest.raises(ValueError, match="windows must have shape"):
+        fitted.score_windows(np.zeros((2, 16, 4)))
+    with pytest.raises(ValueError, match="not fitted"):
+        Detector(TINY).score(coupled_series(100))
+    with pytest.raises(ValueError, match="not fitted"):
+        Detector(TINY).save("unused")
+    with pytest.raises(ValueError, match="shorter than one window"):
+        Detector(TINY).fit(np.zeros((20, 2)))
+    with pytest.raises(ValueError, match="labels"):
+        Detector(TINY).fit(coupled_series(100), labels=np.zeros(99))
+    with pytest.raises(ValueError, match="all NaN"):
+        Detector(TINY).fit(np.full((100, 2), np.nan))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("window", 30), ("patch", 0), ("d_model", 30), ("epochs", 0), ("learning_rate", -1.0),
+     ("mask_ratio_end", 1.5), ("threshold_quantile", 2.0), ("mask_groups", 1)],
+)
+def test_bad_config_raises_value_error(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"{field}="):
+        DetectorConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_save_load_round_trip(fitted: Detector, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "model")
+    files = sorted(p.name for p in (tmp_path / "model").iterdir())
+    assert files == ["metadata.json", "model.safetensors"]
+    raw = (tmp_path / "model" / "model.safetensors").read_bytes()
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + header_len])  # safetensors: JSON header, then raw tensors
+    assert "encoder.embed.weight" in header
+    assert not raw.startswith(b"\x80")  # no pickle protocol marker
+    meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    for key in ("config", "channels", "scaler", "thresholds", "training_range",
+                "training_metrics", "library_versions"):
+        assert key in meta
+    assert meta["channels"] == ["a", "b", "c", "d"]
+    assert meta["config"]["window"] == 32
+
+    loaded = Detector.load(tmp_path / "model")
+    X = coupled_series(300, seed=8)
+    X[50, 1] = np.nan
+    a, b = fitted.score(X), loaded.score(X)
+    np.testing.assert_array_equal(a.score, b.score)
+    np.testing.assert_array_equal(a.expected, b.expected)
+    assert loaded.threshold_ == fitted.threshold_
+    assert loaded.channels_ == fitted.channels_
+    with pytest.raises(ValueError, match="missing"):
+        Detector.load(tmp_path / "nowhere")
+
+
+def _weights(det: Detector) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in det.model_.state_dict().items()}
+
+
+def test_same_seed_same_weights() -> None:
+    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
+    X = coupled_series(300)
+    first = _weights(Detector(cfg).fit(X))
+    second = _weights(Detector(cfg).fit(X))
+    other = _weights(Detector(DetectorConfig(**{**vars(cfg), "seed": 1})).fit(X))
+    for name, tensor in first.items():
+        assert torch.equal(tensor, second[name]), name
+    assert any(not torch.equal(t, other[n]) for n, t in first.items())
+
+
+def test_cancellation_raises() -> None:
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(TrainingCancelled):
+        Detector(TINY).fit(coupled_series(300), should_stop=stop)
+    assert len(calls) == 4
+
+
+def test_progress_reports_steps_and_eta() -> None:
+    reports: list[TrainingProgress] = []
+    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=3,
+                         patience=10)
+    Detector(cfg).fit(coupled_series(400), progress=reports.append)
+    assert len(reports) >= 3
+    steps = [r.step for r in reports]
+    assert steps == sorted(set(steps))
+    assert all(r.phase == "pretrain" and r.epochs == 3 for r in reports)
+    assert reports[-1].step == reports[-1].steps_total
+    assert all(np.isfinite(r.eta_s) and r.eta_s >= 0 for r in reports)
+    assert reports[0].eta_s > 0 and reports[-1].eta_s == 0
+    assert reports[0].mask_ratio < reports[-1].mask_ratio  # curriculum
+
+
+def test_labels_fine_tune_and_set_threshold() -> None:
+    X = coupled_series(1200, seed=9)
+    labels = np.zeros(1200, dtype=int)
+    for start in (150, 500, 1000):
+        X[start : start + 30, 1] += 30.0
+        labels[start : start + 30] = 1
+    reports: list[TrainingProgress] = []
+    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=4,
+                         batch_size=32, learning_rate=3e-3, finetune_epochs=10)
+    det = Detector(cfg).fit(X, labels, progress=reports.append)
+    assert det.head_ is not None
+    assert {r.phase for r in reports} == {"pretrain", "finetune"}
+    thresholds = det.metadata_["thresholds"]
+    assert thresholds["method"] == "best_f1" and thresholds["best_f1"] > 0.8
+    assert det.metadata_["has_head"] is True
+    out = det.score(X)
+    assert out.threshold == det.threshold_ != DetectorConfig().threshold_factor
+    hit = out.is_anomaly[labels == 1].mean()
+    false = out.is_anomaly[labels == 0].mean()
+    assert hit > 0.7 and false < 0.1
+
+
+def test_warm_start_continues_from_weights() -> None:
+    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
+    det = Detector(cfg).fit(coupled_series(400))
+    before = _weights(det)
+    det.config = DetectorConfig(**{**vars(cfg), "epochs": 1, "learning_rate": 1e-9})
+    det.fit(coupled_series(400, seed=10), warm_start=True)
+    after = _weights(det)
+    for name, tensor in before.items():
+        torch.testing.assert_close(after[name], tensor, atol=1e-6, rtol=0)
+    fresh = _weights(Detector(det.config).fit(coupled_series(400, seed=10)))
+    assert any((fresh[n] - t).abs().max() > 1e-3 for n, t in before.items())
+    with pytest.raises(ValueError, match="channels"):
+        det.fit(coupled_series(400)[:, :3], warm_start=True)
