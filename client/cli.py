@@ -386,10 +386,13 @@ def _print_score_summary(summary: Mapping[str, Any]) -> None:
             print(f"wrote {summary[key]}")
 
 
+# Display names, in display order; point-adjusted figures last and labelled as optimistic.
 METRIC_NAMES = {
-    "precision": "precision",
-    "recall": "recall",
-    "f1": "F1",
+    "precision": "precision (at threshold)",
+    "recall": "recall (at threshold)",
+    "f1": "F1 (at threshold)",
+    "far": "false alarm rate",
+    "mar": "missed alarm rate",
     "auc_roc": "ROC-AUC",
     "auc_pr": "PR-AUC",
     "vus_pr": "VUS-PR",
@@ -398,8 +401,6 @@ METRIC_NAMES = {
     "standard_f1_threshold": "best-F1 threshold",
     "pa_f1": "point-adjusted best F1 (optimistic)",
     "pa_f1_at_threshold": "point-adjusted F1 at threshold (optimistic)",
-    "far": "false alarm rate",
-    "mar": "missed alarm rate",
 }
 
 
@@ -441,7 +442,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"evaluated {result.steps} steps with {result.model} v{result.version}"
         f" (threshold {result.threshold:.4g})"
     )
-    rows = [[METRIC_NAMES.get(key, key), _fmt(value)] for key, value in report["metrics"].items()]
+    shown = report["metrics"]
+    ordered = [key for key in METRIC_NAMES if key in shown] + [
+        key for key in shown if key not in METRIC_NAMES
+    ]
+    rows = [[METRIC_NAMES.get(key) or str(key), _fmt(shown[key])] for key in ordered]
     print(_table(rows, ["metric", "value"]))
     print()
     print(

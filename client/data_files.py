@@ -164,8 +164,13 @@ def _parse_labels(column: Any, name: str) -> IntArray:
 
 
 def format_times(timestamps_ns: IntArray) -> list[str]:
-    """ISO-8601 UTC text for nanosecond timestamps."""
-    return [str(t) + "Z" for t in timestamps_ns.astype("datetime64[ns]")]
+    """ISO-8601 UTC text for nanosecond timestamps, at the coarsest unit that loses nothing."""
+    unit = "ns"
+    for candidate, size in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        if not (timestamps_ns % size).any():
+            unit = candidate
+            break
+    return [str(t) + "Z" for t in timestamps_ns.astype("datetime64[ns]").astype(f"datetime64[{unit}]")]
 
 
 def write_scores(out: str | Path | IO[str], table: DataTable, result: ScoreResult) -> None:
