@@ -113,6 +113,7 @@ class WindowBatcher:
         for start in range(0, count, self.max_batch_windows):
             chunk = windows[start : start + self.max_batch_windows]
             item = _Item(chunk, loop.create_future(), deadline, loop.time())
+            item.future.add_done_callback(self._on_done)
             self._queue.append(item)
             items.append(item)
         self._add_pending(count)
@@ -123,6 +124,10 @@ class WindowBatcher:
             for item in items:
                 item.future.cancel()  # no-op when done; drops the rest if one failed
         return tuple(np.concatenate(arrays, axis=0) for arrays in zip(*parts, strict=True))
+
+    def _on_done(self, future: asyncio.Future[Outputs]) -> None:
+        if future.cancelled():
+            self._arrived.set()  # let the worker forget it now
 
     def flush(self) -> None:
         """Stop waiting for batches to fill: run what is queued at once (used on shutdown)."""
@@ -163,9 +168,8 @@ class WindowBatcher:
                 await self._compute(batch, loop)
 
     async def _wait_for_fill(self, loop: asyncio.AbstractEventLoop) -> None:
-        due = self._queue[0].enqueued + self.max_queue_delay_s
         while self._pending < self.max_batch_windows and not self._flushing:
-            remaining = due - loop.time()
+            remaining = self._queue[0].enqueued + self.max_queue_delay_s - loop.time()
             if remaining <= 0:
                 return
             self._arrived.clear()

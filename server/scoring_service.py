@@ -44,10 +44,11 @@ class ScoringServicer(_scoring_pb2_grpc.ScoringServiceServicer):
             response.results.append(convert.series_scores(index, data, output, start, data.steps))
         return response
 
-    def StreamScore(
+    async def StreamScore(
         self, request: _scoring_pb2.ScoreRequest, context: Context
     ) -> AsyncIterator[_scoring_pb2.ScoreResponse]:
-        return self._guard.stream("StreamScore", context, self._stream(request, context))
+        async for response in self._guard.stream("StreamScore", context, self._stream(request, context)):
+            yield response
 
     async def _stream(
         self, request: _scoring_pb2.ScoreRequest, context: Context

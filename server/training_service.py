@@ -42,14 +42,15 @@ class TrainingServicer(_training_pb2_grpc.TrainingServiceServicer):
 
         return await self._guard.unary("StartTraining", context, body)
 
-    def WatchTraining(
+    async def WatchTraining(
         self, request: _training_pb2.WatchTrainingRequest, context: Context
     ) -> AsyncIterator[_training_pb2.TrainingJob]:
         async def body() -> AsyncIterator[_training_pb2.TrainingJob]:
             async for job in self._jobs.watch(request.job_id):
                 yield convert.job_message(job)
 
-        return self._guard.stream("WatchTraining", context, body())
+        async for message in self._guard.stream("WatchTraining", context, body()):
+            yield message
 
     async def GetTraining(
         self, request: _training_pb2.GetTrainingRequest, context: Context

@@ -1,0 +1,178 @@
+"""Every status code of the scoring and model services, through a real channel."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc import aio
+
+from stad.server.app import StadServer
+from stad.server.detector import Detector
+from stad.server.registry import Registry
+from stad.v1 import models_pb2, models_pb2_grpc, scoring_pb2, scoring_pb2_grpc, series_pb2
+from tests.server.conftest import CHANNELS, MODEL, MakeServer, make_values, series_message
+
+
+async def score_error(
+    channel: aio.Channel, request: scoring_pb2.ScoreRequest, **kw: float
+) -> aio.AioRpcError:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await scoring_pb2_grpc.ScoringServiceStub(channel).Score(request, **kw)  # type: ignore[arg-type]
+    return caught.value
+
+
+def request_with(series: series_pb2.Series, **kw: object) -> scoring_pb2.ScoreRequest:
+    return scoring_pb2.ScoreRequest(model=MODEL, series=[series], **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("series", "message"),
+    [
+        (series_pb2.Series(channels=list(CHANNELS), values=[1.0] * 50), "not a multiple of its 3 channels"),
+        (series_message(make_values(40, 0)[:, :2], channels=CHANNELS[:2]), "missing ['flow']"),
+        (
+            series_message(make_values(40, 0), channels=("temp", "pressure", "speed")),
+            "unexpected ['speed']",
+        ),
+        (series_pb2.Series(channels=list(CHANNELS)), "no values"),
+        (series_pb2.Series(channels=list(CHANNELS), values=[1.0, float("inf"), 0.0] * 20), "inf"),
+        (series_message(make_values(10, 0)), "10"),  # shorter than the window of 16
+        (
+            series_pb2.Series(channels=["temp"], values=[1.0, 2.0], timestamps_ns=[5, 5]),
+            "strictly increasing",
+        ),
+    ],
+)
+async def test_bad_series_is_invalid_argument(
+    served: tuple[StadServer, aio.Channel], series: series_pb2.Series, message: str
+) -> None:
+    error = await score_error(served[1], request_with(series))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert message in str(error.details())
+    assert "series 0" in str(error.details())
+
+
+async def test_request_without_series_or_with_bad_threshold(served: tuple[StadServer, aio.Channel]) -> None:
+    error = await score_error(served[1], scoring_pb2.ScoreRequest(model=MODEL))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "no series" in str(error.details())
+    bad_threshold = request_with(series_message(make_values(40, 0)), threshold=float("nan"))
+    error = await score_error(served[1], bad_threshold)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "threshold must be a finite number" in str(error.details())
+
+
+async def test_unknown_model_or_version_is_not_found(served: tuple[StadServer, aio.Channel]) -> None:
+    series = series_message(make_values(40, 0))
+    error = await score_error(served[1], scoring_pb2.ScoreRequest(model="nope", series=[series]))
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert "unknown model 'nope'" in str(error.details())
+    error = await score_error(served[1], request_with(series, version="7"))
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert "has no version '7'" in str(error.details())
+    error = await score_error(served[1], scoring_pb2.ScoreRequest(model="../etc", series=[series]))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "bad model name '../etc'" in str(error.details())
+
+
+async def test_no_active_version_is_failed_precondition(
+    make_server: MakeServer, model_dir: Path, saved_model: Path
+) -> None:
+    Registry(model_dir, Detector.load).register("inactive", saved_model, activate=False)
+    _, channel = await make_server()
+    request = scoring_pb2.ScoreRequest(model="inactive", series=[series_message(make_values(40, 0))])
+    error = await score_error(channel, request)
+    assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "model 'inactive' has no active version" in str(error.details())
+    request.version = "1"
+    response = await scoring_pb2_grpc.ScoringServiceStub(channel).Score(request)
+    assert response.version == "1"
+
+
+async def test_request_larger_than_the_queue_is_resource_exhausted(make_server: MakeServer) -> None:
+    server, channel = await make_server(max_batch_windows=8, max_queue_windows=8)
+    # 400 steps make 49 windows (window 16, stride 8)
+    error = await score_error(channel, request_with(series_message(make_values(400, 3))))
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "needs 49 windows" in str(error.details())
+    assert server.engine.pending_windows == 0
+
+
+async def test_queue_full_while_others_wait(make_server: MakeServer) -> None:
+    server, channel = await make_server(
+        max_batch_windows=16, max_queue_windows=16, max_queue_delay_ms=600_000
+    )
+    stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+    first = asyncio.ensure_future(stub.Score(request_with(series_message(make_values(96, 1)))))  # 11 windows
+    while server.engine.pending_windows < 11:
+        await asyncio.sleep(0.01)
+    error = await score_error(channel, request_with(series_message(make_values(64, 2))))  # 7 more
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "queue of pump/1 is full" in str(error.details())
+    server.engine.flush()
+    assert len((await first).results[0].score) == 96
+
+
+async def test_message_over_the_limit_is_resource_exhausted(make_server: MakeServer) -> None:
+    _, channel = await make_server(max_message_mb=1)
+    big = series_message(make_values(50_000, 0))  # 150k doubles: about 1.2 MB
+    error = await score_error(channel, request_with(big))
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in str(error.details())
+
+
+async def test_deadline_passed_in_queue_is_deadline_exceeded(make_server: MakeServer) -> None:
+    server, channel = await make_server(max_queue_delay_ms=600_000, max_batch_windows=64)
+    error = await score_error(channel, request_with(series_message(make_values(40, 0))), timeout=0.5)
+    assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    server.engine.flush()
+    while server.engine.pending_windows:
+        await asyncio.sleep(0.01)
+    assert sum(b.windows_run for b in server.engine._batchers.values()) == 0  # dropped before compute
+
+
+async def test_cancelled_call_is_seen_as_cancelled(make_server: MakeServer) -> None:
+    server, channel = await make_server(max_queue_delay_ms=600_000, max_batch_windows=64)
+    call = scoring_pb2_grpc.ScoringServiceStub(channel).Score(
+        request_with(series_message(make_values(40, 0)))
+    )
+    while server.engine.pending_windows == 0:
+        await asyncio.sleep(0.01)
+    call.cancel()
+    assert await call.code() is grpc.StatusCode.CANCELLED
+    counter = server.metrics.requests.labels(method="Score", outcome="CANCELLED")
+    while counter._value.get() < 1:
+        await asyncio.sleep(0.01)
+    while server.engine.pending_windows:
+        await asyncio.sleep(0.01)
+    assert sum(b.windows_run for b in server.engine._batchers.values()) == 0
+
+
+async def test_shutting_down_is_unavailable(served: tuple[StadServer, aio.Channel]) -> None:
+    server, channel = served
+    await server.begin_shutdown()
+    error = await score_error(channel, request_with(series_message(make_values(40, 0))))
+    assert error.code() is grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in str(error.details())
+
+
+async def test_token_is_required_when_set(make_server: MakeServer) -> None:
+    _, channel = await make_server(token="s3cret")
+    stub = models_pb2_grpc.ModelServiceStub(channel)
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stub.ListModels(models_pb2.ListModelsRequest())
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "bearer token" in str(caught.value.details())
+    response = await stub.ListModels(
+        models_pb2.ListModelsRequest(), metadata=(("authorization", "Bearer s3cret"),)
+    )
+    assert [m.name for m in response.models] == [MODEL]
+
+
+def test_values_are_really_too_big_for_one_mib() -> None:
+    assert series_message(make_values(50_000, 0)).ByteSize() > 1024 * 1024
+    assert np.isfinite(make_values(10, 0)).all()
