@@ -588,14 +588,15 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK if health.serving else EXIT_FAILURE
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(server_args: Sequence[str]) -> int:
+    """Run the server with its own flags (`stad serve --help` lists them)."""
     try:
         from stad.server.app import main as serve_main  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise ServerExtraMissing(
             f"stad serve needs the server extra (missing {exc.name or exc}): pip install 'stad[server]'"
         ) from exc
-    return int(serve_main(list(args.server_args)))
+    return int(serve_main(list(server_args)))
 
 
 # -- parser --------------------------------------------------------------------------
@@ -737,9 +738,8 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("job_id")
 
     command("health", cmd_health, "check that the server is serving")
-    serve = commands.add_parser("serve", help="run the gRPC server (stad serve --help)", add_help=False)
-    serve.add_argument("server_args", nargs=argparse.REMAINDER)
-    serve.set_defaults(handler=cmd_serve)
+    # listed for --help only: main() hands `stad serve ...` to the server's own parser
+    commands.add_parser("serve", help="run the gRPC server (stad serve --help)", add_help=False)
     return parser
 
 
@@ -752,6 +752,15 @@ def _missing_subcommand(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        try:
+            return cmd_serve(argv[1:])
+        except SystemExit as exc:  # the server's parser: --help (0) or bad usage (2)
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        except StadError as exc:
+            _error(exc, debug=False)
+            return EXIT_FAILURE
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

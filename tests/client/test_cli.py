@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
-from stad.client import JobStatus
+from stad.client import Client, JobStatus
 from stad.client.cli import main
 from tests.client.support import (
     CHANNELS,
@@ -250,3 +255,29 @@ def test_embedded_server_keeps_models_in_stad_home(
     assert main(["score", str(path), "--model", "embedded", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 320
     assert (tmp_path / "home" / "models").is_dir()
+
+
+def test_serve_runs_the_server_until_terminated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--help"]) == 0
+    assert "--model-dir" in capsys.readouterr().out
+    assert main(["serve", "--model-dir", str(tmp_path), "--device", "nope"]) == 2
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "stad.client.cli", "serve", "--model-dir", str(tmp_path / "models")]
+    process = subprocess.Popen(
+        [*command, "--address", f"127.0.0.1:{port}", "--device", "cpu"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)  # the server is up
+            client = Client(channel=channel)
+            assert client.health().serving
+            assert client.models() == []
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
