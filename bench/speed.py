@@ -1,0 +1,128 @@
+"""In-process speed of the detector: scoring and training throughput.
+
+`python -m bench.speed` (or `make bench-speed`) prints a table and writes
+bench/results/speed.json:
+
+    {"cpu": {"score": {"channels_8": {"batch_1": {"windows_per_s", "steps_per_s"}, ...}, ...},
+             "train": {"channels_8": {"train_windows_per_s"}, ...}, ...},
+     "cuda": {... same keys, when a GPU is present ...}}
+
+Scoring calls `Detector.score_windows` (all masked passes of a batch in one
+forward) on batches of 1, 8, 64 and 256 windows of the default configuration.
+`steps_per_s` = windows_per_s x score stride: the series steps per second a
+long series is scored at. Training throughput is windows per second through
+forward and backward in pretraining, measured after the first epoch. The
+weights are untrained: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stad.server.detector import Detector, DetectorConfig, TrainingProgress
+
+CHANNELS = (8, 38)
+BATCHES = (1, 8, 64, 256)
+RESULTS = Path(__file__).resolve().parent / "results" / "speed.json"
+
+
+def _series(steps: int, channels: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)[:, None]
+    phase = rng.uniform(0, 2 * np.pi, size=channels)
+    data: np.ndarray = np.sin(2 * np.pi * t / 50 + phase) + 0.1 * rng.normal(size=(steps, channels))
+    return data
+
+
+def _fitted(channels: int, device: str) -> Detector:
+    config = DetectorConfig(epochs=1, val_fraction=0.0, max_windows_per_epoch=64)
+    return Detector(config, device=device).fit(_series(400, channels))
+
+
+def score_speed(det: Detector, batch: int, budget_s: float) -> dict[str, float]:
+    plan = det.plan_windows(_series(det.config.window + batch * det.config.stride, len(det.channels_)))
+    windows = plan.windows[:batch]
+    det.score_windows(windows)  # warm-up
+    calls, start = 0, time.perf_counter()
+    while True:
+        det.score_windows(windows)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= budget_s or calls >= 1000:
+            break
+    rate = calls * batch / elapsed
+    return {"windows_per_s": rate, "steps_per_s": rate * det.config.stride}
+
+
+def train_speed(channels: int, device: str, epochs: int = 3) -> dict[str, float]:
+    config = DetectorConfig(epochs=epochs, val_fraction=0.0, patience=epochs,
+                            max_windows_per_epoch=256)
+    marks: list[tuple[float, int]] = []
+
+    def mark(report: TrainingProgress) -> None:
+        if report.step % (config.max_windows_per_epoch // config.batch_size) == 0:
+            marks.append((time.perf_counter(), report.step))
+
+    Detector(config, device=device).fit(_series(1000, channels), progress=mark)
+    (t0, s0), (t1, s1) = marks[0], marks[-1]
+    return {"train_windows_per_s": (s1 - s0) * config.batch_size / (t1 - t0)}
+
+
+def run(device: str, budget_s: float) -> dict[str, Any]:
+    result: dict[str, Any] = {"score": {}, "train": {}}
+    for channels in CHANNELS:
+        det = _fitted(channels, device)
+        key = f"channels_{channels}"
+        result["score"][key] = {
+            f"batch_{b}": score_speed(det, b, budget_s) for b in BATCHES
+        }
+        result["train"][key] = train_speed(channels, device)
+    result["config"] = {
+        k: getattr(DetectorConfig(), k)
+        for k in ("window", "patch", "d_model", "n_heads", "n_layers", "mask_groups", "stride")
+    }
+    result["torch_threads"] = torch.get_num_threads()
+    result["device_name"] = (
+        torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
+    )
+    return result
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"{'device':<6} {'channels':>8} {'batch':>6} {'windows/s':>11} {'steps/s':>11}"]
+    for device, res in results.items():
+        for ckey, cells in res["score"].items():
+            channels = ckey.split("_")[1]
+            for bkey, cell in cells.items():
+                lines.append(
+                    f"{device:<6} {channels:>8} {bkey.split('_')[1]:>6} "
+                    f"{cell['windows_per_s']:>11.1f} {cell['steps_per_s']:>11.0f}"
+                )
+            train = res["train"][ckey]["train_windows_per_s"]
+            lines.append(f"{device:<6} {channels:>8} {'train':>6} {train:>11.1f} {'':>11}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--budget-s", type=float, default=2.0, help="seconds per scoring cell")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    results = {device: run(device, args.budget_s) for device in devices}
+    print(table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
