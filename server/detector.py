@@ -58,6 +58,7 @@ from stad.server.preprocessing import (
     window_starts,
 )
 from stad.server.training import (
+    HEAD_MAX_WINDOWS,
     ProgressCallback,
     StopCallback,
     TrainingCancelled,
@@ -377,9 +378,10 @@ class Detector:
         use_head = (
             anomalous is not None and bool(anomalous[:split].any()) and cfg.finetune_epochs > 0
         )
-        total = steps_per_epoch(len(train_set), cfg) * (
-            cfg.epochs + (cfg.finetune_epochs if use_head else 0)
-        )
+        total = steps_per_epoch(len(train_set), cfg) * cfg.epochs
+        if use_head:
+            head_windows = min(len(train_set), HEAD_MAX_WINDOWS)
+            total += steps_per_epoch(head_windows, cfg) * cfg.finetune_epochs
         reporter = _Reporter(total, progress, should_stop)
         metrics: dict[str, Any] = dict(pretrain(model, train_set, val_set, cfg, generator, reporter))
         head = self.head_ if keep_weights else None
@@ -410,18 +412,22 @@ class Detector:
         device: torch.device,
     ) -> WindowSet:
         starts = window_starts(stop - start, self.config.window, stride) + start
-        windows = torch.from_numpy(extract_windows(scaled, starts, self.config.window))
-        observed = ~torch.isnan(windows)  # (N, L, C)
-        values = torch.nan_to_num(windows, nan=0.0)
+        series = torch.from_numpy(scaled.astype(np.float32))  # (T, C)
+        observed = ~torch.isnan(series)
         target = observed
         labels = None
         if anomalous is not None:
-            flags = anomalous[:, None].astype(np.float32)  # (T, 1)
-            lab = torch.from_numpy(extract_windows(flags, starts, self.config.window))
-            labels = lab[..., 0]  # (N, L)
-            target = observed & (labels[..., None] == 0)
+            labels = torch.from_numpy(anomalous.astype(np.float32))  # (T,)
+            target = observed & ~torch.from_numpy(anomalous)[:, None]
             labels = labels.to(device)
-        return WindowSet(values.to(device), observed.to(device), target.to(device), labels)
+        return WindowSet(
+            values=torch.nan_to_num(series, nan=0.0).to(device),
+            observed=observed.to(device),
+            target=target.to(device),
+            labels=labels,
+            starts=torch.from_numpy(starts).to(device),
+            window=self.config.window,
+        )
 
     def _calibrate(
         self, data: FloatArray, anomalous: npt.NDArray[np.bool_] | None, first_step: int

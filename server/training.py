@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,8 @@ from stad.server.preprocessing import channel_masks, group_masks, random_masks
 if TYPE_CHECKING:
     from stad.server.detector import DetectorConfig
 
+# Fine-tuning precomputes head inputs for at most this many training windows.
+HEAD_MAX_WINDOWS = 8192
 # How often (seconds) progress is reported within an epoch; always at epoch end.
 PROGRESS_INTERVAL_S = 0.5
 MIN_LR_FRACTION = 0.1
@@ -56,24 +58,34 @@ ProgressCallback = Callable[[TrainingProgress], None]
 StopCallback = Callable[[], bool]
 
 
+class Batch(NamedTuple):
+    values: Tensor  # (B, L, C) float32, scaled, 0 where missing
+    observed: Tensor  # (B, L, C) bool
+    target: Tensor  # (B, L, C) bool, points that count in the loss
+    labels: Tensor | None  # (B, L) float32, 1 = anomaly
+
+
 @dataclass
 class WindowSet:
-    """Windows ready for the network: values zero-filled where missing."""
+    """Windows of one series, cut on demand so memory stays O(T * C)."""
 
-    values: Tensor  # (N, L, C) float32
-    observed: Tensor  # (N, L, C) bool
-    target: Tensor  # (N, L, C) bool, points that count in the loss
-    labels: Tensor | None = None  # (N, L) float32, 1 = anomaly
+    values: Tensor  # (T, C) float32, scaled, 0 where missing
+    observed: Tensor  # (T, C) bool
+    target: Tensor  # (T, C) bool: observed and not labelled anomalous
+    labels: Tensor | None  # (T,) float32, 1 = anomaly
+    starts: Tensor  # (N,) int64, first step of each window
+    window: int
 
     def __len__(self) -> int:
-        return int(self.values.shape[0])
+        return int(self.starts.shape[0])
 
-    def subset(self, index: Tensor) -> WindowSet:
-        return WindowSet(
-            self.values[index],
-            self.observed[index],
-            self.target[index],
-            None if self.labels is None else self.labels[index],
+    def batch(self, index: Tensor | slice) -> Batch:
+        steps = self.starts[index][:, None] + torch.arange(self.window, device=self.starts.device)
+        return Batch(  # each gathered as (B, L, ...)
+            self.values[steps],
+            self.observed[steps],
+            self.target[steps],
+            None if self.labels is None else self.labels[steps],
         )
 
 
@@ -213,10 +225,11 @@ def masked_loss(model: MaskedPredictor, data: WindowSet, groups: int, batch_size
     model.eval()
     total, count = 0.0, 0
     for sl in _batches(len(data), batch_size):
-        prediction = predict_masked(model, data.values[sl], data.observed[sl], groups)
-        err = prediction.errors(data.values[sl], data.target[sl])
+        batch = data.batch(sl)
+        prediction = predict_masked(model, batch.values, batch.observed, groups)
+        err = prediction.errors(batch.values, batch.target)
         total += float(err.sum())
-        count += int(data.target[sl].sum())
+        count += int(batch.target.sum())
     return total / max(count, 1)
 
 
@@ -261,11 +274,11 @@ def pretrain(
         running, seen = 0.0, 0
         for sl in _batches(order.shape[0], config.batch_size):
             reporter.check_stop()
-            batch = train.subset(order[sl].to(device))
+            batch = train.batch(order[sl].to(device))
             ratio = config.mask_ratio_start + (config.mask_ratio_end - config.mask_ratio_start) * (
                 step / max(1, total - 1)
             )
-            hidden = random_masks(len(batch), cfg.n_channels, cfg.n_patches, ratio, generator)
+            hidden = random_masks(batch.values.shape[0], cfg.n_channels, cfg.n_patches, ratio, generator)
             hidden = hidden.to(device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, config)
@@ -278,8 +291,8 @@ def pretrain(
             loss.backward()  # type: ignore[no-untyped-call]
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            running += float(loss.detach()) * len(batch)
-            seen += len(batch)
+            running += float(loss.detach()) * batch.values.shape[0]
+            seen += batch.values.shape[0]
             step += 1
             reporter.advance()
             reporter.report(
@@ -321,15 +334,24 @@ def pretrain(
 @torch.inference_mode()
 def head_inputs(
     model: MaskedPredictor, data: WindowSet, groups: int, batch_size: int
-) -> tuple[Tensor, Tensor]:
-    """Frozen-encoder inputs of the head for every window: pooled (N, N_p, D), errors (N, L, C)."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Frozen-encoder head inputs of up to HEAD_MAX_WINDOWS evenly spread windows.
+
+    Returns pooled features (N, N_p, D), errors (N, L, C) and labels (N, L).
+    """
     model.eval()
-    pooled, errors = [], []
-    for sl in _batches(len(data), batch_size):
-        prediction = predict_masked(model, data.values[sl], data.observed[sl], groups)
+    chosen = torch.linspace(0, len(data) - 1, min(len(data), HEAD_MAX_WINDOWS))
+    chosen = chosen.round().long().to(data.starts.device)  # distinct: spacing >= 1
+    pooled, errors, labels = [], [], []
+    for sl in _batches(chosen.shape[0], batch_size):
+        batch = data.batch(chosen[sl])
+        if batch.labels is None:
+            raise ValueError("fine-tuning needs labels")
+        prediction = predict_masked(model, batch.values, batch.observed, groups)
         pooled.append(prediction.pooled)
-        errors.append(prediction.errors(data.values[sl], data.observed[sl]))
-    return torch.cat(pooled), torch.cat(errors)
+        errors.append(prediction.errors(batch.values, batch.observed))
+        labels.append(batch.labels)
+    return torch.cat(pooled), torch.cat(errors), torch.cat(labels)
 
 
 def finetune(
@@ -342,10 +364,7 @@ def finetune(
     reporter: _Reporter,
 ) -> dict[str, float | int | bool]:
     """Train the head (encoder frozen) with class-weighted BCE on per-step labels."""
-    if train.labels is None:
-        raise ValueError("fine-tuning needs labels")
-    pooled, errors = head_inputs(model, train, config.mask_groups, config.batch_size)
-    labels = train.labels
+    pooled, errors, labels = head_inputs(model, train, config.mask_groups, config.batch_size)
     positives = float(labels.sum())
     negatives = float(labels.numel()) - positives
     pos_weight = torch.tensor(negatives / max(positives, 1.0), device=labels.device)
@@ -353,7 +372,7 @@ def finetune(
     if val is not None and val.labels is not None:
         val_inputs = head_inputs(model, val, config.mask_groups, config.batch_size)
     optimizer = _optimizer(list(head.parameters()), config)
-    per_epoch = steps_per_epoch(len(train), config)
+    per_epoch = steps_per_epoch(labels.shape[0], config)
     best_loss = math.inf
     best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
     bad_epochs, epochs_run = 0, 0
@@ -364,7 +383,8 @@ def finetune(
 
     for epoch in range(config.finetune_epochs):
         head.train()
-        order = torch.randperm(len(train), generator=generator)[: per_epoch * config.batch_size]
+        order = torch.randperm(labels.shape[0], generator=generator)
+        order = order[: per_epoch * config.batch_size]
         running, seen = 0.0, 0
         for sl in _batches(order.shape[0], config.batch_size):
             reporter.check_stop()
@@ -380,9 +400,9 @@ def finetune(
         epochs_run = epoch + 1
         train_loss = running / max(seen, 1)
         head.eval()
-        if val_inputs is not None and val is not None and val.labels is not None:
+        if val_inputs is not None:
             with torch.inference_mode():
-                val_loss = float(bce(val_inputs[0], val_inputs[1], val.labels))
+                val_loss = float(bce(*val_inputs))
         monitored = val_loss if val_inputs is not None else train_loss
         reporter.report(
             force=True, phase="finetune", epoch=epoch + 1, epochs=config.finetune_epochs,
