@@ -114,12 +114,15 @@ async def collect_training_request(
     labels: list[np.ndarray] = []
     total_bytes = 0
     index = -1
+    over_limit = ""
     async for message in messages:
         index += 1
         if index == 0:
             if not message.HasField("spec"):
                 raise InvalidArgumentError("the first StartTrainingRequest must carry the spec")
             spec = message.spec
+        if over_limit:
+            continue  # read the rest, so the caller sees our status, not a broken stream
         if not message.HasField("data") or not message.data.values:
             if message.labels:
                 raise InvalidArgumentError(f"message {index} has labels but no data")
@@ -141,10 +144,13 @@ async def collect_training_request(
             )
         total_bytes += chunk.values.nbytes
         if total_bytes > max_bytes:
-            raise ResourceExhaustedError(
+            over_limit = (
                 f"training data is over the server's limit of {max_bytes // (1024 * 1024)} MiB "
                 f"(max_training_mb) after {sum(c.steps for c in chunks) + chunk.steps} steps"
             )
+            chunks.clear()
+            labels.clear()
+            continue
         if chunks and bool(message.labels) != bool(labels):
             raise InvalidArgumentError("either every data chunk has labels or none does")
         if message.labels:
@@ -154,6 +160,8 @@ async def collect_training_request(
                 )
             labels.append(convert.as_labels(message.labels))
         chunks.append(chunk)
+    if over_limit:
+        raise ResourceExhaustedError(over_limit)
     if spec is None:
         raise InvalidArgumentError("no StartTrainingRequest received: send the spec first")
     check_model_name(spec.model)

@@ -1,0 +1,211 @@
+"""Training jobs over a real channel: train, watch, serve, cancel, crash, bad input."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc import aio
+
+from stad.server.detector import Detector
+from stad.server.registry import Registry
+from stad.v1 import scoring_pb2, scoring_pb2_grpc, training_pb2, training_pb2_grpc
+from tests.server.conftest import CHANNELS, MODEL, MakeServer, make_values, series_message
+
+TINY_SPEC = {"window": 16, "patch": 4, "d_model": 16, "n_heads": 2, "n_layers": 1, "batch_size": 32}
+State = training_pb2.JobState
+
+
+def spec(model: str = "fresh", epochs: int = 1, **kw: object) -> training_pb2.TrainingSpec:
+    fields = {**TINY_SPEC, **kw}
+    return training_pb2.TrainingSpec(model=model, epochs=epochs, **fields)  # type: ignore[arg-type]
+
+
+async def requests(
+    first_spec: training_pb2.TrainingSpec | None,
+    chunks: Sequence[np.ndarray],
+    labels: Sequence[Sequence[int]] | None = None,
+    channels: Sequence[tuple[str, ...]] | None = None,
+) -> AsyncIterator[training_pb2.StartTrainingRequest]:
+    for i, chunk in enumerate(chunks):
+        message = training_pb2.StartTrainingRequest(
+            data=series_message(chunk, channels=channels[i] if channels else CHANNELS)
+        )
+        if i == 0 and first_spec is not None:
+            message.spec.CopyFrom(first_spec)
+        if labels is not None:
+            message.labels.extend(labels[i])
+        yield message
+
+
+async def start(
+    channel: aio.Channel,
+    first_spec: training_pb2.TrainingSpec | None,
+    chunks: Sequence[np.ndarray],
+    **kw: object,
+) -> training_pb2.TrainingJob:
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    response = await stub.StartTraining(requests(first_spec, chunks, **kw))  # type: ignore[arg-type]
+    return response.job
+
+
+async def watch_until(
+    channel: aio.Channel, job_id: str, done: set[int]
+) -> list[training_pb2.TrainingJob]:
+    seen = []
+    async for job in training_pb2_grpc.TrainingServiceStub(channel).WatchTraining(
+        training_pb2.WatchTrainingRequest(job_id=job_id)
+    ):
+        seen.append(job)
+        if job.state in done:
+            break
+    return seen
+
+
+FINISHED = {State.JOB_STATE_SUCCEEDED, State.JOB_STATE_FAILED, State.JOB_STATE_CANCELLED}
+
+
+async def test_train_watch_and_the_new_version_serves(make_server: MakeServer) -> None:
+    server, channel = await make_server()
+    data = make_values(400, seed=3)
+    job = await start(channel, spec(activate=True, description="first"), [data[:250], data[250:]])
+    assert job.state in (State.JOB_STATE_QUEUED, State.JOB_STATE_RUNNING)
+    assert job.steps == 400 and tuple(job.channels) == CHANNELS
+    events = await watch_until(channel, job.job_id, FINISHED)
+    final = events[-1]
+    assert final.state == State.JOB_STATE_SUCCEEDED, final.error
+    assert final.version == "1"
+    assert any(e.progress.steps_total > 0 for e in events)
+    # reattach after the end: the final state at once
+    again = await watch_until(channel, job.job_id, FINISHED)
+    assert again[-1] == final
+
+    values = make_values(80, seed=4)
+    response = await scoring_pb2_grpc.ScoringServiceStub(channel).Score(
+        scoring_pb2.ScoreRequest(model="fresh", series=[series_message(values)])
+    )
+    assert response.version == "1"
+    version_dir = server.settings.model_dir / "fresh" / "1"
+    expected = Detector.load(version_dir).score(values)
+    np.testing.assert_array_equal(np.asarray(response.results[0].score), expected.score)
+
+    listed = await training_pb2_grpc.TrainingServiceStub(channel).ListTrainings(
+        training_pb2.ListTrainingsRequest(model="fresh")
+    )
+    assert [j.job_id for j in listed.jobs] == [job.job_id]
+
+
+async def test_cancel_queued_and_running_jobs(make_server: MakeServer) -> None:
+    _, channel = await make_server(max_concurrent_jobs=1)
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    long_job = await start(channel, spec(epochs=10_000), [make_values(400, seed=1)])
+    queued = await start(channel, spec(epochs=1), [make_values(400, seed=2)])
+    assert queued.state == State.JOB_STATE_QUEUED
+    cancelled = await stub.CancelTraining(training_pb2.CancelTrainingRequest(job_id=queued.job_id))
+    assert cancelled.state == State.JOB_STATE_CANCELLED
+
+    events = await watch_until(channel, long_job.job_id, {State.JOB_STATE_RUNNING})
+    assert events[-1].state == State.JOB_STATE_RUNNING
+    cancelled = await stub.CancelTraining(training_pb2.CancelTrainingRequest(job_id=long_job.job_id))
+    assert cancelled.state == State.JOB_STATE_CANCELLED
+    assert cancelled.version == ""
+    again = await stub.CancelTraining(training_pb2.CancelTrainingRequest(job_id=long_job.job_id))
+    assert again.state == State.JOB_STATE_CANCELLED  # a no-op on a finished job
+    listed = await stub.ListTrainings(training_pb2.ListTrainingsRequest())
+    assert [j.job_id for j in listed.jobs] == [queued.job_id, long_job.job_id]  # newest first
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [("exit", "exited with code 70"), ("raise", "injected training failure")],
+)
+async def test_crashing_job_leaves_server_serving_and_registry_intact(
+    make_server: MakeServer, model_dir: Path, fault: str, reason: str
+) -> None:
+    _, channel = await make_server(job_fault=fault)
+    before = sorted(p.name for p in (model_dir / MODEL).iterdir())
+    job = await start(channel, spec(model=MODEL, activate=True), [make_values(400, seed=1)])
+    final = (await watch_until(channel, job.job_id, FINISHED))[-1]
+    assert final.state == State.JOB_STATE_FAILED
+    assert reason in final.error
+    assert sorted(p.name for p in (model_dir / MODEL).iterdir()) == before
+    registry = Registry(model_dir, Detector.load)
+    assert registry.versions(MODEL) == ["1"] and registry.active_version(MODEL) == "1"
+    response = await scoring_pb2_grpc.ScoringServiceStub(channel).Score(
+        scoring_pb2.ScoreRequest(model=MODEL, series=[series_message(make_values(40, 0))])
+    )
+    assert response.version == "1" and len(response.results[0].score) == 40
+
+
+async def start_error(channel: aio.Channel, *args: object, **kw: object) -> aio.AioRpcError:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await start(channel, *args, **kw)  # type: ignore[arg-type]
+    return caught.value
+
+
+async def test_bad_training_requests(make_server: MakeServer) -> None:
+    _, channel = await make_server(max_training_mb=1)
+    data = make_values(100, seed=0)
+    cases: list[tuple[tuple[object, ...], dict[str, object], grpc.StatusCode, str]] = [
+        ((None, [data]), {}, grpc.StatusCode.INVALID_ARGUMENT, "must carry the spec"),
+        ((spec(), []), {}, grpc.StatusCode.INVALID_ARGUMENT, "no StartTrainingRequest"),
+        (
+            (spec(), [data[:50], data[50:]]),
+            {"channels": [CHANNELS, ("a", "b", "c")]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "data chunk 1 has channels",
+        ),
+        (
+            (spec(), [data]),
+            {"labels": [[0] * 99]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "99 labels for 100 steps",
+        ),
+        ((spec(), [data[:10]]), {}, grpc.StatusCode.INVALID_ARGUMENT, "fewer than one window of 16"),
+        ((spec(patch=5), [data]), {}, grpc.StatusCode.INVALID_ARGUMENT, "multiple of patch=5"),
+        ((spec(model="a/b"), [data]), {}, grpc.StatusCode.INVALID_ARGUMENT, "bad model name 'a/b'"),
+        (
+            (spec(), [make_values(40_000, 1), make_values(40_000, 2)]),
+            {},
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "over the server's limit of 1 MiB",
+        ),
+    ]
+    for args, kw, code, message in cases:
+        error = await start_error(channel, *args, **kw)
+        assert error.code() is code, (message, error.details())
+        assert message in str(error.details())
+    bad = series_message(data)
+    bad.values[4] = float("inf")  # built by hand: make_series would refuse it client-side
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+
+    async def with_inf() -> AsyncIterator[training_pb2.StartTrainingRequest]:
+        yield training_pb2.StartTrainingRequest(spec=spec(), data=bad)
+
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stub.StartTraining(with_inf())  # type: ignore[arg-type]
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "data chunk 0: values contain inf (first at step 1, channel 1)" in str(caught.value.details())
+
+
+async def test_unknown_job_is_not_found(make_server: MakeServer) -> None:
+    _, channel = await make_server()
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    calls = [
+        stub.GetTraining(training_pb2.GetTrainingRequest(job_id="nope")),
+        stub.CancelTraining(training_pb2.CancelTrainingRequest(job_id="nope")),
+    ]
+    for call in calls:
+        with pytest.raises(aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+        assert "unknown training job 'nope'" in str(caught.value.details())
+    with pytest.raises(aio.AioRpcError) as caught:
+        await watch_until(channel, "nope", FINISHED)
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stub.ListTrainings(training_pb2.ListTrainingsRequest(page_token="garbage!"))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
