@@ -175,7 +175,7 @@ def training_requests(
         label_array = raw.astype(np.int32)
         bad = np.flatnonzero((label_array != 0) & (label_array != 1))
         if bad.size:
-            raise DataError(f"labels must be 0 or 1, got {raw[bad[0]]} at step {int(bad[0])}")
+            raise DataError(f"labels must be 0 or 1, got {raw[bad[0]].item()} at step {int(bad[0])}")
     spec = _training_pb2.TrainingSpec(model=model, activate=activate, description=description)
     for name, value in (settings or TrainingSettings()).given().items():
         setattr(spec, name, value)

@@ -272,7 +272,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not _opt(args, "json"):
             print(
                 f"job {job.job_id}: training {args.model} on {table.steps} steps"
-                f" x {len(table.channels)} channels"
+                f" x {len(table.channels)} channels",
+                flush=True,
             )
         if args.detach:
             if embedded:

@@ -159,7 +159,7 @@ def _parse_labels(column: Any, name: str) -> IntArray:
     values = column.to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.flatnonzero(~np.isin(values, (0.0, 1.0)))
     if bad.size:
-        raise DataError(f"label column {name!r} must hold 0 or 1, got {values[bad[0]]!r} at row {bad[0]}")
+        raise DataError(f"label column {name!r} must hold 0 or 1, got {values[bad[0]]:g} at row {bad[0]}")
     return np.asarray(values, dtype=np.int64)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from stad.client import Client, JobStatus
+from stad.client import Client, JobState, JobStatus
 from stad.client.cli import main
 from tests.client.support import (
     CHANNELS,
@@ -23,10 +23,12 @@ from tests.client.support import (
     SPARE,
     TINY_FLAGS,
     Data,
+    make_data,
     write_csv,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+STAD = [sys.executable, "-m", "stad.client.cli"]
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,7 @@ def test_serve_runs_the_server_until_terminated(tmp_path: Path, capsys: pytest.C
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "stad.client.cli", "serve", "--model-dir", str(tmp_path / "models")]
+    command = [*STAD, "serve", "--model-dir", str(tmp_path / "models")]
     process = subprocess.Popen(
         [*command, "--address", f"127.0.0.1:{port}", "--device", "cpu"],
         stdout=subprocess.DEVNULL,
@@ -281,3 +283,33 @@ def test_serve_runs_the_server_until_terminated(tmp_path: Path, capsys: pytest.C
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
+
+
+def test_ctrl_c_during_train_cancels_the_job(cli_env: str, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "big.csv", make_data(3000, seed=4))
+    process = subprocess.Popen(
+        [*STAD, "train", str(path), "--model", "cli-interrupted", *TINY_FLAGS, "--epochs", "500"],
+        stdin=subprocess.DEVNULL,  # not a terminal: Ctrl-C cancels without asking
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        started = process.stdout.readline()
+        assert started.startswith("job "), started
+        job_id = started.split()[1].rstrip(":")
+        process.stderr.readline()  # the progress bar's first line: the job is being watched
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    with Client(cli_env) as client:
+        final = client.job(job_id).status
+    assert process.returncode == 130, (err, final)
+    assert f"job {job_id}: cancelled" in err, (err, final)
+    assert "Traceback" not in err
+    with Client(cli_env) as client:
+        assert client.job(job_id).status.state is JobState.CANCELLED

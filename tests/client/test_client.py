@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -21,6 +22,7 @@ from stad.client import (
     ScoreResult,
     TrainingFailedError,
     TrainingProgress,
+    Unauthenticated,
     Unavailable,
     make_series,
 )
@@ -234,3 +236,17 @@ def test_constructor_rejects_bad_arguments() -> None:
         Client("127.0.0.1:1", timeout_s=0)
     with pytest.raises(ValueError, match="token"):
         Client("127.0.0.1:1", token="has space")
+
+
+def test_bearer_token_is_sent(tmp_path: Path) -> None:
+    from stad.server.embedded import EmbeddedServer
+    from stad.server.settings import Settings
+
+    settings = Settings(model_dir=tmp_path, token="s3cret")
+    with EmbeddedServer(tmp_path, device="cpu", settings=settings) as embedded:
+        with Client(embedded.target) as anonymous, pytest.raises(Unauthenticated):
+            anonymous.models()
+        with Client(embedded.target, token="wrong") as wrong, pytest.raises(Unauthenticated):
+            wrong.models()
+        with Client(embedded.target, token="s3cret") as client:
+            assert client.models() == []
