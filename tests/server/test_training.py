@@ -53,7 +53,7 @@ async def start(
 
 
 async def watch_until(
-    channel: aio.Channel, job_id: str, done: set[int]
+    channel: aio.Channel, job_id: str, done: set[training_pb2.JobState.ValueType]
 ) -> list[training_pb2.TrainingJob]:
     seen = []
     async for job in training_pb2_grpc.TrainingServiceStub(channel).WatchTraining(
@@ -186,7 +186,7 @@ async def test_bad_training_requests(make_server: MakeServer) -> None:
         yield training_pb2.StartTrainingRequest(spec=spec(), data=bad)
 
     with pytest.raises(aio.AioRpcError) as caught:
-        await stub.StartTraining(with_inf())  # type: ignore[arg-type]
+        await stub.StartTraining(with_inf())
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "data chunk 0: values contain inf (first at step 1, channel 1)" in str(caught.value.details())
 
@@ -194,11 +194,10 @@ async def test_bad_training_requests(make_server: MakeServer) -> None:
 async def test_unknown_job_is_not_found(make_server: MakeServer) -> None:
     _, channel = await make_server()
     stub = training_pb2_grpc.TrainingServiceStub(channel)
-    calls = [
+    for call in (
         stub.GetTraining(training_pb2.GetTrainingRequest(job_id="nope")),
         stub.CancelTraining(training_pb2.CancelTrainingRequest(job_id="nope")),
-    ]
-    for call in calls:
+    ):
         with pytest.raises(aio.AioRpcError) as caught:
             await call
         assert caught.value.code() is grpc.StatusCode.NOT_FOUND
