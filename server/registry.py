@@ -162,9 +162,9 @@ class Registry(Generic[M]):
         self, name: str, source: Path, *, description: str = "", activate: bool = False
     ) -> str:
         """Copy a saved model directory in as the next version; returns the version."""
+        model_root = self.root / check_model_name(name)
         if not (Path(source) / METADATA_FILE).is_file():
             raise InvalidArgumentError(f"{source} holds no {METADATA_FILE}: not a saved model")
-        model_root = self.root / check_model_name(name)
         model_root.mkdir(exist_ok=True)
         staging = model_root / f".tmp-{uuid.uuid4().hex}"
         shutil.copytree(source, staging)
