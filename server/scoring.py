@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -139,55 +138,64 @@ class ScoringEngine:
         return self._batchers[key]
 
     def _compute_fn(self, model: str, version: str) -> WindowCompute:
-        return WindowCompute(self._registry, model, version, self._device)
+        staging = HostStaging(pinned_buffer) if self._device.startswith("cuda") else None
+        return WindowCompute(self._registry, model, version, staging=staging)
+
+
+class HostStaging:
+    """A reused host buffer that batches are copied into before compute.
+
+    On CUDA it is pinned (page-locked) memory, so the host-to-device copy is a
+    direct DMA; `allocate` makes a new buffer of a shape when a batch outgrows it.
+    """
+
+    def __init__(self, allocate: Callable[[tuple[int, ...]], Windows]) -> None:
+        self._allocate = allocate
+        self._buffer: Windows | None = None
+
+    def stage(self, windows: Windows) -> Windows:
+        n = windows.shape[0]
+        buffer = self._buffer
+        if buffer is None or buffer.shape[0] < n or buffer.shape[1:] != windows.shape[1:]:
+            buffer = self._buffer = self._allocate(tuple(windows.shape))
+        staged = buffer[:n]  # (N, L, C) view of the buffer
+        np.copyto(staged, windows)
+        return staged
+
+
+def pinned_buffer(shape: tuple[int, ...]) -> Windows:
+    import torch
+
+    array: Windows = torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
+    return array
 
 
 class WindowCompute:
     """The batch function of one model version; runs in the device thread.
 
-    On CUDA the batch is staged in a pinned host buffer (so the detector's
-    host-to-device copy can be asynchronous) and computed under bf16 autocast
-    and inference mode.
+    The detector runs its forward passes under bf16 autocast on CUDA and in
+    inference mode; with `staging` the batch goes through a reused (on CUDA:
+    pinned) host buffer.
     """
 
-    def __init__(self, registry: Registry[Detector], model: str, version: str, device: str) -> None:
+    def __init__(
+        self, registry: Registry[Detector], model: str, version: str, *, staging: HostStaging | None
+    ) -> None:
         self._registry = registry
         self._model = model
         self._version = version
-        self._cuda = device.startswith("cuda")
-        self._pinned: np.ndarray | None = None
+        self._staging = staging
 
     def __call__(self, windows: Windows) -> Outputs:
         detector = self._registry.load(self._model, self._version)
-        if self._cuda:
-            windows = self._stage(windows)
-        with self._device_context():
-            output = detector.score_windows(windows)
+        if self._staging is not None:
+            windows = self._staging.stage(windows)
+        output = detector.score_windows(windows)
         errors = np.asarray(output.errors, dtype=np.float32)
         expected = np.asarray(output.expected, dtype=np.float64)
         if output.probability is None:
             return errors, expected
         return errors, expected, np.asarray(output.probability, dtype=np.float32)
-
-    def _stage(self, windows: Windows) -> Windows:
-        import torch
-
-        n = windows.shape[0]
-        if self._pinned is None or self._pinned.shape[0] < n or self._pinned.shape[1:] != windows.shape[1:]:
-            self._pinned = torch.empty(windows.shape, dtype=torch.float32, pin_memory=True).numpy()
-        staged = self._pinned[:n]  # (N, L, C) view of pinned memory
-        np.copyto(staged, windows)
-        return staged
-
-    def _device_context(self) -> contextlib.AbstractContextManager[object]:
-        if not self._cuda:
-            return contextlib.nullcontext()
-        import torch
-
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(torch.autocast(device_type="cuda", dtype=torch.bfloat16))
-        return stack
 
 
 def check_request(series: Sequence[SeriesData], threshold: float | None) -> None:

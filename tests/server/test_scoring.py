@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 from grpc import aio
 
 from stad.server.app import StadServer
+from stad.server.batcher import Windows
 from stad.server.detector import Detector, ScoreOutput
+from stad.server.registry import Registry
+from stad.server.scoring import HostStaging, WindowCompute
 from stad.v1 import scoring_pb2, scoring_pb2_grpc
 from tests.server.conftest import CHANNELS, MODEL, MakeServer, make_values, series_message
 
@@ -124,3 +128,23 @@ async def test_concurrent_clients_get_sequential_scores(make_server: MakeServer)
     scored = sum(b.windows_run for b in server.engine._batchers.values())
     runs = sum(b.batches_run for b in server.engine._batchers.values())
     assert scored >= runs > 0
+
+
+def test_staged_compute_matches_direct_compute(model_dir: Path, detector: Detector) -> None:
+    """The CUDA path's buffer staging, with a plain host allocator standing in for pinned memory."""
+    shapes: list[tuple[int, ...]] = []
+
+    def allocate(shape: tuple[int, ...]) -> Windows:
+        shapes.append(shape)
+        return np.full(shape, np.nan, dtype=np.float32)
+
+    compute = WindowCompute(
+        Registry(model_dir, Detector.load), MODEL, "1", staging=HostStaging(allocate)
+    )
+    windows = detector.plan_windows(make_values(200, seed=12)).windows
+    for batch in (windows[:5], windows[5:8], windows[8:16], windows[16:17]):
+        errors, expected = compute(batch)
+        direct = detector.score_windows(batch)
+        np.testing.assert_array_equal(errors, direct.errors)
+        np.testing.assert_array_equal(expected, direct.expected)
+    assert [s[0] for s in shapes] == [5, 8]  # reused unless a batch outgrows it
