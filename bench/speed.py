@@ -12,13 +12,16 @@ forward) on batches of 1, 8, 64 and 256 windows of the default configuration.
 `steps_per_s` = windows_per_s x score stride: the series steps per second a
 long series is scored at. Training throughput is windows per second through
 forward and backward in pretraining, measured after the first epoch. The
-weights are untrained: speed does not depend on them.
+weights are untrained: speed does not depend on them. CPU figures use one
+torch thread by default (`--threads`), which measured steadiest and fastest
+on the shared 2-core development machines.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -50,7 +53,7 @@ def _fitted(channels: int, device: str) -> Detector:
 def score_speed(det: Detector, batch: int, budget_s: float) -> dict[str, float]:
     plan = det.plan_windows(_series(det.config.window + batch * det.config.stride, len(det.channels_)))
     windows = plan.windows[:batch]
-    det.score_windows(windows)  # warm-up
+    det.score_windows(windows[:8])  # warm-up
     calls, start = 0, time.perf_counter()
     while True:
         det.score_windows(windows)
@@ -90,6 +93,7 @@ def run(device: str, budget_s: float) -> dict[str, Any]:
         for k in ("window", "patch", "d_model", "n_heads", "n_layers", "mask_groups", "stride")
     }
     result["torch_threads"] = torch.get_num_threads()
+    result["load_average_1m"] = os.getloadavg()[0]  # other work on the machine skews figures
     result["device_name"] = (
         torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
     )
@@ -113,9 +117,15 @@ def table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--budget-s", type=float, default=2.0, help="seconds per scoring cell")
+    parser.add_argument("--budget-s", type=float, default=1.0, help="seconds per scoring cell")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (1: steadiest on a shared machine; 0: torch's default)",
+    )
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results = {device: run(device, args.budget_s) for device in devices}
     print(table(results))
