@@ -7,10 +7,13 @@ model trained briefly on one series, S series x C fields x T points written.
 Then, side by side on the same data:
 - the task: `backfill` over the whole range (read, score, write, checkpoint-free);
   steps_per_s = S*T / wall time;
-- the raw parts, each timed alone: one InfluxQL query of everything (query_s),
-  scoring every series whole through the same server (score_s), one write of
+- the raw parts, each timed alone (into another database): one InfluxQL query of everything (query_s),
+  scoring every series whole through the same server (score_s; all series in
+  as few Score calls as the message limit allows, no context overlap), one write of
   every anomaly_scores point (write_s); raw_steps_per_s = S*T / their sum.
-overhead_ratio = steps_per_s / raw_steps_per_s (target >= 0.7).
+overhead_ratio = steps_per_s / raw_steps_per_s (target >= 0.7). Raw and task
+runs alternate `--repeats` times and the fastest of each counts, since this
+machine is shared with other work.
 Prints a table and writes bench/results/influx.json.
 """
 
@@ -62,7 +65,7 @@ def _load(url: str, series: int, fields: int, steps: int) -> tuple[tuple[str, ..
     return channels, start, end
 
 
-def run(series: int, fields: int, steps: int, chunk_steps: int) -> dict[str, Any]:
+def run(series: int, fields: int, steps: int, chunk_steps: int, repeats: int) -> dict[str, Any]:
     binary = influxd_path()
     if binary is None:
         raise SystemExit("influxd is not installed (apt-get install influxdb)")
@@ -87,27 +90,33 @@ def run(series: int, fields: int, steps: int, chunk_steps: int) -> dict[str, Any
                 task.train("bench_train", start, start + min(steps, 2000) * STEP_S * 10**9,
                            settings=SETTINGS, timeout_s=1800)  # one series: training is not measured
                 train_s = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                stats = task.backfill("bench", start, end, progress=False)
-                task_s = time.perf_counter() - t0
-            raw = _raw(influxd.url, server.target, job, start, end)
+                runs = []
+                for _ in range(repeats):  # alternate raw and task so both see the same machine load
+                    raw = _raw(influxd.url, server.target, job, start, end)
+                    t0 = time.perf_counter()
+                    stats = task.backfill("bench", start, end, progress=False)
+                    runs.append({**raw, "task_s": time.perf_counter() - t0})
     finally:
         shutil.rmtree(root, ignore_errors=True)
     total = series * steps
+    best = {key: min(r[key] for r in runs) for key in runs[0]}  # least disturbed by other jobs
+    task_s = best["task_s"]
     steps_per_s = total / task_s
-    raw_s = raw["query_s"] + raw["score_s"] + raw["write_s"]
-    parts = {"query": raw["query_s"], "score": raw["score_s"], "write": raw["write_s"]}
+    raw_s = best["query_s"] + best["score_s"] + best["write_s"]
+    parts = {"query": best["query_s"], "score": best["score_s"], "write": best["write_s"]}
     return {
         "series": series, "fields": fields, "steps_per_series": steps, "total_steps": total,
-        "chunk_steps": chunk_steps, "context_steps": job.context_steps,
+        "chunk_steps": chunk_steps, "context_steps": job.context_steps, "repeats": repeats,
         "steps_scored_by_task": stats.steps, "points_written_by_task": stats.points,
         "task_s": round(task_s, 3), "steps_per_s": round(steps_per_s, 1),
-        **{k: round(v, 3) for k, v in raw.items()},
+        **{k: round(best[k], 3) for k in ("query_s", "score_s", "write_s")},
         "raw_steps_per_s": round(total / raw_s, 1),
         "overhead_ratio": round(steps_per_s / (total / raw_s), 3),
         "bottleneck": max(parts, key=lambda k: parts[k]),
+        "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs],
         "load_s": round(load_s, 3), "train_s": round(train_s, 3),
         "model": {k: v for k, v in vars(SETTINGS).items() if v is not None},
+        "scoring_device": "cpu (EmbeddedServer device=auto)",
         "influxdb": "influxd 1.6.7 (Debian package), loopback, InfluxQL read path, /write",
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}; shared with other jobs",
     }
@@ -148,10 +157,11 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--chunk-steps", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=2, help="raw/task rounds; the best of each counts")
     parser.add_argument("--note", default="", help="kept in the JSON (e.g. why the size was scaled)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    result = run(args.series, args.fields, args.steps, args.chunk_steps)
+    result = run(args.series, args.fields, args.steps, args.chunk_steps, args.repeats)
     if args.note:
         result["note"] = args.note
     args.out.parent.mkdir(parents=True, exist_ok=True)

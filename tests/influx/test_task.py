@@ -402,3 +402,34 @@ def test_cli_reports_errors_by_name(tmp_path: Path, capsys: pytest.CaptureFixtur
                    'model = "m"\ninterval = "ten seconds"\n')
     assert main(["once", "--config", str(bad)]) == 1
     assert "ValueError: job 'x': interval: bad duration 'ten seconds'" in capsys.readouterr().err
+
+
+def test_cli_backfill_shows_progress_and_writes(
+        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path,
+        database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from stad.influx_task.cli import main
+
+    data = trained[1]
+    _write_demo(influxd.url, database, data)
+    config = tmp_path / "jobs.toml"
+    config.write_text(f"""
+[[jobs]]
+name = "pumps"
+database = "{database}"
+measurement = "pump"
+fields = {list(data.channels)!r}
+model = "pumps"
+interval = "{STEP_S}s"
+group_by = ["unit"]
+context = {CONTEXT}
+chunk_steps = 100
+""".replace("'", '"'))
+    start, stop = int(data.timestamps_ns[100]), int(data.timestamps_ns[300])
+    code = main(["backfill", "--config", str(config), "--url", influxd.url, "--server", server.target,
+                 "--job", "pumps", "--start", str(start), "--stop", str(stop)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "100.0% 200/200 steps" in captured.err
+    assert "pumps: 2 chunks, 400 steps scored" in captured.out
+    times = sorted({int(r["time"]) for r in _scores(influxd.url, database)})  # type: ignore[call-overload]
+    assert times == data.timestamps_ns[100:300].tolist()
