@@ -27,6 +27,9 @@ class DemoContext:
     model: str = "demo"
     epochs: int = 3
     seed: int = 0
+    data_steps: int | None = None  # None: the generator's default (14 days of minutes)
+    data_channels: int | None = None  # None: the generator's default (8 sensors)
+    train_flags: tuple[str, ...] = ()  # more `stad train` flags, e.g. a smaller model
 
     @property
     def data_dir(self) -> Path:
@@ -69,7 +72,19 @@ Step = Callable[[DemoContext], None]
 
 
 def generate_data(ctx: DemoContext) -> None:
-    command = [sys.executable, "-m", "stad.core.demo_data", "--out", str(ctx.data_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "stad.core.demo_data",
+        "--out",
+        str(ctx.data_dir),
+        "--seed",
+        str(ctx.seed),
+    ]
+    if ctx.data_steps is not None:
+        command += ["--steps", str(ctx.data_steps)]
+    if ctx.data_channels is not None:
+        command += ["--channels", str(ctx.data_channels)]
     print(f"$ {' '.join(command[2:])}", flush=True)
     subprocess.run(command, check=True)
 
@@ -84,6 +99,7 @@ def train(ctx: DemoContext) -> None:
         str(ctx.epochs),
         "--seed",
         str(ctx.seed),
+        *ctx.train_flags,
     )
 
 
@@ -140,8 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--epochs", type=int, default=DemoContext.epochs, help="training epochs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, help="steps of demo data (default: 14 days of minutes)")
     args = parser.parse_args(argv)
-    ctx = DemoContext(out=args.out, epochs=args.epochs, seed=args.seed)
+    ctx = DemoContext(out=args.out, epochs=args.epochs, seed=args.seed, data_steps=args.steps)
     try:
         run(ctx)
     except DemoFailed as exc:
