@@ -122,10 +122,10 @@ class PassStats:
 class Progress:
     """A one-line progress bar on a text stream."""
 
-    def __init__(self, total: int, *, stream: TextIO = sys.stderr, label: str = "") -> None:
+    def __init__(self, total: int, *, stream: TextIO | None = None, label: str = "") -> None:
         self.total = max(total, 1)
         self.done = 0
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stderr
         self.label = label
         self.started = time.monotonic()
 
