@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -153,12 +153,16 @@ def default_home() -> Path:
 
 
 @contextlib.contextmanager
-def connect(args: argparse.Namespace) -> Iterator[Client]:
-    """A client for --server / STAD_SERVER, or for an embedded server on loopback."""
+def connect(args: argparse.Namespace, *, long_running: bool = False) -> Iterator[Client]:
+    """A client for --server / STAD_SERVER, or for an embedded server on loopback.
+
+    Calls get --timeout as deadline, else 60 s; `long_running` commands (scoring a
+    whole file, uploading training data) get none unless --timeout is given.
+    """
     server = _opt(args, "server") or os.environ.get("STAD_SERVER")
     token = _opt(args, "token") or os.environ.get("STAD_TOKEN") or None
     tls: bool | str | None = _opt(args, "ca_cert") or bool(_opt(args, "tls"))
-    timeout_s = _opt(args, "timeout") or DEFAULT_TIMEOUT_S
+    timeout_s = _opt(args, "timeout") or (None if long_running else DEFAULT_TIMEOUT_S)
     if server:
         with Client(server, token=token, tls=tls, timeout_s=timeout_s) as client:
             yield client
@@ -210,7 +214,8 @@ def _score_table(
 ) -> tuple[DataTable, ScoreResult]:
     channels = None if args.channels else _model_channels(client, args.model, args.version)
     table = _read(args, channels=channels, label_column=label_column)
-    result = client.score(
+    # streamed, so that no single response message has to hold a long file's scores
+    chunks = client.stream_score(
         table.values,
         timestamps=table.timestamps_ns,
         channels=table.channels,
@@ -218,7 +223,25 @@ def _score_table(
         version=args.version,
         threshold=args.threshold,
     )
-    return table, result
+    return table, join_chunks(list(chunks))
+
+
+def join_chunks(chunks: Sequence[ScoreResult]) -> ScoreResult:
+    """One result from streamed chunks of consecutive steps of one series."""
+    if not chunks:
+        raise DataError("the server returned no scores")
+    ordered = sorted(chunks, key=lambda chunk: chunk.start_step)
+    first = ordered[0]
+    return replace(
+        first,
+        timestamps_ns=np.concatenate([c.timestamps_ns for c in ordered]),
+        score=np.concatenate([c.score for c in ordered]),
+        raw_score=np.concatenate([c.raw_score for c in ordered]),
+        is_anomaly=np.concatenate([c.is_anomaly for c in ordered]),
+        severity=np.concatenate([c.severity for c in ordered]),
+        contributions=np.concatenate([c.contributions for c in ordered]),  # (N, C)
+        expected=np.concatenate([c.expected for c in ordered]),  # (N, C)
+    )
 
 
 def _span_rows(table: DataTable, result: ScoreResult, limit: int) -> list[dict[str, Any]]:
@@ -258,7 +281,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         threshold_quantile=args.threshold_quantile,
     )
     embedded = not (_opt(args, "server") or os.environ.get("STAD_SERVER"))
-    with connect(args) as client:
+    with connect(args, long_running=True) as client:
         job = client.train(
             table.values,
             timestamps=table.timestamps_ns,
@@ -333,7 +356,7 @@ def _report_job(args: argparse.Namespace, status: JobStatus, seconds: float | No
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    with connect(args) as client:
+    with connect(args, long_running=True) as client:
         table, result = _score_table(client, args, label_column=None)
     if args.output:
         write_scores(sys.stdout if args.output == "-" else args.output, table, result)
@@ -408,7 +431,7 @@ METRIC_NAMES = {
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stad.core.metrics import evaluate
 
-    with connect(args) as client:
+    with connect(args, long_running=True) as client:
         table, result = _score_table(client, args, label_column=args.label_column)
     assert table.labels is not None  # read_table was given the label column
     if table.labels.min() == table.labels.max():

@@ -9,14 +9,15 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
-from stad.client import Client, JobState, JobStatus
-from stad.client.cli import main
+from stad.client import Client, DataError, JobState, JobStatus, ScoreResult
+from stad.client.cli import join_chunks, main
 from tests.client.support import (
     CHANNELS,
     MODEL,
@@ -313,3 +314,28 @@ def test_ctrl_c_during_train_cancels_the_job(cli_env: str, tmp_path: Path) -> No
     assert "Traceback" not in err
     with Client(cli_env) as client:
         assert client.job(job_id).status.state is JobState.CANCELLED
+
+
+def test_join_chunks_reassembles_streamed_chunks(server: str, trained: JobStatus, test_data: Data) -> None:
+    with Client(server) as client:
+        whole = client.score(
+            test_data.values, timestamps=test_data.timestamps_ns, channels=CHANNELS, model=MODEL
+        )
+
+    def piece(start: int, stop: int) -> ScoreResult:
+        fields = (
+            "timestamps_ns",
+            "score",
+            "raw_score",
+            "is_anomaly",
+            "severity",
+            "contributions",
+            "expected",
+        )
+        return replace(whole, start_step=start, **{name: getattr(whole, name)[start:stop] for name in fields})
+
+    joined = join_chunks([piece(120, 200), piece(0, 50), piece(50, 120)])
+    for name in ("timestamps_ns", "score", "is_anomaly", "contributions", "expected"):
+        assert np.array_equal(getattr(joined, name), getattr(whole, name)), name
+    with pytest.raises(DataError):
+        join_chunks([])
