@@ -85,10 +85,17 @@ def to_series(
         return values
     if _is_pandas(values) and hasattr(values, "columns"):
         frame: Any = values
-        if channels is None:
-            channels = [str(name) for name in frame.columns]
+        dated = [name for name in frame.columns if frame[name].dtype.kind == "M"]
         if timestamps is None and frame.index.dtype.kind == "M":
             timestamps = frame.index
+        elif timestamps is None and len(dated) == 1:
+            timestamps = frame[dated[0]]
+            frame = frame.drop(columns=dated)
+        other = [str(name) for name in frame.columns if frame[name].dtype.kind not in "biuf"]
+        if other:
+            raise DataError(f"DataFrame columns must be numeric channels; not numeric: {other}")
+        if channels is None:
+            channels = [str(name) for name in frame.columns]
         values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
     try:
         return make_series(
