@@ -300,7 +300,8 @@ def test_ctrl_c_during_train_cancels_the_job(cli_env: str, tmp_path: Path) -> No
         started = process.stdout.readline()
         assert started.startswith("job "), started
         job_id = started.split()[1].rstrip(":")
-        process.stderr.readline()  # the progress bar's first line: the job is being watched
+        while "epoch" not in process.stderr.readline():  # wait for training to make progress
+            assert process.poll() is None, "stad train ended before training started"
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
     finally:
