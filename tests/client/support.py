@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from stad.client import JobState, TrainingJob, TrainingSettings
+from stad.client import TrainingJob, TrainingSettings
 
 CHANNELS = ("a", "b", "c")
 MODEL = "tiny"
@@ -64,7 +64,7 @@ def write_csv(path: Path, data: Data, *, with_time: bool = True, with_labels: bo
 
 
 def wait_until_running(job: TrainingJob) -> None:
-    """Follow the job until it runs (cancelling a running job is what the tests exercise)."""
+    """Follow the job until training reports progress (cancelling a running job is what tests exercise)."""
     for status in job.watch(timeout_s=120):
-        if status.state is not JobState.QUEUED:
+        if status.progress is not None or status.state.finished:
             return
