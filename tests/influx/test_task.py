@@ -433,3 +433,18 @@ chunk_steps = 100
     assert "pumps: 2 chunks, 400 steps scored" in captured.out
     times = sorted({int(r["time"]) for r in _scores(influxd.url, database)})  # type: ignore[call-overload]
     assert times == data.timestamps_ns[100:300].tolist()
+
+
+def test_a_failing_job_does_not_stop_the_others(
+        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str) -> None:
+    data = trained[1]
+    _write_demo(influxd.url, database, data)
+    end = int(data.timestamps_ns[-1]) + STEP
+    broken = _job("no_such_db", data, name="broken")
+    good = _job(database, data, name="good", initial_lookback_ns=STEPS * STEP)
+    with Task(_config(influxd.url, server.target, (broken, good)), now_ns=lambda: end) as task:
+        outcome = task.once()
+    assert isinstance(outcome["broken"], Exception) and "no_such_db" in str(outcome["broken"])
+    good_stats = outcome["good"]
+    assert not isinstance(good_stats, Exception) and good_stats.steps == 2 * STEPS
+    _assert_no_gap_no_duplicate(influxd.url, database, data)
