@@ -448,3 +448,38 @@ def test_a_failing_job_does_not_stop_the_others(
     good_stats = outcome["good"]
     assert not isinstance(good_stats, Exception) and good_stats.steps == 2 * STEPS
     _assert_no_gap_no_duplicate(influxd.url, database, data)
+
+
+def test_cli_train_pulls_history_and_activates(
+        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from stad.influx_task.cli import main
+
+    database, data = trained
+    config = tmp_path / "jobs.toml"
+    config.write_text(f"""
+[influx]
+url = "{influxd.url}"
+[server]
+target = "{server.target}"
+[[jobs]]
+name = "cli"
+database = "{database}"
+measurement = "pump"
+fields = {list(data.channels)!r}
+model = "pumps_cli"
+interval = "{STEP_S}s"
+group_by = ["unit"]
+tag_filter = {{ unit = "1" }}
+""".replace("'", '"'))
+    start, stop = int(data.timestamps_ns[0]), int(data.timestamps_ns[100])
+    code = main(["train", "--config", str(config), "--job", "cli", "--start", str(start), "--stop", str(stop),
+                 "--activate", "--epochs", "1", "--window", "16", "--patch", "4", "--d-model", "16",
+                 "--n-layers", "1", "--n-heads", "2"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "trained pumps_cli version 1 on 100 steps" in captured.out
+    assert "succeeded" in captured.err
+    with Client(server.target) as client:
+        info = client.model("pumps_cli")
+    assert info.active_version == "1"
