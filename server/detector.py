@@ -123,6 +123,7 @@ class DetectorConfig:
     threshold_factor: float = 1.0  # unlabelled threshold on the calibrated scale
     min_calibration_steps: int = 500
     normalize_channel_errors: bool = True
+    spatial_weight: float = 0.5  # weight of the whole-channel family's errors (0..1)
     ff_mult: int = 2
 
     def __post_init__(self) -> None:
@@ -162,6 +163,7 @@ class DetectorConfig:
             ("mask_ratio_start", 0.01, 0.99),
             ("mask_ratio_end", 0.01, 0.99),
             ("threshold_quantile", 0.5, 1.0),
+            ("spatial_weight", 0.0, 1.0),
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not lo <= value <= hi:
@@ -224,6 +226,16 @@ class WindowOutput:
             np.concatenate([p.expected for p in parts]),
             prob,
         )
+
+
+@dataclass
+class _Families:
+    """Per-window outputs before the families' errors are combined."""
+
+    temporal: npt.NDArray[np.float32]  # (N, L, C) squared errors, scaled units
+    spatial: npt.NDArray[np.float32]  # (N, L, C); the temporal errors again when C == 1
+    expected: FloatArray  # (N, L, C) data units
+    probability: npt.NDArray[np.float32] | None  # (N, L)
 
 
 @dataclass
@@ -303,7 +315,7 @@ class Detector:
     head_: AnomalyHead | None
     scaler_: ChannelScaler
     channels_: tuple[str, ...]
-    error_scale_: FloatArray
+    error_scale_: FloatArray  # (2, C): temporal and whole-channel families
     reference_: float
     threshold_: float
     calibration_: dict[str, Any]
@@ -396,7 +408,6 @@ class Detector:
         self.head_ = head
         self.scaler_ = scaler
         self.channels_ = names
-        self.error_scale_ = np.ones(c)
         self._calibrate(data, anomalous, split if n_val >= cfg.min_calibration_steps else 0)
         metrics["fit_s"] = time.monotonic() - started
         self.metadata_ = self._metadata(t, stamps, metrics)
@@ -435,23 +446,22 @@ class Detector:
         """Set error_scale_, reference_ and threshold_ from the fitted model's scores of data."""
         cfg = self.config
         plan = self.plan_windows(data)
-        output = self.score_windows(plan.windows)
+        families = self._forward_windows(plan.windows)
         usable = np.zeros(data.shape[0], dtype=bool)
         usable[first_step:] = True
         if anomalous is not None:
             usable &= ~anomalous
         if not usable.any():
             usable[:] = True
+        self.error_scale_ = np.ones((2, data.shape[1]))
         if cfg.normalize_channel_errors:
-            err, _, _ = self._per_step(plan, output)
             observed = ~plan.missing[usable]
-            sums = np.where(observed, err[usable], 0.0).sum(axis=0)
-            mean_err = sums / np.maximum(observed.sum(axis=0), 1)
-            self.error_scale_ = np.maximum(mean_err, MIN_ERROR_SCALE)
-            normalised = output.errors / self.error_scale_.astype(np.float32)
-            output = WindowOutput(
-                normalised.astype(np.float32), output.expected, output.probability
-            )
+            for row, errors in enumerate((families.temporal, families.spatial)):
+                per_step = self._average_windows(plan, errors)[usable]
+                sums = np.where(observed, per_step, 0.0).sum(axis=0)
+                mean_err = sums / np.maximum(observed.sum(axis=0), 1)
+                self.error_scale_[row] = np.maximum(mean_err, MIN_ERROR_SCALE)
+        output = WindowOutput(self._combine(families), families.expected, families.probability)
         self.reference_ = 1.0
         raw = self._raw_score(plan, output)
         self.reference_ = calibration.reference_scale(raw[usable], cfg.threshold_quantile)
@@ -513,6 +523,12 @@ class Detector:
     def score_windows(self, windows: npt.ArrayLike) -> WindowOutput:
         """Predict every point of each (L, C) window while hidden; batch-independent."""
         self._check_fitted()
+        families = self._forward_windows(windows)
+        return WindowOutput(self._combine(families), families.expected, families.probability)
+
+    @torch.inference_mode()
+    def _forward_windows(self, windows: npt.ArrayLike) -> _Families:
+        """Both mask families' squared errors (scaled units) and the expected values."""
         cfg = self.config
         arr = np.asarray(windows, dtype=np.float32)
         c = len(self.channels_)
@@ -525,51 +541,67 @@ class Detector:
         passes = 2 * cfg.mask_groups  # temporal + whole-channel families, at most
         budget = SCORE_TOKEN_BUDGET.get(device.type, SCORE_TOKEN_BUDGET["cpu"])
         chunk = max(1, budget // (passes * c * (cfg.window // cfg.patch)))
-        errors, preds, probs = [], [], []
+        temporal, spatial, preds, probs = [], [], [], []
         for start in range(0, arr.shape[0], chunk):
             part = torch.from_numpy(arr[start : start + chunk]).to(device)
             observed = ~torch.isnan(part)
             values = torch.nan_to_num(part, nan=0.0)
             prediction = predict_masked(model, values, observed, cfg.mask_groups)
-            err = prediction.errors(values, observed)
             if self.head_ is not None:
-                logits = self.head_.eval()(prediction.pooled, err)
+                logits = self.head_.eval()(prediction.pooled, prediction.errors(values, observed))
                 probs.append(torch.sigmoid(logits.float()).cpu())
-            errors.append(err.cpu())
+            e_t, e_s = prediction.family_errors(values, observed)
+            temporal.append(e_t.cpu())
+            spatial.append(e_t.cpu() if e_s is None else e_s.cpu())
             preds.append(prediction.temporal.cpu())
-        if not errors:
-            empty = np.zeros((0, cfg.window, c))
-            return WindowOutput(empty.astype(np.float32), empty, None)
-        err_np = torch.cat(errors).numpy() / self.error_scale_.astype(np.float32)
-        expected = self.scaler_.inverse(torch.cat(preds).numpy())
-        prob = torch.cat(probs).numpy() if probs else None
-        return WindowOutput(err_np.astype(np.float32), expected, prob)
+        if not preds:
+            empty = np.zeros((0, cfg.window, c), dtype=np.float32)
+            return _Families(empty, empty, empty.astype(np.float64), None)
+        return _Families(
+            temporal=torch.cat(temporal).numpy(),
+            spatial=torch.cat(spatial).numpy(),
+            expected=self.scaler_.inverse(torch.cat(preds).numpy()),
+            probability=torch.cat(probs).numpy() if probs else None,
+        )
+
+    def _combine(self, families: _Families) -> npt.NDArray[np.float32]:
+        """Weighted mean of the families' errors, each divided by its per-channel scale."""
+        w = self.config.spatial_weight if len(self.channels_) > 1 else 0.0
+        scale = self.error_scale_.astype(np.float32)  # (2, C)
+        combined: npt.NDArray[np.float32] = (
+            (1 - w) * families.temporal / scale[0] + w * families.spatial / scale[1]
+        ).astype(np.float32)
+        return combined
+
+    def _average_windows(self, plan: WindowPlan, values: npt.NDArray[Any]) -> FloatArray:
+        """Mean over the windows covering each step: (N, L, ...) -> (T, ...)."""
+        L = self.config.window
+        total = np.zeros((plan.n_steps, *values.shape[2:]))
+        count = np.zeros(plan.n_steps)
+        for i, s in enumerate(plan.starts):
+            total[s : s + L] += values[i]
+            count[s : s + L] += 1
+        mean: FloatArray = total / count.reshape(-1, *([1] * (values.ndim - 2)))
+        return mean
 
     def _per_step(
         self, plan: WindowPlan, output: WindowOutput
     ) -> tuple[FloatArray, FloatArray, FloatArray | None]:
-        """Average window results over the windows covering each step: (T, C), (T, C), (T,)."""
-        if len(output) != plan.starts.shape[0]:
+        """Window results averaged per step: errors (T, C), expected (T, C), probability (T,)."""
+        expected_shape = (plan.starts.shape[0], self.config.window, plan.missing.shape[1])
+        if output.errors.shape != expected_shape or output.expected.shape != expected_shape:
             raise ValueError(
-                f"output has {len(output)} windows but the plan has {plan.starts.shape[0]}"
+                f"output errors {output.errors.shape} / expected {output.expected.shape} "
+                f"do not match the plan's windows {expected_shape}"
             )
-        t, c = plan.missing.shape
-        L = self.config.window
-        err = np.zeros((t, c))
-        expected = np.zeros((t, c))
-        prob = None if output.probability is None else np.zeros(t)
-        count = np.zeros(t)
-        for i, s in enumerate(plan.starts):
-            err[s : s + L] += output.errors[i]
-            expected[s : s + L] += output.expected[i]
-            if prob is not None and output.probability is not None:
-                prob[s : s + L] += output.probability[i]
-            count[s : s + L] += 1
-        err /= count[:, None]
-        expected /= count[:, None]
-        if prob is not None:
-            prob /= count
+        err = self._average_windows(plan, output.errors)
         err[plan.missing] = 0.0
+        expected = self._average_windows(plan, output.expected)
+        prob = (
+            None
+            if output.probability is None
+            else self._average_windows(plan, output.probability)
+        )
         return err, expected, prob
 
     def _raw_score(self, plan: WindowPlan, output: WindowOutput) -> FloatArray:
@@ -683,7 +715,7 @@ class Detector:
         det.head_ = head
         det.channels_ = channels
         det.scaler_ = ChannelScaler.from_dict(meta["scaler"])
-        det.error_scale_ = np.asarray(meta["error_scale"], dtype=np.float64)
+        det.error_scale_ = np.asarray(meta["error_scale"], dtype=np.float64).reshape(2, -1)
         thresholds = dict(meta["thresholds"])
         det.threshold_ = float(thresholds.pop("threshold"))
         det.reference_ = float(thresholds["reference"])

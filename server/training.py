@@ -109,12 +109,15 @@ class MaskedPrediction:
     spatial: Tensor | None  # (B, L, C) from whole-channel masks: peers only; None if C == 1
     pooled: Tensor  # (B, N, D) channel-mean features of each token from the pass hiding it
 
+    def family_errors(self, values: Tensor, observed: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(B, L, C) squared errors of each family, 0 where not observed."""
+        spatial = None if self.spatial is None else squared_errors(self.spatial, values, observed)
+        return squared_errors(self.temporal, values, observed), spatial
+
     def errors(self, values: Tensor, observed: Tensor) -> Tensor:
         """(B, L, C) squared errors averaged over the families, 0 where not observed."""
-        err = squared_errors(self.temporal, values, observed)
-        if self.spatial is not None:
-            err = 0.5 * (err + squared_errors(self.spatial, values, observed))
-        return err
+        temporal, spatial = self.family_errors(values, observed)
+        return temporal if spatial is None else 0.5 * (temporal + spatial)
 
 
 def predict_masked(
