@@ -120,6 +120,10 @@ class StadServer:
 async def create_server(address: str, settings: Settings) -> tuple[StadServer, int]:
     """Build and start a server listening on `address` (port 0: any free port)."""
     device = resolve_device(settings.device)
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     registry: Registry[Detector] = Registry(
         settings.model_dir,
         lambda path: Detector.load(path, device=device),
@@ -147,6 +151,7 @@ async def create_server(address: str, settings: Settings) -> tuple[StadServer, i
         max_queued=settings.max_queued_jobs,
         metrics=metrics,
         fault=settings.job_fault,
+        torch_threads=settings.torch_threads,
     )
     limit = settings.max_message_bytes
     server = aio.server(

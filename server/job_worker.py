@@ -34,10 +34,16 @@ MODEL_DIR = "model"
 CRASH_EXIT_CODE = 70
 
 
-def run(job_dir: str, conn: Connection, cancel: Event, device: str, fault: str) -> None:
+def run(
+    job_dir: str, conn: Connection, cancel: Event, device: str, fault: str, torch_threads: int = 0
+) -> None:
     """Train the job in `job_dir`, reporting over `conn`; `cancel` set means stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when jobs end
     try:
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)
         conn.send(_train(Path(job_dir), conn, cancel, device, fault))
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))

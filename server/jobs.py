@@ -99,6 +99,7 @@ class JobManager:
         metrics: ServerMetrics | None = None,
         fault: str = "",
         cancel_timeout_s: float = 15.0,
+        torch_threads: int = 0,
     ) -> None:
         self._registry = registry
         self._work_dir = Path(work_dir)
@@ -108,6 +109,7 @@ class JobManager:
         self._metrics = metrics
         self._fault = fault
         self._cancel_timeout_s = cancel_timeout_s
+        self._torch_threads = torch_threads
         self._jobs: dict[str, Job] = {}
         self._requests: dict[str, TrainingRequest] = {}
         self._queue: deque[str] = deque()
@@ -216,7 +218,7 @@ class JobManager:
             cancel = self._context.Event()
             process = self._context.Process(
                 target=job_worker.run,
-                args=(str(directory), writer, cancel, self._device, self._fault),
+                args=(str(directory), writer, cancel, self._device, self._fault, self._torch_threads),
                 name=f"stad-train-{job.job_id[:8]}",
                 daemon=True,
             )

@@ -131,7 +131,8 @@ class Registry(Generic[M]):
     def resolve(self, name: str, version: str = "") -> str:
         """The version to use: `version` itself (checked), or the active one."""
         if version:
-            self.version_record(name, version)
+            if not version.isdigit() or not (self._model_root(name) / version).is_dir():
+                raise NotFoundError(f"model {name!r} has no version {version!r}")
             return version
         active = self.active_version(name)
         if not active:
@@ -139,6 +140,14 @@ class Registry(Generic[M]):
                 f"model {name!r} has no active version; name a version or activate one"
             )
         return active
+
+    def cached(self, name: str, version: str) -> M | None:
+        """The loaded model if it is in the cache (no disk access), else None."""
+        with self._lock:
+            model = self._cache.get((name, version))
+            if model is not None:
+                self._cache.move_to_end((name, version))
+            return model
 
     def load(self, name: str, version: str) -> M:
         """The loaded model of `name`/`version` (which must exist), from the cache when there."""

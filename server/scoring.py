@@ -52,8 +52,10 @@ class ScoringEngine:
         if not model:
             raise InvalidArgumentError("no model named in the request")
         check_model_name(model)
-        resolved = await asyncio.to_thread(self._registry.resolve, model, version)
-        detector = await asyncio.to_thread(self._registry.load, model, resolved)
+        resolved = self._registry.resolve(model, version)  # a stat and a tiny read
+        detector = self._registry.cached(model, resolved)
+        if detector is None:
+            detector = await asyncio.to_thread(self._registry.load, model, resolved)
         return resolved, detector
 
     async def score_series(

@@ -37,6 +37,7 @@ class Settings:
     max_queued_jobs: int = 64
     max_training_mb: int = 512
     max_cached_models: int = 8
+    torch_threads: int = 0  # 0: torch's default
     # Test-only: "exit" makes a training job's process die mid-training,
     # "raise" makes it raise. Not a flag; set from tests only.
     job_fault: str = ""
@@ -56,6 +57,8 @@ class Settings:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.torch_threads < 0:
+            raise ValueError(f"torch_threads must be >= 0, got {self.torch_threads}")
         if self.max_queue_delay_ms < 0:
             raise ValueError(f"max_queue_delay_ms must be >= 0, got {self.max_queue_delay_ms}")
         if self.grace_s < 0:
@@ -95,6 +98,11 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "max_queued_jobs": (int, "training jobs waiting at most (default 64)"),
     "max_training_mb": (int, "largest training data set in MiB of float64 values (default 512)"),
     "max_cached_models": (int, "loaded model versions kept in memory (default 8)"),
+    "torch_threads": (
+        int,
+        "torch intra-op threads for scoring and for each training job (default 0: torch's "
+        "choice; 1 is much faster on a CPU shared with other busy processes)",
+    ),
 }
 
 

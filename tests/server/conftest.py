@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
+import torch
 from grpc import aio
 
 from stad.core.series import make_series, series_to_proto
@@ -61,7 +62,12 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny detector trained once per session, saved as a directory."""
     directory = tmp_path_factory.mktemp("saved") / "model"
     config = DetectorConfig(**TINY, max_windows_per_epoch=256)  # type: ignore[arg-type]
-    Detector(config).fit(make_values(600, seed=0), channels=CHANNELS).save(directory)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # far faster on a busy shared CPU
+    try:
+        Detector(config).fit(make_values(600, seed=0), channels=CHANNELS).save(directory)
+    finally:
+        torch.set_num_threads(threads)
     return directory
 
 
@@ -84,7 +90,7 @@ async def make_server(model_dir: Path) -> AsyncIterator[MakeServer]:
     started: list[tuple[StadServer, aio.Channel]] = []
 
     async def start(**overrides: Any) -> tuple[StadServer, aio.Channel]:
-        settings = replace(Settings(model_dir=model_dir, device="cpu"), **overrides)
+        settings = replace(Settings(model_dir=model_dir, device="cpu", torch_threads=1), **overrides)
         server, port = await create_server("127.0.0.1:0", settings)
         limit = 256 * 1024 * 1024
         channel = aio.insecure_channel(
