@@ -70,8 +70,10 @@ def build_flux(job: Job, start_ns: int, stop_ns: int) -> str:
         lines.append(f"  |> filter(fn: (r) => {options})")
     group = ", ".join(flux_string(c) for c in ("_field", *job.output_tag_keys))
     keep = ", ".join(flux_string(c) for c in ("_time", "_value", "_field", *job.output_tag_keys))
+    lines.append(f"  |> group(columns: [{group}])")
+    if job.aggregate in ("first", "last"):
+        lines.append('  |> sort(columns: ["_time"])')  # group() interleaves series; selectors need order
     lines += [
-        f"  |> group(columns: [{group}])",
         f"  |> aggregateWindow(every: {job.interval_ns}ns, fn: {job.aggregate}, createEmpty: true)",
         f"  |> keep(columns: [{keep}])",
     ]

@@ -46,6 +46,8 @@ def test_build_flux_filters_groups_and_windows() -> None:
     assert 'r["site"] == "a" or r["site"] == "b\\"x"' in query
     assert 'group(columns: ["_field", "site"])' in query
     assert "aggregateWindow(every: 10000000000ns, fn: max, createEmpty: true)" in query
+    assert "sort(" not in query
+    assert 'sort(columns: ["_time"])' in build_flux(_job(aggregate="last"), T0, T0 + 60 * S)
     with pytest.raises(ValueError, match="empty time range"):
         build_flux(job, T0, T0)
 
