@@ -4,7 +4,7 @@
 retryable, attempts run out or the deadline passes (then the last error is
 raised). An error is retryable when `is_retryable(exc)` says so; it may carry a
 `retry_after_s` attribute (from an HTTP Retry-After header), which then sets the
-wait instead of the backoff (capped at `policy.cap_s`).
+wait instead of the backoff (bounded by `policy.retry_after_max_s` and the deadline).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class RetryPolicy:
     cap_s: float = 30.0
     max_attempts: int = 0  # 0 = unlimited, bounded by deadline_s
     deadline_s: float = 600.0
+    retry_after_max_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.base_s <= 0 or self.cap_s < self.base_s:
@@ -35,7 +36,7 @@ class RetryPolicy:
     def delay_s(self, attempt: int, rng: random.Random, retry_after_s: float | None = None) -> float:
         """Wait before retry number `attempt` (1-based)."""
         if retry_after_s is not None and retry_after_s >= 0:
-            return min(retry_after_s, self.cap_s)
+            return min(retry_after_s, self.retry_after_max_s)
         ceiling = min(self.cap_s, self.base_s * 2 ** (attempt - 1))
         return rng.uniform(0.0, ceiling)
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -14,7 +19,8 @@ from stad.influx_task.events import Episode
 from stad.influx_task.flux import FluxReader
 from stad.influx_task.influxql import InfluxQLReader, build_select
 from stad.influx_task.local_influxd import Influxd, free_port
-from stad.influx_task.transport import InfluxError, InfluxUnavailable, Transport
+from stad.influx_task.retry import RetryPolicy, retry_call
+from stad.influx_task.transport import InfluxError, InfluxUnavailable, Transport, is_retryable
 from stad.influx_task.writer import LineWriter, Point, to_line
 
 S = 10**9
@@ -140,3 +146,64 @@ def test_flux_on_influxdb_1_6_fails_clearly(influxd: Influxd, database: str) -> 
         assert not isinstance(caught.value, InfluxUnavailable)
     finally:
         reader.close()
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """Answers 429 (Retry-After: 0), then 503, then forwards to the real influxd."""
+
+    upstream = ""
+    answers: ClassVar[list[tuple[int, dict[str, str]]]] = []
+
+    def _handle(self) -> None:
+        if self.answers:
+            status, headers = self.answers.pop(0)
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        request = urllib.request.Request(self.upstream + self.path, data=body, method=self.command)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, payload = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, payload = exc.code, exc.read()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _handle
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_overloaded_influxdb_is_retried_honouring_retry_after(influxd: Influxd, database: str) -> None:
+    _Flaky.upstream = influxd.url
+    _Flaky.answers = [(429, {"Retry-After": "0"}), (503, {})]
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    thread = threading.Thread(target=proxy.serve_forever)
+    thread.start()
+    transport = Transport(Connection(url=f"http://127.0.0.1:{proxy.server_address[1]}"))
+    waits: list[tuple[int, float]] = []
+    try:
+        line = f"pump a=1.5 {T0}"
+        retry_call(lambda: LineWriter(transport).write_lines([line], database=database),
+                   RetryPolicy(base_s=0.05, cap_s=0.2, deadline_s=30), is_retryable,
+                   on_retry=lambda exc, attempt, delay: waits.append((getattr(exc, "status", 0), delay)))
+    finally:
+        transport.close()
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join()
+    assert [status for status, _ in waits] == [429, 503]
+    assert waits[0][1] == 0.0  # Retry-After: 0, not a random backoff
+    assert 0.0 <= waits[1][1] <= 0.1  # second attempt: jitter below base * 2
+    direct = Transport(Connection(url=influxd.url))
+    rows = InfluxQLReader(direct).query('SELECT "a" FROM "pump"', database=database)
+    direct.close()
+    assert rows[0]["values"] == [[T0, 1.5]]

@@ -112,7 +112,7 @@ def test_grid_fill_policies() -> None:
 
 
 def test_retry_backs_off_with_cap_and_honours_retry_after() -> None:
-    policy = RetryPolicy(base_s=1.0, cap_s=8.0, max_attempts=0, deadline_s=1000.0)
+    policy = RetryPolicy(base_s=1.0, cap_s=8.0, max_attempts=0, deadline_s=1000.0, retry_after_max_s=60.0)
     rng = random.Random(0)
     ceilings = [1, 2, 4, 8, 8, 8]
     for attempt, ceiling in enumerate(ceilings, start=1):
@@ -120,7 +120,8 @@ def test_retry_backs_off_with_cap_and_honours_retry_after() -> None:
         assert min(delays) >= 0 and max(delays) <= ceiling
         assert max(delays) > ceiling * 0.8  # jitter spans the range
     assert policy.delay_s(3, rng, retry_after_s=5.0) == 5.0
-    assert policy.delay_s(3, rng, retry_after_s=50.0) == 8.0
+    assert policy.delay_s(3, rng, retry_after_s=50.0) == 50.0  # honoured beyond the backoff cap
+    assert policy.delay_s(3, rng, retry_after_s=500.0) == 60.0
 
     waits: list[float] = []
     calls = iter([InfluxUnavailable("down", status=503, retry_after_s=2.0), InfluxUnavailable("down"), "ok"])
