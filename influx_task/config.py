@@ -83,6 +83,7 @@ class RetrySettings:
     cap_ms: int = 30_000
     max_attempts: int = 0  # 0 = retry until the deadline
     deadline_s: float = 600.0
+    retry_after_max_s: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ class Task:
         self.on_retry = on_retry
         settings = config.retry
         self.retry = RetryPolicy(base_s=settings.base_ms / 1000, cap_s=settings.cap_ms / 1000,
-                                 max_attempts=settings.max_attempts, deadline_s=settings.deadline_s)
+                                 max_attempts=settings.max_attempts, deadline_s=settings.deadline_s,
+                                 retry_after_max_s=settings.retry_after_max_s)
         self.transport = _transport.Transport(config.connection)
         self.influxql = InfluxQLReader(self.transport)
         self.writer = LineWriter(self.transport)
