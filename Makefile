@@ -29,7 +29,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 typecheck: setup
-	$(BIN)/mypy core client server influx_task bench scripts
+	MYPY=$(BIN)/mypy scripts/typecheck.sh
 
 pytest: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
