@@ -108,7 +108,9 @@ class StadServer:
             await asyncio.wait_for(self.guard.wait_idle(), max(0.0, grace - (loop.time() - began)))
         except TimeoutError:
             log.warning("%d calls still in flight after %.1f s; cancelling them", self.guard.in_flight, grace)
-        await self.grpc_server.stop(max(0.0, grace - (loop.time() - began)))
+        # Our calls are done (or out of time); what is left is health watches and
+        # reflection streams, which need not hold the shutdown for the rest of the grace.
+        await self.grpc_server.stop(min(1.0, max(0.0, grace - (loop.time() - began))))
         await self.engine.close()
         self._executor.shutdown(wait=True)
         self.metrics.close()

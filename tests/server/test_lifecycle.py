@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -156,3 +158,28 @@ def test_embedded_server_serves_a_sync_channel(model_dir: Path, detector: Detect
     np.testing.assert_array_equal(np.asarray(response.results[0].score), detector.score(values).score)
     with pytest.raises(RuntimeError, match="not running"):
         _ = server.target
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
+async def test_tls(make_server: MakeServer, tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server, _ = await make_server(tls_cert=cert, tls_key=key)
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    async with aio.secure_channel(f"127.0.0.1:{server.port}", credentials) as channel:
+        listed = await models_pb2_grpc.ModelServiceStub(channel).ListModels(models_pb2.ListModelsRequest())
+    assert [m.name for m in listed.models] == [MODEL]
+    async with aio.insecure_channel(f"127.0.0.1:{server.port}") as plain:
+        with pytest.raises(aio.AioRpcError) as caught:
+            await models_pb2_grpc.ModelServiceStub(plain).ListModels(
+                models_pb2.ListModelsRequest(), timeout=5
+            )
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
