@@ -195,3 +195,11 @@ def test_example_jobs_file_loads() -> None:
     job = config.job("pumps")
     assert job.fields == ("flow", "pressure", "current", "motor_temp")
     assert job.offset_ns == 120 * S and job.context_steps == 128
+
+
+def test_public_names_are_all() -> None:
+    import stad.influx_task as package
+
+    public = {name for name in vars(package) if not name.startswith("_")}
+    modules = {name for name in public if type(getattr(package, name)).__name__ == "module"}
+    assert public - modules == set(package.__all__)
