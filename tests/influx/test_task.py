@@ -483,3 +483,27 @@ tag_filter = {{ unit = "1" }}
     with Client(server.target) as client:
         info = client.model("pumps_cli")
     assert info.active_version == "1"
+
+
+def test_grafana_dashboard_queries_run_on_the_output(
+        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str) -> None:
+    import json
+
+    data = trained[1]
+    _write_demo(influxd.url, database, data)
+    end = int(data.timestamps_ns[-1]) + STEP
+    with Task(_config(influxd.url, server.target, (_job(database, data),)), now_ns=lambda: end) as task:
+        task.once()
+    dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/dashboards/stad.json").read_text())
+    queries = [t["query"] for panel in dashboard["panels"] for t in panel["targets"]]
+    queries += [a["query"] for a in dashboard["annotations"]["list"]]
+    queries += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    transport = Transport(Connection(url=influxd.url))
+    reader = InfluxQLReader(transport)
+    try:
+        for query in queries:
+            concrete = (query.replace("$timeFilter", "time >= 0").replace("$__interval", "1h")
+                        .replace("$unit", ".*").replace("$channel", data.channels[0]))
+            assert reader.query(concrete, database=database), concrete
+    finally:
+        transport.close()
