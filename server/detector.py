@@ -124,6 +124,7 @@ class DetectorConfig:
     min_calibration_steps: int = 500
     normalize_channel_errors: bool = True
     spatial_weight: float = 0.5  # weight of the whole-channel family's errors (0..1)
+    level_baseline: bool = False  # predict relative to each channel's visible mean in the window
     ff_mult: int = 2
 
     def __post_init__(self) -> None:
@@ -181,7 +182,7 @@ class DetectorConfig:
         return ModelConfig(
             n_channels=n_channels, window=self.window, patch=self.patch, d_model=self.d_model,
             n_heads=self.n_heads, n_layers=self.n_layers, dropout=self.dropout,
-            ff_mult=self.ff_mult,
+            ff_mult=self.ff_mult, level_baseline=self.level_baseline,
         )
 
 

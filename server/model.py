@@ -34,6 +34,10 @@ class ModelConfig:
     n_layers: int = 2
     dropout: float = 0.1
     ff_mult: int = 2
+    # Predict each channel relative to the mean of its visible points in the
+    # window (0 when none is visible), so predictions can follow a level the
+    # bounded, layer-normalised network could not reach on its own.
+    level_baseline: bool = False
 
     def __post_init__(self) -> None:
         if self.n_channels < 1:
@@ -191,6 +195,11 @@ class MaskedPredictor(nn.Module):
         features = self.ln_out(x)
         pred = self.out(features)  # (B, C, N, P)
         pred = pred.reshape(b, c, L).transpose(1, 2)  # (B, L, C)
+        if cfg.level_baseline:
+            visible = o * (~hidden).unsqueeze(-1).to(o.dtype)  # (B, C, N, P)
+            count = visible.sum(dim=(2, 3))  # (B, C)
+            level = (v * visible).sum(dim=(2, 3)) / count.clamp(min=1.0)  # (B, C)
+            pred = pred + level.unsqueeze(1)  # (B, L, C)
         return pred, features
 
 

@@ -178,3 +178,26 @@ def test_hidden_values_do_not_leak_into_their_prediction() -> None:
     torch.testing.assert_close(moved.spatial[:, 5, 1], base.spatial[:, 5, 1])
     torch.testing.assert_close(absent.temporal[:, 5, 1], base.temporal[:, 5, 1])
     assert not torch.allclose(moved.temporal[:, 9, 1], base.temporal[:, 9, 1])
+
+
+def test_level_baseline_lets_predictions_follow_an_unseen_level() -> None:
+    x = torch.full((1, 16, 3), 50.0)  # far outside anything a scaled series shows
+    obs = torch.ones_like(x, dtype=torch.bool)
+    hidden = torch.zeros(1, 3, 4, dtype=torch.bool)
+    hidden[0, 1, 2] = True
+    plain = MaskedPredictor(ModelConfig(n_channels=3, window=16, patch=4, d_model=16, n_heads=2,
+                                        n_layers=1))
+    plain.init_weights(torch.Generator().manual_seed(0))
+    based = MaskedPredictor(ModelConfig(n_channels=3, window=16, patch=4, d_model=16, n_heads=2,
+                                        n_layers=1, level_baseline=True))
+    based.load_state_dict(plain.state_dict())
+    with torch.inference_mode():
+        without, _ = plain.eval()(x, obs, hidden)
+        with_level, _ = based.eval()(x, obs, hidden)
+    assert (without[0, 8:12, 1] - 50).abs().min() > 40
+    assert (with_level[0, 8:12, 1] - 50).abs().max() < 5
+    # A wholly hidden channel has no visible level: its baseline is 0.
+    hidden[0, 1] = True
+    with torch.inference_mode():
+        alone, _ = based(x, obs, hidden)
+    assert (alone[0, :, 1] - 50).abs().min() > 40
