@@ -410,7 +410,13 @@ class Detector:
         self.scaler_ = scaler
         self.channels_ = names
         self._calibrate(data, anomalous, split if n_val >= cfg.min_calibration_steps else 0)
-        metrics["fit_s"] = time.monotonic() - started
+        metrics.update(
+            fit_s=time.monotonic() - started,
+            train_windows=len(train_set),
+            val_windows=0 if val_set is None else len(val_set),
+            device=str(device),
+            warm_start=keep_weights,
+        )
         self.metadata_ = self._metadata(t, stamps, metrics)
         return self
 
