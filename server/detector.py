@@ -33,6 +33,7 @@ The server batches windows of many requests through `plan_windows`,
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.metadata
 import json
@@ -382,8 +383,8 @@ class Detector:
         )
 
         generator = torch.Generator().manual_seed(cfg.seed)
-        if keep_weights:
-            model = self.model_
+        if keep_weights:  # train a copy: a cancelled or failed fit leaves self unchanged
+            model = copy.deepcopy(self.model_).to(device)
         else:
             model = MaskedPredictor(cfg.model_config(c))
             model.init_weights(generator)
@@ -397,7 +398,7 @@ class Detector:
             total += steps_per_epoch(head_windows, cfg) * cfg.finetune_epochs
         reporter = _Reporter(total, progress, should_stop)
         metrics: dict[str, Any] = dict(pretrain(model, train_set, val_set, cfg, generator, reporter))
-        head = self.head_ if keep_weights else None
+        head = copy.deepcopy(self.head_) if keep_weights else None
         if use_head:
             if head is None:
                 head = AnomalyHead(model.config)

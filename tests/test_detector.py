@@ -297,3 +297,15 @@ def test_warm_start_continues_from_weights() -> None:
     assert any((fresh[n] - t).abs().max() > 1e-3 for n, t in before.items())
     with pytest.raises(ValueError, match="channels"):
         det.fit(coupled_series(400)[:, :3], warm_start=True)
+    # A cancelled warm start leaves the fitted detector as it was.
+    scores = det.score(coupled_series(200)).score
+    det.config = DetectorConfig(**{**vars(cfg), "epochs": 3, "learning_rate": 1e-2})
+    calls: list[int] = []
+
+    def stop_after_two_steps() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(TrainingCancelled):
+        det.fit(coupled_series(400, seed=11), warm_start=True, should_stop=stop_after_two_steps)
+    np.testing.assert_array_equal(det.score(coupled_series(200)).score, scores)
