@@ -83,7 +83,7 @@ class StadServer:
         self.device = device
         self.port = 0
         self.metrics_port: int | None = None
-        self._executor = executor
+        self.executor = executor  # the device thread: all scoring compute runs here
         self._stopping: asyncio.Task[None] | None = None
 
     async def begin_shutdown(self) -> None:
@@ -112,7 +112,7 @@ class StadServer:
         # reflection streams, which need not hold the shutdown for the rest of the grace.
         await self.grpc_server.stop(min(1.0, max(0.0, grace - (loop.time() - began))))
         await self.engine.close()
-        self._executor.shutdown(wait=True)
+        self.executor.shutdown(wait=True)
         self.metrics.close()
 
     async def wait_for_termination(self) -> None:

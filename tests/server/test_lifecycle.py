@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -100,12 +101,20 @@ async def test_shutdown_drains_in_flight_calls_and_refuses_new_ones(
     )
     while server.engine.pending_windows == 0:  # queued, and would wait 10 minutes for company
         await asyncio.sleep(0.01)
+    # Hold the device thread, so the in-flight call is still computing while we look.
+    release = threading.Event()
+    blocker = server.executor.submit(release.wait)
     stopping = asyncio.ensure_future(server.stop(grace_s=60))
-    while not server.guard.draining:
-        await asyncio.sleep(0.001)
+    while server.engine.pending_windows:  # shutdown sent the queued batch to compute at once
+        await asyncio.sleep(0.01)
+    assert not in_flight.done()
     with pytest.raises(aio.AioRpcError) as caught:
         await stub.Score(scoring_pb2.ScoreRequest(model=MODEL, series=[series_message(values)]))
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in str(caught.value.details())
+    assert await health_status(channel, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+    release.set()
+    blocker.result()
     response = await in_flight
     np.testing.assert_array_equal(np.asarray(response.results[0].score), detector.score(values).score)
     await stopping
