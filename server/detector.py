@@ -91,6 +91,7 @@ FORMAT_VERSION = 1
 # small chunks that stay in cache measured fastest (bench/speed.py).
 SCORE_TOKEN_BUDGET = {"cpu": 1 << 12, "cuda": 1 << 18}
 MIN_ERROR_SCALE = 1e-6
+CALIBRATION_BATCH = 256  # windows per scoring call while calibrating
 
 
 @dataclass
@@ -289,6 +290,48 @@ def _check_channels(channels: Sequence[str] | None, n_channels: int) -> tuple[st
     return names
 
 
+class _StepMeans:
+    """Per-step means of window results, accumulated batch by batch in plan order."""
+
+    def __init__(self, plan: WindowPlan, window: int) -> None:
+        self.plan = plan
+        self.window = window
+        self.sums: dict[str, FloatArray] = {}
+        self.count = np.zeros(plan.n_steps)
+        self.added = 0  # windows of the plan folded in so far
+
+    def add(self, **arrays: npt.NDArray[Any] | None) -> None:
+        """Fold in the next windows' arrays, each (n, L, ...); None entries are skipped."""
+        present = [a for a in arrays.values() if a is not None]
+        n = present[0].shape[0] if present else 0
+        starts = self.plan.starts[self.added : self.added + n]
+        if starts.shape[0] != n:
+            raise ValueError(f"more window results than the plan's {self.plan.starts.shape[0]}")
+        L = self.window
+        for name, array in arrays.items():
+            if array is None:
+                continue
+            total = self.sums.setdefault(name, np.zeros((self.plan.n_steps, *array.shape[2:])))
+            for i, s in enumerate(starts):
+                total[s : s + L] += array[i]
+        for s in starts:
+            self.count[s : s + L] += 1
+        self.added += n
+
+    def mean_or_none(self, name: str) -> FloatArray | None:
+        if name not in self.sums:
+            return None
+        total = self.sums[name]
+        mean: FloatArray = total / np.maximum(self.count, 1).reshape(-1, *[1] * (total.ndim - 1))
+        return mean
+
+    def mean(self, name: str) -> FloatArray:
+        mean = self.mean_or_none(name)
+        if mean is None:
+            raise ValueError(f"no window results named {name!r}")
+        return mean
+
+
 def _torch_device(name: str) -> torch.device:
     """The torch device for `name`; on CUDA also allow TF32 matmuls."""
     try:
@@ -454,7 +497,11 @@ class Detector:
         """Set error_scale_, reference_ and threshold_ from the fitted model's scores of data."""
         cfg = self.config
         plan = self.plan_windows(data)
-        families = self._forward_windows(plan.windows)
+        means = _StepMeans(plan, cfg.window)
+        for i in range(0, plan.windows.shape[0], CALIBRATION_BATCH):
+            fam = self._forward_windows(plan.windows[i : i + CALIBRATION_BATCH])
+            means.add(temporal=fam.temporal, spatial=fam.spatial, probability=fam.probability)
+        temporal, spatial = means.mean("temporal"), means.mean("spatial")
         usable = np.zeros(data.shape[0], dtype=bool)
         usable[first_step:] = True
         if anomalous is not None:
@@ -464,14 +511,14 @@ class Detector:
         self.error_scale_ = np.ones((2, data.shape[1]))
         if cfg.normalize_channel_errors:
             observed = ~plan.missing[usable]
-            for row, errors in enumerate((families.temporal, families.spatial)):
-                per_step = self._average_windows(plan, errors)[usable]
+            for row, per_step in enumerate((temporal[usable], spatial[usable])):
                 sums = np.where(observed, per_step, 0.0).sum(axis=0)
                 mean_err = sums / np.maximum(observed.sum(axis=0), 1)
                 self.error_scale_[row] = np.maximum(mean_err, MIN_ERROR_SCALE)
-        output = WindowOutput(self._combine(families), families.expected, families.probability)
-        self.reference_ = 1.0
-        raw = self._raw_score(plan, output)
+        # Combining is linear, so combining per-step means equals scoring's order.
+        err = self._combine(temporal, spatial)
+        err[plan.missing] = 0.0
+        raw = self._smoothed_raw(plan, err, means.mean_or_none("probability"))
         self.reference_ = calibration.reference_scale(raw[usable], cfg.threshold_quantile)
         self.calibration_ = {
             "method": "quantile", "quantile": cfg.threshold_quantile,
@@ -532,7 +579,8 @@ class Detector:
         """Predict every point of each (L, C) window while hidden; batch-independent."""
         self._check_fitted()
         families = self._forward_windows(windows)
-        return WindowOutput(self._combine(families), families.expected, families.probability)
+        errors = self._combine(families.temporal, families.spatial).astype(np.float32)
+        return WindowOutput(errors, families.expected, families.probability)
 
     @torch.inference_mode()
     def _forward_windows(self, windows: npt.ArrayLike) -> _Families:
@@ -572,53 +620,18 @@ class Detector:
             probability=torch.cat(probs).numpy() if probs else None,
         )
 
-    def _combine(self, families: _Families) -> npt.NDArray[np.float32]:
+    def _combine(self, temporal: npt.NDArray[Any], spatial: npt.NDArray[Any]) -> FloatArray:
         """Weighted mean of the families' errors, each divided by its per-channel scale."""
         w = self.config.spatial_weight if len(self.channels_) > 1 else 0.0
-        scale = self.error_scale_.astype(np.float32)  # (2, C)
-        combined: npt.NDArray[np.float32] = (
-            (1 - w) * families.temporal / scale[0] + w * families.spatial / scale[1]
-        ).astype(np.float32)
-        return combined
-
-    def _average_windows(self, plan: WindowPlan, values: npt.NDArray[Any]) -> FloatArray:
-        """Mean over the windows covering each step: (N, L, ...) -> (T, ...)."""
-        L = self.config.window
-        total = np.zeros((plan.n_steps, *values.shape[2:]))
-        count = np.zeros(plan.n_steps)
-        for i, s in enumerate(plan.starts):
-            total[s : s + L] += values[i]
-            count[s : s + L] += 1
-        mean: FloatArray = total / count.reshape(-1, *([1] * (values.ndim - 2)))
-        return mean
-
-    def _per_step(
-        self, plan: WindowPlan, output: WindowOutput
-    ) -> tuple[FloatArray, FloatArray, FloatArray | None]:
-        """Window results averaged per step: errors (T, C), expected (T, C), probability (T,)."""
-        expected_shape = (plan.starts.shape[0], self.config.window, plan.missing.shape[1])
-        if output.errors.shape != expected_shape or output.expected.shape != expected_shape:
-            raise ValueError(
-                f"output errors {output.errors.shape} / expected {output.expected.shape} "
-                f"do not match the plan's windows {expected_shape}"
-            )
-        err = self._average_windows(plan, output.errors)
-        err[plan.missing] = 0.0
-        expected = self._average_windows(plan, output.expected)
-        prob = (
-            None
-            if output.probability is None
-            else self._average_windows(plan, output.probability)
+        combined: FloatArray = (1 - w) * temporal / self.error_scale_[0] + (
+            w * spatial / self.error_scale_[1]
         )
-        return err, expected, prob
-
-    def _raw_score(self, plan: WindowPlan, output: WindowOutput) -> FloatArray:
-        err, _, prob = self._per_step(plan, output)
-        return self._smoothed_raw(plan, err, prob)
+        return combined
 
     def _smoothed_raw(
         self, plan: WindowPlan, err: FloatArray, prob: FloatArray | None
     ) -> FloatArray:
+        """Per-step raw score: mean error over observed channels (or the head's probability)."""
         n_obs = (~plan.missing).sum(axis=1)
         step = (
             err.sum(axis=1) / np.maximum(n_obs, 1)
@@ -632,11 +645,25 @@ class Detector:
     ) -> ScoreOutput:
         """Turn the window results of one plan into per-step scores."""
         self._check_fitted()
+        shape = (plan.starts.shape[0], self.config.window, plan.missing.shape[1])
+        if output.errors.shape != shape or output.expected.shape != shape:
+            raise ValueError(
+                f"output errors {output.errors.shape} / expected {output.expected.shape} "
+                f"do not match the plan's windows {shape}"
+            )
+        means = _StepMeans(plan, self.config.window)
+        means.add(errors=output.errors, expected=output.expected, probability=output.probability)
+        return self._finish(plan, means, threshold)
+
+    def _finish(
+        self, plan: WindowPlan, means: _StepMeans, threshold: float | None
+    ) -> ScoreOutput:
         thr = self.threshold_ if threshold is None else float(threshold)
         if not math.isfinite(thr):
             raise ValueError(f"threshold must be finite, got {threshold}")
-        err, expected, prob = self._per_step(plan, output)
-        raw = self._smoothed_raw(plan, err, prob)
+        err = means.mean("errors")
+        err[plan.missing] = 0.0
+        raw = self._smoothed_raw(plan, err, means.mean_or_none("probability"))
         score = raw / self.reference_
         totals = err.sum(axis=1, keepdims=True)
         observed = ~plan.missing
@@ -649,22 +676,26 @@ class Detector:
             severity=calibration.severity(score),
             threshold=thr,
             contributions=contributions,
-            expected=expected,
+            expected=means.mean("expected"),
             channels=self.channels_,
         )
 
     def score(
         self, X: Any, *, threshold: float | None = None, batch_size: int = 256
     ) -> ScoreOutput:
-        """Score every step of X (T, C); see the module docstring for the scale."""
+        """Score every step of X (T, C); see the module docstring for the scale.
+
+        Window results are folded into per-step means batch by batch, so memory
+        stays at the plan's windows plus O(T * C).
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         plan = self.plan_windows(X)
-        parts = [
-            self.score_windows(plan.windows[i : i + batch_size])
-            for i in range(0, plan.windows.shape[0], batch_size)
-        ]
-        return self.assemble(plan, WindowOutput.concatenate(parts), threshold=threshold)
+        means = _StepMeans(plan, self.config.window)
+        for i in range(0, plan.windows.shape[0], batch_size):
+            out = self.score_windows(plan.windows[i : i + batch_size])
+            means.add(errors=out.errors, expected=out.expected, probability=out.probability)
+        return self._finish(plan, means, threshold)
 
     def predict(self, X: Any) -> npt.NDArray[np.bool_]:
         """Boolean (T,): score >= threshold_."""
