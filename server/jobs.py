@@ -114,6 +114,7 @@ class JobManager:
         self._requests: dict[str, TrainingRequest] = {}
         self._queue: deque[str] = deque()
         self._running: dict[str, _Running] = {}
+        self._cancels: dict[str, Any] = {}  # job id -> multiprocessing Event, once it is starting
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Condition()
         self._closed = False
@@ -171,19 +172,21 @@ class JobManager:
     async def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job; returns it once it has finished."""
         job = self.get(job_id)
-        if job.state is JobState.QUEUED:
+        if job.state.finished:
+            return job
+        if job_id in self._queue:
             self._queue.remove(job_id)
             self._requests.pop(job_id, None)
             await self._finish(job, JobState.CANCELLED, error="cancelled before it started")
-        elif job.state is JobState.RUNNING:
+            return job
+        self._cancels[job_id].set()  # the child checks it between training steps
+        try:
+            await asyncio.wait_for(self._until_finished(job), self._cancel_timeout_s)
+        except TimeoutError:
             running = self._running.get(job_id)
             if running is not None:
-                running.cancel.set()
-                try:
-                    await asyncio.wait_for(self._until_finished(job), self._cancel_timeout_s)
-                except TimeoutError:
-                    running.process.kill()  # it ignored the request: the next message is EOF
-                    await self._until_finished(job)
+                running.process.kill()  # it ignored the request: the next message is EOF
+            await self._until_finished(job)
         return job
 
     async def close(self) -> None:
@@ -191,9 +194,11 @@ class JobManager:
         self._closed = True
         for job_id in list(self._queue):
             await self.cancel(job_id)
-        for job_id, running in list(self._running.items()):
-            running.cancel.set()
-            running.process.terminate()
+        for job_id, cancel in list(self._cancels.items()):
+            cancel.set()
+            running = self._running.get(job_id)
+            if running is not None:
+                running.process.terminate()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._until_finished(self._jobs[job_id]), 10)
         for task in list(self._tasks):
@@ -203,8 +208,9 @@ class JobManager:
     # -- running ---------------------------------------------------------------------
 
     def _start_queued(self) -> None:
-        while self._queue and len(self._running) < self._max_concurrent and not self._closed:
+        while self._queue and len(self._cancels) < self._max_concurrent and not self._closed:
             job_id = self._queue.popleft()
+            self._cancels[job_id] = self._context.Event()
             task = asyncio.get_running_loop().create_task(self._run(self._jobs[job_id]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -212,10 +218,13 @@ class JobManager:
     async def _run(self, job: Job) -> None:
         request = self._requests.pop(job.job_id)
         directory = self._work_dir / job.job_id
+        cancel = self._cancels[job.job_id]
         try:
             await asyncio.to_thread(_write_job_files, directory, request)
+            if cancel.is_set():
+                await self._finish(job, JobState.CANCELLED, error="cancelled before it started")
+                return
             reader, writer = self._context.Pipe(duplex=False)
-            cancel = self._context.Event()
             process = self._context.Process(
                 target=job_worker.run,
                 args=(str(directory), writer, cancel, self._device, self._fault, self._torch_threads),
@@ -234,6 +243,7 @@ class JobManager:
                 await self._finish(job, JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
         finally:
             self._running.pop(job.job_id, None)
+            self._cancels.pop(job.job_id, None)
             shutil.rmtree(directory, ignore_errors=True)
             self._start_queued()
 
