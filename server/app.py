@@ -173,13 +173,22 @@ async def create_server(address: str, settings: Settings) -> tuple[StadServer, i
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        credentials = grpc.ssl_server_credentials(
-            [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())]
-        )
-        port = server.add_secure_port(address, credentials)
+    try:
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())]
+            )
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        port = 0
+        reason = f": {exc}"
     else:
-        port = server.add_insecure_port(address)
+        reason = ""
+    if not port:
+        executor.shutdown(wait=False)
+        raise OSError(f"cannot listen on {address!r} (in use, or not an address of this host){reason}")
     stad_server = StadServer(
         settings, server, health_servicer, guard, engine, jobs, metrics, executor, registry, device
     )

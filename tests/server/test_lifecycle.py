@@ -192,3 +192,14 @@ async def test_tls(make_server: MakeServer, tmp_path: Path) -> None:
                 models_pb2.ListModelsRequest(), timeout=5
             )
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_address_in_use_is_a_clear_error(
+    served: tuple[StadServer, aio.Channel], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, _ = served
+    code = await asyncio.to_thread(
+        main, ["--model-dir", str(tmp_path), "--address", f"127.0.0.1:{server.port}", "--device", "cpu"]
+    )
+    assert code == 1
+    assert f"cannot listen on '127.0.0.1:{server.port}'" in capsys.readouterr().err
