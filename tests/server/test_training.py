@@ -96,6 +96,7 @@ async def test_train_watch_and_the_new_version_serves(make_server: MakeServer) -
         training_pb2.ListTrainingsRequest(model="fresh")
     )
     assert [j.job_id for j in listed.jobs] == [job.job_id]
+    assert server.metrics.training_jobs.labels(state="succeeded")._value.get() == 1
 
 
 async def test_cancel_queued_and_running_jobs(make_server: MakeServer) -> None:
@@ -109,6 +110,9 @@ async def test_cancel_queued_and_running_jobs(make_server: MakeServer) -> None:
 
     events = await watch_until(channel, long_job.job_id, {State.JOB_STATE_RUNNING})
     assert events[-1].state == State.JOB_STATE_RUNNING
+    # the watch above hung up; a new one picks the job up again by its id
+    events = await watch_until(channel, long_job.job_id, {State.JOB_STATE_RUNNING})
+    assert events[0].job_id == long_job.job_id and events[0].state == State.JOB_STATE_RUNNING
     cancelled = await stub.CancelTraining(training_pb2.CancelTrainingRequest(job_id=long_job.job_id))
     assert cancelled.state == State.JOB_STATE_CANCELLED
     assert cancelled.version == ""
@@ -116,6 +120,12 @@ async def test_cancel_queued_and_running_jobs(make_server: MakeServer) -> None:
     assert again.state == State.JOB_STATE_CANCELLED  # a no-op on a finished job
     listed = await stub.ListTrainings(training_pb2.ListTrainingsRequest())
     assert [j.job_id for j in listed.jobs] == [queued.job_id, long_job.job_id]  # newest first
+    page = await stub.ListTrainings(training_pb2.ListTrainingsRequest(page_size=1))
+    assert [j.job_id for j in page.jobs] == [queued.job_id]
+    page = await stub.ListTrainings(
+        training_pb2.ListTrainingsRequest(page_size=1, page_token=page.next_page_token)
+    )
+    assert [j.job_id for j in page.jobs] == [long_job.job_id] and page.next_page_token == ""
 
 
 @pytest.mark.parametrize(
