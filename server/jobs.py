@@ -81,7 +81,6 @@ class Job:
 @dataclass
 class _Running:
     process: multiprocessing.process.BaseProcess
-    cancel: Any  # multiprocessing Event
     reader: Connection
 
 
@@ -233,7 +232,7 @@ class JobManager:
             )
             await asyncio.to_thread(process.start)
             writer.close()  # the child holds the only write end: EOF when it exits
-            self._running[job.job_id] = _Running(process, cancel, reader)
+            self._running[job.job_id] = _Running(process, reader)
             job.state = JobState.RUNNING
             job.started_at_ns = time.time_ns()
             await self._changed_job(job)
