@@ -118,7 +118,7 @@ class DetectorConfig:
     finetune_epochs: int = 10
     smoothing: int = 1  # trailing window (steps) for the per-step score
     threshold_quantile: float = 0.999
-    mask_groups: int = 4  # K complementary scoring masks
+    mask_groups: int = 4  # K complementary scoring masks (at most window / patch used)
     score_stride: int = 0  # steps between scoring windows; 0 = window // 2
     train_stride: int = 1  # steps between training windows
     max_windows_per_epoch: int = 4096  # random subset per epoch; 0 = all
@@ -140,7 +140,7 @@ class DetectorConfig:
 
         for name in (
             "window", "patch", "d_model", "n_heads", "n_layers", "epochs", "batch_size",
-            "patience", "smoothing", "train_stride", "ff_mult",
+            "patience", "smoothing", "train_stride", "ff_mult", "mask_groups",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -154,8 +154,10 @@ class DetectorConfig:
             raise bad("window", f"must be a multiple of patch={self.patch}")
         if self.d_model % self.n_heads:
             raise bad("d_model", f"must be a multiple of n_heads={self.n_heads}")
-        if not 2 <= self.mask_groups <= self.window // self.patch:
-            raise bad("mask_groups", f"must be in [2, window/patch={self.window // self.patch}]")
+        if self.window // self.patch < 2:
+            raise bad("window", f"must hold at least 2 patches of patch={self.patch}")
+        if self.mask_groups < 2:
+            raise bad("mask_groups", "must be an integer >= 2")
         if self.score_stride > self.window:
             raise bad("score_stride", f"must be <= window={self.window}")
         for name, lo, hi in (
@@ -175,6 +177,11 @@ class DetectorConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 < value < math.inf:
                 raise bad(name, "must be a finite number > 0")
+
+    @property
+    def groups(self) -> int:
+        """Scoring mask groups actually used: mask_groups, at most the patches per window."""
+        return min(self.mask_groups, self.window // self.patch)
 
     @property
     def stride(self) -> int:
@@ -594,7 +601,7 @@ class Detector:
             raise ValueError("windows contain inf; use NaN for missing values")
         device = _torch_device(self.device)
         model = self.model_.eval()
-        passes = 2 * cfg.mask_groups  # temporal + whole-channel families, at most
+        passes = 2 * cfg.groups  # temporal + whole-channel families, at most
         budget = SCORE_TOKEN_BUDGET.get(device.type, SCORE_TOKEN_BUDGET["cpu"])
         chunk = max(1, budget // (passes * c * (cfg.window // cfg.patch)))
         temporal, spatial, preds, probs = [], [], [], []
@@ -602,7 +609,7 @@ class Detector:
             part = torch.from_numpy(arr[start : start + chunk]).to(device)
             observed = ~torch.isnan(part)
             values = torch.nan_to_num(part, nan=0.0)
-            prediction = predict_masked(model, values, observed, cfg.mask_groups)
+            prediction = predict_masked(model, values, observed, cfg.groups)
             if self.head_ is not None:
                 logits = self.head_.eval()(prediction.pooled, prediction.errors(values, observed))
                 probs.append(torch.sigmoid(logits.float()).cpu())

@@ -305,7 +305,7 @@ def pretrain(
         epochs_run = epoch + 1
         train_loss = running / max(seen, 1)
         monitored = (
-            masked_loss(model, val, config.mask_groups, config.batch_size)
+            masked_loss(model, val, config.groups, config.batch_size)
             if val is not None
             else train_loss
         )
@@ -367,13 +367,13 @@ def finetune(
     reporter: _Reporter,
 ) -> dict[str, float | int | bool]:
     """Train the head (encoder frozen) with class-weighted BCE on per-step labels."""
-    pooled, errors, labels = head_inputs(model, train, config.mask_groups, config.batch_size)
+    pooled, errors, labels = head_inputs(model, train, config.groups, config.batch_size)
     positives = float(labels.sum())
     negatives = float(labels.numel()) - positives
     pos_weight = torch.tensor(negatives / max(positives, 1.0), device=labels.device)
     val_inputs = None
     if val is not None and val.labels is not None:
-        val_inputs = head_inputs(model, val, config.mask_groups, config.batch_size)
+        val_inputs = head_inputs(model, val, config.groups, config.batch_size)
     optimizer = _optimizer(list(head.parameters()), config)
     per_epoch = steps_per_epoch(labels.shape[0], config)
     best_loss = math.inf

@@ -185,7 +185,8 @@ def test_bad_input_raises_value_error(fitted: Detector) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("window", 30), ("patch", 0), ("d_model", 30), ("epochs", 0), ("learning_rate", -1.0),
-     ("mask_ratio_end", 1.5), ("threshold_quantile", 2.0), ("mask_groups", 1)],
+     ("mask_ratio_end", 1.5), ("threshold_quantile", 2.0), ("mask_groups", 1),
+     ("window", 8)],
 )
 def test_bad_config_raises_value_error(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"{field}="):
