@@ -8,14 +8,14 @@ Scoring. Windows of `window` steps every `score_stride` steps (plus one ending
 at the last step) each go through two families of complementary masks in
 batched forwards: K = `mask_groups` (at most window / patch) diagonal token
 masks (a hidden patch sees its own channel's neighbouring patches and its
-peers) and min(K, C) whole-channel masks (a hidden channel is predicted from its peers alone, which
-exposes a sensor decoupling from the others). So every point is predicted
-while hidden, once per family. A point's error is its squared prediction
-error in scaled units, divided per family by that channel's mean error on the
-calibration data (so a noisy channel does not drown the others), mixed as
-(1 - spatial_weight) * temporal + spatial_weight * whole-channel, and
-averaged over the windows covering it. Expected values are
-the temporal family's predictions. The raw per-step score is the mean of
+peers) and min(K, C) whole-channel masks (a hidden channel is predicted from
+its peers alone, which exposes a sensor decoupling from the others). So every
+point is predicted while hidden, once per family. A point's error is its
+squared prediction error in scaled units, divided per family by that
+channel's mean error on the calibration data (so a noisy channel does not
+drown the others), mixed as (1 - spatial_weight) * temporal + spatial_weight
+* whole-channel, and averaged over the windows covering it. Expected values
+are the temporal family's predictions. The raw per-step score is the mean of
 these errors over the observed channels (0 if none is observed), smoothed
 over a trailing window of `smoothing` steps. With a supervised head (fit with
 labels), the raw score is instead the head's anomaly probability.
