@@ -126,7 +126,7 @@ class DetectorConfig:
     threshold_factor: float = 1.0  # unlabelled threshold on the calibrated scale
     min_calibration_steps: int = 500
     normalize_channel_errors: bool = True
-    spatial_weight: float = 0.5  # weight of the whole-channel family's errors (0..1)
+    spatial_weight: float = 0.5  # weight of the whole-channel family's errors; 0 skips it
     level_baseline: bool = False  # predict relative to each channel's visible mean in the window
     ff_mult: int = 2
 
@@ -602,7 +602,8 @@ class Detector:
             raise ValueError("windows contain inf; use NaN for missing values")
         device = _torch_device(self.device)
         model = self.model_.eval()
-        passes = 2 * cfg.groups  # temporal + whole-channel families, at most
+        use_spatial = cfg.spatial_weight > 0  # else skip the whole-channel passes
+        passes = cfg.groups * (2 if use_spatial else 1)
         budget = SCORE_TOKEN_BUDGET.get(device.type, SCORE_TOKEN_BUDGET["cpu"])
         chunk = max(1, budget // (passes * c * (cfg.window // cfg.patch)))
         temporal, spatial, preds, probs = [], [], [], []
@@ -610,7 +611,7 @@ class Detector:
             part = torch.from_numpy(arr[start : start + chunk]).to(device)
             observed = ~torch.isnan(part)
             values = torch.nan_to_num(part, nan=0.0)
-            prediction = predict_masked(model, values, observed, cfg.groups)
+            prediction = predict_masked(model, values, observed, cfg.groups, use_spatial)
             if self.head_ is not None:
                 logits = self.head_.eval()(prediction.pooled, prediction.errors(values, observed))
                 probs.append(torch.sigmoid(logits.float()).cpu())

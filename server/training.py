@@ -121,18 +121,20 @@ class MaskedPrediction:
 
 
 def predict_masked(
-    model: MaskedPredictor, values: Tensor, observed: Tensor, groups: int
+    model: MaskedPredictor, values: Tensor, observed: Tensor, groups: int, spatial: bool = True
 ) -> MaskedPrediction:
     """All K + K_s complementary masked passes over (B, L, C) windows in one batched forward.
 
-    Each window's result depends only on that window.
+    spatial=False skips the whole-channel family (K_s = 0). Each window's
+    result depends only on that window.
     """
     cfg = model.config
     b = values.shape[0]
     temporal = group_masks(cfg.n_channels, cfg.n_patches, groups)  # (K, C, N)
-    spatial = channel_masks(cfg.n_channels, cfg.n_patches, groups)  # (K_s, C, N)
-    k, ks = temporal.shape[0], spatial.shape[0]
-    masks = torch.cat((temporal, spatial)).to(values.device)  # (K+K_s, C, N)
+    spatial_groups = groups if spatial else 0
+    spatial_masks = channel_masks(cfg.n_channels, cfg.n_patches, spatial_groups)  # (K_s, C, N)
+    k, ks = temporal.shape[0], spatial_masks.shape[0]
+    masks = torch.cat((temporal, spatial_masks)).to(values.device)  # (K+K_s, C, N)
     hidden = masks.repeat_interleave(b, dim=0)  # ((K+K_s)*B, C, N), row g*B + i
     with autocast(values.device):
         pred, feats = model(values.repeat(k + ks, 1, 1), observed.repeat(k + ks, 1, 1), hidden)
@@ -223,13 +225,15 @@ def learning_rate(step: int, total: int, config: DetectorConfig) -> float:
 
 
 @torch.inference_mode()
-def masked_loss(model: MaskedPredictor, data: WindowSet, groups: int, batch_size: int) -> float:
+def masked_loss(
+    model: MaskedPredictor, data: WindowSet, groups: int, batch_size: int, spatial: bool = True
+) -> float:
     """Mean squared error of the complementary-mask predictions over target points."""
     model.eval()
     total, count = 0.0, 0
     for sl in _batches(len(data), batch_size):
         batch = data.batch(sl)
-        prediction = predict_masked(model, batch.values, batch.observed, groups)
+        prediction = predict_masked(model, batch.values, batch.observed, groups, spatial)
         err = prediction.errors(batch.values, batch.target)
         total += float(err.sum())
         count += int(batch.target.sum())
@@ -305,7 +309,7 @@ def pretrain(
         epochs_run = epoch + 1
         train_loss = running / max(seen, 1)
         monitored = (
-            masked_loss(model, val, config.groups, config.batch_size)
+            masked_loss(model, val, config.groups, config.batch_size, config.spatial_weight > 0)
             if val is not None
             else train_loss
         )
@@ -336,7 +340,7 @@ def pretrain(
 
 @torch.inference_mode()
 def head_inputs(
-    model: MaskedPredictor, data: WindowSet, groups: int, batch_size: int
+    model: MaskedPredictor, data: WindowSet, groups: int, batch_size: int, spatial: bool = True
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Frozen-encoder head inputs of up to HEAD_MAX_WINDOWS evenly spread windows.
 
@@ -350,7 +354,7 @@ def head_inputs(
         batch = data.batch(chosen[sl])
         if batch.labels is None:
             raise ValueError("fine-tuning needs labels")
-        prediction = predict_masked(model, batch.values, batch.observed, groups)
+        prediction = predict_masked(model, batch.values, batch.observed, groups, spatial)
         pooled.append(prediction.pooled)
         errors.append(prediction.errors(batch.values, batch.observed))
         labels.append(batch.labels)
@@ -367,13 +371,14 @@ def finetune(
     reporter: _Reporter,
 ) -> dict[str, float | int | bool]:
     """Train the head (encoder frozen) with class-weighted BCE on per-step labels."""
-    pooled, errors, labels = head_inputs(model, train, config.groups, config.batch_size)
+    spatial = config.spatial_weight > 0
+    pooled, errors, labels = head_inputs(model, train, config.groups, config.batch_size, spatial)
     positives = float(labels.sum())
     negatives = float(labels.numel()) - positives
     pos_weight = torch.tensor(negatives / max(positives, 1.0), device=labels.device)
     val_inputs = None
     if val is not None and val.labels is not None:
-        val_inputs = head_inputs(model, val, config.groups, config.batch_size)
+        val_inputs = head_inputs(model, val, config.groups, config.batch_size, spatial)
     optimizer = _optimizer(list(head.parameters()), config)
     per_epoch = steps_per_epoch(labels.shape[0], config)
     best_loss = math.inf

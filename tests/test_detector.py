@@ -310,3 +310,15 @@ def test_warm_start_continues_from_weights() -> None:
     with pytest.raises(TrainingCancelled):
         det.fit(coupled_series(400, seed=11), warm_start=True, should_stop=stop_after_two_steps)
     np.testing.assert_array_equal(det.score(coupled_series(200)).score, scores)
+
+
+def test_spatial_weight_zero_skips_whole_channel_family() -> None:
+    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=1,
+                         spatial_weight=0.0)
+    det = Detector(cfg).fit(coupled_series(300))
+    windows = det.plan_windows(coupled_series(200, seed=1)).windows
+    families = det._forward_windows(windows)
+    np.testing.assert_array_equal(families.spatial, families.temporal)  # no second family
+    out = det.score_windows(windows)
+    np.testing.assert_allclose(out.errors, families.temporal / det.error_scale_[0], rtol=1e-5)
+    assert np.isfinite(det.score(coupled_series(200, seed=1)).score).all()
