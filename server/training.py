@@ -12,6 +12,7 @@ loss (the best weights are kept). All randomness comes from one
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,8 @@ from stad.server.preprocessing import channel_masks, group_masks, random_masks
 if TYPE_CHECKING:
     from stad.server.detector import DetectorConfig
 
+# Early stopping without a validation split watches this many training windows.
+MONITOR_WINDOWS = 512
 # Fine-tuning precomputes head inputs for at most this many training windows.
 HEAD_MAX_WINDOWS = 8192
 # How often (seconds) progress is reported within an epoch; always at epoch end.
@@ -78,6 +81,11 @@ class WindowSet:
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])
+
+    def evenly(self, count: int) -> WindowSet:
+        """At most `count` windows spread evenly over this set."""
+        chosen = torch.linspace(0, len(self) - 1, min(len(self), count)).round().long()
+        return dataclasses.replace(self, starts=self.starts[chosen.to(self.starts.device)])
 
     def batch(self, index: Tensor | slice) -> Batch:
         steps = self.starts[index][:, None] + torch.arange(self.window, device=self.starts.device)
@@ -275,6 +283,7 @@ def pretrain(
     if device.type != "cpu":
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         dropout_rng = torch.Generator(device=device).manual_seed(seed)
+    monitor = val if val is not None else train.evenly(MONITOR_WINDOWS)
     for epoch in range(config.epochs):
         model.train()
         order = torch.randperm(len(train), generator=generator)[: per_epoch * config.batch_size]
@@ -308,10 +317,10 @@ def pretrain(
             )
         epochs_run = epoch + 1
         train_loss = running / max(seen, 1)
-        monitored = (
-            masked_loss(model, val, config.groups, config.batch_size, config.spatial_weight > 0)
-            if val is not None
-            else train_loss
+        # The training loss rises with the mask ratio, so early stopping watches
+        # the fixed scoring masks: on validation, else on a fixed training sample.
+        monitored = masked_loss(
+            model, monitor, config.groups, config.batch_size, config.spatial_weight > 0
         )
         val_loss = monitored if val is not None else math.nan
         reporter.report(
@@ -333,7 +342,7 @@ def pretrain(
         "steps": step,
         "stopped_early": epochs_run < config.epochs,
         "final_train_loss": train_loss,
-        "best_val_loss" if val is not None else "best_train_loss": best_loss,
+        "best_val_loss" if val is not None else "best_monitor_loss": best_loss,
         "final_mask_ratio": ratio,
     }
 
@@ -347,11 +356,10 @@ def head_inputs(
     Returns pooled features (N, N_p, D), errors (N, L, C) and labels (N, L).
     """
     model.eval()
-    chosen = torch.linspace(0, len(data) - 1, min(len(data), HEAD_MAX_WINDOWS))
-    chosen = chosen.round().long().to(data.starts.device)  # distinct: spacing >= 1
+    data = data.evenly(HEAD_MAX_WINDOWS)
     pooled, errors, labels = [], [], []
-    for sl in _batches(chosen.shape[0], batch_size):
-        batch = data.batch(chosen[sl])
+    for sl in _batches(len(data), batch_size):
+        batch = data.batch(sl)
         if batch.labels is None:
             raise ValueError("fine-tuning needs labels")
         prediction = predict_masked(model, batch.values, batch.observed, groups, spatial)

@@ -322,3 +322,15 @@ def test_spatial_weight_zero_skips_whole_channel_family() -> None:
     out = det.score_windows(windows)
     np.testing.assert_allclose(out.errors, families.temporal / det.error_scale_[0], rtol=1e-5)
     assert np.isfinite(det.score(coupled_series(200, seed=1)).score).all()
+
+
+def test_without_validation_early_stopping_watches_fixed_masks() -> None:
+    # The training loss rises with the mask-ratio curriculum; stopping on it would end
+    # training after `patience` epochs. The fixed-mask monitor keeps improving instead.
+    reports: list[TrainingProgress] = []
+    cfg = DetectorConfig(**{**vars(TINY), "val_fraction": 0.0, "patience": 2, "epochs": 6})
+    det = Detector(cfg).fit(coupled_series(600), progress=reports.append)
+    metrics = det.metadata_["training_metrics"]
+    assert metrics["epochs_run"] == 6 and metrics["val_windows"] == 0
+    assert np.isfinite(metrics["best_monitor_loss"])
+    assert all(np.isnan(r.val_loss) for r in reports)
