@@ -99,9 +99,7 @@ class _StadScorer:
         return result
 
 
-def stad_fitter(
-    settings: dict[str, Any], *, pretrained: Path | None = None, device: str = "cpu"
-) -> Fitter:
+def stad_fitter(settings: dict[str, Any], *, pretrained: Path | None = None, device: str = "cpu") -> Fitter:
     """Fit a fresh Detector, or warm-start one from the weights saved at `pretrained`."""
     from stad.server.detector import Detector, DetectorConfig
 
@@ -217,9 +215,7 @@ def _print_skab(results: dict[str, Any]) -> None:
 
 def _print_genesis(results: dict[str, Any], published: dict[str, float], window: int) -> None:
     print(f"\nTSB-AD-M 001 Genesis (fit on first 4,055 rows; sliding window {window})")
-    print(
-        f"{'method':<32}{'VUS-PR':>8}{'AUC-PR':>8}{'AUC-ROC':>9}{'Std-F1':>8}{'fit s':>8}{'score s':>9}"
-    )
+    print(f"{'method':<32}{'VUS-PR':>8}{'AUC-PR':>8}{'AUC-ROC':>9}{'Std-F1':>8}{'fit s':>8}{'score s':>9}")
     for name, row in results.items():
         print(
             f"{name:<32}{row['vus_pr']:>8.3f}{row['auc_pr']:>8.3f}{row['auc_roc']:>9.3f}"
@@ -236,16 +232,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__)
     parser.add_argument("--datasets", default="skab,genesis")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--stad", action="append", default=[], metavar="KEY=VALUE",
-                        help="DetectorConfig override for both benchmarks (JSON values)")
+    parser.add_argument(
+        "--stad",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="DetectorConfig override for both benchmarks (JSON values)",
+    )
     parser.add_argument("--stad-skab", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--stad-genesis", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--stad-pretrain", action="append", default=[], metavar="KEY=VALUE",
-                        help="overrides for the SKAB pretraining run on anomaly-free.csv")
-    parser.add_argument("--no-pretrain", action="store_true",
-                        help="fit stad from scratch on each SKAB file")
-    parser.add_argument("--skab-files", type=int, default=0,
-                        help="only the first N SKAB files (tuning; 0 = all 34)")
+    parser.add_argument(
+        "--stad-pretrain",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides for the SKAB pretraining run on anomaly-free.csv",
+    )
+    parser.add_argument("--no-pretrain", action="store_true", help="fit stad from scratch on each SKAB file")
+    parser.add_argument(
+        "--skab-files", type=int, default=0, help="only the first N SKAB files (tuning; 0 = all 34)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

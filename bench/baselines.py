@@ -55,9 +55,7 @@ class _Thresholded:
 
     def _set_threshold(self, train_values: FloatArray) -> None:
         train_scores = self.score(train_values)
-        self.threshold_ = self.threshold_factor * float(
-            np.quantile(train_scores, self.threshold_quantile)
-        )
+        self.threshold_ = self.threshold_factor * float(np.quantile(train_scores, self.threshold_quantile))
 
     def predict(self, values: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         return self.score(values) >= self.threshold_

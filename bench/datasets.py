@@ -66,9 +66,7 @@ def _read_skab(path: Path) -> tuple[list[str], IntArray, FloatArray, FloatArray]
     stamps = np.array([row[0] for row in body], dtype="datetime64[ns]").astype(np.int64)
     numbers = np.array([[float(cell) for cell in row[1:]] for row in body])  # (T, columns - 1)
     values = numbers[:, : len(sensors)]
-    anomaly = (
-        numbers[:, header.index("anomaly") - 1] if "anomaly" in header else np.zeros(len(body))
-    )
+    anomaly = numbers[:, header.index("anomaly") - 1] if "anomaly" in header else np.zeros(len(body))
     return sensors, stamps, values, anomaly
 
 

@@ -98,9 +98,7 @@ def _sensors(count: int, rng: np.random.Generator) -> list[_Sensor]:
     for index in range(len(sensors), count):
         gain = float(rng.uniform(5.0, 50.0))
         sensors.append(
-            _Sensor(
-                f"sensor_{index}", 10.0 * index, gain, int(rng.integers(0, 16)), 0.03 * gain, "load"
-            )
+            _Sensor(f"sensor_{index}", 10.0 * index, gain, int(rng.integers(0, 16)), 0.03 * gain, "load")
         )
     return sensors
 
@@ -290,9 +288,7 @@ def generate(
     coupled = [i for i, sensor in enumerate(sensors) if sensor.driver in _COUPLED]
     labels = np.zeros(steps, dtype=np.bool_)
     injected = []
-    for kind, first, stop in _schedule(
-        steps, quiet_steps, float(freq_s), anomaly_rng, anomalies_per_kind
-    ):
+    for kind, first, stop in _schedule(steps, quiet_steps, float(freq_s), anomaly_rng, anomalies_per_kind):
         pool = coupled if kind == "correlation_break" else list(range(channels))
         count = 2 if kind == "level_shift" and anomaly_rng.random() < 0.5 else 1
         chosen = sorted(int(c) for c in anomaly_rng.choice(pool, size=count, replace=False))
@@ -316,9 +312,7 @@ def _iso(stamps_ns: IntArray) -> list[str]:
     return [f"{text}Z" for text in np.datetime_as_string(stamps_ns.astype("datetime64[ns]"), unit="s")]
 
 
-def write_csv(
-    path: Path, data: DemoData, rows: slice, *, with_labels: bool
-) -> None:
+def write_csv(path: Path, data: DemoData, rows: slice, *, with_labels: bool) -> None:
     """Write the rows of `data` as CSV: time (ISO-8601 UTC), the channels, optionally label."""
     stamps = data.timestamps_ns[rows]
     values = data.values[rows]
@@ -349,12 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_csv(args.out / "train.csv", data, slice(0, data.quiet_steps), with_labels=False)
     write_csv(args.out / "test.csv", data, slice(data.quiet_steps, None), with_labels=True)
     offset = data.quiet_steps
-    listing = [
-        {**asdict(a), "start": a.start - offset, "end": a.end - offset} for a in data.anomalies
-    ]
+    listing = [{**asdict(a), "start": a.start - offset, "end": a.end - offset} for a in data.anomalies]
     (args.out / "anomalies.json").write_text(
-        json.dumps({"test_rows": "start/end are 0-based test.csv rows, end exclusive",
-                    "anomalies": listing}, indent=2) + "\n"
+        json.dumps(
+            {"test_rows": "start/end are 0-based test.csv rows, end exclusive", "anomalies": listing},
+            indent=2,
+        )
+        + "\n"
     )
     print(
         f"wrote {args.out}/train.csv ({data.quiet_steps} rows), test.csv "

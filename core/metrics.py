@@ -91,9 +91,7 @@ class Confusion:
         return self.fn / positives if positives else 0.0
 
     def __add__(self, other: Confusion) -> Confusion:
-        return Confusion(
-            self.tp + other.tp, self.fp + other.fp, self.tn + other.tn, self.fn + other.fn
-        )
+        return Confusion(self.tp + other.tp, self.fp + other.fp, self.tn + other.tn, self.fn + other.fn)
 
 
 @dataclass(frozen=True)
@@ -221,9 +219,7 @@ def _segments(truth: BoolArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.in
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
 
 
-def _segment_max(
-    values: FloatArray, starts: npt.NDArray[np.intp], ends: npt.NDArray[np.intp]
-) -> FloatArray:
+def _segment_max(values: FloatArray, starts: npt.NDArray[np.intp], ends: npt.NDArray[np.intp]) -> FloatArray:
     """Maximum of `values` over each inclusive [start, end] (disjoint, sorted segments)."""
     padded = np.append(values, -np.inf)  # so that end + 1 is always a valid index
     bounds = np.stack([starts, ends + 1], axis=1).ravel()  # (2S,)

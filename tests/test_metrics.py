@@ -30,9 +30,7 @@ def reference(scores: npt.NDArray[Any], labels: npt.NDArray[Any], window: int) -
     return result
 
 
-def segments_labels(
-    length: int, spans: list[tuple[int, int]]
-) -> npt.NDArray[np.int64]:
+def segments_labels(length: int, spans: list[tuple[int, int]]) -> npt.NDArray[np.int64]:
     labels = np.zeros(length, dtype=np.int64)
     for start, stop in spans:
         labels[start:stop] = 1
