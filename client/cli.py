@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import sys
@@ -36,8 +37,8 @@ class UsageError(StadError):
     """Bad command-line usage that argparse cannot see (exit code 2)."""
 
 
-class ServerExtraMissing(StadError):
-    """The embedded server was needed but the server extra (torch) is not installed."""
+class ExtraMissing(StadError):
+    """A command needs an optional extra (server: torch; influx: influxdb-client) that is not installed."""
 
 
 # -- output --------------------------------------------------------------------
@@ -170,7 +171,7 @@ def connect(args: argparse.Namespace, *, long_running: bool = False) -> Iterator
     try:
         from stad.server.embedded import EmbeddedServer  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
-        raise ServerExtraMissing(
+        raise ExtraMissing(
             "no --server or STAD_SERVER given, and the embedded server needs the server extra "
             f"(missing {exc.name or exc}): pip install 'stad[server]'"
         ) from exc
@@ -612,15 +613,19 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK if health.serving else EXIT_FAILURE
 
 
-def cmd_serve(server_args: Sequence[str]) -> int:
-    """Run the server with its own flags (`stad serve --help` lists them)."""
+def cmd_passthrough(command: str, rest: Sequence[str]) -> int:
+    """Hand `stad serve ...` and `stad influx ...` to their own parsers, imported only when used."""
+    module_name, extra = _PASSTHROUGH[command]
     try:
-        from stad.server.app import main as serve_main  # type: ignore[import-not-found,unused-ignore]
+        module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ServerExtraMissing(
-            f"stad serve needs the server extra (missing {exc.name or exc}): pip install 'stad[server]'"
+        raise ExtraMissing(
+            f"stad {command} needs the {extra} extra (missing {exc.name or exc}): pip install 'stad[{extra}]'"
         ) from exc
-    return int(serve_main(list(server_args)))
+    return int(module.main(list(rest)))
+
+
+_PASSTHROUGH = {"serve": ("stad.server.app", "server"), "influx": ("stad.influx_task.cli", "influx")}
 
 
 # -- parser --------------------------------------------------------------------------
@@ -762,8 +767,9 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("job_id")
 
     command("health", cmd_health, "check that the server is serving")
-    # listed for --help only: main() hands `stad serve ...` to the server's own parser
+    # listed for --help only: main() hands `stad serve|influx ...` to their own parsers
     commands.add_parser("serve", help="run the gRPC server (stad serve --help)", add_help=False)
+    commands.add_parser("influx", help="score series in InfluxDB (stad influx --help)", add_help=False)
     return parser
 
 
@@ -777,10 +783,10 @@ def _missing_subcommand(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["serve"]:
+    if argv[:1] and argv[0] in _PASSTHROUGH:
         try:
-            return cmd_serve(argv[1:])
-        except SystemExit as exc:  # the server's parser: --help (0) or bad usage (2)
+            return cmd_passthrough(argv[0], argv[1:])
+        except SystemExit as exc:  # their parser: --help (0) or bad usage (2)
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
         except StadError as exc:
             _error(exc, debug=False)

@@ -129,11 +129,20 @@ def evaluate(ctx: DemoContext) -> None:
     )
 
 
+def influx_round_trip(ctx: DemoContext) -> None:
+    """Load the demo series into InfluxDB, train and score through the task, read the scores back."""
+    from stad.influx_task.demo import round_trip
+
+    if round_trip(ctx.out / "influx", epochs=ctx.epochs, seed=ctx.seed) != 0:
+        raise DemoFailed("the InfluxDB round trip failed")
+
+
 STEPS: list[tuple[str, Step]] = [
     ("generate the demo data", generate_data),
     ("train", train),
     ("score", score),
     ("evaluate", evaluate),
+    ("InfluxDB round trip", influx_round_trip),
 ]
 
 

@@ -31,14 +31,14 @@ if TYPE_CHECKING:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="jobs TOML file (see jobs.example.toml)")
+    common.add_argument("--config", required=True, help="jobs TOML file (see jobs.example.toml)")
     common.add_argument("--url", help="InfluxDB URL (else INFLUX_URL / INFLUXDB_V2_URL)")
     common.add_argument("--token", help="InfluxDB token (else INFLUX_TOKEN / INFLUXDB_V2_TOKEN)")
     common.add_argument("--org", help="InfluxDB 2.x organisation (else INFLUX_ORG / INFLUXDB_V2_ORG)")
     common.add_argument("--username", help="InfluxDB 1.x user (else INFLUX_USERNAME)")
     common.add_argument("--password", help="InfluxDB 1.x password (else INFLUX_PASSWORD)")
     common.add_argument("--write-api", choices=["auto", "v1", "v2"], help="write endpoint")
-    common.add_argument("--server", help="stad server target host:port (else STAD_TARGET)")
+    common.add_argument("--server", help="stad server target host:port (else STAD_SERVER)")
     common.add_argument("--shard", default="0/1", help="i/n: handle the series whose key hashes to i")
     common.add_argument("-v", "--verbose", action="store_true")
 

@@ -280,7 +280,7 @@ def load_config(
         raise ValueError(f"unknown tables in {path}: {sorted(unknown)}")
     env = os.environ if environ is None else environ
     server_table = dict(data.get("server", {}))
-    target = server_target or server_table.get("target") or env.get("STAD_TARGET") or "localhost:50051"
+    target = server_target or server_table.get("target") or env.get("STAD_SERVER") or "localhost:50051"
     server = ServerSettings(target=str(target), token=server_table.get("token") or env.get("STAD_TOKEN"),
                             timeout_s=float(server_table.get("timeout_s", 60.0)))
     retry = RetrySettings(**dict(data.get("retry", {})))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stad.client import TrainingSettings
 from stad.core.demo_data import DemoData, generate
 from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettings, TaskConfig
 from stad.influx_task.influxql import InfluxQLReader
@@ -108,9 +109,18 @@ def _plot(path: Path, data: DemoData, scores: dict[str, np.ndarray], first: int)
     figure.savefig(path, dpi=110)
 
 
-def round_trip(out: Path, *, epochs: int = 3, seed: int = 0) -> int:
-    """Run the InfluxDB round trip; returns an exit status (0 also when no InfluxDB is found)."""
-    from stad.client import TrainingSettings
+def round_trip(
+    out: Path,
+    *,
+    epochs: int = 3,
+    seed: int = 0,
+    steps: int | None = None,
+    settings: TrainingSettings | None = None,
+) -> int:
+    """Run the InfluxDB round trip; returns an exit status (0 also when no InfluxDB is found).
+
+    `steps` shortens the demo series and `settings` replaces the training settings (tests use both).
+    """
     from stad.core.metrics import evaluate
     from stad.influx_task.task import Task
     from stad.server.embedded import EmbeddedServer
@@ -120,7 +130,7 @@ def round_trip(out: Path, *, epochs: int = 3, seed: int = 0) -> int:
             print(HOW_TO)
             return 0
         out.mkdir(parents=True, exist_ok=True)
-        data = generate(seed=seed)
+        data = generate(seed=seed) if steps is None else generate(seed=seed, steps=steps)
         transport = Transport(Connection(url=url, timeout_ms=120_000))
         _load(transport, data)
         print(f"wrote {data.values.shape[0]} points x {len(data.channels)} fields to {url} db={DATABASE}")
@@ -135,7 +145,8 @@ def round_trip(out: Path, *, epochs: int = 3, seed: int = 0) -> int:
                 quiet_end = int(data.timestamps_ns[data.quiet_steps])
                 print("training through the task on the quiet period ...")
                 final = task.train("demo", int(data.timestamps_ns[0]), quiet_end,
-                                   settings=TrainingSettings(epochs=epochs, seed=seed), timeout_s=3600)
+                                   settings=settings or TrainingSettings(epochs=epochs, seed=seed),
+                                   timeout_s=3600)
                 print(f"trained demo_influx version {final.version}")
                 stats = task.backfill("demo", quiet_end, int(data.timestamps_ns[-1]) + step)
                 print(f"task: {stats.steps} steps scored, {stats.points} points written")

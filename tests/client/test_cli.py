@@ -340,3 +340,10 @@ def test_join_chunks_reassembles_streamed_chunks(server: str, trained: JobStatus
         assert np.array_equal(getattr(joined, name), getattr(whole, name)), name
     with pytest.raises(DataError):
         join_chunks([])
+
+
+def test_influx_subcommand_is_handed_to_the_task_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["influx", "--help"]) == 0
+    assert "once,run,backfill,train" in capsys.readouterr().out
+    assert main(["influx", "once"]) == 2
+    assert "--config" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def test_cli_without_the_server_extra_says_so() -> None:
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ServerExtraMissing: ")
+    assert lines[0].startswith("ExtraMissing: ")
     assert "pip install 'stad[server]'" in lines[0]
 
 
