@@ -24,7 +24,7 @@ from stad.server.model_service import ModelServicer
 from stad.server.registry import Registry
 from stad.server.scoring import BatchingSettings, ScoringEngine
 from stad.server.scoring_service import ScoringServicer
-from stad.server.settings import Settings, parse_settings
+from stad.server.settings import Settings, parse_settings, threads_for_torch
 from stad.server.training_service import TrainingServicer
 from stad.v1 import (
     models_pb2,
@@ -122,10 +122,9 @@ class StadServer:
 async def create_server(address: str, settings: Settings) -> tuple[StadServer, int]:
     """Build and start a server listening on `address` (port 0: any free port)."""
     device = resolve_device(settings.device)
-    if settings.torch_threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(threads_for_torch(settings.torch_threads))
     registry: Registry[Detector] = Registry(
         settings.model_dir,
         lambda path: Detector.load(path, device=device),
@@ -153,7 +152,7 @@ async def create_server(address: str, settings: Settings) -> tuple[StadServer, i
         max_queued=settings.max_queued_jobs,
         metrics=metrics,
         fault=settings.job_fault,
-        torch_threads=settings.torch_threads,
+        torch_threads=threads_for_torch(settings.torch_threads),
     )
     limit = settings.max_message_bytes
     server = aio.server(
