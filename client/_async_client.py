@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -16,7 +15,7 @@ from grpc_health.v1 import health_pb2_grpc as _health_pb2_grpc
 
 from stad.client import _channel, _convert
 from stad.client._client import check_succeeded
-from stad.client._exceptions import ClientClosedError, from_rpc_error
+from stad.client._exceptions import from_rpc_error
 from stad.client._types import HealthStatus, JobStatus, ModelInfo, ScoreResult, TrainingSettings
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import models_pb2_grpc as _models_pb2_grpc
@@ -26,12 +25,10 @@ from stad.v1 import training_pb2_grpc as _training_pb2_grpc
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
-
-_WATCH_RECONNECTS = 5
-_POLL_S = 0.5
+_T = TypeVar("_T")
 
 
-class AsyncClient:
+class AsyncClient(_channel.ClientBase):
     """An asyncio client for a stad server; use `async with` or await close()."""
 
     def __init__(
@@ -44,17 +41,9 @@ class AsyncClient:
         retries: int = _channel.DEFAULT_RETRIES,
         channel: grpc.aio.Channel | None = None,
     ) -> None:
-        if channel is None and not target:
-            raise ValueError("give a target such as '127.0.0.1:50051' or a channel")
-        if timeout_s is not None and timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
-        self.target = target
-        self._metadata = _channel.call_metadata(token)
-        self._timeout_s = timeout_s
-        self._retries = retries
-        self._owns_channel = channel is None
+        super().__init__(
+            target, token=token, timeout_s=timeout_s, retries=retries, channel_given=channel is not None
+        )
         if channel is None:
             creds = _channel.credentials(tls)
             if creds is None:
@@ -66,7 +55,6 @@ class AsyncClient:
         self._training = _training_pb2_grpc.TrainingServiceStub(channel)
         self._models = _models_pb2_grpc.ModelServiceStub(channel)
         self._health: Any = _health_pb2_grpc.HealthStub(channel)
-        self._closed = False
 
     async def __aenter__(self) -> Self:
         self._check_open()
@@ -85,14 +73,6 @@ class AsyncClient:
             await self._channel.close(grace=None)
         self._closed = True
 
-    @property
-    def is_closed(self) -> bool:
-        return self._closed
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClientClosedError("the client is closed")
-
     async def _unary(
         self,
         method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp],
@@ -101,22 +81,32 @@ class AsyncClient:
         idempotent: bool,
     ) -> _Resp:
         self._check_open()
-        deadline = None if self._timeout_s is None else time.monotonic() + self._timeout_s
+        deadline = _channel.deadline_after(self._timeout_s)
         attempt = 0
         while True:
-            remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
             try:
-                return await method(request, timeout=remaining, metadata=self._metadata)
+                return await method(request, timeout=_channel.remaining_s(deadline), metadata=self._metadata)
             except grpc.RpcError as exc:
-                delay = _channel.backoff_s(attempt)
-                in_time = deadline is None or time.monotonic() + delay < deadline
-                if in_time and _channel.should_retry(
-                    exc, idempotent=idempotent, attempt=attempt, retries=self._retries
-                ):
-                    await asyncio.sleep(delay)
-                    attempt += 1
-                    continue
-                raise from_rpc_error(exc) from exc
+                await asyncio.sleep(
+                    _channel.retry_delay(
+                        exc, deadline=deadline, idempotent=idempotent, attempt=attempt, retries=self._retries
+                    )
+                )
+                attempt += 1
+
+    async def _exchange(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp],
+        exchange: _convert.Exchange[_Req, _Resp, _T],
+    ) -> _T:
+        """Run an idempotent request/response exchange (such as a paged List) to its result."""
+        request = next(exchange)
+        while True:
+            response = await self._unary(method, request, idempotent=True)
+            try:
+                request = exchange.send(response)
+            except StopIteration as stop:
+                return cast(_T, stop.value)
 
     # -- scoring -----------------------------------------------------------
 
@@ -147,17 +137,9 @@ class AsyncClient:
         return_from_ns: int = 0,
     ) -> list[ScoreResult]:
         request = _convert.score_request(
-            [_convert.to_series(item) for item in series],
-            model=model,
-            version=version,
-            threshold=threshold,
-            return_from_ns=return_from_ns,
+            series, model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
         )
-        response = await self._unary(self._scoring.Score, request, idempotent=True)
-        results = sorted(response.results, key=lambda r: r.series_index)
-        return [
-            _convert.score_result(item, model=response.model, version=response.version) for item in results
-        ]
+        return _convert.score_results(await self._unary(self._scoring.Score, request, idempotent=True))
 
     async def stream_score(
         self,
@@ -178,8 +160,8 @@ class AsyncClient:
         call = self._scoring.StreamScore(request, timeout=self._timeout_s, metadata=self._metadata)
         try:
             async for response in call:
-                for item in response.results:
-                    yield _convert.score_result(item, model=response.model, version=response.version)
+                for result in _convert.score_results(response):
+                    yield result
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
         finally:
@@ -199,16 +181,15 @@ class AsyncClient:
         activate: bool = True,
         description: str = "",
     ) -> AsyncTrainingJob:
-        series = _convert.to_series(values, timestamps=timestamps, channels=channels)
-        requests = list(
-            _convert.training_requests(
-                series,
-                model=model,
-                labels=labels,
-                settings=settings,
-                activate=activate,
-                description=description,
-            )
+        requests = _convert.upload_requests(
+            values,
+            model=model,
+            timestamps=timestamps,
+            channels=channels,
+            labels=labels,
+            settings=settings,
+            activate=activate,
+            description=description,
         )
         self._check_open()
         try:
@@ -223,15 +204,7 @@ class AsyncClient:
         return AsyncTrainingJob(self, await self._get_job(job_id))
 
     async def jobs(self, *, model: str | None = None) -> list[JobStatus]:
-        out: list[JobStatus] = []
-        token = ""
-        while True:
-            request = _training_pb2.ListTrainingsRequest(page_token=token, model=model or "")
-            response = await self._unary(self._training.ListTrainings, request, idempotent=True)
-            out.extend(_convert.job_status(job) for job in response.jobs)
-            token = response.next_page_token
-            if not token:
-                return out
+        return await self._exchange(self._training.ListTrainings, _convert.list_jobs(model))
 
     async def _get_job(self, job_id: str) -> JobStatus:
         request = _training_pb2.GetTrainingRequest(job_id=job_id)
@@ -244,13 +217,14 @@ class AsyncClient:
         return _convert.job_status(response)
 
     async def _watch_job(self, job_id: str, timeout_s: float | None) -> AsyncIterator[JobStatus]:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        deadline = _channel.deadline_after(timeout_s)
+        request = _training_pb2.WatchTrainingRequest(job_id=job_id)
         reconnects = 0
         while True:
             self._check_open()
-            remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
-            request = _training_pb2.WatchTrainingRequest(job_id=job_id)
-            call = self._training.WatchTraining(request, timeout=remaining, metadata=self._metadata)
+            call = self._training.WatchTraining(
+                request, timeout=_channel.remaining_s(deadline), metadata=self._metadata
+            )
             try:
                 async for message in call:
                     status = _convert.job_status(message)
@@ -259,26 +233,15 @@ class AsyncClient:
                         return
                 return
             except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAVAILABLE and reconnects < _WATCH_RECONNECTS:
-                    await asyncio.sleep(_channel.backoff_s(reconnects))
-                    reconnects += 1
-                    continue
-                raise from_rpc_error(exc) from exc
+                await asyncio.sleep(_channel.reconnect_delay(exc, reconnects))
+                reconnects += 1
             finally:
                 call.cancel()
 
     # -- models and health -------------------------------------------------
 
     async def models(self) -> list[ModelInfo]:
-        out: list[ModelInfo] = []
-        token = ""
-        while True:
-            request = _models_pb2.ListModelsRequest(page_token=token)
-            response = await self._unary(self._models.ListModels, request, idempotent=True)
-            out.extend(_convert.model_info(item) for item in response.models)
-            token = response.next_page_token
-            if not token:
-                return out
+        return await self._exchange(self._models.ListModels, _convert.list_models())
 
     async def model(self, name: str, *, version: str | None = None) -> ModelInfo:
         request = _models_pb2.GetModelRequest(name=name, version=version or "")
@@ -296,8 +259,7 @@ class AsyncClient:
     async def health(self, service: str = "") -> HealthStatus:
         request = _health_pb2.HealthCheckRequest(service=service)
         response = await self._unary(self._health.Check, request, idempotent=True)
-        name = _health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-        return HealthStatus(status=str(name), service=service)
+        return _convert.health_status(response, service=service)
 
 
 class AsyncTrainingJob:
@@ -324,7 +286,7 @@ class AsyncTrainingJob:
         async for _ in self.watch(timeout_s=timeout_s):
             pass
         while not self.status.state.finished:
-            await asyncio.sleep(_POLL_S)
+            await asyncio.sleep(_channel.POLL_S)
             await self.refresh()
         return check_succeeded(self.status)
 

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 from typing import TypeAlias
 
 import grpc
 
+from stad.client._exceptions import ClientClosedError, from_rpc_error
+
 # Matches the server's default limit on both directions.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_RETRIES = 3
+# How often a training watch reconnects after UNAVAILABLE, and how often a
+# job's state is polled when the server ends the watch before the job ends.
+WATCH_RECONNECTS = 5
+POLL_S = 0.5
 
 # True: TLS with the system's root certificates; a path: TLS trusting that PEM
 # CA file; ChannelCredentials: used as given; None/False: plaintext.
@@ -60,3 +67,65 @@ def backoff_s(attempt: int) -> float:
 
 def should_retry(exc: grpc.RpcError, *, idempotent: bool, attempt: int, retries: int) -> bool:
     return idempotent and attempt < retries and exc.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def deadline_after(timeout_s: float | None) -> float | None:
+    """The monotonic-clock deadline `timeout_s` from now (None: no deadline)."""
+    return None if timeout_s is None else time.monotonic() + timeout_s
+
+
+def remaining_s(deadline: float | None) -> float | None:
+    """The time left before `deadline` as a call timeout (at least 1 ms)."""
+    return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+
+def retry_delay(
+    exc: grpc.RpcError, *, deadline: float | None, idempotent: bool, attempt: int, retries: int
+) -> float:
+    """The delay before retrying a failed unary call; raises the client's error when it is not retried."""
+    delay = backoff_s(attempt)
+    in_time = deadline is None or time.monotonic() + delay < deadline
+    if in_time and should_retry(exc, idempotent=idempotent, attempt=attempt, retries=retries):
+        return delay
+    raise from_rpc_error(exc) from exc
+
+
+def reconnect_delay(exc: grpc.RpcError, reconnects: int) -> float:
+    """The delay before reopening a broken watch stream; raises the client's error when it is not."""
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and reconnects < WATCH_RECONNECTS:
+        return backoff_s(reconnects)
+    raise from_rpc_error(exc) from exc
+
+
+class ClientBase:
+    """The settings and open/closed state shared by Client and AsyncClient."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None,
+        timeout_s: float | None,
+        retries: int,
+        channel_given: bool,
+    ) -> None:
+        if not channel_given and not target:
+            raise ValueError("give a target such as '127.0.0.1:50051' or a channel")
+        if timeout_s is not None and timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self.target = target
+        self._metadata = call_metadata(token)
+        self._timeout_s = timeout_s
+        self._retries = retries
+        self._owns_channel = not channel_given
+        self._closed = False
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("the client is closed")

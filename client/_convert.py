@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from grpc_health.v1 import health_pb2 as _health_pb2
 
 from stad.client._exceptions import DataError
 from stad.client._types import (
+    HealthStatus,
     IntArray,
     JobState,
     JobStatus,
@@ -31,6 +33,16 @@ from stad.v1 import training_pb2 as _training_pb2
 # A SeriesData, a T x C array (or anything numpy turns into one), or a pandas
 # DataFrame (columns are channels; a DatetimeIndex gives the timestamps).
 SeriesInput: TypeAlias = SeriesData | npt.ArrayLike
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+_Result = TypeVar("_Result")
+_PageResp = TypeVar("_PageResp", bound="_Page")
+_Item = TypeVar("_Item")
+
+# A request/response exchange without I/O: it yields requests, is sent each
+# response and returns the result; the sync and async clients drive it.
+Exchange: TypeAlias = Generator[_Req, _Resp, _Result]
 
 # Values per training-data message: 8 MB of float64, far below the 64 MiB limit.
 TRAIN_CHUNK_VALUES = 1_000_000
@@ -108,23 +120,24 @@ def to_series(
 
 
 def score_request(
-    series: Sequence[SeriesData],
+    series: Sequence[SeriesInput],
     *,
     model: str,
     version: str | None,
     threshold: float | None,
     return_from_ns: int,
 ) -> _scoring_pb2.ScoreRequest:
+    inputs = [to_series(item) for item in series]
     if not model:
         raise DataError("model name is empty")
-    if not series:
+    if not inputs:
         raise DataError("no series to score")
     if threshold is not None and not np.isfinite(threshold):
         raise DataError(f"threshold must be finite, got {threshold}")
     request = _scoring_pb2.ScoreRequest(
         model=model,
         version=version or "",
-        series=[series_to_proto(item) for item in series],
+        series=[series_to_proto(item) for item in inputs],
         return_from_ns=return_from_ns,
     )
     if threshold is not None:
@@ -151,6 +164,12 @@ def score_result(message: _scoring_pb2.SeriesScores, *, model: str, version: str
         series_index=int(message.series_index),
         start_step=int(message.start_step),
     )
+
+
+def score_results(response: _scoring_pb2.ScoreResponse) -> list[ScoreResult]:
+    """The results of a Score response (or a StreamScore message) in input order."""
+    results = sorted(response.results, key=lambda r: r.series_index)
+    return [score_result(item, model=response.model, version=response.version) for item in results]
 
 
 def _matrix(values: Sequence[float], shape: tuple[int, int]) -> npt.NDArray[np.float64]:
@@ -199,6 +218,71 @@ def training_requests(
         if start == 0:
             request.spec.CopyFrom(spec)
         yield request
+
+
+def upload_requests(
+    values: SeriesInput,
+    *,
+    model: str,
+    timestamps: npt.ArrayLike | None,
+    channels: Sequence[str] | None,
+    labels: npt.ArrayLike | None,
+    settings: TrainingSettings | None,
+    activate: bool,
+    description: str,
+) -> list[_training_pb2.StartTrainingRequest]:
+    """The whole StartTraining stream for user input, validated before anything is sent."""
+    series = to_series(values, timestamps=timestamps, channels=channels)
+    return list(
+        training_requests(
+            series,
+            model=model,
+            labels=labels,
+            settings=settings,
+            activate=activate,
+            description=description,
+        )
+    )
+
+
+class _Page(Protocol):
+    @property
+    def next_page_token(self) -> str: ...
+
+
+def pages(
+    request: Callable[[str], _Req], items: Callable[[_PageResp], Iterable[_Item]]
+) -> Exchange[_Req, _PageResp, list[_Item]]:
+    """Every item of a paged List call, page after page."""
+    out: list[_Item] = []
+    token = ""
+    while True:
+        response = yield request(token)
+        out.extend(items(response))
+        token = response.next_page_token
+        if not token:
+            return out
+
+
+def list_jobs(
+    model: str | None,
+) -> Exchange[_training_pb2.ListTrainingsRequest, _training_pb2.ListTrainingsResponse, list[JobStatus]]:
+    return pages(
+        lambda token: _training_pb2.ListTrainingsRequest(page_token=token, model=model or ""),
+        lambda response: (job_status(job) for job in response.jobs),
+    )
+
+
+def list_models() -> Exchange[_models_pb2.ListModelsRequest, _models_pb2.ListModelsResponse, list[ModelInfo]]:
+    return pages(
+        lambda token: _models_pb2.ListModelsRequest(page_token=token),
+        lambda response: (model_info(item) for item in response.models),
+    )
+
+
+def health_status(response: _health_pb2.HealthCheckResponse, *, service: str) -> HealthStatus:
+    name = _health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    return HealthStatus(status=str(name), service=service)
 
 
 def _time(stamp: _timestamp_pb2.Timestamp) -> datetime | None:
