@@ -9,9 +9,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from stad.core.series import make_series
 from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettings, TaskConfig
 from stad.influx_task.influxql import InfluxQLReader
 from stad.influx_task.local_influxd import Influxd, free_port
-from stad.influx_task.runner import ChunkReport
+from stad.influx_task.runner import ChunkReport, PassStats
 from stad.influx_task.task import Task
 from stad.influx_task.transport import Transport
 from stad.influx_task.writer import LineWriter, Point
@@ -66,10 +67,16 @@ def _config(url: str, target: str, jobs: tuple[Job, ...]) -> TaskConfig:
                       retry=RetrySettings(base_ms=20, cap_ms=300, deadline_s=120), jobs=jobs)
 
 
-def _scores(url: str, database: str) -> list[dict[str, object]]:
+def _query(url: str, database: str, query: str) -> list[dict[str, Any]]:
     transport = Transport(Connection(url=url))
-    series = InfluxQLReader(transport).query('SELECT * FROM "anomaly_scores" GROUP BY *', database=database)
-    transport.close()
+    try:
+        return InfluxQLReader(transport).query(query, database=database)
+    finally:
+        transport.close()
+
+
+def _scores(url: str, database: str) -> list[dict[str, object]]:
+    series = _query(url, database, 'SELECT * FROM "anomaly_scores" GROUP BY *')
     rows = []
     for item in series:
         for values in item["values"]:
@@ -138,10 +145,8 @@ def test_once_writes_scores_equal_to_direct_scoring(influxd: Influxd, server: Em
                                            direct.contributions[:, c], rtol=1e-12, atol=1e-15)
             assert {r["model_version"] for r in mine} == {direct.version}
             episodes = direct.spans()
-            transport = Transport(Connection(url=influxd.url))
-            events = InfluxQLReader(transport).query(
-                f"SELECT * FROM \"anomaly_events\" WHERE \"unit\" = '{unit}'", database=database)
-            transport.close()
+            events = _query(influxd.url, database,
+                            f"SELECT * FROM \"anomaly_events\" WHERE \"unit\" = '{unit}'")
             starts = [int(direct.timestamps_ns[a]) for a, _ in episodes]
             assert [v[0] for v in events[0]["values"]] == starts if starts else events == []
     # A second pass has nothing new; a backfill of the same range overwrites, never duplicates.
@@ -155,9 +160,7 @@ def test_once_writes_scores_equal_to_direct_scoring(influxd: Influxd, server: Em
 def _count(url: str, database: str, measurement: str = "anomaly_scores") -> int:
     rows = _scores(url, database) if measurement == "anomaly_scores" else []
     if measurement != "anomaly_scores":
-        transport = Transport(Connection(url=url))
-        series = InfluxQLReader(transport).query(f'SELECT * FROM "{measurement}"', database=database)
-        transport.close()
+        series = _query(url, database, f'SELECT * FROM "{measurement}"')
         return sum(len(s["values"]) for s in series)
     return len(rows)
 
@@ -170,14 +173,28 @@ def _assert_no_gap_no_duplicate(url: str, database: str, data: DemoData) -> None
         assert times == data.timestamps_ns.tolist()
 
 
+def _write_real_clock_demo(url: str, database: str) -> DemoData:
+    """Demo series ending at the last full step before now (for a task on the real clock), written."""
+    end = (time.time_ns() // STEP) * STEP
+    start = dt.datetime.fromtimestamp((end - STEPS * STEP) / 1e9, dt.UTC).replace(tzinfo=None)
+    data = _demo(start.isoformat())
+    _write_demo(url, database, data)
+    return data
+
+
+def _wait_for_checkpoint(url: str, database: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Wait (up to 120 s) for the task in `process` to write its first checkpoint."""
+    deadline = time.monotonic() + 120
+    while _count(url, database, "stad_checkpoint") == 0:
+        assert process.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.01)  # polling the condition
+
+
 def test_kill_mid_run_and_restart_leaves_no_gap_no_duplicate(
         influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path,
         database: str) -> None:
-    now = time.time_ns()
-    end = (now // STEP) * STEP  # the task runs on the real clock: the data ends at the last full step
-    start = dt.datetime.fromtimestamp((end - STEPS * STEP) / 1e9, dt.UTC).replace(tzinfo=None)
-    data = _demo(start.isoformat())
-    _write_demo(influxd.url, database, data)
+    data = _write_real_clock_demo(influxd.url, database)
     config = tmp_path / "jobs.toml"
     config.write_text(f"""
 [influx]
@@ -206,11 +223,7 @@ chunk_steps = 10
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while _count(influxd.url, database, "stad_checkpoint") == 0:  # wait for the first checkpoint
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.01)  # polling the condition
+        _wait_for_checkpoint(influxd.url, database, process, log_path)
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait(timeout=30)
@@ -225,11 +238,14 @@ def _fixed_job(database: str, data: DemoData) -> Job:
     return _job(database, data, chunk_steps=50, initial_lookback_ns=STEPS * STEP)
 
 
-def test_influxd_stopped_mid_run_retries_and_catches_up(
-        own_influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData]) -> None:
-    own_influxd.query('CREATE DATABASE "d"')
-    data = trained[1]
-    _write_demo(own_influxd.url, "d", data)
+def _once_through_outage(
+        url: str, target: str, database: str, data: DemoData, *, stop: Callable[[], None],
+        start: Callable[[], None],
+) -> tuple[threading.Event, dict[str, PassStats | Exception], list[ChunkReport]]:
+    """One pass over the data that calls `stop` after the first chunk and `start` once the task retries.
+
+    Returns the retry event, the pass's outcome and the chunks reported.
+    """
     end = int(data.timestamps_ns[-1]) + STEP
     failed = threading.Event()
     chunks: list[ChunkReport] = []
@@ -238,18 +254,28 @@ def test_influxd_stopped_mid_run_retries_and_catches_up(
         chunks.append(report)
         if len(chunks) == 1:
             assert report.points > 0
-            own_influxd.stop()
+            stop()
 
     def restart_when_failed() -> None:
         assert failed.wait(timeout=120)
-        own_influxd.start()
+        start()
 
     restarter = threading.Thread(target=restart_when_failed)
     restarter.start()
-    with Task(_config(own_influxd.url, server.target, (_fixed_job("d", data),)), now_ns=lambda: end,
+    with Task(_config(url, target, (_fixed_job(database, data),)), now_ns=lambda: end,
               on_chunk=after_chunk, on_retry=lambda *_: failed.set()) as task:
         outcome = task.once()
     restarter.join(timeout=130)
+    return failed, outcome, chunks
+
+
+def test_influxd_stopped_mid_run_retries_and_catches_up(
+        own_influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData]) -> None:
+    own_influxd.query('CREATE DATABASE "d"')
+    data = trained[1]
+    _write_demo(own_influxd.url, "d", data)
+    failed, outcome, chunks = _once_through_outage(
+        own_influxd.url, server.target, "d", data, stop=own_influxd.stop, start=own_influxd.start)
     assert failed.is_set() and not isinstance(outcome["pumps"], Exception)
     assert len(chunks) == STEPS // 50
     _assert_no_gap_no_duplicate(own_influxd.url, "d", data)
@@ -259,34 +285,15 @@ def test_server_down_mid_run_retries_and_catches_up(
         influxd: Influxd, model_dir: Path, trained: tuple[str, DemoData], database: str) -> None:
     data = trained[1]
     _write_demo(influxd.url, database, data)
-    end = int(data.timestamps_ns[-1]) + STEP
     port = free_port()
     first = EmbeddedServer(model_dir, device="cpu")
     first.settings = replace(first.settings, address=f"127.0.0.1:{port}")
     first.start()
     second = EmbeddedServer(model_dir, device="cpu")
     second.settings = replace(second.settings, address=f"127.0.0.1:{port}")
-    failed = threading.Event()
-    chunks: list[ChunkReport] = []
-
-    def after_chunk(report: ChunkReport) -> None:
-        chunks.append(report)
-        if len(chunks) == 1:
-            assert report.points > 0
-            first.stop()
-
-    def restart_when_failed() -> None:
-        assert failed.wait(timeout=120)
-        second.start()
-
-    restarter = threading.Thread(target=restart_when_failed)
-    restarter.start()
     try:
-        with Task(_config(influxd.url, f"127.0.0.1:{port}", (_fixed_job(database, data),)),
-                  now_ns=lambda: end, on_chunk=after_chunk,
-                  on_retry=lambda *_: failed.set()) as task:
-            outcome = task.once()
-        restarter.join(timeout=130)
+        failed, outcome, _ = _once_through_outage(
+            influxd.url, f"127.0.0.1:{port}", database, data, stop=first.stop, start=second.start)
     finally:
         first.stop()
         second.stop()
@@ -320,11 +327,7 @@ def test_late_points_inside_offset_are_scored_next_pass(
 def test_sigterm_finishes_the_chunk_and_exits_zero(
         influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path,
         database: str) -> None:
-    now = time.time_ns()
-    end = (now // STEP) * STEP
-    start = dt.datetime.fromtimestamp((end - STEPS * STEP) / 1e9, dt.UTC).replace(tzinfo=None)
-    data = _demo(start.isoformat())
-    _write_demo(influxd.url, database, data)
+    data = _write_real_clock_demo(influxd.url, database)
     config = tmp_path / "jobs.toml"
     config.write_text(f"""
 [server]
@@ -347,21 +350,15 @@ every = "1h"
         process = subprocess.Popen([sys.executable, "-m", "stad.influx_task", "run", "--config", str(config),
                                     "--url", influxd.url], stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while _count(influxd.url, database, "stad_checkpoint") == 0:
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.01)  # polling the condition
+        _wait_for_checkpoint(influxd.url, database, process, log_path)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, log_path.read_text()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    transport = Transport(Connection(url=influxd.url))
-    checkpoints = InfluxQLReader(transport).query(
-        'SELECT last("next_ns") FROM "stad_checkpoint" GROUP BY "series"', database=database)
-    transport.close()
+    checkpoints = _query(influxd.url, database,
+                         'SELECT last("next_ns") FROM "stad_checkpoint" GROUP BY "series"')
     done = {s["tags"]["series"]: int(s["values"][0][1]) for s in checkpoints}
     rows = _scores(influxd.url, database)
     assert 0 < len(rows) < 2 * STEPS
