@@ -62,6 +62,19 @@ def _job(database: str, data: DemoData, **extra: object) -> Job:
     return Job(**base)  # type: ignore[arg-type]
 
 
+def _job_toml(database: str, data: DemoData, *, name: str = "pumps", model: str = "pumps") -> str:
+    """The start of a [[jobs]] table in a config file for the demo data."""
+    fields = str(list(data.channels)).replace("'", '"')
+    return f"""[[jobs]]
+name = "{name}"
+database = "{database}"
+measurement = "pump"
+fields = {fields}
+model = "{model}"
+interval = "{STEP_S}s"
+group_by = ["unit"]"""
+
+
 def _config(url: str, target: str, jobs: tuple[Job, ...]) -> TaskConfig:
     return TaskConfig(connection=Connection(url=url), server=ServerSettings(target=target, timeout_s=60),
                       retry=RetrySettings(base_ms=20, cap_ms=300, deadline_s=120), jobs=jobs)
@@ -204,19 +217,12 @@ target = "{server.target}"
 [retry]
 base_ms = 20
 cap_ms = 300
-[[jobs]]
-name = "pumps"
-database = "{database}"
-measurement = "pump"
-fields = {list(data.channels)!r}
-model = "pumps"
-interval = "{STEP_S}s"
-group_by = ["unit"]
+{_job_toml(database, data)}
 tag_filter = {{ plant = "p1" }}
 context = {CONTEXT}
 initial_lookback = "{2 * STEPS * STEP_S}s"
 chunk_steps = 10
-""".replace("'", '"'))
+""")
     command = [sys.executable, "-m", "stad.influx_task", "once", "--config", str(config)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log_path = tmp_path / "first.log"
@@ -332,19 +338,12 @@ def test_sigterm_finishes_the_chunk_and_exits_zero(
     config.write_text(f"""
 [server]
 target = "{server.target}"
-[[jobs]]
-name = "pumps"
-database = "{database}"
-measurement = "pump"
-fields = {list(data.channels)!r}
-model = "pumps"
-interval = "{STEP_S}s"
-group_by = ["unit"]
+{_job_toml(database, data)}
 context = {CONTEXT}
 initial_lookback = "{STEPS * STEP_S}s"
 chunk_steps = 5
 every = "1h"
-""".replace("'", '"'))
+""")
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "stad.influx_task", "run", "--config", str(config),
@@ -410,17 +409,10 @@ def test_cli_backfill_shows_progress_and_writes(
     _write_demo(influxd.url, database, data)
     config = tmp_path / "jobs.toml"
     config.write_text(f"""
-[[jobs]]
-name = "pumps"
-database = "{database}"
-measurement = "pump"
-fields = {list(data.channels)!r}
-model = "pumps"
-interval = "{STEP_S}s"
-group_by = ["unit"]
+{_job_toml(database, data)}
 context = {CONTEXT}
 chunk_steps = 100
-""".replace("'", '"'))
+""")
     start, stop = int(data.timestamps_ns[100]), int(data.timestamps_ns[300])
     code = main(["backfill", "--config", str(config), "--url", influxd.url, "--server", server.target,
                  "--job", "pumps", "--start", str(start), "--stop", str(stop)])
@@ -459,16 +451,9 @@ def test_cli_train_pulls_history_and_activates(
 url = "{influxd.url}"
 [server]
 target = "{server.target}"
-[[jobs]]
-name = "cli"
-database = "{database}"
-measurement = "pump"
-fields = {list(data.channels)!r}
-model = "pumps_cli"
-interval = "{STEP_S}s"
-group_by = ["unit"]
+{_job_toml(database, data, name="cli", model="pumps_cli")}
 tag_filter = {{ unit = "1" }}
-""".replace("'", '"'))
+""")
     start, stop = int(data.timestamps_ns[0]), int(data.timestamps_ns[100])
     code = main(["train", "--config", str(config), "--job", "cli", "--start", str(start), "--stop", str(stop),
                  "--activate", "--epochs", "1", "--window", "16", "--patch", "4", "--d-model", "16",
