@@ -260,6 +260,44 @@ def _optimizer(params: list[nn.Parameter], config: DetectorConfig) -> torch.opti
     )
 
 
+class _EarlyStopping:
+    """Keeps a module's weights from its best epoch and says when `patience` epochs brought no gain."""
+
+    def __init__(self, module: nn.Module, patience: int) -> None:
+        self.module = module
+        self.patience = patience
+        self.best_loss = math.inf
+        self.best_state = self._snapshot()
+        self.bad_epochs = 0
+
+    def _snapshot(self) -> dict[str, Tensor]:
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def should_stop(self, monitored: float) -> bool:
+        """Record an epoch's monitored loss; True when training should stop."""
+        if monitored < self.best_loss - 1e-12:
+            self.best_loss = monitored
+            self.best_state = self._snapshot()
+            self.bad_epochs = 0
+            return False
+        self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def restore_best(self) -> None:
+        """Load the best weights and put the module in eval mode."""
+        self.module.load_state_dict(self.best_state)
+        self.module.eval()
+
+
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer, loss: Tensor, module: nn.Module, grad_clip: float
+) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    optimizer.step()
+
+
 def pretrain(
     model: MaskedPredictor,
     train: WindowSet,
@@ -274,9 +312,8 @@ def pretrain(
     per_epoch = steps_per_epoch(len(train), config)
     total = per_epoch * config.epochs
     optimizer = _optimizer(list(model.parameters()), config)
-    best_loss = math.inf
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    bad_epochs, epochs_run, step = 0, 0, 0
+    stopping = _EarlyStopping(model, config.patience)
+    epochs_run, step = 0, 0
     train_loss = val_loss = math.nan
     ratio = config.mask_ratio_start
     dropout_rng = generator
@@ -303,10 +340,7 @@ def pretrain(
             target = point_mask(hidden, cfg.patch) & batch.target  # (B, L, C)
             err = squared_errors(pred.float(), batch.values, target)
             loss = err.sum() / target.sum().clamp(min=1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            _optimizer_step(optimizer, loss, model, config.grad_clip)
             running += float(loss.detach()) * batch.values.shape[0]
             seen += batch.values.shape[0]
             step += 1
@@ -327,22 +361,15 @@ def pretrain(
             force=True, phase="pretrain", epoch=epoch + 1, epochs=config.epochs,
             train_loss=train_loss, val_loss=val_loss, mask_ratio=ratio,
         )
-        if monitored < best_loss - 1e-12:
-            best_loss = monitored
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-            if bad_epochs >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+        if stopping.should_stop(monitored):
+            break
+    stopping.restore_best()
     return {
         "epochs_run": epochs_run,
         "steps": step,
         "stopped_early": epochs_run < config.epochs,
         "final_train_loss": train_loss,
-        "best_val_loss" if val is not None else "best_monitor_loss": best_loss,
+        "best_val_loss" if val is not None else "best_monitor_loss": stopping.best_loss,
         "final_mask_ratio": ratio,
     }
 
@@ -389,9 +416,8 @@ def finetune(
         val_inputs = head_inputs(model, val, config.groups, config.batch_size, spatial)
     optimizer = _optimizer(list(head.parameters()), config)
     per_epoch = steps_per_epoch(labels.shape[0], config)
-    best_loss = math.inf
-    best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-    bad_epochs, epochs_run = 0, 0
+    stopping = _EarlyStopping(head, config.patience)
+    epochs_run = 0
     train_loss = val_loss = math.nan
 
     def bce(p: Tensor, e: Tensor, y: Tensor) -> Tensor:
@@ -406,10 +432,7 @@ def finetune(
             reporter.check_stop()
             idx = order[sl].to(labels.device)
             loss = bce(pooled[idx], errors[idx], labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            nn.utils.clip_grad_norm_(head.parameters(), config.grad_clip)
-            optimizer.step()
+            _optimizer_step(optimizer, loss, head, config.grad_clip)
             running += float(loss.detach()) * idx.shape[0]
             seen += idx.shape[0]
             reporter.advance()
@@ -424,19 +447,12 @@ def finetune(
             force=True, phase="finetune", epoch=epoch + 1, epochs=config.finetune_epochs,
             train_loss=train_loss, val_loss=val_loss, mask_ratio=0.0,
         )
-        if monitored < best_loss - 1e-12:
-            best_loss = monitored
-            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-            if bad_epochs >= config.patience:
-                break
-    head.load_state_dict(best_state)
-    head.eval()
+        if stopping.should_stop(monitored):
+            break
+    stopping.restore_best()
     return {
         "finetune_epochs_run": epochs_run,
         "finetune_train_loss": train_loss,
-        "finetune_best_loss": best_loss,
+        "finetune_best_loss": stopping.best_loss,
         "positive_fraction": positives / max(positives + negatives, 1.0),
     }
