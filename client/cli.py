@@ -68,6 +68,14 @@ def _emit_json(value: Any) -> None:
     print(json.dumps(_jsonable(value), indent=2))
 
 
+def _emit(args: argparse.Namespace, value: Any, text: str) -> None:
+    """`value` as JSON with --json, else `text`."""
+    if _opt(args, "json"):
+        _emit_json(value)
+    else:
+        print(text)
+
+
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [
@@ -543,20 +551,14 @@ def cmd_models_delete(args: argparse.Namespace) -> int:
     with connect(args) as client:
         client.delete_model(args.name, version=args.version)
     what = f"{args.name} version {args.version}" if args.version else args.name
-    if _opt(args, "json"):
-        _emit_json({"deleted": args.name, "version": args.version})
-    else:
-        print(f"deleted {what}")
+    _emit(args, {"deleted": args.name, "version": args.version}, f"deleted {what}")
     return EXIT_OK
 
 
 def cmd_models_activate(args: argparse.Namespace) -> int:
     with connect(args) as client:
         info = client.activate(args.name, args.version)
-    if _opt(args, "json"):
-        _emit_json(info)
-    else:
-        print(f"{info.name}: active version {info.active_version}")
+    _emit(args, info, f"{info.name}: active version {info.active_version}")
     return EXIT_OK
 
 
@@ -596,20 +598,14 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     with connect(args) as client:
         status = client.job(args.job_id).cancel()
-    if _opt(args, "json"):
-        _emit_json(status)
-    else:
-        print(f"job {status.job_id}: {status.state.value}")
+    _emit(args, status, f"job {status.job_id}: {status.state.value}")
     return EXIT_OK
 
 
 def cmd_health(args: argparse.Namespace) -> int:
     with connect(args) as client:
         health = client.health()
-    if _opt(args, "json"):
-        _emit_json({"status": health.status, "serving": health.serving})
-    else:
-        print(health.status)
+    _emit(args, {"status": health.status, "serving": health.serving}, health.status)
     return EXIT_OK if health.serving else EXIT_FAILURE
 
 
