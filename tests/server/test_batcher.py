@@ -83,11 +83,17 @@ async def test_large_request_is_split_over_batches(executor: ThreadPoolExecutor)
     await batcher.close()
 
 
+async def start_queued(batcher: WindowBatcher, batch: Windows) -> asyncio.Task[Outputs]:
+    """Start scoring `batch` and wait until it sits in the batcher's queue."""
+    task = asyncio.create_task(batcher.score(batch))
+    while batcher.pending_windows < batch.shape[0]:
+        await asyncio.sleep(0.001)
+    return task
+
+
 async def test_full_queue_is_resource_exhausted(executor: ThreadPoolExecutor) -> None:
     batcher = make(executor, max_batch_windows=16, max_queue_windows=16, max_queue_delay_ms=600_000)
-    waiting = asyncio.create_task(batcher.score(windows(10, 0)))
-    while batcher.pending_windows < 10:
-        await asyncio.sleep(0.001)
+    waiting = await start_queued(batcher, windows(10, 0))
     with pytest.raises(ResourceExhaustedError, match=r"queue .* is full"):
         await batcher.score(windows(7, 1))
     with pytest.raises(ResourceExhaustedError, match="needs 17 windows"):
@@ -110,9 +116,7 @@ async def test_expired_request_is_dropped_before_compute(executor: ThreadPoolExe
 
 async def test_cancelled_request_is_not_computed(executor: ThreadPoolExecutor) -> None:
     batcher = make(executor, max_batch_windows=16, max_queue_delay_ms=600_000)
-    abandoned = asyncio.create_task(batcher.score(windows(5, 0)))
-    while batcher.pending_windows < 5:
-        await asyncio.sleep(0.001)
+    abandoned = await start_queued(batcher, windows(5, 0))
     abandoned.cancel()
     with pytest.raises(asyncio.CancelledError):
         await abandoned
@@ -136,9 +140,7 @@ async def test_compute_error_reaches_every_caller(executor: ThreadPoolExecutor) 
 
 async def test_close_runs_queued_work_then_refuses(executor: ThreadPoolExecutor) -> None:
     batcher = make(executor, max_batch_windows=16, max_queue_delay_ms=600_000)
-    queued = asyncio.create_task(batcher.score(windows(3, 0)))
-    while batcher.pending_windows < 3:
-        await asyncio.sleep(0.001)
+    queued = await start_queued(batcher, windows(3, 0))
     await batcher.close()
     doubled, _ = await queued
     assert doubled.shape[0] == 3
