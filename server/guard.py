@@ -7,6 +7,8 @@ import asyncio
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -22,6 +24,12 @@ class _Refused(Exception):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+@dataclass
+class _Outcome:
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    message: str = ""
 
 
 class CallGuard:
@@ -42,37 +50,37 @@ class CallGuard:
     async def unary(
         self, method: str, context: aio.ServicerContext[Any, Any], body: Callable[[], Awaitable[R]]
     ) -> R:
-        began = self._enter(method)
-        outcome = grpc.StatusCode.OK
-        try:
+        async with self._guarded(method) as outcome:
             self._admit(context)
             return await body()
-        except BaseException as exc:
-            outcome, message = self._failure(exc)
-            if outcome is grpc.StatusCode.CANCELLED or not isinstance(exc, Exception):
-                raise
-        finally:
-            self._leave(method, outcome, began)
-        await context.abort(outcome, message)
+        await context.abort(outcome.code, outcome.message)
         raise AssertionError("unreachable: abort raises")
 
     async def stream(
         self, method: str, context: aio.ServicerContext[Any, Any], body: AsyncIterator[R]
     ) -> AsyncIterator[R]:
-        began = self._enter(method)
-        outcome = grpc.StatusCode.OK
-        try:
+        async with self._guarded(method) as outcome:
             self._admit(context)
             async for item in body:
                 yield item
+        if outcome.code is not grpc.StatusCode.OK:
+            await context.abort(outcome.code, outcome.message)
+
+    @asynccontextmanager
+    async def _guarded(self, method: str) -> AsyncIterator[_Outcome]:
+        """Count and time the call; an Exception in the block is swallowed and its status
+        recorded in the outcome (the caller aborts with it); cancellation and BaseExceptions
+        propagate."""
+        began = self._enter(method)
+        outcome = _Outcome()
+        try:
+            yield outcome
         except BaseException as exc:
-            outcome, message = self._failure(exc)
-            if outcome is grpc.StatusCode.CANCELLED or not isinstance(exc, Exception):
+            outcome.code, outcome.message = self._failure(exc)
+            if outcome.code is grpc.StatusCode.CANCELLED or not isinstance(exc, Exception):
                 raise
         finally:
-            self._leave(method, outcome, began)
-        if outcome is not grpc.StatusCode.OK:
-            await context.abort(outcome, message)
+            self._leave(method, outcome.code, began)
 
     def _admit(self, context: aio.ServicerContext[Any, Any]) -> None:
         if self.draining:
