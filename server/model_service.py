@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from typing import Any
 
 from grpc import aio
 
-from stad.server import convert
+from stad.server import convert, paging
 from stad.server.detector import Detector
 from stad.server.errors import InvalidArgumentError
 from stad.server.guard import CallGuard
@@ -17,31 +15,18 @@ from stad.server.registry import Registry
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import models_pb2_grpc as _models_pb2_grpc
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
-
 Context = aio.ServicerContext[Any, Any]
 
 
 def page_bounds(page_size: int, page_token: str, names: list[str]) -> tuple[list[str], str]:
     """The page of `names` (sorted) after the token, and the next token ("" at the end)."""
-    if page_size < 0 or page_size > MAX_PAGE_SIZE:
-        raise InvalidArgumentError(f"page_size must be in 0..{MAX_PAGE_SIZE}, got {page_size}")
-    size = page_size or DEFAULT_PAGE_SIZE
-    after = ""
-    if page_token:
-        try:
-            after = base64.urlsafe_b64decode(page_token.encode()).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise InvalidArgumentError(f"bad page_token {page_token!r}") from None
-        if not after.startswith("after:"):
-            raise InvalidArgumentError(f"bad page_token {page_token!r}")
-        after = after.removeprefix("after:")
+    size = paging.page_size(page_size)
+    after = paging.decode_token(page_token, "after:") if page_token else ""
     remaining = [name for name in names if name > after]
     page = remaining[:size]
     token = ""
     if len(remaining) > size:
-        token = base64.urlsafe_b64encode(f"after:{page[-1]}".encode()).decode()
+        token = paging.encode_token("after:", page[-1])
     return page, token
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +9,7 @@ import numpy as np
 from grpc import aio
 
 from stad.core.series import SeriesData, align_channels, make_series, series_from_proto
-from stad.server import convert
+from stad.server import convert, paging
 from stad.server.detector import DetectorConfig
 from stad.server.errors import InvalidArgumentError, ResourceExhaustedError
 from stad.server.guard import CallGuard
@@ -19,9 +17,6 @@ from stad.server.jobs import JobManager, TrainingRequest
 from stad.server.registry import check_model_name
 from stad.v1 import training_pb2 as _training_pb2
 from stad.v1 import training_pb2_grpc as _training_pb2_grpc
-
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -64,17 +59,13 @@ class TrainingServicer(_training_pb2_grpc.TrainingServiceServicer):
         self, request: _training_pb2.ListTrainingsRequest, context: Context
     ) -> _training_pb2.ListTrainingsResponse:
         async def body() -> _training_pb2.ListTrainingsResponse:
-            if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-                raise InvalidArgumentError(
-                    f"page_size must be in 0..{MAX_PAGE_SIZE}, got {request.page_size}"
-                )
+            size = paging.page_size(request.page_size)
             offset = _offset(request.page_token)
-            size = request.page_size or DEFAULT_PAGE_SIZE
             jobs = self._jobs.list(request.model)
             page = jobs[offset : offset + size]
             token = ""
             if offset + size < len(jobs):
-                token = base64.urlsafe_b64encode(f"offset:{offset + size}".encode()).decode()
+                token = paging.encode_token("offset:", offset + size)
             return _training_pb2.ListTrainingsResponse(
                 jobs=[convert.job_message(j) for j in page], next_page_token=token
             )
@@ -93,15 +84,13 @@ class TrainingServicer(_training_pb2_grpc.TrainingServiceServicer):
 def _offset(token: str) -> int:
     if not token:
         return 0
+    value = paging.decode_token(token, "offset:")
     try:
-        text = base64.urlsafe_b64decode(token.encode()).decode()
-        if not text.startswith("offset:"):
-            raise ValueError(text)
-        offset = int(text.removeprefix("offset:"))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidArgumentError(f"bad page_token {token!r}") from None
+        offset = int(value)
+    except ValueError:
+        raise paging.bad_token(token) from None
     if offset < 0:
-        raise InvalidArgumentError(f"bad page_token {token!r}")
+        raise paging.bad_token(token)
     return offset
 
 
