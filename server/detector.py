@@ -14,8 +14,15 @@ point is predicted while hidden, once per family. A point's error is its
 squared prediction error in scaled units, divided per family by that
 channel's mean error on the calibration data (so a noisy channel does not
 drown the others), mixed as (1 - spatial_weight) * temporal + spatial_weight
-* whole-channel, and averaged over the windows covering it. Expected values
-are the temporal family's predictions. The raw per-step score is the mean of
+* whole-channel, and averaged over the windows covering it. With
+`residual_weight` r > 0 each point's error becomes (1 - r) * that + r * its
+squared residual to the low-rank subspace of the scaled training steps (the
+fewest principal components keeping `residual_variance` of the variance,
+fitted on the training split, saved in the metadata), divided by one scale
+that gives the residuals the prediction errors' mean on the calibration data.
+The residual ignores time: it flags a combination of channel values never seen
+in training even when it is held steadily and so predictable from its own
+past. Expected values are the temporal family's predictions. The raw per-step score is the mean of
 these errors over the observed channels (0 if none is observed), smoothed
 over a trailing window of `smoothing` steps. With a supervised head (fit with
 labels), the raw score is instead the head's anomaly probability.
@@ -54,6 +61,7 @@ from stad.server import calibration
 from stad.server.model import AnomalyHead, MaskedPredictor, ModelConfig
 from stad.server.preprocessing import (
     ChannelScaler,
+    Subspace,
     as_matrix,
     check_length,
     extract_windows,
@@ -129,6 +137,9 @@ class DetectorConfig:
     spatial_weight: float = 0.5  # weight of the whole-channel family's errors; 0 skips it
     level_baseline: bool = False  # predict relative to each channel's visible mean in the window
     ff_mult: int = 2
+    # Weight of the per-step subspace residual in the raw score (0 = prediction errors only).
+    residual_weight: float = 0.0
+    residual_variance: float = 0.9  # share of the training variance the subspace keeps
 
     def __post_init__(self) -> None:
         self.validate()
@@ -170,6 +181,8 @@ class DetectorConfig:
             ("mask_ratio_end", 0.01, 0.99),
             ("threshold_quantile", 0.5, 1.0),
             ("spatial_weight", 0.0, 1.0),
+            ("residual_weight", 0.0, 1.0),
+            ("residual_variance", 0.01, 1.0),
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not lo <= value <= hi:
@@ -245,6 +258,7 @@ class _Families:
 
     temporal: npt.NDArray[np.float32]  # (N, L, C) squared errors, scaled units
     spatial: npt.NDArray[np.float32]  # (N, L, C); the temporal errors again when C == 1
+    residual: npt.NDArray[np.float32]  # (N, L, C) squared subspace residuals, scaled units
     expected: FloatArray  # (N, L, C) data units
     probability: npt.NDArray[np.float32] | None  # (N, L)
 
@@ -369,6 +383,8 @@ class Detector:
     scaler_: ChannelScaler
     channels_: tuple[str, ...]
     error_scale_: FloatArray  # (2, C): temporal and whole-channel families
+    subspace_: Subspace | None  # None on models saved before it existed
+    residual_scale_: float  # calibration mean residual / calibration mean prediction error
     reference_: float
     threshold_: float
     calibration_: dict[str, Any]
@@ -428,6 +444,8 @@ class Detector:
         if t - n_val < cfg.window:
             n_val = 0
         split = t - n_val
+        fit_rows = scaled[:split] if anomalous is None else scaled[:split][~anomalous[:split]]
+        subspace = Subspace.fit(fit_rows if fit_rows.shape[0] else scaled, cfg.residual_variance)
         train_set = self._window_set(scaled, anomalous, 0, split, cfg.train_stride, device)
         val_set = (
             self._window_set(scaled, anomalous, split, t, cfg.stride, device) if n_val else None
@@ -461,6 +479,7 @@ class Detector:
         self.head_ = head
         self.scaler_ = scaler
         self.channels_ = names
+        self.subspace_ = subspace
         self._calibrate(data, anomalous, split if n_val >= cfg.min_calibration_steps else 0)
         metrics.update(
             fit_s=time.monotonic() - started,
@@ -508,8 +527,10 @@ class Detector:
         means = _StepMeans(plan, cfg.window)
         for i in range(0, plan.windows.shape[0], CALIBRATION_BATCH):
             fam = self._forward_windows(plan.windows[i : i + CALIBRATION_BATCH])
-            means.add(temporal=fam.temporal, spatial=fam.spatial, probability=fam.probability)
+            means.add(temporal=fam.temporal, spatial=fam.spatial, residual=fam.residual,
+                      probability=fam.probability)
         temporal, spatial = means.mean("temporal"), means.mean("spatial")
+        residual = means.mean("residual")
         usable = np.zeros(data.shape[0], dtype=bool)
         usable[first_step:] = True
         if anomalous is not None:
@@ -523,8 +544,15 @@ class Detector:
                 sums = np.where(observed, per_step, 0.0).sum(axis=0)
                 mean_err = sums / np.maximum(observed.sum(axis=0), 1)
                 self.error_scale_[row] = np.maximum(mean_err, MIN_ERROR_SCALE)
+        # The residual term is put on the prediction errors' scale: equal means over
+        # the observed calibration values, so residual_weight is a plain mixing weight.
+        observed = ~plan.missing & usable[:, None]
+        prediction = self._combine(temporal, spatial, None)
+        mean_pred = float(prediction[observed].mean()) if observed.any() else 1.0
+        mean_res = float(residual[observed].mean()) if observed.any() else 1.0
+        self.residual_scale_ = max(mean_res, MIN_ERROR_SCALE) / max(mean_pred, MIN_ERROR_SCALE)
         # Combining is linear, so combining per-step means equals scoring's order.
-        err = self._combine(temporal, spatial)
+        err = self._combine(temporal, spatial, residual)
         err[plan.missing] = 0.0
         raw = self._smoothed_raw(plan, err, means.mean_or_none("probability"))
         self.reference_ = calibration.reference_scale(raw[usable], cfg.threshold_quantile)
@@ -549,6 +577,8 @@ class Detector:
             "channels": list(self.channels_),
             "scaler": self.scaler_.to_dict(),
             "error_scale": self.error_scale_.tolist(),
+            "subspace": None if self.subspace_ is None else self.subspace_.to_dict(),
+            "residual_scale": self.residual_scale_,
             "thresholds": {"threshold": self.threshold_, **self.calibration_},
             "training_range": {
                 "steps": n_steps,
@@ -587,7 +617,8 @@ class Detector:
         """Predict every point of each (L, C) window while hidden; batch-independent."""
         self._check_fitted()
         families = self._forward_windows(windows)
-        errors = self._combine(families.temporal, families.spatial).astype(np.float32)
+        combined = self._combine(families.temporal, families.spatial, families.residual)
+        errors = combined.astype(np.float32)
         return WindowOutput(errors, families.expected, families.probability)
 
     @torch.inference_mode()
@@ -621,20 +652,34 @@ class Detector:
             preds.append(prediction.temporal.cpu())
         if not preds:
             empty = np.zeros((0, cfg.window, c), dtype=np.float32)
-            return _Families(empty, empty, empty.astype(np.float64), None)
+            return _Families(empty, empty, empty, empty.astype(np.float64), None)
+        residual = (
+            np.zeros_like(arr) if self.subspace_ is None
+            else self.subspace_.residual(arr).astype(np.float32)
+        )
         return _Families(
             temporal=torch.cat(temporal).numpy(),
             spatial=torch.cat(spatial).numpy(),
+            residual=residual,
             expected=self.scaler_.inverse(torch.cat(preds).numpy()),
             probability=torch.cat(probs).numpy() if probs else None,
         )
 
-    def _combine(self, temporal: npt.NDArray[Any], spatial: npt.NDArray[Any]) -> FloatArray:
-        """Weighted mean of the families' errors, each divided by its per-channel scale."""
+    def _combine(
+        self,
+        temporal: npt.NDArray[Any],
+        spatial: npt.NDArray[Any],
+        residual: npt.NDArray[Any] | None,
+    ) -> FloatArray:
+        """Weighted mean of the families' errors, each divided by its per-channel scale,
+        then mixed with the subspace residuals (None: prediction errors only)."""
         w = self.config.spatial_weight if len(self.channels_) > 1 else 0.0
         combined: FloatArray = (1 - w) * temporal / self.error_scale_[0] + (
             w * spatial / self.error_scale_[1]
         )
+        r = self.config.residual_weight
+        if residual is not None and r > 0:
+            combined = (1 - r) * combined + r * residual / self.residual_scale_
         return combined
 
     def _smoothed_raw(
@@ -764,6 +809,11 @@ class Detector:
         det.channels_ = channels
         det.scaler_ = ChannelScaler.from_dict(meta["scaler"])
         det.error_scale_ = np.asarray(meta["error_scale"], dtype=np.float64).reshape(2, -1)
+        subspace = meta.get("subspace")
+        det.subspace_ = None if subspace is None else Subspace.from_dict(subspace)
+        det.residual_scale_ = float(meta.get("residual_scale", 1.0))
+        if det.subspace_ is None and config.residual_weight > 0:
+            raise ValueError(f"{meta_path}: residual_weight > 0 but no subspace saved")
         thresholds = dict(meta["thresholds"])
         det.threshold_ = float(thresholds.pop("threshold"))
         det.reference_ = float(thresholds["reference"])

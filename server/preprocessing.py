@@ -162,3 +162,48 @@ def random_masks(
     pick = torch.randint(0, n_channels * n_patches, (batch,), generator=generator)
     flat[empty, pick[empty]] = True
     return flat.view(batch, n_channels, n_patches)  # (B, C, N)
+
+
+@dataclass
+class Subspace:
+    """Low-rank linear subspace of scaled training steps (principal components).
+
+    A step's squared residual to it, channel by channel, says how far the
+    step's vector of channels lies from the training distribution's main
+    directions, without regard to time: a combination of values never seen
+    together in training leaves a residual even when each value alone is
+    ordinary and easy to predict from its own history.
+    """
+
+    mean: FloatArray  # (C,)
+    components: FloatArray  # (K, C) orthonormal rows
+
+    @classmethod
+    def fit(cls, X: FloatArray, variance: float) -> Subspace:
+        """Keep the fewest components explaining `variance` of (T, C); NaN = mean."""
+        observed = ~np.isnan(X)
+        counts = observed.sum(axis=0)
+        mean = np.where(observed, X, 0.0).sum(axis=0) / np.maximum(counts, 1)
+        centred = np.where(observed, X - mean, 0.0)
+        _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+        power = singular**2
+        share = np.cumsum(power) / max(float(power.sum()), 1e-12)
+        keep = min(int(np.searchsorted(share, variance - 1e-12)) + 1, vt.shape[0])
+        return cls(mean=mean.astype(np.float64), components=vt[:keep].astype(np.float64))
+
+    def residual(self, X: npt.NDArray[np.floating[Any]]) -> FloatArray:
+        """(..., C) squared residual per channel; missing values count as the mean, residual 0."""
+        observed = ~np.isnan(X)
+        centred = np.where(observed, X - self.mean, 0.0)
+        projected = centred @ self.components.T @ self.components
+        out: FloatArray = np.where(observed, (centred - projected) ** 2, 0.0)
+        return out
+
+    def to_dict(self) -> dict[str, list[float] | list[list[float]]]:
+        return {"mean": self.mean.tolist(), "components": self.components.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Subspace:
+        mean = np.asarray(data["mean"], dtype=np.float64)
+        components = np.asarray(data["components"], dtype=np.float64).reshape(-1, mean.shape[0])
+        return cls(mean=mean, components=components)

@@ -186,7 +186,7 @@ def test_bad_input_raises_value_error(fitted: Detector) -> None:
     ("field", "value"),
     [("window", 30), ("patch", 0), ("d_model", 30), ("epochs", 0), ("learning_rate", -1.0),
      ("mask_ratio_end", 1.5), ("threshold_quantile", 2.0), ("mask_groups", 1),
-     ("window", 8)],
+     ("window", 8), ("residual_weight", 1.5), ("residual_variance", 0.0)],
 )
 def test_bad_config_raises_value_error(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"{field}="):
@@ -203,7 +203,8 @@ def test_save_load_round_trip(fitted: Detector, tmp_path: Path) -> None:
     assert "encoder.embed.weight" in header
     assert not raw.startswith(b"\x80")  # no pickle protocol marker
     meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
-    for key in ("config", "channels", "scaler", "thresholds", "training_range",
+    for key in ("config", "channels", "scaler", "subspace", "residual_scale", "thresholds",
+                "training_range",
                 "training_metrics", "library_versions"):
         assert key in meta
     assert meta["channels"] == ["a", "b", "c", "d"]
@@ -322,6 +323,37 @@ def test_spatial_weight_zero_skips_whole_channel_family() -> None:
     out = det.score_windows(windows)
     np.testing.assert_allclose(out.errors, families.temporal / det.error_scale_[0], rtol=1e-5)
     assert np.isfinite(det.score(coupled_series(200, seed=1)).score).all()
+
+
+def test_residual_term_flags_an_unseen_combination_of_ordinary_values() -> None:
+    # Channels a and c move in opposite directions in training; holding both at a
+    # level each has often had, but together, breaks the coupling without a step.
+    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=1,
+                         residual_weight=0.5)
+    det = Detector(cfg).fit(coupled_series(400))
+    assert det.subspace_ is not None
+    X = coupled_series(300, seed=1)
+    X[150:250, 0] = 10.9  # a near its top
+    X[150:250, 2] = 0.9  # c near its top: in training c = -(a - 10)
+    out = det.score(X)
+    assert out.score[170:250].mean() > 3 * out.score[:140].mean()
+    np.testing.assert_allclose(out.contributions.sum(axis=1), 1.0, rtol=1e-6)
+    # The term is fitted on the training split and put on the prediction errors' scale.
+    plan = det.plan_windows(coupled_series(200, seed=2))
+    families = det._forward_windows(plan.windows)
+    expected = 0.5 * det._combine(families.temporal, families.spatial, None) + (
+        0.5 * families.residual / det.residual_scale_
+    )
+    np.testing.assert_allclose(det.score_windows(plan.windows).errors, expected, rtol=1e-5)
+
+
+def test_residual_weight_zero_keeps_prediction_errors_only(fitted: Detector) -> None:
+    plan = fitted.plan_windows(coupled_series(200, seed=2))
+    families = fitted._forward_windows(plan.windows)
+    np.testing.assert_allclose(
+        fitted.score_windows(plan.windows).errors,
+        fitted._combine(families.temporal, families.spatial, None), rtol=1e-6,
+    )
 
 
 def test_without_validation_early_stopping_watches_fixed_masks() -> None:
