@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -15,6 +16,31 @@ from stad.server.detector import Detector, ScoreOutput, WindowOutput
 from stad.server.errors import InvalidArgumentError
 from stad.server.metrics import ServerMetrics
 from stad.server.registry import Registry, check_model_name
+
+
+class WindowBudget:
+    """Windows one request may have queued at once, so its own series never overfill the queue.
+
+    A request with many series queues them as room frees up; one series larger than the
+    whole budget still goes alone (the batcher then says whether the queue can hold it).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._freed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def take(self, count: int) -> AsyncIterator[None]:
+        async with self._freed:
+            await self._freed.wait_for(lambda: self._used == 0 or self._used + count <= self._limit)
+            self._used += count
+        try:
+            yield
+        finally:
+            async with self._freed:
+                self._used -= count
+                self._freed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -67,12 +93,14 @@ class ScoringEngine:
         *,
         threshold: float | None = None,
         deadline: float | None = None,
+        budget: WindowBudget | None = None,
     ) -> ScoreOutput:
         """Score one series with an already resolved version."""
         values = align_channels(series, detector.channels_)
         plan = detector.plan_windows(values)
         batcher = self._batcher(model, version)
-        outputs = await batcher.score(plan.windows, deadline=deadline)
+        async with budget.take(len(plan.windows)) if budget else contextlib.nullcontext():
+            outputs = await batcher.score(plan.windows, deadline=deadline)
         probability = outputs[2] if len(outputs) > 2 else None
         window_output = WindowOutput(outputs[0], outputs[1], probability)
         if plan.n_steps > 50_000:
@@ -91,13 +119,20 @@ class ScoringEngine:
         """Score every series with the named (or active) version; returns (version, results)."""
         check_request(series, threshold)
         resolved, detector = await self.resolve(model, version)
+        budget = self.request_budget()
         results = await asyncio.gather(
             *(
-                self.score_indexed(model, resolved, detector, i, s, threshold=threshold, deadline=deadline)
+                self.score_indexed(
+                    model, resolved, detector, i, s, threshold=threshold, deadline=deadline, budget=budget
+                )
                 for i, s in enumerate(series)
             )
         )
         return resolved, list(results)
+
+    def request_budget(self) -> WindowBudget:
+        """A fresh budget for one request: at most half the queue, leaving room for others."""
+        return WindowBudget(max(self._batching.max_batch_windows, self._batching.max_queue_windows // 2))
 
     async def score_indexed(
         self,
@@ -109,11 +144,12 @@ class ScoringEngine:
         *,
         threshold: float | None = None,
         deadline: float | None = None,
+        budget: WindowBudget | None = None,
     ) -> ScoreOutput:
         """`score_series`, with the series' index in any bad-input message."""
         try:
             return await self.score_series(
-                model, version, detector, series, threshold=threshold, deadline=deadline
+                model, version, detector, series, threshold=threshold, deadline=deadline, budget=budget
             )
         except ValueError as exc:
             raise InvalidArgumentError(f"series {index}: {exc}") from exc

@@ -58,10 +58,12 @@ class ScoringServicer(_scoring_pb2_grpc.ScoringServiceServicer):
         check_request(series, threshold)
         version, detector = await self._engine.resolve(request.model, request.version)
         deadline = deadline_of(context)
+        budget = self._engine.request_budget()
         tasks = {
             asyncio.ensure_future(
                 self._engine.score_indexed(
-                    request.model, version, detector, i, s, threshold=threshold, deadline=deadline
+                    request.model, version, detector, i, s, threshold=threshold, deadline=deadline,
+                    budget=budget,
                 )
             ): i
             for i, s in enumerate(series)

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import pytest
 from grpc import aio
 
 from stad.server.app import StadServer
@@ -148,3 +149,22 @@ def test_staged_compute_matches_direct_compute(model_dir: Path, detector: Detect
         np.testing.assert_array_equal(errors, direct.errors)
         np.testing.assert_array_equal(expected, direct.expected)
     assert [s[0] for s in shapes] == [5, 8]  # reused unless a batch outgrows it
+
+
+@pytest.mark.parametrize("method", ["Score", "StreamScore"])
+async def test_many_series_larger_together_than_the_queue_are_all_scored(
+    make_server: MakeServer, detector: Detector, method: str
+) -> None:
+    # 12 series of 11 windows each (window 16, stride 8): 132 windows, the queue holds 32
+    server, channel = await make_server(max_batch_windows=8, max_queue_windows=32)
+    values = [make_values(96, seed) for seed in range(12)]
+    request = scoring_pb2.ScoreRequest(model=MODEL, series=[series_message(v) for v in values])
+    stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+    if method == "Score":
+        results = list((await stub.Score(request)).results)
+    else:
+        results = [r for response in [m async for m in stub.StreamScore(request)] for r in response.results]
+    assert sorted(r.series_index for r in results) == list(range(12))
+    for result in results:
+        assert_same(result, detector.score(values[result.series_index]))
+    assert server.engine.pending_windows == 0
