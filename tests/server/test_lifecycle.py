@@ -21,6 +21,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from stad.client import AsyncClient
 from stad.server.app import SERVICE_NAMES, StadServer, main
 from stad.server.detector import Detector
 from stad.server.embedded import EmbeddedServer
@@ -186,6 +187,8 @@ async def test_tls(make_server: MakeServer, tmp_path: Path) -> None:
     async with aio.secure_channel(f"127.0.0.1:{server.port}", credentials) as channel:
         listed = await models_pb2_grpc.ModelServiceStub(channel).ListModels(models_pb2.ListModelsRequest())
     assert [m.name for m in listed.models] == [MODEL]
+    async with AsyncClient(f"127.0.0.1:{server.port}", tls=cert) as client:  # the client's own TLS path
+        assert [m.name for m in await client.models()] == [MODEL]
     async with aio.insecure_channel(f"127.0.0.1:{server.port}") as plain:
         with pytest.raises(aio.AioRpcError) as caught:
             await models_pb2_grpc.ModelServiceStub(plain).ListModels(
