@@ -131,7 +131,9 @@ def _raw(url: str, target: str, job: Job, start: int, end: int) -> dict[str, flo
                           interval_ns=job.interval_ns, fill=job.fill)) for b in blocks]
     t0 = time.perf_counter()
     results = []
-    per_call = max(1, 4_000_000 // max(1, grids[0][2].size))  # stay far below the message limit
+    steps, fields = grids[0][2].shape
+    response_bytes = steps * (2 * fields + 5) * 8  # per series: 5 per-step columns + 2 per channel
+    per_call = max(1, 32 * 2**20 // response_bytes)  # half the 64 MiB message limit, both ways
     with Client(target, timeout_s=1800) as client:
         for first in range(0, len(grids), per_call):
             group = grids[first:first + per_call]
