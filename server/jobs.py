@@ -4,6 +4,10 @@ At most `max_concurrent` jobs run at once (one per device by default); the rest
 wait in FIFO order. A child that raises, crashes, is killed or is cancelled ends
 its job as FAILED or CANCELLED and nothing else: scoring runs in the parent,
 and only the parent writes the registry, after the child reports a saved model.
+
+Every job is recorded in a journal on disk (see job_journal), so the history of
+the newest `max_history` finished jobs survives a restart. Jobs that were queued
+or running when the server went away come back FAILED: their data is gone.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import enum
 import json
 import multiprocessing
+import re
 import shutil
 import signal
 import threading
@@ -20,7 +25,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -30,8 +35,14 @@ import numpy.typing as npt
 
 from stad.server import job_worker
 from stad.server.errors import NotFoundError, ResourceExhaustedError, UnavailableError
+from stad.server.job_journal import JobJournal
 from stad.server.metrics import ServerMetrics
 from stad.server.registry import Registry
+
+MAX_JOB_HISTORY = 1000
+RECORD_PROGRESS_INTERVAL_S = 1.0  # progress alone rewrites a job's record at most this often
+RESTART_REASON = "the server stopped before the job finished (restart)"
+JOB_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
 class JobState(enum.Enum):
@@ -99,7 +110,10 @@ class JobManager:
         fault: str = "",
         cancel_timeout_s: float = 15.0,
         torch_threads: int = 0,
+        max_history: int = MAX_JOB_HISTORY,
     ) -> None:
+        if max_history < 1:
+            raise ValueError(f"max_history must be at least 1, got {max_history}")
         self._registry = registry
         self._work_dir = Path(work_dir)
         self._device = device
@@ -109,6 +123,9 @@ class JobManager:
         self._fault = fault
         self._cancel_timeout_s = cancel_timeout_s
         self._torch_threads = torch_threads
+        self._max_history = max_history
+        self._journal = JobJournal(self._work_dir)
+        self._recorded: dict[str, tuple[JobState, float]] = {}  # job id -> state, monotonic time
         self._jobs: dict[str, Job] = {}
         self._requests: dict[str, TrainingRequest] = {}
         self._queue: deque[str] = deque()
@@ -118,6 +135,7 @@ class JobManager:
         self._changed = asyncio.Condition()
         self._closed = False
         self._context = multiprocessing.get_context("spawn")
+        self._restore_history()
 
     # -- queries ---------------------------------------------------------------------
 
@@ -285,10 +303,7 @@ class JobManager:
             await self._finish(job, JobState.FAILED, error=_death_reason(process.exitcode))
 
     async def _finish(self, job: Job, state: JobState, *, version: str = "", error: str = "") -> None:
-        job.state = state
-        job.version = version
-        job.error = error
-        job.finished_at_ns = time.time_ns()
+        _mark_finished(job, state, version=version, error=error)
         await self._changed_job(job)
 
     async def _until_finished(self, job: Job) -> None:
@@ -297,14 +312,95 @@ class JobManager:
 
     async def _changed_job(self, job: Job) -> None:
         job.revision += 1
-        if self._metrics is not None:
-            counts = {state: 0 for state in JobState}
-            for each in self._jobs.values():
-                counts[each.state] += 1
-            for state, count in counts.items():
-                self._metrics.training_jobs.labels(state=state.value).set(count)
+        self._record(job)
+        if job.state.finished:
+            self._prune_history()
+        self._count_states()
         async with self._changed:
             self._changed.notify_all()
+
+    def _count_states(self) -> None:
+        if self._metrics is None:
+            return
+        counts = {state: 0 for state in JobState}
+        for each in self._jobs.values():
+            counts[each.state] += 1
+        for state, count in counts.items():
+            self._metrics.training_jobs.labels(state=state.value).set(count)
+
+    # -- history ---------------------------------------------------------------------
+
+    def _record(self, job: Job) -> None:
+        """Write the job's record on a state change; on progress alone, at most once per interval.
+
+        Written synchronously: a record is a few hundred bytes, and ordering is then simple.
+        """
+        now = time.monotonic()
+        last = self._recorded.get(job.job_id)
+        if last is not None and last[0] is job.state and now - last[1] < RECORD_PROGRESS_INTERVAL_S:
+            return
+        self._journal.write(job.job_id, _job_record(job))
+        if job.state.finished:
+            self._recorded.pop(job.job_id, None)
+        else:
+            self._recorded[job.job_id] = (job.state, now)
+
+    def _restore_history(self) -> None:
+        """Load the journal; jobs cut off by the last shutdown become FAILED."""
+        for job in self._journal.load(_job_from_record):
+            if not job.state.finished:
+                _mark_finished(job, JobState.FAILED, error=RESTART_REASON)
+                shutil.rmtree(self._work_dir / job.job_id, ignore_errors=True)
+                self._journal.write(job.job_id, _job_record(job))
+            self._jobs[job.job_id] = job
+        self._prune_history()
+        self._count_states()
+
+    def _prune_history(self) -> None:
+        """Forget the oldest finished jobs beyond `max_history`, in memory and on disk."""
+        finished = [job for job in self._jobs.values() if job.state.finished]
+        excess = len(finished) - self._max_history
+        if excess <= 0:
+            return
+        for job in sorted(finished, key=lambda each: each.finished_at_ns)[:excess]:
+            del self._jobs[job.job_id]
+            self._journal.remove(job.job_id)
+
+
+def _mark_finished(job: Job, state: JobState, *, version: str = "", error: str = "") -> None:
+    job.state = state
+    job.version = version
+    job.error = error
+    job.finished_at_ns = time.time_ns()
+
+
+def _job_record(job: Job) -> dict[str, Any]:
+    record = asdict(job)
+    del record["revision"]
+    record["state"] = job.state.value
+    record["channels"] = list(job.channels)
+    return record
+
+
+def _job_from_record(job_id: str, record: dict[str, Any]) -> Job:
+    if not JOB_ID_PATTERN.fullmatch(job_id) or record["job_id"] != job_id:
+        raise ValueError(f"the record does not hold job {job_id!r}")
+    progress = record["progress"]
+    if not isinstance(progress, dict):
+        raise TypeError(f"progress is {type(progress).__name__}, not an object")
+    return Job(
+        job_id=job_id,
+        model=str(record["model"]),
+        steps=int(record["steps"]),
+        channels=tuple(str(channel) for channel in record["channels"]),
+        state=JobState(record["state"]),
+        progress={str(k): v for k, v in progress.items() if isinstance(v, (int, float, str))},
+        version=str(record["version"]),
+        error=str(record["error"]),
+        created_at_ns=int(record["created_at_ns"]),
+        started_at_ns=int(record["started_at_ns"]),
+        finished_at_ns=int(record["finished_at_ns"]),
+    )
 
 
 def _pump(reader: Connection, loop: asyncio.AbstractEventLoop, out: asyncio.Queue[tuple[str, Any]]) -> None:

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 from grpc import aio
 
+from stad.server.app import JOBS_DIR
 from stad.server.detector import Detector
+from stad.server.jobs import RESTART_REASON, JobManager, TrainingRequest
 from stad.server.registry import Registry
-from stad.v1 import scoring_pb2, scoring_pb2_grpc, training_pb2, training_pb2_grpc
+from stad.v1 import (
+    models_pb2,
+    models_pb2_grpc,
+    scoring_pb2,
+    scoring_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
+)
 from tests.server.conftest import CHANNELS, MODEL, MakeServer, make_values, series_message
 
 TINY_SPEC = {"window": 16, "patch": 4, "d_model": 16, "n_heads": 2, "n_layers": 1, "batch_size": 32}
@@ -218,3 +231,96 @@ async def test_unknown_job_is_not_found(make_server: MakeServer) -> None:
     with pytest.raises(aio.AioRpcError) as caught:
         await stub.ListTrainings(training_pb2.ListTrainingsRequest(page_token="garbage!"))
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def journal_record(state: str, *, created_at_ns: int = 1_000, **fields: Any) -> dict[str, Any]:
+    """A job record as the journal keeps it, written by hand."""
+    record: dict[str, Any] = {
+        "job_id": uuid.uuid4().hex,
+        "model": "fresh",
+        "steps": 400,
+        "channels": list(CHANNELS),
+        "state": state,
+        "progress": {},
+        "version": "",
+        "error": "",
+        "created_at_ns": created_at_ns,
+        "started_at_ns": 0,
+        "finished_at_ns": 0,
+        **fields,
+    }
+    return record
+
+
+def write_record(jobs_dir: Path, record: dict[str, Any]) -> str:
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    (jobs_dir / f"{record['job_id']}.json").write_text(json.dumps(record))
+    return str(record["job_id"])
+
+
+async def test_job_history_survives_a_restart(make_server: MakeServer, model_dir: Path) -> None:
+    server, channel = await make_server()
+    job = await start(channel, spec(activate=True), [make_values(400, seed=3)])
+    final = (await watch_until(channel, job.job_id, FINISHED))[-1]
+    assert final.state == State.JOB_STATE_SUCCEEDED, final.error
+    await server.stop()
+
+    record = json.loads((model_dir / JOBS_DIR / f"{job.job_id}.json").read_text())
+    assert record["state"] == "succeeded" and record["version"] == "1"
+    assert "values" not in record and len(json.dumps(record)) < 2_000  # the data stays out
+
+    _, channel = await make_server()
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    assert await stub.GetTraining(training_pb2.GetTrainingRequest(job_id=job.job_id)) == final
+    listed = await stub.ListTrainings(training_pb2.ListTrainingsRequest())
+    assert list(listed.jobs) == [final]
+    assert (await watch_until(channel, job.job_id, FINISHED)) == [final]
+    models = await models_pb2_grpc.ModelServiceStub(channel).ListModels(models_pb2.ListModelsRequest())
+    assert sorted(m.name for m in models.models) == ["fresh", MODEL]  # the journal is no model
+
+
+async def test_jobs_cut_off_by_a_restart_come_back_failed(
+    make_server: MakeServer, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    jobs_dir = model_dir / JOBS_DIR
+    running = write_record(
+        jobs_dir, journal_record("running", started_at_ns=2_000, progress={"epoch": 3, "train_loss": 0.5})
+    )
+    queued = write_record(jobs_dir, journal_record("queued"))
+    (jobs_dir / running).mkdir()
+    (jobs_dir / running / "values.npy").write_bytes(b"left behind")
+    (jobs_dir / f"{uuid.uuid4().hex}.json").write_text("{not json")
+    (jobs_dir / f"{uuid.uuid4().hex}.json").write_text(json.dumps({"state": "succeeded"}))
+
+    with caplog.at_level(logging.WARNING, logger="stad.server.jobs"):
+        _, channel = await make_server()
+    assert sum("skipping unreadable training job record" in r.message for r in caplog.records) == 2
+
+    stub = training_pb2_grpc.TrainingServiceStub(channel)
+    listed = await stub.ListTrainings(training_pb2.ListTrainingsRequest())
+    assert {j.job_id for j in listed.jobs} == {running, queued}
+    for job in listed.jobs:
+        assert job.state == State.JOB_STATE_FAILED and job.error == RESTART_REASON
+        assert job.finished_at.ToNanoseconds() > 0
+    was_running = await stub.GetTraining(training_pb2.GetTrainingRequest(job_id=running))
+    assert was_running.progress.epoch == 3 and was_running.started_at.ToNanoseconds() == 2_000
+    assert not (jobs_dir / running).exists()
+    assert json.loads((jobs_dir / f"{running}.json").read_text())["state"] == "failed"
+
+
+async def test_job_history_is_bounded(model_dir: Path) -> None:
+    jobs_dir = model_dir / JOBS_DIR
+    ids = [
+        write_record(jobs_dir, journal_record("succeeded", created_at_ns=n, finished_at_ns=n, version="1"))
+        for n in (1_000, 2_000, 3_000)
+    ]
+    manager = JobManager(Registry(model_dir, Detector.load), jobs_dir, max_concurrent=0, max_history=2)
+    assert [job.job_id for job in manager.list()] == [ids[2], ids[1]]
+    assert not (jobs_dir / f"{ids[0]}.json").exists()
+
+    values = make_values(40, seed=0)
+    job = await manager.submit(TrainingRequest(model="fresh", config={}, values=values, channels=CHANNELS))
+    await manager.cancel(job.job_id)  # max_concurrent=0: it was still queued
+    assert [each.job_id for each in manager.list()] == [job.job_id, ids[2]]
+    assert sorted(p.stem for p in jobs_dir.glob("*.json")) == sorted([job.job_id, ids[2]])
+    await manager.close()
