@@ -5,7 +5,8 @@ Requests put windows (N, L, C) in a FIFO queue. A batch forms when the queue hol
 `max_queue_delay_ms`; a request larger than one batch is split over several. The
 compute function runs in an executor, off the event loop, on whole batches; its
 result is a tuple of arrays with one row per window, which is split back per
-request. Requests whose deadline passed while queued are dropped before compute.
+request (`score`: all at once; `stream`: piece by piece as the batches run).
+Requests whose deadline passed while queued are dropped before compute.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -92,6 +93,29 @@ class WindowBatcher:
 
     async def score(self, windows: Windows, *, deadline: float | None = None) -> Outputs:
         """Score (N, L, C) windows; returns the compute function's outputs for them."""
+        parts = [part async for part in self.stream(windows, deadline=deadline)]
+        return tuple(np.concatenate(arrays, axis=0) for arrays in zip(*parts, strict=True))
+
+    async def stream(
+        self, windows: Windows, *, deadline: float | None = None
+    ) -> AsyncGenerator[Outputs, None]:
+        """Score (N, L, C) windows piece by piece: yields the outputs of consecutive pieces
+        of at most max_batch_windows windows, in order, each once its batch has run.
+
+        All pieces are queued on the first step. Leaving early (an error, cancellation,
+        closing the iterator) drops the pieces not computed yet; close it with
+        `contextlib.aclosing` when you may stop before the end.
+        """
+        items = self._enqueue(windows, deadline)
+        try:
+            for item in items:
+                yield await item.future
+        finally:
+            for item in items:
+                item.future.cancel()  # no-op when done
+
+    def _enqueue(self, windows: Windows, deadline: float | None) -> list[_Item]:
+        """Queue the windows in pieces of at most max_batch_windows, or refuse them all."""
         if windows.ndim != 3 or windows.shape[0] == 0:
             raise ValueError(f"windows must be a non-empty (N, L, C) array, got shape {windows.shape}")
         if self._closed:
@@ -118,12 +142,7 @@ class WindowBatcher:
             items.append(item)
         self._add_pending(count)
         self._arrived.set()
-        try:
-            parts = await asyncio.gather(*(item.future for item in items))
-        finally:
-            for item in items:
-                item.future.cancel()  # no-op when done; drops the rest if one failed
-        return tuple(np.concatenate(arrays, axis=0) for arrays in zip(*parts, strict=True))
+        return items
 
     def _on_done(self, future: asyncio.Future[Outputs]) -> None:
         if future.cancelled():

@@ -47,10 +47,28 @@ def first_step_from(series: SeriesData, return_from_ns: int) -> int:
     return int(np.searchsorted(series.timestamps_ns, return_from_ns, side="left"))
 
 
+# A SeriesScores carries per step: timestamps_ns, score, raw_score, is_anomaly and
+# severity, then contributions and expected per channel.
+STEP_FIELDS = 5
+VALUE_BYTES = 8  # a packed double; more than a bool, about an int64 timestamp
+SERIES_OVERHEAD_BYTES = 128  # index, start step, threshold, field tags and lengths
+
+
+def values_per_step(n_channels: int) -> int:
+    return STEP_FIELDS + 2 * n_channels
+
+
+def series_scores_bytes(steps: int, channels: Sequence[str]) -> int:
+    """The encoded size of `steps` steps of a SeriesScores, estimated from above."""
+    names = sum(len(name.encode()) + 2 for name in channels)
+    return steps * values_per_step(len(channels)) * VALUE_BYTES + names + SERIES_OVERHEAD_BYTES
+
+
 def series_scores(
     index: int, series: SeriesData, output: ScoreOutput, start: int, stop: int
 ) -> _scoring_pb2.SeriesScores:
-    """Steps start..stop of one scored series as a message."""
+    """Steps start..stop of one scored series (steps of the series, which `output`,
+    maybe a chunk starting at output.start_step, must cover) as a message."""
     message = _scoring_pb2.SeriesScores(
         series_index=index,
         start_step=start,
@@ -59,12 +77,13 @@ def series_scores(
     )
     if series.timestamps_ns is not None:
         message.timestamps_ns.extend(series.timestamps_ns[start:stop].tolist())
-    message.score.extend(output.score[start:stop].tolist())
-    message.raw_score.extend(output.raw_score[start:stop].tolist())
-    message.is_anomaly.extend(output.is_anomaly[start:stop].tolist())
-    message.severity.extend(output.severity[start:stop].tolist())
-    message.contributions.extend(output.contributions[start:stop].ravel().tolist())
-    message.expected.extend(output.expected[start:stop].ravel().tolist())
+    rows = slice(start - output.start_step, stop - output.start_step)
+    message.score.extend(output.score[rows].tolist())
+    message.raw_score.extend(output.raw_score[rows].tolist())
+    message.is_anomaly.extend(output.is_anomaly[rows].tolist())
+    message.severity.extend(output.severity[rows].tolist())
+    message.contributions.extend(output.contributions[rows].ravel().tolist())
+    message.expected.extend(output.expected[rows].ravel().tolist())
     return message
 
 

@@ -36,7 +36,9 @@ by default); with labels it is the best-F1 threshold on the training series.
 Severity is 100 * (1 - 2**-score): 50 at score 1.
 
 The server batches windows of many requests through `plan_windows`,
-`score_windows` and `assemble`; a window's result never depends on its batch.
+`score_windows` and `assemble` (or `assembler`, which releases each step's
+scores as soon as no later window covers it); a window's result never
+depends on its batch.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.metadata
+import itertools
 import json
 import math
 import platform
@@ -84,6 +87,7 @@ from stad.server.training import (
 __all__ = [
     "Detector",
     "DetectorConfig",
+    "ScoreAssembler",
     "ScoreOutput",
     "TrainingCancelled",
     "TrainingProgress",
@@ -273,6 +277,31 @@ class ScoreOutput:
     contributions: FloatArray  # (T, C) rows sum to 1 (0 where nothing observed)
     expected: FloatArray  # (T, C) in the data's own units
     channels: tuple[str, ...] = field(default_factory=tuple)
+    start_step: int = 0  # the series step of row 0 (an assembler's chunks start later)
+
+    @property
+    def stop_step(self) -> int:
+        return self.start_step + int(self.score.shape[0])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[ScoreOutput]) -> ScoreOutput:
+        """Join consecutive chunks of one series (as a `ScoreAssembler` releases them)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        for before, after in itertools.pairwise(parts):
+            if after.start_step != before.stop_step:
+                raise ValueError(
+                    f"chunk at step {after.start_step} does not follow one ending at {before.stop_step}"
+                )
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        arrays = {
+            name: np.concatenate([getattr(p, name) for p in parts])
+            for name in ("score", "raw_score", "is_anomaly", "severity", "contributions", "expected")
+        }
+        return cls(**arrays, threshold=first.threshold, channels=first.channels,
+                   start_step=first.start_step)
 
 
 def _library_versions() -> dict[str, str]:
@@ -340,18 +369,92 @@ class _StepMeans:
             self.count[s : s + L] += 1
         self.added += n
 
-    def mean_or_none(self, name: str) -> FloatArray | None:
+    @property
+    def final_steps(self) -> int:
+        """Steps no later window covers: their means will not change any more."""
+        if self.added == self.plan.starts.shape[0]:
+            return self.plan.n_steps
+        return int(self.plan.starts[self.added])
+
+    def mean_or_none(self, name: str, steps: slice = slice(None)) -> FloatArray | None:
         if name not in self.sums:
             return None
-        total = self.sums[name]
-        mean: FloatArray = total / np.maximum(self.count, 1).reshape(-1, *[1] * (total.ndim - 1))
+        total = self.sums[name][steps]
+        count = np.maximum(self.count[steps], 1)
+        mean: FloatArray = total / count.reshape(-1, *[1] * (total.ndim - 1))
         return mean
 
-    def mean(self, name: str) -> FloatArray:
-        mean = self.mean_or_none(name)
+    def mean(self, name: str, steps: slice = slice(None)) -> FloatArray:
+        mean = self.mean_or_none(name, steps)
         if mean is None:
             raise ValueError(f"no window results named {name!r}")
         return mean
+
+
+class _TrailingMean:
+    """`calibration.smooth_trailing` fed piece by piece, to the same floats as one call.
+
+    It keeps the running prefix sums of the last `steps` steps, so every piece's
+    differences come from the very sums one call over the whole series would take.
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self._prefix = np.zeros(1)  # prefix sums at steps seen - len + 1 .. seen
+        self._seen = 0
+
+    def add(self, raw: FloatArray) -> FloatArray:
+        """The trailing means of the next raw.shape[0] steps."""
+        if self.steps <= 1:
+            return raw.copy()
+        sums = np.concatenate((self._prefix[:-1], np.cumsum(np.concatenate((self._prefix[-1:], raw)))))
+        first = self._seen - (self._prefix.shape[0] - 1)  # the series step of sums[0]
+        idx = np.arange(self._seen + 1, self._seen + raw.shape[0] + 1)
+        lo = np.maximum(idx - self.steps, 0)
+        out: FloatArray = (sums[idx - first] - sums[lo - first]) / (idx - lo)
+        self._prefix = sums[-(self.steps + 1) :]
+        self._seen += raw.shape[0]
+        return out
+
+
+class ScoreAssembler:
+    """Per-step scores of one plan, released in order as soon as they are final.
+
+    Feed `add` the plan's window results in plan order, in pieces of any size. Step t
+    depends only on the windows starting at or before t (smoothing is trailing), so
+    once the windows before k are in, the steps before starts[k] are final; the last
+    window releases the rest. The chunks concatenate to `Detector.assemble`'s result.
+    """
+
+    def __init__(self, detector: Detector, plan: WindowPlan, threshold: float) -> None:
+        self._detector = detector
+        self._plan = plan
+        self._threshold = threshold
+        self._means = _StepMeans(plan, detector.config.window)
+        self._smoothing = _TrailingMean(detector.config.smoothing)
+        self.released = 0  # steps released so far
+
+    @property
+    def done(self) -> bool:
+        return self.released == self._plan.n_steps
+
+    def add(self, output: WindowOutput) -> ScoreOutput | None:
+        """Fold in the next windows' results; the newly final steps, or None if none."""
+        shape = (len(output), self._detector.config.window, self._plan.missing.shape[1])
+        if output.errors.shape != shape or output.expected.shape != shape:
+            raise ValueError(
+                f"output errors {output.errors.shape} / expected {output.expected.shape} "
+                f"are not windows of shape (N, {shape[1]}, {shape[2]})"
+            )
+        self._means.add(errors=output.errors, expected=output.expected, probability=output.probability)
+        stop = self._means.final_steps
+        if stop == self.released:
+            return None
+        chunk = self._detector._score_steps(
+            self._means, slice(self.released, stop), self._smoothing, self._threshold
+        )
+        self.released = stop
+        return chunk
 
 
 def _torch_device(name: str) -> torch.device:
@@ -554,7 +657,8 @@ class Detector:
         # Combining is linear, so combining per-step means equals scoring's order.
         err = self._combine(temporal, spatial, residual)
         err[plan.missing] = 0.0
-        raw = self._smoothed_raw(plan, err, means.mean_or_none("probability"))
+        step_raw = self._step_raw(plan.missing, err, means.mean_or_none("probability"))
+        raw = _TrailingMean(cfg.smoothing).add(step_raw)
         self.reference_ = calibration.reference_scale(raw[usable], cfg.threshold_quantile)
         self.calibration_ = {
             "method": "quantile", "quantile": cfg.threshold_quantile,
@@ -682,56 +786,61 @@ class Detector:
             combined = (1 - r) * combined + r * residual / self.residual_scale_
         return combined
 
-    def _smoothed_raw(
-        self, plan: WindowPlan, err: FloatArray, prob: FloatArray | None
+    def _step_raw(
+        self, missing: npt.NDArray[np.bool_], err: FloatArray, prob: FloatArray | None
     ) -> FloatArray:
-        """Per-step raw score: mean error over observed channels (or the head's probability)."""
-        n_obs = (~plan.missing).sum(axis=1)
-        step = (
-            err.sum(axis=1) / np.maximum(n_obs, 1)
-            if prob is None
-            else np.where(n_obs > 0, prob, 0.0)
-        )
-        return calibration.smooth_trailing(step, self.config.smoothing)
+        """Per-step raw score before smoothing: mean error over the observed channels
+        (or the head's probability)."""
+        n_obs = (~missing).sum(axis=1)
+        if prob is None:
+            step: FloatArray = err.sum(axis=1) / np.maximum(n_obs, 1)
+            return step
+        return np.where(n_obs > 0, prob, 0.0)
+
+    def assembler(self, plan: WindowPlan, *, threshold: float | None = None) -> ScoreAssembler:
+        """An incremental `assemble`: window results in, final per-step chunks out."""
+        self._check_fitted()
+        thr = self.threshold_ if threshold is None else float(threshold)
+        if not math.isfinite(thr):
+            raise ValueError(f"threshold must be finite, got {threshold}")
+        return ScoreAssembler(self, plan, thr)
 
     def assemble(
         self, plan: WindowPlan, output: WindowOutput, *, threshold: float | None = None
     ) -> ScoreOutput:
         """Turn the window results of one plan into per-step scores."""
-        self._check_fitted()
-        shape = (plan.starts.shape[0], self.config.window, plan.missing.shape[1])
-        if output.errors.shape != shape or output.expected.shape != shape:
+        assembler = self.assembler(plan, threshold=threshold)
+        if len(output) != plan.starts.shape[0]:
             raise ValueError(
-                f"output errors {output.errors.shape} / expected {output.expected.shape} "
-                f"do not match the plan's windows {shape}"
+                f"output has {len(output)} windows, the plan {plan.starts.shape[0]}"
             )
-        means = _StepMeans(plan, self.config.window)
-        means.add(errors=output.errors, expected=output.expected, probability=output.probability)
-        return self._finish(plan, means, threshold)
+        result = assembler.add(output)
+        assert result is not None  # every window is in, so every step is final
+        return result
 
-    def _finish(
-        self, plan: WindowPlan, means: _StepMeans, threshold: float | None
+    def _score_steps(
+        self, means: _StepMeans, steps: slice, smoothing: _TrailingMean, threshold: float
     ) -> ScoreOutput:
-        thr = self.threshold_ if threshold is None else float(threshold)
-        if not math.isfinite(thr):
-            raise ValueError(f"threshold must be finite, got {threshold}")
-        err = means.mean("errors")
-        err[plan.missing] = 0.0
-        raw = self._smoothed_raw(plan, err, means.mean_or_none("probability"))
+        """Scores of a range of final steps; `smoothing` must have seen the steps before."""
+        missing = means.plan.missing[steps]
+        err = means.mean("errors", steps)
+        err[missing] = 0.0
+        raw = smoothing.add(self._step_raw(missing, err, means.mean_or_none("probability", steps)))
         score = raw / self.reference_
         totals = err.sum(axis=1, keepdims=True)
-        observed = ~plan.missing
+        observed = ~missing
         uniform = observed / np.maximum(observed.sum(axis=1, keepdims=True), 1)
         contributions = np.where(totals > 0, err / np.where(totals > 0, totals, 1.0), uniform)
         return ScoreOutput(
             score=score,
             raw_score=raw,
-            is_anomaly=score >= thr,
+            is_anomaly=score >= threshold,
             severity=calibration.severity(score),
-            threshold=thr,
+            threshold=threshold,
             contributions=contributions,
-            expected=means.mean("expected"),
+            expected=means.mean("expected", steps),
             channels=self.channels_,
+            start_step=steps.start,
         )
 
     def score(
@@ -745,11 +854,13 @@ class Detector:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         plan = self.plan_windows(X)
-        means = _StepMeans(plan, self.config.window)
+        assembler = self.assembler(plan, threshold=threshold)
+        chunks = []
         for i in range(0, plan.windows.shape[0], batch_size):
-            out = self.score_windows(plan.windows[i : i + batch_size])
-            means.add(errors=out.errors, expected=out.expected, probability=out.probability)
-        return self._finish(plan, means, threshold)
+            chunk = assembler.add(self.score_windows(plan.windows[i : i + batch_size]))
+            if chunk is not None:
+                chunks.append(chunk)
+        return ScoreOutput.concatenate(chunks)
 
     def predict(self, X: Any) -> npt.NDArray[np.bool_]:
         """Boolean (T,): score >= threshold_."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -16,6 +17,10 @@ from stad.server.detector import Detector, ScoreOutput, WindowOutput
 from stad.server.errors import InvalidArgumentError
 from stad.server.metrics import ServerMetrics
 from stad.server.registry import Registry, check_model_name
+
+A = TypeVar("A")
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 class WindowBudget:
@@ -84,57 +89,34 @@ class ScoringEngine:
             detector = await asyncio.to_thread(self._registry.load, model, resolved)
         return resolved, detector
 
-    async def score_series(
-        self,
-        model: str,
-        version: str,
-        detector: Detector,
-        series: SeriesData,
-        *,
-        threshold: float | None = None,
-        deadline: float | None = None,
-        budget: WindowBudget | None = None,
-    ) -> ScoreOutput:
-        """Score one series with an already resolved version."""
-        values = align_channels(series, detector.channels_)
-        plan = detector.plan_windows(values)
-        batcher = self._batcher(model, version)
-        async with budget.take(len(plan.windows)) if budget else contextlib.nullcontext():
-            outputs = await batcher.score(plan.windows, deadline=deadline)
-        probability = outputs[2] if len(outputs) > 2 else None
-        window_output = WindowOutput(outputs[0], outputs[1], probability)
-        if plan.n_steps > 50_000:
-            return await asyncio.to_thread(detector.assemble, plan, window_output, threshold=threshold)
-        return detector.assemble(plan, window_output, threshold=threshold)
-
     async def score(
         self,
         model: str,
         version: str,
+        detector: Detector,
         series: Sequence[SeriesData],
         *,
         threshold: float | None = None,
         deadline: float | None = None,
-    ) -> tuple[str, list[ScoreOutput]]:
-        """Score every series with the named (or active) version; returns (version, results)."""
-        check_request(series, threshold)
-        resolved, detector = await self.resolve(model, version)
+    ) -> list[ScoreOutput]:
+        """Score every series with an already resolved version, sharing one window budget."""
         budget = self.request_budget()
-        results = await asyncio.gather(
-            *(
-                self.score_indexed(
-                    model, resolved, detector, i, s, threshold=threshold, deadline=deadline, budget=budget
-                )
-                for i, s in enumerate(series)
+        results = (
+            _joined(
+                self.stream_series(
+                    model, version, detector, i, s, threshold=threshold, deadline=deadline, budget=budget
+                ),
+                s.steps,
             )
+            for i, s in enumerate(series)
         )
-        return resolved, list(results)
+        return list(await asyncio.gather(*results))
 
     def request_budget(self) -> WindowBudget:
         """A fresh budget for one request: at most half the queue, leaving room for others."""
         return WindowBudget(max(self._batching.max_batch_windows, self._batching.max_queue_windows // 2))
 
-    async def score_indexed(
+    async def stream_series(
         self,
         model: str,
         version: str,
@@ -145,14 +127,28 @@ class ScoringEngine:
         threshold: float | None = None,
         deadline: float | None = None,
         budget: WindowBudget | None = None,
-    ) -> ScoreOutput:
-        """`score_series`, with the series' index in any bad-input message."""
-        try:
-            return await self.score_series(
-                model, version, detector, series, threshold=threshold, deadline=deadline, budget=budget
-            )
-        except ValueError as exc:
-            raise InvalidArgumentError(f"series {index}: {exc}") from exc
+    ) -> AsyncGenerator[ScoreOutput, None]:
+        """Score one series (request index `index`) with an already resolved version, in
+        consecutive chunks of steps, each as soon as its steps are final.
+
+        The request's budget is held until the last chunk is taken.
+        """
+        with _naming_series(index):
+            values = align_channels(series, detector.channels_)
+            plan = detector.plan_windows(values)
+            assembler = detector.assembler(plan, threshold=threshold)
+        batcher = self._batcher(model, version)
+        async with (
+            budget.take(len(plan.windows)) if budget else contextlib.nullcontext(),
+            contextlib.aclosing(batcher.stream(plan.windows, deadline=deadline)) as parts,
+        ):
+            async for outputs in parts:
+                window_output = WindowOutput(outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None)
+                folded_steps = len(window_output) * detector.config.window
+                with _naming_series(index):
+                    chunk = await _off_loop_if_large(folded_steps, assembler.add, window_output)
+                if chunk is not None:
+                    yield chunk
 
     def flush(self) -> None:
         for batcher in self._batchers.values():
@@ -236,6 +232,56 @@ class WindowCompute:
         return errors, expected, np.asarray(output.probability, dtype=np.float32)
 
 
+# Assembling more steps than this at once runs in a worker thread, off the event loop.
+OFF_LOOP_STEPS = 50_000
+
+
+async def _off_loop_if_large(steps: int, fn: Callable[[A], R], arg: A) -> R:
+    """fn(arg), in a worker thread when it handles more than OFF_LOOP_STEPS steps."""
+    if steps > OFF_LOOP_STEPS:
+        return await asyncio.to_thread(fn, arg)
+    return fn(arg)
+
+
+async def _joined(chunks: AsyncIterator[ScoreOutput], steps: int) -> ScoreOutput:
+    """All chunks of one series' scores as one."""
+    parts = [chunk async for chunk in chunks]
+    return await _off_loop_if_large(steps, ScoreOutput.concatenate, parts)
+
+
+@contextlib.contextmanager
+def _naming_series(index: int) -> Iterator[None]:
+    """Bad input of one series becomes INVALID_ARGUMENT naming its index in the request."""
+    try:
+        yield
+    except ValueError as exc:
+        raise InvalidArgumentError(f"series {index}: {exc}") from exc
+
+
+async def interleave(sources: Sequence[AsyncGenerator[T, None]]) -> AsyncIterator[tuple[int, T]]:
+    """The items of every source as each comes, tagged with the source's index.
+
+    Each source runs at most one item ahead of the consumer. The first error ends the
+    whole iteration; however it ends, every source is closed before this returns.
+    """
+    ahead = {asyncio.ensure_future(anext(source)): i for i, source in enumerate(sources)}
+    try:
+        while ahead:
+            done, _ = await asyncio.wait(ahead, return_when=asyncio.FIRST_COMPLETED)
+            for step in sorted(done, key=ahead.__getitem__):
+                index = ahead.pop(step)
+                with contextlib.suppress(StopAsyncIteration):
+                    item = step.result()
+                    ahead[asyncio.ensure_future(anext(sources[index]))] = index
+                    yield index, item
+    finally:
+        for step in ahead:
+            step.cancel()
+        await asyncio.gather(*ahead, return_exceptions=True)
+        for source in sources:
+            await source.aclose()
+
+
 def check_request(series: Sequence[SeriesData], threshold: float | None) -> None:
     if not series:
         raise InvalidArgumentError("the request has no series to score")
@@ -243,7 +289,7 @@ def check_request(series: Sequence[SeriesData], threshold: float | None) -> None
         raise InvalidArgumentError(f"threshold must be a finite number, got {threshold}")
 
 
-def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
-    """(start, stop) ranges of at most `size` covering range(total)."""
-    for start in range(0, total, size):
-        yield start, min(total, start + size)
+def step_ranges(start: int, stop: int, size: int) -> Iterator[tuple[int, int]]:
+    """Consecutive (start, stop) ranges of at most `size` covering range(start, stop)."""
+    for first in range(start, stop, size):
+        yield first, min(stop, first + size)

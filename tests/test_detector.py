@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import struct
 from collections.abc import Iterator
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from stad.server import calibration
 from stad.server.detector import (
     Detector,
     DetectorConfig,
+    ScoreOutput,
     TrainingCancelled,
     TrainingProgress,
     WindowOutput,
@@ -366,3 +369,66 @@ def test_without_validation_early_stopping_watches_fixed_masks() -> None:
     assert metrics["epochs_run"] == 6 and metrics["val_windows"] == 0
     assert np.isfinite(metrics["best_monitor_loss"])
     assert all(np.isnan(r.val_loss) for r in reports)
+
+
+SCORE_FIELDS = ("score", "raw_score", "is_anomaly", "severity", "contributions", "expected")
+
+
+def assert_outputs_equal(one: ScoreOutput, other: ScoreOutput) -> None:
+    for name in SCORE_FIELDS:
+        np.testing.assert_array_equal(getattr(one, name), getattr(other, name), err_msg=name)
+    for name in ("threshold", "channels", "start_step"):
+        assert getattr(one, name) == getattr(other, name), name
+
+
+@pytest.mark.parametrize("smoothing", [1, 9])
+def test_assembler_chunks_join_to_assemble(fitted: Detector, smoothing: int) -> None:
+    detector = copy.deepcopy(fitted)
+    detector.config.smoothing = smoothing
+    X = coupled_series(700, seed=8)
+    X[100:130, 1] = np.nan
+    X[400, :] = np.nan  # a step with nothing observed
+    plan = detector.plan_windows(X)
+    output = detector.score_windows(plan.windows)
+    whole = detector.assemble(plan, output, threshold=1.5)
+    for piece in (1, 4, 17, len(output)):
+        assembler = detector.assembler(plan, threshold=1.5)
+        chunks = []
+        for begin in range(0, len(output), piece):
+            chunk = assembler.add(output.take(slice(begin, begin + piece)))
+            added = min(begin + piece, len(output))
+            final = plan.n_steps if added == len(output) else plan.starts[added]
+            assert assembler.released == final  # released as soon as no later window covers them
+            if chunk is not None:
+                chunks.append(chunk)
+        assert assembler.done
+        assert_outputs_equal(ScoreOutput.concatenate(chunks), whole)
+        # a caller returning from step 250 on sends the chunks' rows from there
+        tail = [c.score[max(0, 250 - c.start_step) :] for c in chunks if c.stop_step > 250]
+        np.testing.assert_array_equal(np.concatenate(tail), whole.score[250:])
+
+
+def test_assembled_smoothing_is_the_trailing_mean_of_the_unsmoothed_score(fitted: Detector) -> None:
+    smoothed = copy.deepcopy(fitted)
+    smoothed.config.smoothing = 9
+    X = coupled_series(300, seed=9)
+    unsmoothed_raw = fitted.score(X, batch_size=5).raw_score
+    np.testing.assert_array_equal(
+        smoothed.score(X, batch_size=5).raw_score, calibration.smooth_trailing(unsmoothed_raw, 9)
+    )
+
+
+def test_assembler_refuses_what_does_not_fit_the_plan(fitted: Detector) -> None:
+    plan = fitted.plan_windows(coupled_series(100, seed=10))
+    output = fitted.score_windows(plan.windows)
+    with pytest.raises(ValueError, match="output has 6 windows, the plan 5"):
+        fitted.assemble(fitted.plan_windows(coupled_series(90, seed=10)), output)
+    with pytest.raises(ValueError, match="more window results than the plan"):
+        assembler = fitted.assembler(plan)
+        assembler.add(output)
+        assembler.add(output.take(slice(0, 1)))
+    with pytest.raises(ValueError, match="threshold must be finite"):
+        fitted.assembler(plan, threshold=float("inf"))
+    with pytest.raises(ValueError, match="does not follow"):
+        chunk = fitted.assemble(plan, output)
+        ScoreOutput.concatenate([chunk, chunk])

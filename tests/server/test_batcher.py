@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -153,3 +155,34 @@ def test_bad_settings_are_named(executor: ThreadPoolExecutor) -> None:
         WindowBatcher(
             rowwise, max_batch_windows=0, max_queue_delay_ms=1, max_queue_windows=8, executor=executor
         )
+
+
+async def test_stream_yields_pieces_in_order(executor: ThreadPoolExecutor) -> None:
+    batcher = make(executor, max_batch_windows=16)
+    given = windows(40, 1)
+    pieces = [doubled async for doubled, _ in batcher.stream(given)]
+    assert [p.shape[0] for p in pieces] == [16, 16, 8]
+    np.testing.assert_array_equal(np.concatenate(pieces), given * 2.0)
+    await batcher.close()
+
+
+async def test_stream_left_early_drops_the_pieces_not_computed(executor: ThreadPoolExecutor) -> None:
+    released = threading.Event()
+
+    def held_after_first(batch: Windows) -> Outputs:
+        if batcher.batches_run >= 1:
+            released.wait(timeout=30)
+        return rowwise(batch)
+
+    batcher = WindowBatcher(
+        held_after_first, max_batch_windows=4, max_queue_delay_ms=600_000, max_queue_windows=64,
+        executor=executor,
+    )
+    async with contextlib.aclosing(batcher.stream(windows(40, 2))) as pieces:
+        first, _ = await anext(pieces)
+    released.set()  # the second batch was already computing; the other eight are dropped
+    assert first.shape[0] == 4
+    while batcher.pending_windows or batcher.batches_run < 2:
+        await asyncio.sleep(0.001)
+    assert batcher.windows_run == 8
+    await batcher.close()

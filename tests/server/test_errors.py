@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -10,9 +13,14 @@ import numpy as np
 import pytest
 from grpc import aio
 
+from stad.server import convert
 from stad.server.app import StadServer
 from stad.server.detector import Detector
+from stad.server.guard import CallGuard
+from stad.server.metrics import ServerMetrics
 from stad.server.registry import Registry
+from stad.server.scoring import BatchingSettings, ScoringEngine
+from stad.server.scoring_service import ScoringServicer
 from stad.v1 import models_pb2, models_pb2_grpc, scoring_pb2, scoring_pb2_grpc, series_pb2
 from tests.server.conftest import CHANNELS, MODEL, MakeServer, make_values, series_message
 
@@ -176,3 +184,56 @@ async def test_token_is_required_when_set(make_server: MakeServer) -> None:
 def test_values_are_really_too_big_for_one_mib() -> None:
     assert series_message(make_values(50_000, 0)).ByteSize() > 1024 * 1024
     assert np.isfinite(make_values(10, 0)).all()
+
+
+RESPONSE_LIMIT = 200_000
+
+
+@pytest.fixture
+async def small_response_server(model_dir: Path) -> AsyncIterator[tuple[aio.Channel, ScoringEngine]]:
+    """A scoring server whose max message size is RESPONSE_LIMIT bytes, and a channel to it."""
+    metrics = ServerMetrics()
+    executor = ThreadPoolExecutor(max_workers=1)
+    engine = ScoringEngine(
+        Registry(model_dir, Detector.load),
+        BatchingSettings(max_batch_windows=64, max_queue_delay_ms=2.0, max_queue_windows=8192),
+        executor=executor,
+        metrics=metrics,
+    )
+    server = aio.server(options=[("grpc.max_send_message_length", RESPONSE_LIMIT)])
+    servicer = ScoringServicer(engine, CallGuard(metrics), max_response_bytes=RESPONSE_LIMIT)
+    scoring_pb2_grpc.add_ScoringServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = aio.insecure_channel(f"127.0.0.1:{port}")
+    yield channel, engine
+    await channel.close(None)
+    await server.stop(None)
+    await engine.close()
+    executor.shutdown(wait=True)
+
+
+def estimated_response_bytes(steps: int) -> int:
+    """The servicer's estimate for a Score response of one series of `steps` steps."""
+    return convert.series_scores_bytes(steps, CHANNELS) + len(MODEL) + len("1")
+
+
+async def test_response_over_the_message_limit_is_refused_before_compute(
+    small_response_server: tuple[aio.Channel, ScoringEngine],
+) -> None:
+    channel, engine = small_response_server
+    steps = next(n for n in itertools.count(1) if estimated_response_bytes(n + 1) > RESPONSE_LIMIT)
+    values = make_values(steps + 1, 0)
+    error = await score_error(channel, request_with(series_message(values)))
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = str(error.details())
+    assert f"about 0.2 MiB ({estimated_response_bytes(steps + 1)} bytes)" in details
+    assert f"max message size of 0.2 MiB ({RESPONSE_LIMIT} bytes)" in details
+    assert "use StreamScore, or return_from_ns, or fewer series" in details
+    assert engine.pending_windows == 0 and not engine._batchers  # refused before any compute
+    stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+    all_but_first = request_with(series_message(values, t0_ns=0), return_from_ns=10**9)
+    assert len((await stub.Score(all_but_first)).results[0].score) == steps
+    response = await stub.Score(request_with(series_message(values[:steps])))
+    assert len(response.results[0].score) == steps
+    assert response.ByteSize() <= RESPONSE_LIMIT  # the estimate is from above

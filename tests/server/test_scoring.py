@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from grpc import aio
 
 from stad.server.app import StadServer
-from stad.server.batcher import Windows
+from stad.server.batcher import Outputs, Windows
 from stad.server.detector import Detector, ScoreOutput
 from stad.server.registry import Registry
 from stad.server.scoring import HostStaging, WindowCompute
@@ -91,28 +92,91 @@ async def test_return_from_skips_earlier_steps(
     assert_same(result, detector.score(values), start=60)
 
 
+PER_STEP_FIELDS = (
+    "timestamps_ns", "score", "raw_score", "is_anomaly", "severity", "contributions", "expected",
+)
+
+
+def joined(parts: list[scoring_pb2.SeriesScores]) -> scoring_pb2.SeriesScores:
+    """The streamed chunks of one series as one message; they must be in order and contiguous."""
+    whole = scoring_pb2.SeriesScores()
+    whole.CopyFrom(parts[0])
+    for part in parts[1:]:
+        assert part.start_step == whole.start_step + len(whole.score)
+        assert (part.series_index, part.threshold, part.channels) == (
+            whole.series_index, whole.threshold, whole.channels,
+        )
+        for name in PER_STEP_FIELDS:
+            getattr(whole, name).extend(getattr(part, name))
+    return whole
+
+
+def streamed_by_series(
+    responses: list[scoring_pb2.ScoreResponse],
+) -> dict[int, list[scoring_pb2.SeriesScores]]:
+    pieces: dict[int, list[scoring_pb2.SeriesScores]] = {}
+    for response in responses:
+        (part,) = response.results
+        pieces.setdefault(part.series_index, []).append(part)
+    return pieces
+
+
 async def test_stream_score_chunks_reassemble_to_score(
     served: tuple[StadServer, aio.Channel], detector: Detector
 ) -> None:
-    _, channel = served
-    long_values = make_values(30_000, seed=8)
+    server, channel = served
+    t0 = 10**18
+    long_values = make_values(30_000, seed=8)  # 3,749 windows: 59 batches of at most 64
+    long_values[5_000:5_100, 2] = np.nan
     short_values = make_values(50, seed=9)
     request = scoring_pb2.ScoreRequest(
-        model=MODEL, series=[series_message(long_values), series_message(short_values)]
+        model=MODEL,
+        series=[
+            series_message(long_values, t0_ns=t0),
+            series_message(short_values, t0_ns=t0 + 980 * 10**9),  # returned from its step 20
+        ],
+        return_from_ns=t0 + 1_000 * 10**9,
     )
-    pieces: dict[int, list[scoring_pb2.SeriesScores]] = {0: [], 1: []}
-    async for response in scoring_pb2_grpc.ScoringServiceStub(channel).StreamScore(request):
-        (part,) = response.results
-        pieces[part.series_index].append(part)
-    assert len(pieces[0]) > 1  # the long series arrives in several chunks
-    for index, values in ((0, long_values), (1, short_values)):
-        parts = pieces[index]
-        assert [p.start_step for p in parts] == sorted(p.start_step for p in parts)
-        expected = detector.score(values)
-        np.testing.assert_array_equal(np.concatenate([p.score for p in parts]), expected.score)
-        np.testing.assert_array_equal(
-            np.concatenate([p.expected for p in parts]).reshape(-1, 3), expected.expected
-        )
+    stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+    pieces = streamed_by_series([response async for response in stub.StreamScore(request)])
+    assert server.engine._batchers[(MODEL, "1")].batches_run >= 59
+    assert len(pieces[0]) > 10  # the long series arrives batch by batch
+    unary = await stub.Score(request)
+    assert [joined(pieces[0]), joined(pieces[1])] == list(unary.results)
+    assert_same(joined(pieces[0]), detector.score(long_values), start=1_000)
+    assert_same(joined(pieces[1]), detector.score(short_values), start=20)
+
+
+async def test_stream_score_sends_a_chunk_before_the_last_batch_runs(
+    make_server: MakeServer, detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compute stops after the first batch until the first chunk has reached the caller."""
+    server, channel = await make_server(max_batch_windows=8, max_queue_delay_ms=0.0)
+    first_chunk_seen = threading.Event()
+    compute = WindowCompute.__call__
+
+    def gated(self: WindowCompute, windows: Windows) -> Outputs:
+        held = server.engine._batchers[(MODEL, "1")].batches_run >= 1
+        if held and not first_chunk_seen.wait(timeout=30):
+            raise RuntimeError("no chunk reached the caller while compute was held")
+        return compute(self, windows)
+
+    monkeypatch.setattr(WindowCompute, "__call__", gated)
+    values = make_values(800, seed=13)  # 99 windows: 13 batches
+    request = scoring_pb2.ScoreRequest(model=MODEL, series=[series_message(values)])
+    responses = []
+    try:
+        async for response in scoring_pb2_grpc.ScoringServiceStub(channel).StreamScore(request):
+            if not responses:
+                batcher = server.engine._batchers[(MODEL, "1")]
+                assert batcher.batches_run == 1
+                assert batcher.pending_windows > 0
+            first_chunk_seen.set()
+            responses.append(response)
+    finally:
+        first_chunk_seen.set()
+    assert server.engine._batchers[(MODEL, "1")].batches_run == 13
+    assert_same(joined(streamed_by_series(responses)[0]), detector.score(values))
 
 
 async def test_concurrent_clients_get_sequential_scores(make_server: MakeServer) -> None:
@@ -163,7 +227,8 @@ async def test_many_series_larger_together_than_the_queue_are_all_scored(
     if method == "Score":
         results = list((await stub.Score(request)).results)
     else:
-        results = [r for response in [m async for m in stub.StreamScore(request)] for r in response.results]
+        pieces = streamed_by_series([response async for response in stub.StreamScore(request)])
+        results = [joined(parts) for parts in pieces.values()]
     assert sorted(r.series_index for r in results) == list(range(12))
     for result in results:
         assert_same(result, detector.score(values[result.series_index]))
