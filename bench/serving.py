@@ -105,14 +105,14 @@ def reference(detector: Detector, seconds: float) -> tuple[float, dict[int, floa
 class ServerProcess:
     """`python -m stad.server` on a free loopback port."""
 
-    def __init__(self, model_dir: Path, max_batch: int, device: str) -> None:
+    def __init__(self, model_dir: Path, max_batch: int, delay_ms: float, device: str) -> None:
         self.port = _free_port()
         self.metrics_port = _free_port()
         command = [
             sys.executable, "-m", "stad.server",
             "--address", f"127.0.0.1:{self.port}", "--model-dir", str(model_dir),
             "--device", device, "--metrics-port", str(self.metrics_port),
-            "--max-batch-windows", str(max_batch), "--max-queue-delay-ms", str(QUEUE_DELAY_MS),
+            "--max-batch-windows", str(max_batch), "--max-queue-delay-ms", str(delay_ms),
             "--max-queue-windows", "65536", "--torch-threads", str(TORCH_THREADS),
         ]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
@@ -253,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="bursts per combination")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--max-queue-delay-ms", type=float, default=QUEUE_DELAY_MS,
+        help="the batching server's max queue delay",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -282,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             for kind, steps in (("window", window), ("series", SERIES_STEPS))
         }
-        servers = {b: ServerProcess(model_dir, MAX_BATCH if b else 1, device) for b in (True, False)}
+        servers = {
+            b: ServerProcess(model_dir, MAX_BATCH if b else 1, args.max_queue_delay_ms, device)
+            for b in (True, False)
+        }
         try:
             runs, ref = asyncio.run(
                 measure(servers, detector, requests, best_batch, args.rounds, args.seconds)
@@ -296,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference_batch_size": best_batch,
         "reference_by_batch": {str(b): v for b, v in per_batch.items()},
         "full_batch_compute_ms": full_batch_ms,
-        "settings": {"max_batch_windows": MAX_BATCH, "max_queue_delay_ms": QUEUE_DELAY_MS,
+        "settings": {"max_batch_windows": MAX_BATCH, "max_queue_delay_ms": args.max_queue_delay_ms,
                      "rounds": args.rounds, "seconds_per_burst": args.seconds,
                      "channels": CHANNELS, "window": window, "series_steps": SERIES_STEPS,
                      "cpu_count": os.cpu_count(), "torch_threads": TORCH_THREADS,
@@ -335,7 +342,7 @@ def _verdict(figures: dict[str, Any]) -> str:
         )
 
     on, off = pick(True), pick(False)
-    bound = QUEUE_DELAY_MS + 3 * figures["full_batch_compute_ms"]
+    bound = figures["settings"]["max_queue_delay_ms"] + 3 * figures["full_batch_compute_ms"]
     return (
         f"reference {figures['reference_windows_per_s']:.0f} windows/s. 32 single-window clients: "
         f"batching on/off = {on['windows_per_s'] / off['windows_per_s']:.2f}x (target >= 2), "

@@ -162,7 +162,9 @@ async def create_server(address: str, settings: Settings) -> tuple[StadServer, i
             ("grpc.so_reuseport", 0),
         ]
     )
-    scoring_pb2_grpc.add_ScoringServiceServicer_to_server(ScoringServicer(engine, guard), server)
+    scoring_pb2_grpc.add_ScoringServiceServicer_to_server(
+        ScoringServicer(engine, guard, max_response_bytes=limit), server
+    )
     training_pb2_grpc.add_TrainingServiceServicer_to_server(
         TrainingServicer(jobs, guard, max_training_bytes=settings.max_training_mb * 1024 * 1024), server
     )

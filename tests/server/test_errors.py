@@ -133,6 +133,19 @@ async def test_message_over_the_limit_is_resource_exhausted(make_server: MakeSer
     assert "larger than max" in str(error.details())
 
 
+async def test_served_response_over_the_limit_points_to_stream_score(make_server: MakeServer) -> None:
+    server, channel = await make_server(max_message_mb=1)
+    request = request_with(series_message(make_values(20_000, 0)))  # request 0.5 MB, response ~1.8 MB
+    assert request.ByteSize() < 1024 * 1024
+    error = await score_error(channel, request)
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "use StreamScore" in str(error.details())
+    assert not server.engine._batchers  # refused before compute
+    stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+    steps = sum([len(r.results[0].score) async for r in stub.StreamScore(request)])
+    assert steps == 20_000
+
+
 async def test_deadline_passed_in_queue_is_deadline_exceeded(make_server: MakeServer) -> None:
     server, channel = await make_server(max_queue_delay_ms=600_000, max_batch_windows=64)
     error = await score_error(channel, request_with(series_message(make_values(40, 0))), timeout=0.5)
