@@ -6,8 +6,11 @@ Layout::
     <model-dir>/<name>/<version>/metadata.json       the detector's metadata
     <model-dir>/<name>/<version>/version.json        registry record: created_at_ns, description
     <model-dir>/<name>/ACTIVE                        the active version's name (absent: none)
+    <model-dir>/.versions/<name>                     the highest version number ever given
 
-Versions are "1", "2", ... in order of registration. A version is assembled in a
+Versions are "1", "2", ... in order of registration; a number is never given twice
+under one name, even after that version or the whole model was deleted, so a
+name and version always mean the same weights. A version is assembled in a
 hidden temporary directory and renamed into place, so readers never see a partial
 one, and it is never modified afterwards. Loaded models are kept in a bounded
 least-recently-used cache.
@@ -34,6 +37,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-.]{1,64}")
 ACTIVE_FILE = "ACTIVE"
 VERSION_FILE = "version.json"
 METADATA_FILE = "metadata.json"
+HIGH_WATER_DIR = ".versions"
 
 M = TypeVar("M")
 
@@ -180,19 +184,35 @@ class Registry(Generic[M]):
         record = {"created_at_ns": time.time_ns(), "description": description}
         (staging / VERSION_FILE).write_text(json.dumps(record))
         with self._lock:
+            number = max([self._highest_given(name), *map(int, self.versions(name))])
             while True:
-                existing = [int(v) for v in self.versions(name)]
-                version = str(max(existing, default=0) + 1)
+                number += 1
                 try:
-                    os.rename(staging, model_root / version)
+                    os.rename(staging, model_root / str(number))
                 except OSError:
-                    if (model_root / version).exists():
+                    if (model_root / str(number)).exists():
                         continue  # taken meanwhile: try the next number
                     raise
                 break
+            version = str(number)
+            self._record_highest_given(name, number)
             if activate:
                 self.set_active(name, version)
         return version
+
+    def _highest_given(self, name: str) -> int:
+        path = self.root / HIGH_WATER_DIR / name
+        try:
+            return int(path.read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def _record_highest_given(self, name: str, number: int) -> None:
+        directory = self.root / HIGH_WATER_DIR
+        directory.mkdir(exist_ok=True)
+        staging = directory / f".tmp-{uuid.uuid4().hex}"
+        staging.write_text(str(number))
+        os.replace(staging, directory / name)
 
     def set_active(self, name: str, version: str) -> None:
         self.version_record(name, version)

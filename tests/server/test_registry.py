@@ -45,11 +45,14 @@ def test_versions_are_numbered_immutable_and_activatable(tmp_path: Path, saved_m
     assert registry.versions("m") == ["1"] and registry.active_version("m") == ""
     with pytest.raises(FailedPreconditionError, match="model 'm' has no active version"):
         registry.resolve("m")
-    assert registry.register("m", saved_model) == "2"  # numbering continues from the highest left
+    assert registry.register("m", saved_model) == "3"  # a deleted version's number is not reused
     registry.delete("m")
     assert registry.model_names() == []
     with pytest.raises(NotFoundError, match="unknown model 'm'"):
         registry.versions("m")
+    assert registry.register("m", saved_model) == "4"  # nor after the whole model was deleted
+    assert Registry(tmp_path, loader).register("m", saved_model) == "5"  # the mark is on disk
+    assert registry.model_names() == ["m"]
 
 
 def test_bad_names_and_sources_are_refused(tmp_path: Path) -> None:
