@@ -743,7 +743,8 @@ class Detector:
         chunk = max(1, budget // (passes * c * (cfg.window // cfg.patch)))
         temporal, spatial, preds, probs = [], [], [], []
         for start in range(0, arr.shape[0], chunk):
-            part = torch.from_numpy(arr[start : start + chunk]).to(device)
+            # From a pinned staging buffer the copy is asynchronous; `.cpu()` below waits for it.
+            part = torch.from_numpy(arr[start : start + chunk]).to(device, non_blocking=True)
             observed = ~torch.isnan(part)
             values = torch.nan_to_num(part, nan=0.0)
             prediction = predict_masked(model, values, observed, cfg.groups, use_spatial)
