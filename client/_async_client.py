@@ -39,17 +39,23 @@ class AsyncClient(_channel.ClientBase):
         tls: _channel.TLSOption = None,
         timeout_s: float | None = _channel.DEFAULT_TIMEOUT_S,
         retries: int = _channel.DEFAULT_RETRIES,
+        max_message_mb: int = _channel.DEFAULT_MAX_MESSAGE_MB,
         channel: grpc.aio.Channel | None = None,
     ) -> None:
         super().__init__(
-            target, token=token, timeout_s=timeout_s, retries=retries, channel_given=channel is not None
+            target,
+            token=token,
+            timeout_s=timeout_s,
+            retries=retries,
+            max_message_mb=max_message_mb,
+            channel_given=channel is not None,
         )
         if channel is None:
             creds = _channel.credentials(tls)
             if creds is None:
-                channel = grpc.aio.insecure_channel(target, options=_channel.CHANNEL_OPTIONS)
+                channel = grpc.aio.insecure_channel(target, options=self._channel_options)
             else:
-                channel = grpc.aio.secure_channel(target, creds, options=_channel.CHANNEL_OPTIONS)
+                channel = grpc.aio.secure_channel(target, creds, options=self._channel_options)
         self._channel = channel
         self._scoring = _scoring_pb2_grpc.ScoringServiceStub(channel)
         self._training = _training_pb2_grpc.TrainingServiceStub(channel)
@@ -190,6 +196,7 @@ class AsyncClient(_channel.ClientBase):
             settings=settings,
             activate=activate,
             description=description,
+            max_message_bytes=self.max_message_bytes,
         )
         self._check_open()
         try:

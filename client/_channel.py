@@ -12,8 +12,10 @@ import grpc
 
 from stad.client._exceptions import ClientClosedError, from_rpc_error
 
-# Matches the server's default limit on both directions.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# The largest message either way, in MiB: the server's default, and the same
+# setting name (max_message_mb, STAD_MAX_MESSAGE_MB) as the server's.
+DEFAULT_MAX_MESSAGE_MB = 64
+MIB = 1024 * 1024
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_RETRIES = 3
 # How often a training watch reconnects after UNAVAILABLE, and how often a
@@ -25,15 +27,17 @@ POLL_S = 0.5
 # CA file; ChannelCredentials: used as given; None/False: plaintext.
 TLSOption: TypeAlias = bool | str | os.PathLike[str] | grpc.ChannelCredentials | None
 
-CHANNEL_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # Ping an idle connection only while calls are open (e.g. a long watch),
-    # no more often than the server's default minimum ping interval allows.
-    ("grpc.keepalive_time_ms", 300_000),
-    ("grpc.keepalive_timeout_ms", 20_000),
-    ("grpc.keepalive_permit_without_calls", 0),
-]
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # Ping an idle connection only while calls are open (e.g. a long watch),
+        # no more often than the server's default minimum ping interval allows.
+        ("grpc.keepalive_time_ms", 300_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+    ]
 
 
 def credentials(tls: TLSOption) -> grpc.ChannelCredentials | None:
@@ -107,6 +111,7 @@ class ClientBase:
         token: str | None,
         timeout_s: float | None,
         retries: int,
+        max_message_mb: int,
         channel_given: bool,
     ) -> None:
         if not channel_given and not target:
@@ -115,10 +120,14 @@ class ClientBase:
             raise ValueError(f"timeout_s must be positive or None, got {timeout_s}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        if max_message_mb < 1:
+            raise ValueError(f"max_message_mb must be at least 1, got {max_message_mb}")
         self.target = target
         self._metadata = call_metadata(token)
         self._timeout_s = timeout_s
         self._retries = retries
+        self.max_message_bytes = max_message_mb * MIB
+        self._channel_options = channel_options(self.max_message_bytes)
         self._owns_channel = not channel_given
         self._closed = False
 

@@ -32,6 +32,8 @@ class Client(_channel.ClientBase):
     `channel` injects a ready channel (tests, custom interceptors); the client
     then does not close it. Unary calls get a deadline of `timeout_s`;
     idempotent ones are retried with backoff on UNAVAILABLE up to `retries` times.
+    `max_message_mb` bounds each message either way, like the server's setting
+    of that name; training uploads are cut into chunks that fit it.
     """
 
     def __init__(
@@ -42,17 +44,23 @@ class Client(_channel.ClientBase):
         tls: _channel.TLSOption = None,
         timeout_s: float | None = _channel.DEFAULT_TIMEOUT_S,
         retries: int = _channel.DEFAULT_RETRIES,
+        max_message_mb: int = _channel.DEFAULT_MAX_MESSAGE_MB,
         channel: grpc.Channel | None = None,
     ) -> None:
         super().__init__(
-            target, token=token, timeout_s=timeout_s, retries=retries, channel_given=channel is not None
+            target,
+            token=token,
+            timeout_s=timeout_s,
+            retries=retries,
+            max_message_mb=max_message_mb,
+            channel_given=channel is not None,
         )
         if channel is None:
             creds = _channel.credentials(tls)
             if creds is None:
-                channel = grpc.insecure_channel(target, options=_channel.CHANNEL_OPTIONS)
+                channel = grpc.insecure_channel(target, options=self._channel_options)
             else:
-                channel = grpc.secure_channel(target, creds, options=_channel.CHANNEL_OPTIONS)
+                channel = grpc.secure_channel(target, creds, options=self._channel_options)
         self._channel = channel
         self._scoring = _scoring_pb2_grpc.ScoringServiceStub(channel)
         self._training = _training_pb2_grpc.TrainingServiceStub(channel)
@@ -195,6 +203,7 @@ class Client(_channel.ClientBase):
             settings=settings,
             activate=activate,
             description=description,
+            max_message_bytes=self.max_message_bytes,
         )
         self._check_open()
         try:

@@ -44,8 +44,11 @@ _Item = TypeVar("_Item")
 # response and returns the result; the sync and async clients drive it.
 Exchange: TypeAlias = Generator[_Req, _Resp, _Result]
 
-# Values per training-data message: 8 MB of float64, far below the 64 MiB limit.
-TRAIN_CHUNK_VALUES = 1_000_000
+# A training-data message fills at most this share of the max message size.
+TRAIN_CHUNK_SHARE = 4
+# Encoded bytes per step of training data at most, beside a float64 per channel:
+# a varint timestamp and a 0/1 varint label.
+TRAIN_STEP_EXTRA_BYTES = 10 + 1
 
 
 def _is_pandas(obj: object) -> bool:
@@ -187,8 +190,10 @@ def training_requests(
     settings: TrainingSettings | None,
     activate: bool,
     description: str,
+    max_message_bytes: int,
 ) -> Iterator[_training_pb2.StartTrainingRequest]:
-    """The StartTraining stream: the spec with the first chunk, then further chunks."""
+    """The StartTraining stream: the spec with the first chunk, then further chunks,
+    each well within `max_message_bytes`."""
     if not model:
         raise DataError("model name is empty")
     label_array: npt.NDArray[np.int32] | None = None
@@ -205,7 +210,7 @@ def training_requests(
     spec = _training_pb2.TrainingSpec(model=model, activate=activate, description=description)
     for name, value in (settings or TrainingSettings()).given().items():
         setattr(spec, name, value)
-    rows = max(1, TRAIN_CHUNK_VALUES // len(series.channels))
+    rows = training_chunk_steps(len(series.channels), max_message_bytes)
     for start in range(0, series.steps, rows):
         stop = min(start + rows, series.steps)
         chunk = _series_pb2.Series(channels=list(series.channels))
@@ -220,6 +225,12 @@ def training_requests(
         yield request
 
 
+def training_chunk_steps(n_channels: int, max_message_bytes: int) -> int:
+    """Steps per training-data message: a share of the max message size."""
+    step_bytes = 8 * n_channels + TRAIN_STEP_EXTRA_BYTES
+    return max(1, max_message_bytes // TRAIN_CHUNK_SHARE // step_bytes)
+
+
 def upload_requests(
     values: SeriesInput,
     *,
@@ -230,6 +241,7 @@ def upload_requests(
     settings: TrainingSettings | None,
     activate: bool,
     description: str,
+    max_message_bytes: int,
 ) -> list[_training_pb2.StartTrainingRequest]:
     """The whole StartTraining stream for user input, validated before anything is sent."""
     series = to_series(values, timestamps=timestamps, channels=channels)
@@ -241,6 +253,7 @@ def upload_requests(
             settings=settings,
             activate=activate,
             description=description,
+            max_message_bytes=max_message_bytes,
         )
     )
 

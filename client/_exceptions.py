@@ -22,6 +22,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 
@@ -117,4 +119,36 @@ def from_rpc_error(exc: grpc.RpcError) -> ServerError:
     """Translate a gRPC error into the client's hierarchy (raise it `from exc`)."""
     code = exc.code()
     details = exc.details() or code.name.lower().replace("_", " ")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        details = _explain_message_size(details)
     return _BY_CODE.get(code, InternalError)(details, code=code)
+
+
+# gRPC's own wording when a message is over a side's max message size, such as
+# "CLIENT: Sent message larger than max (1200040 vs. 1048576)".
+_TOO_LARGE = re.compile(r"(CLIENT|SERVER): (Sent|Received) message larger than max \((\d+) vs\. (\d+)\)")
+# Which message it was, for each side and direction, and how else to make it fit.
+_WHICH = {
+    ("CLIENT", "Sent"): ("request", "send less per call"),
+    ("CLIENT", "Received"): ("response", "ask for less per call (stream_score for long series)"),
+    ("SERVER", "Received"): ("request", "send less per call"),
+    ("SERVER", "Sent"): ("response", "ask for less per call (stream_score for long series)"),
+}
+
+
+def _explain_message_size(details: str) -> str:
+    """gRPC's message-size error as which message was over whose limit, and the setting to raise."""
+    match = _TOO_LARGE.search(details)
+    if match is None:
+        return details
+    side, direction, size, limit = match.group(1), match.group(2), int(match.group(3)), int(match.group(4))
+    whose = "client" if side == "CLIENT" else "server"
+    message, otherwise = _WHICH[side, direction]
+    return (
+        f"the {message} is {_mib(size)}, more than the {whose}'s max message size of {_mib(limit)}; "
+        f"raise the {whose}'s max_message_mb (--max-message-mb or STAD_MAX_MESSAGE_MB), or {otherwise}"
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB ({size} bytes)"

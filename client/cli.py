@@ -1,8 +1,8 @@
 """The `stad` command line: a thin layer over `stad.client.Client`.
 
 Exit codes: 0 ok, 1 a failure reported by the server or in the data, 2 bad
-usage, 130 interrupted. Errors print one line `Name: message` on stderr (a
-traceback only with --debug).
+usage, 130 interrupted, 141 stdout closed early (`stad ... | head`). Errors
+print one line `Name: message` on stderr (a traceback only with --debug).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from stad.client._channel import DEFAULT_TIMEOUT_S
+from stad.client._channel import DEFAULT_MAX_MESSAGE_MB, DEFAULT_TIMEOUT_S
 from stad.client._client import Client, TrainingJob
 from stad.client._exceptions import DataError, StadError
 from stad.client._types import JobStatus, ModelInfo, ScoreResult, TrainingSettings
 from stad.client.data_files import DataTable, format_times, read_table, write_scores
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_STDOUT_CLOSED = 0, 1, 2, 130, 141
 
 
 class UsageError(StadError):
@@ -172,12 +172,16 @@ def connect(args: argparse.Namespace, *, long_running: bool = False) -> Iterator
     token = _opt(args, "token") or os.environ.get("STAD_TOKEN") or None
     tls: bool | str | None = _opt(args, "ca_cert") or bool(_opt(args, "tls"))
     timeout_s = _opt(args, "timeout") or (None if long_running else DEFAULT_TIMEOUT_S)
+    max_message_mb = _max_message_mb(args)
     if server:
-        with Client(server, token=token, tls=tls, timeout_s=timeout_s) as client:
+        with Client(
+            server, token=token, tls=tls, timeout_s=timeout_s, max_message_mb=max_message_mb
+        ) as client:
             yield client
         return
     try:
         from stad.server.embedded import EmbeddedServer  # type: ignore[import-not-found,unused-ignore]
+        from stad.server.settings import Settings  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise ExtraMissing(
             "no --server or STAD_SERVER given, and the embedded server needs the server extra "
@@ -185,11 +189,26 @@ def connect(args: argparse.Namespace, *, long_running: bool = False) -> Iterator
         ) from exc
     model_dir = (Path(_opt(args, "home")) if _opt(args, "home") else default_home()) / "models"
     model_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(model_dir=model_dir, max_message_mb=max_message_mb)
     with (
-        EmbeddedServer(model_dir, device=_opt(args, "device") or "auto") as embedded,
-        Client(embedded.target, timeout_s=timeout_s) as client,
+        EmbeddedServer(model_dir, device=_opt(args, "device") or "auto", settings=settings) as embedded,
+        Client(embedded.target, timeout_s=timeout_s, max_message_mb=max_message_mb) as client,
     ):
         yield client
+
+
+def _max_message_mb(args: argparse.Namespace) -> int:
+    """--max-message-mb, else $STAD_MAX_MESSAGE_MB (the server's variable too), else 64."""
+    given: int | None = _opt(args, "max_message_mb")
+    if given is not None:
+        return given
+    text = os.environ.get("STAD_MAX_MESSAGE_MB", "")
+    if not text:
+        return DEFAULT_MAX_MESSAGE_MB
+    try:
+        return _positive_int(text)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise UsageError(f"STAD_MAX_MESSAGE_MB must be a positive integer, got {text!r}") from exc
 
 
 def _opt(args: argparse.Namespace, name: str) -> Any:
@@ -321,7 +340,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _follow(job: TrainingJob, *, embedded: bool) -> JobStatus | None:
-    """Watch a job with a progress bar on stderr; on Ctrl-C ask whether to cancel it (None: stopped)."""
+    """Watch a job with a progress bar on stderr until it ends (None: interrupted).
+
+    Ctrl-C cancels the job only when the user answers "y" at a terminal; any other
+    answer, or no terminal, leaves it running on the server and stops watching. A
+    job on the embedded server cannot outlive stad, so there "no" keeps watching.
+    """
     bar = ProgressBar(sys.stderr)
     while True:
         try:
@@ -336,20 +360,38 @@ def _follow(job: TrainingJob, *, embedded: bool) -> JobStatus | None:
                 print(f"job {job.job_id}: {status.state.value}", file=sys.stderr)
                 return None
             if not embedded:
+                print(_detached(job.job_id), file=sys.stderr)
+                return None
+            if not sys.stdin.isatty():
                 print(
-                    f"job {job.job_id} keeps running; follow it with: stad jobs watch {job.job_id}",
+                    f"job {job.job_id} ends with the embedded server; "
+                    "train with --server to keep jobs running after stad exits",
                     file=sys.stderr,
                 )
                 return None
 
 
+def _detached(job_id: str) -> str:
+    return (
+        f"stopped watching; job {job_id} keeps running on the server\n"
+        f"  watch it again: stad jobs watch {job_id}\n"
+        f"  cancel it:      stad jobs cancel {job_id}"
+    )
+
+
 def _confirm(question: str) -> bool:
+    """True only for "y" or "yes" typed at a terminal; no terminal, EOF, Ctrl-C or anything else is no."""
     if not sys.stdin.isatty():
-        return True
+        return False
+    sys.stderr.write(question)
+    sys.stderr.flush()
     try:
-        return input(question).strip().lower() in ("y", "yes")
-    except (EOFError, KeyboardInterrupt):
-        return True
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        answer = ""
+    if not answer.endswith("\n"):  # EOF or Ctrl-C: end the prompt's line
+        sys.stderr.write("\n")
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _report_job(args: argparse.Namespace, status: JobStatus, seconds: float | None = None) -> None:
@@ -650,6 +692,14 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         help="deadline of each call in seconds (default 60)",
     )
     group.add_argument(
+        "--max-message-mb",
+        type=_positive_int,
+        default=s,
+        metavar="MIB",
+        help="largest gRPC message either way, in MiB (default: $STAD_MAX_MESSAGE_MB, the "
+        "server's variable too, else 64)",
+    )
+    group.add_argument(
         "--home", default=s, metavar="DIR", help="embedded server's data directory (default: $STAD_HOME)"
     )
     group.add_argument("--device", default=s, help="embedded server's device: auto, cpu, cuda")
@@ -794,7 +844,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     debug = bool(_opt(args, "debug"))
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
+        sys.stdout.flush()  # a reader that went away shows here, not at exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -804,6 +858,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # reported as one line; --debug shows the traceback
         _error(exc, debug)
         return EXIT_FAILURE
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`stad ... | head`): stop quietly, as other tools do."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes nowhere at exit
+    return EXIT_STDOUT_CLOSED
 
 
 def _error(exc: BaseException, debug: bool) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stad.client import Client, JobStatus
-from tests.client.support import CHANNELS, MODEL, SPARE, TINY, Data, make_data
+from tests.client.support import BIG_STEPS, CHANNELS, MODEL, SPARE, TINY, Data, make_data
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +19,38 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with EmbeddedServer(tmp_path_factory.mktemp("models"), device="cpu") as embedded:
         yield embedded.target
+
+
+@pytest.fixture(scope="session")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second real server whose max message size is 1 MiB (max_message_mb=1)."""
+    from stad.server.embedded import EmbeddedServer
+    from stad.server.settings import Settings
+
+    model_dir = tmp_path_factory.mktemp("small-models")
+    settings = Settings(model_dir=model_dir, max_message_mb=1)
+    with EmbeddedServer(model_dir, device="cpu", settings=settings) as embedded:
+        yield embedded.target
+
+
+@pytest.fixture(scope="session")
+def big_train_data() -> Data:
+    """More than 1 MiB of training data once encoded."""
+    return make_data(BIG_STEPS, seed=5)
+
+
+@pytest.fixture(scope="session")
+def small_trained(small_server: str, big_train_data: Data) -> JobStatus:
+    """MODEL on the 1 MiB server, uploaded by a client whose max message size is 1 MiB too."""
+    with Client(small_server, max_message_mb=1) as client:
+        job = client.train(
+            big_train_data.values,
+            timestamps=big_train_data.timestamps_ns,
+            channels=CHANNELS,
+            model=MODEL,
+            settings=TINY,
+        )
+        return job.wait(timeout_s=300)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,9 @@ TINY_FLAGS = [
     "--epochs", "1", "--window", "16", "--patch", "4", "--d-model", "16",
     "--heads", "2", "--layers", "1", "--batch-size", "32", "--seed", "0",
 ]  # fmt: skip
+# Steps of three channels with timestamps: more than 1 MiB as one message.
+BIG_STEPS = 40_000
+MIB = 1024 * 1024
 START_NS = 1_700_000_000 * 10**9
 STEP_NS = 60 * 10**9
 

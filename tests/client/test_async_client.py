@@ -13,9 +13,10 @@ from stad.client import (
     JobState,
     JobStatus,
     NotFound,
+    ResourceExhausted,
     make_series,
 )
-from tests.client.support import CHANNELS, MODEL, TINY, Data
+from tests.client.support import BIG_STEPS, CHANNELS, MODEL, TINY, Data, make_data
 
 
 async def test_health(server: str) -> None:
@@ -77,3 +78,24 @@ async def test_closed_client_refuses_calls(server: str) -> None:
     await client.close()
     with pytest.raises(ClientClosedError):
         await client.health()
+
+
+async def test_max_message_mb_bounds_responses_and_upload_chunks(
+    server: str, small_server: str, trained: JobStatus, big_train_data: Data
+) -> None:
+    data = make_data(20_000, seed=6)  # scores of about 1.6 MiB in one Score response
+    async with AsyncClient(server, max_message_mb=1) as small:
+        with pytest.raises(ResourceExhausted, match="max_message_mb"):
+            await small.score(data.values, channels=CHANNELS, model=MODEL)
+    async with AsyncClient(server, max_message_mb=4) as larger:
+        assert (await larger.score(data.values, channels=CHANNELS, model=MODEL)).steps == 20_000
+    async with AsyncClient(small_server, max_message_mb=1) as client:
+        job = await client.train(
+            big_train_data.values,
+            timestamps=big_train_data.timestamps_ns,
+            channels=CHANNELS,
+            model="big-async",
+            settings=TINY,
+        )
+        assert (await job.wait(timeout_s=300)).steps == BIG_STEPS
+        await client.delete_model("big-async")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -22,9 +26,11 @@ from tests.client.support import (
     CHANNELS,
     MODEL,
     SPARE,
+    TINY,
     TINY_FLAGS,
     Data,
     make_data,
+    wait_until_running,
     write_csv,
 )
 
@@ -286,15 +292,16 @@ def test_serve_runs_the_server_until_terminated(tmp_path: Path, capsys: pytest.C
     assert process.returncode == 0, err
 
 
-def test_ctrl_c_during_train_cancels_the_job(cli_env: str, tmp_path: Path) -> None:
+def test_ctrl_c_during_train_leaves_the_job_running(stad: Stad, cli_env: str, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "big.csv", make_data(3000, seed=4))
     process = subprocess.Popen(
         [*STAD, "train", str(path), "--model", "cli-interrupted", *TINY_FLAGS, "--epochs", "500"],
-        stdin=subprocess.DEVNULL,  # not a terminal: Ctrl-C cancels without asking
+        stdin=subprocess.DEVNULL,  # not a terminal: as under a supervisor or in a script
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    job_id = ""
     try:
         assert process.stdout is not None and process.stderr is not None
         started = process.stdout.readline()
@@ -304,17 +311,101 @@ def test_ctrl_c_during_train_cancels_the_job(cli_env: str, tmp_path: Path) -> No
             assert process.poll() is None, "stad train ended before training started"
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
+        assert process.returncode == 130, err
+        _assert_detached(err, job_id)
+        with Client(cli_env) as client:
+            assert client.job(job_id).status.state is JobState.RUNNING
+        cancel = stad("jobs", "cancel", job_id)
+        assert (cancel.code, cancel.out.strip()) == (0, f"job {job_id}: cancelled")
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        _end(process)
+        if job_id:
+            stad("jobs", "cancel", job_id)
+
+
+def test_ctrl_c_during_jobs_watch_cancels_only_on_yes_at_a_terminal(cli_env: str, train_data: Data) -> None:
     with Client(cli_env) as client:
-        final = client.job(job_id).status
-    assert process.returncode == 130, (err, final)
-    assert f"job {job_id}: cancelled" in err, (err, final)
+        job = client.train(
+            make_data(3000, seed=4).values, channels=CHANNELS, model="cli-watched", settings=LONG
+        )
+        try:
+            wait_until_running(job)
+            code, err = _interrupt_watch(job.job_id, stdin=subprocess.DEVNULL)
+            assert code == 130, err
+            _assert_detached(err, job.job_id)
+            # at a terminal: a second Ctrl-C, EOF (Ctrl-D) or any answer but "y" means no
+            for answer in (None, b"\x04", b"maybe\n"):
+                code, err = _interrupt_watch(job.job_id, answer=answer)
+                assert code == 130, (answer, err)
+                assert f"cancel training job {job.job_id}? [y/N]" in err
+                _assert_detached(err, job.job_id)
+                assert job.refresh().state is JobState.RUNNING
+            code, err = _interrupt_watch(job.job_id, answer=b"y\n")
+            assert code == 130, err
+            assert f"job {job.job_id}: cancelled" in err
+            assert job.refresh().state is JobState.CANCELLED
+        finally:
+            job.cancel()
+
+
+LONG = replace(TINY, epochs=500)
+
+
+def _assert_detached(err: str, job_id: str) -> None:
     assert "Traceback" not in err
-    with Client(cli_env) as client:
-        assert client.job(job_id).status.state is JobState.CANCELLED
+    assert "cancelled" not in err
+    assert f"stad jobs watch {job_id}\n" in err
+    assert f"stad jobs cancel {job_id}\n" in err
+
+
+def _interrupt_watch(
+    job_id: str, *, stdin: int | None = None, answer: bytes | None = None
+) -> tuple[int, str]:
+    """Run `stad jobs watch JOB` and press Ctrl-C once it shows the job; on a terminal
+    (stdin None: a pseudo-terminal) answer the prompt with `answer` (None: Ctrl-C again).
+    Returns the exit code and stderr."""
+    terminal, reply = os.openpty() if stdin is None else (-1, -1)
+    process = subprocess.Popen(
+        [*STAD, "jobs", "watch", job_id],
+        stdin=reply if stdin is None else stdin,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        seen = _read_stderr_until(process, b"\n")  # the first status line: it is watching
+        process.send_signal(signal.SIGINT)
+        if stdin is None:
+            seen += _read_stderr_until(process, b"[y/N] ")
+            if answer is None:
+                process.send_signal(signal.SIGINT)
+            else:
+                os.write(terminal, answer)
+        _, rest = process.communicate(timeout=60)
+        return process.returncode, (seen + rest).decode()
+    finally:
+        _end(process)
+        if stdin is None:
+            os.close(terminal)
+            os.close(reply)
+
+
+def _read_stderr_until(process: subprocess.Popen[bytes], text: bytes, timeout_s: float = 120) -> bytes:
+    assert process.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while text not in seen:
+        ready, _, _ = select.select([process.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no {text!r} on stderr in {timeout_s} s: {seen!r}"
+        chunk = os.read(process.stderr.fileno(), 4096)
+        assert chunk, f"stderr ended without {text!r}: {seen!r}"
+        seen += chunk
+    return seen
+
+
+def _end(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def test_join_chunks_reassembles_streamed_chunks(server: str, trained: JobStatus, test_data: Data) -> None:
@@ -347,3 +438,51 @@ def test_influx_subcommand_is_handed_to_the_task_cli(capsys: pytest.CaptureFixtu
     assert "once,run,backfill,train" in capsys.readouterr().out
     assert main(["influx", "once"]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+def test_score_streams_a_response_over_the_servers_max_message_size(
+    stad: Stad, small_server: str, small_trained: JobStatus, tmp_path: Path
+) -> None:
+    # about 0.7 MiB of request, 1.6 MiB of scores: over the 1 MiB limit as one response
+    path = write_csv(tmp_path / "long.csv", make_data(20_000, seed=6))
+    out = tmp_path / "scores.csv"
+    for client_limit in ([], ["--max-message-mb", "1"]):
+        run = stad(
+            "score", str(path), "--model", MODEL, "--server", small_server, *client_limit, "-o", str(out)
+        )
+        assert run.code == 0, run.err
+        assert "scored 20000 steps" in run.out
+        with out.open() as handle:
+            assert sum(1 for _ in handle) == 20_001
+
+
+def test_score_request_over_the_max_message_size_says_so(
+    stad: Stad, small_server: str, small_trained: JobStatus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_csv(tmp_path / "longer.csv", make_data(40_000, seed=7))  # about 1.3 MiB of request
+    refused = stad("score", str(path), "--model", MODEL, "--server", small_server)
+    assert refused.code == 1
+    line = _error_line(refused)
+    assert line.startswith("ResourceExhausted: the request is 1.3 MiB"), line
+    assert "server's max message size of 1.0 MiB" in line
+    assert "--max-message-mb" in line and "STAD_MAX_MESSAGE_MB" in line
+    monkeypatch.setenv("STAD_MAX_MESSAGE_MB", "1")  # this side's limit, as the variable is the server's
+    too_big = stad("score", str(path), "--model", MODEL)
+    assert too_big.code == 1
+    assert "client's max message size of 1.0 MiB" in _error_line(too_big)
+    monkeypatch.setenv("STAD_MAX_MESSAGE_MB", "lots")
+    assert stad("health").code == 2
+
+
+@pytest.mark.parametrize("command", [["models", "list"], ["score", "test.csv", "--model", MODEL, "-o", "-"]])
+def test_closed_stdout_ends_quietly(
+    cli_env: str, trained: JobStatus, test_csv: Path, command: list[str]
+) -> None:
+    process = subprocess.Popen(
+        [*STAD, *command], cwd=test_csv.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # the reader is gone before anything is written, as `| head -0`
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 141, err
+    assert err == ""

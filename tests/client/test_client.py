@@ -19,15 +19,20 @@ from stad.client import (
     JobState,
     JobStatus,
     NotFound,
+    ResourceExhausted,
     ScoreResult,
     TrainingFailedError,
     TrainingProgress,
     Unauthenticated,
     Unavailable,
+    _convert,
     make_series,
 )
+from stad.core.series import series_to_proto
 from tests.client.support import (
+    BIG_STEPS,
     CHANNELS,
+    MIB,
     MODEL,
     SPARE,
     TINY,
@@ -236,6 +241,43 @@ def test_constructor_rejects_bad_arguments() -> None:
         Client("127.0.0.1:1", timeout_s=0)
     with pytest.raises(ValueError, match="token"):
         Client("127.0.0.1:1", token="has space")
+    with pytest.raises(ValueError, match="max_message_mb"):
+        Client("127.0.0.1:1", max_message_mb=0)
+
+
+def test_max_message_mb_bounds_what_the_client_receives(server: str, trained: JobStatus) -> None:
+    data = make_data(20_000, seed=6)  # scores of about 1.6 MiB in one Score response
+    with Client(server, max_message_mb=1) as small, pytest.raises(ResourceExhausted) as caught:
+        small.score(data.values, timestamps=data.timestamps_ns, channels=CHANNELS, model=MODEL)
+    message = str(caught.value)
+    assert message.startswith("the response is 1.6 MiB"), message
+    assert "client's max message size of 1.0 MiB" in message
+    assert "max_message_mb" in message and "STAD_MAX_MESSAGE_MB" in message
+    with Client(server, max_message_mb=4) as larger:
+        result = larger.score(data.values, timestamps=data.timestamps_ns, channels=CHANNELS, model=MODEL)
+    assert result.steps == 20_000
+
+
+def test_training_upload_fits_a_small_max_message_size(
+    small_trained: JobStatus, big_train_data: Data
+) -> None:
+    whole = _convert.to_series(big_train_data.values, timestamps=big_train_data.timestamps_ns)
+    assert series_to_proto(whole).ByteSize() > MIB  # too big for one message
+    requests = _convert.upload_requests(
+        big_train_data.values,
+        model=MODEL,
+        timestamps=big_train_data.timestamps_ns,
+        channels=CHANNELS,
+        labels=big_train_data.labels,
+        settings=TINY,
+        activate=True,
+        description="",
+        max_message_bytes=MIB,
+    )
+    assert len(requests) > 4
+    assert max(request.ByteSize() for request in requests) <= MIB // 4
+    # uploaded through a 1 MiB client to a 1 MiB server
+    assert (small_trained.state, small_trained.steps) == (JobState.SUCCEEDED, BIG_STEPS)
 
 
 def test_bearer_token_is_sent(tmp_path: Path) -> None:
