@@ -22,13 +22,31 @@ MIN_REFERENCE = 1e-6
 
 def smooth_trailing(raw: FloatArray, steps: int) -> FloatArray:
     """Mean over a trailing window of `steps` steps (shorter at the start)."""
-    if steps <= 1:
-        return raw.copy()
-    cumsum = np.concatenate(([0.0], np.cumsum(raw)))
-    idx = np.arange(1, raw.shape[0] + 1)
-    lo = np.maximum(idx - steps, 0)
-    out: FloatArray = (cumsum[idx] - cumsum[lo]) / (idx - lo)
-    return out
+    return TrailingMean(steps).add(raw)
+
+
+class TrailingMean:
+    """Means over a trailing window of `steps` steps (shorter at the start), fed piece
+    by piece: the pieces' results equal one call over the whole series, float for float,
+    because it keeps the running prefix sums of the last `steps` steps."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self._prefix = np.zeros(1)  # prefix sums at steps seen - len + 1 .. seen
+        self._seen = 0
+
+    def add(self, raw: FloatArray) -> FloatArray:
+        """The trailing means of the next raw.shape[0] steps."""
+        if self.steps <= 1:
+            return raw.copy()
+        sums = np.concatenate((self._prefix[:-1], np.cumsum(np.concatenate((self._prefix[-1:], raw)))))
+        first = self._seen - (self._prefix.shape[0] - 1)  # the series step of sums[0]
+        idx = np.arange(self._seen + 1, self._seen + raw.shape[0] + 1)
+        lo = np.maximum(idx - self.steps, 0)
+        out: FloatArray = (sums[idx - first] - sums[lo - first]) / (idx - lo)
+        self._prefix = sums[-(self.steps + 1) :]
+        self._seen += raw.shape[0]
+        return out
 
 
 def reference_scale(normal_raw: FloatArray, quantile: float) -> float:

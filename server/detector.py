@@ -391,32 +391,6 @@ class _StepMeans:
         return mean
 
 
-class _TrailingMean:
-    """`calibration.smooth_trailing` fed piece by piece, to the same floats as one call.
-
-    It keeps the running prefix sums of the last `steps` steps, so every piece's
-    differences come from the very sums one call over the whole series would take.
-    """
-
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-        self._prefix = np.zeros(1)  # prefix sums at steps seen - len + 1 .. seen
-        self._seen = 0
-
-    def add(self, raw: FloatArray) -> FloatArray:
-        """The trailing means of the next raw.shape[0] steps."""
-        if self.steps <= 1:
-            return raw.copy()
-        sums = np.concatenate((self._prefix[:-1], np.cumsum(np.concatenate((self._prefix[-1:], raw)))))
-        first = self._seen - (self._prefix.shape[0] - 1)  # the series step of sums[0]
-        idx = np.arange(self._seen + 1, self._seen + raw.shape[0] + 1)
-        lo = np.maximum(idx - self.steps, 0)
-        out: FloatArray = (sums[idx - first] - sums[lo - first]) / (idx - lo)
-        self._prefix = sums[-(self.steps + 1) :]
-        self._seen += raw.shape[0]
-        return out
-
-
 class ScoreAssembler:
     """Per-step scores of one plan, released in order as soon as they are final.
 
@@ -431,7 +405,7 @@ class ScoreAssembler:
         self._plan = plan
         self._threshold = threshold
         self._means = _StepMeans(plan, detector.config.window)
-        self._smoothing = _TrailingMean(detector.config.smoothing)
+        self._smoothing = calibration.TrailingMean(detector.config.smoothing)
         self.released = 0  # steps released so far
 
     @property
@@ -658,7 +632,7 @@ class Detector:
         err = self._combine(temporal, spatial, residual)
         err[plan.missing] = 0.0
         step_raw = self._step_raw(plan.missing, err, means.mean_or_none("probability"))
-        raw = _TrailingMean(cfg.smoothing).add(step_raw)
+        raw = calibration.TrailingMean(cfg.smoothing).add(step_raw)
         self.reference_ = calibration.reference_scale(raw[usable], cfg.threshold_quantile)
         self.calibration_ = {
             "method": "quantile", "quantile": cfg.threshold_quantile,
@@ -820,7 +794,7 @@ class Detector:
         return result
 
     def _score_steps(
-        self, means: _StepMeans, steps: slice, smoothing: _TrailingMean, threshold: float
+        self, means: _StepMeans, steps: slice, smoothing: calibration.TrailingMean, threshold: float
     ) -> ScoreOutput:
         """Scores of a range of final steps; `smoothing` must have seen the steps before."""
         missing = means.plan.missing[steps]
