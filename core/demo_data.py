@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -338,24 +339,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--freq-s", type=int, default=60, help="seconds between steps")
     args = parser.parse_args(argv)
-    data = generate(seed=args.seed, steps=args.steps, channels=args.channels, freq_s=args.freq_s)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out / "train.csv", data, slice(0, data.quiet_steps), with_labels=False)
-    write_csv(args.out / "test.csv", data, slice(data.quiet_steps, None), with_labels=True)
+    try:
+        data = generate(seed=args.seed, steps=args.steps, channels=args.channels, freq_s=args.freq_s)
+        write_files(args.out, data)
+    except (ValueError, OSError) as exc:
+        problem = f"cannot write to {args.out}: {exc.strerror}" if isinstance(exc, OSError) else exc
+        print(f"{parser.prog}: {problem}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {args.out}/train.csv ({data.quiet_steps} rows), test.csv "
+        f"({data.values.shape[0] - data.quiet_steps} rows, {len(data.anomalies)} anomalies)"
+    )
+    return 0
+
+
+def write_files(out: Path, data: DemoData) -> None:
+    """train.csv, test.csv and anomalies.json in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "train.csv", data, slice(0, data.quiet_steps), with_labels=False)
+    write_csv(out / "test.csv", data, slice(data.quiet_steps, None), with_labels=True)
     offset = data.quiet_steps
     listing = [{**asdict(a), "start": a.start - offset, "end": a.end - offset} for a in data.anomalies]
-    (args.out / "anomalies.json").write_text(
+    (out / "anomalies.json").write_text(
         json.dumps(
             {"test_rows": "start/end are 0-based test.csv rows, end exclusive", "anomalies": listing},
             indent=2,
         )
         + "\n"
     )
-    print(
-        f"wrote {args.out}/train.csv ({data.quiet_steps} rows), test.csv "
-        f"({data.values.shape[0] - data.quiet_steps} rows, {len(data.anomalies)} anomalies)"
-    )
-    return 0
 
 
 if __name__ == "__main__":

@@ -46,9 +46,6 @@ def make_series(
         raise ValueError(f"values must be a T x C matrix, got an array of shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"values are empty (shape {array.shape})")
-    if np.isinf(array).any():
-        row, col = np.argwhere(np.isinf(array))[0]
-        raise ValueError(f"values contain inf (first at step {row}, channel {col}); use NaN for missing")
     names = tuple(channels) if channels is not None else tuple(f"ch{i}" for i in range(array.shape[1]))
     if len(names) != array.shape[1]:
         raise ValueError(f"{len(names)} channel names for {array.shape[1]} value columns")
@@ -56,6 +53,9 @@ def make_series(
         raise ValueError(f"channel names must be unique, got {list(names)}")
     if any(not name for name in names):
         raise ValueError("channel names must not be empty")
+    if np.isinf(array).any():
+        step, column = np.argwhere(np.isinf(array))[0]
+        raise ValueError(f"channel {names[column]!r} has inf at step {step}; use NaN for missing values")
     stamps: IntArray | None = None
     if timestamps_ns is not None:
         stamps = np.asarray(timestamps_ns, dtype=np.int64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,10 @@ SERVICE_NAMES = (
     models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
 )
 JOBS_DIR = ".jobs"
+
+
+class StartupError(Exception):
+    """A setting the server cannot start with (a port in use, ...); `stad serve` exits 2 with it."""
 
 
 def resolve_device(device: str) -> str:
@@ -104,10 +109,13 @@ class StadServer:
         began = loop.time()
         await self.begin_shutdown()
         await self.jobs.close()  # ends watch streams too
-        try:
-            await asyncio.wait_for(self.guard.wait_idle(), max(0.0, grace - (loop.time() - began)))
-        except TimeoutError:
-            log.warning("%d calls still in flight after %.1f s; cancelling them", self.guard.in_flight, grace)
+        if self.guard.in_flight:
+            try:
+                await asyncio.wait_for(self.guard.wait_idle(), max(0.0, grace - (loop.time() - began)))
+            except TimeoutError:
+                log.warning(
+                    "%d calls still in flight after %.1f s; cancelling them", self.guard.in_flight, grace
+                )
         # Our calls are done (or out of time); what is left is health watches and
         # reflection streams, which need not hold the shutdown for the rest of the grace.
         await self.grpc_server.stop(min(1.0, max(0.0, grace - (loop.time() - began))))
@@ -122,6 +130,8 @@ class StadServer:
 async def create_server(address: str, settings: Settings) -> tuple[StadServer, int]:
     """Build and start a server listening on `address` (port 0: any free port)."""
     device = resolve_device(settings.device)
+    _check_model_dir(Path(settings.model_dir))
+    _check_address_free(address)
     import torch
 
     torch.set_num_threads(threads_for_torch(settings.torch_threads))
@@ -174,6 +184,50 @@ async def create_server(address: str, settings: Settings) -> tuple[StadServer, i
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    stad_server = StadServer(
+        settings, server, health_servicer, guard, engine, jobs, metrics, executor, registry, device
+    )
+    try:
+        stad_server.port = _listen(server, address, settings)
+        await server.start()
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if settings.metrics_port is not None:
+            stad_server.metrics_port = _serve_metrics(metrics, settings)
+    except BaseException:
+        await stad_server.stop(grace_s=0)
+        raise
+    return stad_server, stad_server.port
+
+
+def _check_model_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise StartupError(f"the model dir {str(path)!r} (--model-dir) is not a directory")
+
+
+def _check_address_free(address: str) -> None:
+    """Refuse a HOST:PORT that cannot be bound (in use, not of this host) up front, with the
+    reason: gRPC would log a line of its own and not say why."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return  # not HOST:PORT, or any free port: left to gRPC
+    try:
+        candidates = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return  # left to gRPC
+    for family, _, _, _, sockaddr in candidates:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {address!r} (--address): {exc.strerror}") from exc
+
+
+def _listen(server: aio.Server, address: str, settings: Settings) -> int:
+    """Bind `address`; returns the port."""
     try:
         if settings.tls_cert is not None and settings.tls_key is not None:
             credentials = grpc.ssl_server_credentials(
@@ -182,24 +236,24 @@ async def create_server(address: str, settings: Settings) -> tuple[StadServer, i
             port = server.add_secure_port(address, credentials)
         else:
             port = server.add_insecure_port(address)
-    except RuntimeError as exc:
+    except RuntimeError:
         port = 0
-        reason = f": {exc}"
-    else:
-        reason = ""
     if not port:
-        executor.shutdown(wait=False)
-        raise OSError(f"cannot listen on {address!r} (in use, or not an address of this host){reason}")
-    stad_server = StadServer(
-        settings, server, health_servicer, guard, engine, jobs, metrics, executor, registry, device
-    )
-    stad_server.port = port
-    await server.start()
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    if settings.metrics_port is not None:
-        stad_server.metrics_port = metrics.serve(settings.metrics_port, settings.metrics_address)
-    return stad_server, port
+        raise StartupError(
+            f"cannot listen on {address!r} (--address): in use, or not an address of this host"
+        )
+    return port
+
+
+def _serve_metrics(metrics: ServerMetrics, settings: Settings) -> int:
+    assert settings.metrics_port is not None
+    try:
+        return metrics.serve(settings.metrics_port, settings.metrics_address)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve metrics on {settings.metrics_address}:{settings.metrics_port} "
+            f"(--metrics-port): {exc.strerror or exc}"
+        ) from exc
 
 
 def _device_memory() -> float:
@@ -226,6 +280,7 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
         log.info("shutting down: draining calls for up to %.1f s", settings.grace_s)
         await server.stop()
+        log.info("stopped")
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
@@ -237,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(list(argv) if argv is not None else None)
         asyncio.run(serve(settings))
-    except ValueError as exc:
+    except (ValueError, StartupError) as exc:
         print(f"stad serve: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -7,6 +7,7 @@
     ├── ResourceExhaustedError    RESOURCE_EXHAUSTED
     ├── DeadlineExceededError     DEADLINE_EXCEEDED
     └── UnavailableError          UNAVAILABLE
+    RequestCutOff                 RESOURCE_EXHAUSTED (a CancelledError: gRPC ended the call)
 """
 
 from __future__ import annotations
@@ -46,9 +47,16 @@ class UnavailableError(StadServerError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class RequestCutOff(asyncio.CancelledError):
+    """gRPC cut a request stream off at a message over the server's receive limit and
+    cancelled the call; the caller got RESOURCE_EXHAUSTED from gRPC itself."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message a caller sees for `exc`."""
-    if isinstance(exc, StadServerError):
+    if isinstance(exc, StadServerError | RequestCutOff):
         return exc.code, str(exc)
     if isinstance(exc, ValueError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)

@@ -50,7 +50,7 @@ class CallGuard:
     async def unary(
         self, method: str, context: aio.ServicerContext[Any, Any], body: Callable[[], Awaitable[R]]
     ) -> R:
-        async with self._guarded(method) as outcome:
+        async with self._guarded(method, context) as outcome:
             self._admit(context)
             return await body()
         await context.abort(outcome.code, outcome.message)
@@ -59,7 +59,7 @@ class CallGuard:
     async def stream(
         self, method: str, context: aio.ServicerContext[Any, Any], body: AsyncIterator[R]
     ) -> AsyncIterator[R]:
-        async with self._guarded(method) as outcome:
+        async with self._guarded(method, context) as outcome:
             self._admit(context)
             async for item in body:
                 yield item
@@ -67,17 +67,17 @@ class CallGuard:
             await context.abort(outcome.code, outcome.message)
 
     @asynccontextmanager
-    async def _guarded(self, method: str) -> AsyncIterator[_Outcome]:
+    async def _guarded(self, method: str, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[_Outcome]:
         """Count and time the call; an Exception in the block is swallowed and its status
         recorded in the outcome (the caller aborts with it); cancellation and BaseExceptions
-        propagate."""
+        propagate, counted with the status gRPC gave the caller."""
         began = self._enter(method)
         outcome = _Outcome()
         try:
             yield outcome
         except BaseException as exc:
-            outcome.code, outcome.message = self._failure(exc)
-            if outcome.code is grpc.StatusCode.CANCELLED or not isinstance(exc, Exception):
+            outcome.code, outcome.message = self._failure(exc, context)
+            if not isinstance(exc, Exception):
                 raise
         finally:
             self._leave(method, outcome.code, began)
@@ -95,9 +95,11 @@ class CallGuard:
                 )
 
     @staticmethod
-    def _failure(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    def _failure(exc: BaseException, context: aio.ServicerContext[Any, Any]) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, _Refused):
             return exc.code, str(exc)
+        if isinstance(exc, asyncio.CancelledError) and _deadline_passed(context):
+            return grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed"  # gRPC cancelled the call
         return status_for(exc)
 
     def _enter(self, method: str) -> float:
@@ -111,6 +113,11 @@ class CallGuard:
             self._idle.set()
         self._metrics.requests.labels(method=method, outcome=outcome.name).inc()
         self._metrics.request_seconds.labels(method=method).observe(time.perf_counter() - began)
+
+
+def _deadline_passed(context: aio.ServicerContext[Any, Any]) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
 
 
 def deadline_of(context: aio.ServicerContext[Any, Any]) -> float | None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import enum
 import json
+import logging
 import multiprocessing
 import re
 import shutil
@@ -38,6 +39,8 @@ from stad.server.errors import NotFoundError, ResourceExhaustedError, Unavailabl
 from stad.server.job_journal import JobJournal
 from stad.server.metrics import ServerMetrics
 from stad.server.registry import Registry
+
+log = logging.getLogger("stad.server.jobs")
 
 MAX_JOB_HISTORY = 1000
 RECORD_PROGRESS_INTERVAL_S = 1.0  # progress alone rewrites a job's record at most this often
@@ -159,8 +162,9 @@ class JobManager:
                 while job.revision == seen:
                     await self._changed.wait()
                 seen = job.revision
+                finished = job.state.finished  # as yielded: it may change while the caller sends it
             yield job
-            if job.state.finished:
+            if finished:
                 return
 
     # -- commands --------------------------------------------------------------------
@@ -182,6 +186,10 @@ class JobManager:
         self._jobs[job.job_id] = job
         self._requests[job.job_id] = request
         self._queue.append(job.job_id)
+        log.info(
+            "training job %s queued: model %r, %d steps x %d channels",
+            job.job_id, job.model, job.steps, len(job.channels),
+        )
         await self._changed_job(job)
         self._start_queued()
         return job
@@ -253,6 +261,7 @@ class JobManager:
             self._running[job.job_id] = _Running(process, reader)
             job.state = JobState.RUNNING
             job.started_at_ns = time.time_ns()
+            log.info("training job %s started (process %s)", job.job_id, process.pid)
             await self._changed_job(job)
             await self._follow(job, process, reader, request, cancel)
         except Exception as exc:
@@ -304,6 +313,7 @@ class JobManager:
 
     async def _finish(self, job: Job, state: JobState, *, version: str = "", error: str = "") -> None:
         _mark_finished(job, state, version=version, error=error)
+        _log_finished(job)
         await self._changed_job(job)
 
     async def _until_finished(self, job: Job) -> None:
@@ -372,6 +382,15 @@ def _mark_finished(job: Job, state: JobState, *, version: str = "", error: str =
     job.version = version
     job.error = error
     job.finished_at_ns = time.time_ns()
+
+
+def _log_finished(job: Job) -> None:
+    if job.state is JobState.SUCCEEDED:
+        log.info("training job %s succeeded: model %r version %s", job.job_id, job.model, job.version)
+    elif job.state is JobState.CANCELLED:
+        log.info("training job %s %s", job.job_id, job.error)  # "cancelled before it started", ...
+    else:
+        log.warning("training job %s failed: %s", job.job_id, job.error)
 
 
 def _job_record(job: Job) -> dict[str, Any]:

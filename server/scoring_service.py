@@ -16,7 +16,8 @@ from stad.server.scoring import ScoringEngine, check_request, interleave, step_r
 from stad.v1 import scoring_pb2 as _scoring_pb2
 from stad.v1 import scoring_pb2_grpc as _scoring_pb2_grpc
 
-# A streamed chunk carries at most this many values (steps x per-step fields).
+# A streamed chunk carries at most this many values (steps x per-step fields), and
+# fits the max message size when that is smaller.
 STREAM_CHUNK_VALUES = 1 << 17
 MIB = 1024 * 1024
 
@@ -97,7 +98,7 @@ class ScoringServicer(_scoring_pb2_grpc.ScoringServiceServicer):
             )
             for i, s in enumerate(series)
         ]
-        steps_per_message = max(1, STREAM_CHUNK_VALUES // convert.values_per_step(len(detector.channels_)))
+        steps_per_message = self._steps_per_message(request.model, version, detector.channels_)
         async for index, chunk in interleave(sources):
             data = series[index]
             first = max(chunk.start_step, convert.first_step_from(data, request.return_from_ns))
@@ -107,6 +108,14 @@ class ScoringServicer(_scoring_pb2_grpc.ScoringServiceServicer):
                     version=version,
                     results=[convert.series_scores(index, data, chunk, start, stop)],
                 )
+
+    def _steps_per_message(self, model: str, version: str, channels: Sequence[str]) -> int:
+        per_step = convert.values_per_step(len(channels))
+        steps = STREAM_CHUNK_VALUES // per_step
+        if self._max_response_bytes is not None:
+            fixed = len(model) + len(version) + convert.series_scores_bytes(0, channels)
+            steps = min(steps, (self._max_response_bytes - fixed) // (per_step * convert.VALUE_BYTES))
+        return max(1, steps)
 
 
 def _decode(request: _scoring_pb2.ScoreRequest) -> tuple[list[SeriesData], float | None]:

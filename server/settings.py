@@ -90,7 +90,11 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "max_queue_delay_ms": (float, "longest wait of a request for its batch to fill (default 5)"),
     "max_queue_windows": (int, "windows waiting per model version at most (default 8192)"),
     "max_message_mb": (int, "largest gRPC message in MiB, both ways (default 64)"),
-    "token": (str, "require 'authorization: Bearer TOKEN' metadata on every call"),
+    "token": (
+        str,
+        "require 'authorization: Bearer TOKEN' metadata on every stad.v1 call (health checks "
+        "and reflection stay open, so probes work without it)",
+    ),
     "tls_cert": (Path, "PEM certificate chain; serve TLS (with --tls-key)"),
     "tls_key": (Path, "PEM private key for --tls-cert"),
     "grace_s": (float, "seconds in-flight calls get to finish on shutdown (default 10)"),

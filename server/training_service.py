@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,7 @@ from grpc import aio
 from stad.core.series import SeriesData, align_channels, make_series, series_from_proto
 from stad.server import convert, paging
 from stad.server.detector import DetectorConfig
-from stad.server.errors import InvalidArgumentError, ResourceExhaustedError
+from stad.server.errors import InvalidArgumentError, RequestCutOff, ResourceExhaustedError
 from stad.server.guard import CallGuard
 from stad.server.jobs import JobManager, TrainingRequest
 from stad.server.registry import check_model_name
@@ -149,6 +150,7 @@ async def collect_training_request(
                 )
             labels.append(convert.as_labels(message.labels))
         chunks.append(chunk)
+    await _not_cut_off()
     if over_limit:
         raise ResourceExhaustedError(over_limit)
     if spec is None:
@@ -160,7 +162,7 @@ async def collect_training_request(
     try:
         parsed = DetectorConfig(**config)
     except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"bad training setting: {exc}") from exc
+        raise InvalidArgumentError(f"bad training setting: {str(exc).removeprefix('bad config: ')}") from exc
     stamps = [c.timestamps_ns for c in chunks]
     if any(s is None for s in stamps) and not all(s is None for s in stamps):
         raise InvalidArgumentError("either every data chunk has timestamps or none does")
@@ -176,6 +178,7 @@ async def collect_training_request(
         raise InvalidArgumentError(
             f"training data has {series.steps} steps, fewer than one window of {parsed.window}"
         )
+    check_every_channel_observed(series)
     return TrainingRequest(
         model=spec.model,
         config=config,
@@ -186,3 +189,22 @@ async def collect_training_request(
         activate=spec.activate,
         description=spec.description,
     )
+
+
+async def _not_cut_off() -> None:
+    """gRPC ends a request stream at a message over the max message size as if the client
+    had finished, and cancels the call at once: yield once, so that cancellation lands
+    here, before a job is made of part of the data, and is counted as what the client got."""
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError as exc:
+        raise RequestCutOff("a StartTrainingRequest was over the server's max message size") from exc
+
+
+def check_every_channel_observed(series: SeriesData) -> None:
+    """A model cannot learn a channel without a single value in its training data."""
+    unobserved = [bool(np.isnan(column).all()) for column in series.values.T]
+    if any(unobserved):
+        names = [repr(name) for name, empty in zip(series.channels, unobserved, strict=True) if empty]
+        which = ("channel " if len(names) == 1 else "channels ") + ", ".join(names)
+        raise InvalidArgumentError(f"training data has no observed values (all NaN) in {which}")

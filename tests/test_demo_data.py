@@ -137,3 +137,16 @@ def test_cli_writes_train_and_test(tmp_path: Path) -> None:
     listing = json.loads((tmp_path / "anomalies.json").read_text())["anomalies"]
     assert [item["kind"] for item in listing] == [a.kind for a in expected.anomalies]
     assert listing[0]["start"] == expected.anomalies[0].start - expected.quiet_steps
+
+
+def test_cli_says_what_is_wrong_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo_data.main(["--out", str(tmp_path), "--steps", "3000"]) == 2
+    assert capsys.readouterr().err == (
+        "python -m stad.core.demo_data: steps=3000 leaves too little room after the quiet period "
+        "(1500 steps) for 10 anomalies; use more steps\n"
+    )
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    assert demo_data.main(["--out", str(a_file), "--steps", "4320"]) == 2
+    expected = f"python -m stad.core.demo_data: cannot write to {a_file}: File exists\n"
+    assert capsys.readouterr().err == expected

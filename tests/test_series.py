@@ -24,7 +24,10 @@ def test_one_dimensional_values_are_one_channel() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"values": [[1.0, np.inf]]}, "inf"),
+        (
+            {"values": [[1.0, 2.0], [3.0, np.inf]], "channels": ["flow", "pressure"]},
+            "channel 'pressure' has inf at step 1; use NaN for missing values",
+        ),
         ({"values": np.zeros((0, 2))}, "empty"),
         ({"values": np.zeros((2, 2, 2))}, "T x C"),
         ({"values": [[1.0, 2.0]], "channels": ["a"]}, "1 channel names for 2"),

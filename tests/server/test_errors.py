@@ -146,10 +146,21 @@ async def test_served_response_over_the_limit_points_to_stream_score(make_server
     assert steps == 20_000
 
 
+async def counted(server: StadServer, method: str, outcome: str) -> float:
+    """stad_requests_total of the method and outcome, once the call has been counted."""
+    counter = server.metrics.requests.labels(method=method, outcome=outcome)
+    async with asyncio.timeout(10):
+        while counter._value.get() < 1:
+            await asyncio.sleep(0.01)
+    return float(counter._value.get())
+
+
 async def test_deadline_passed_in_queue_is_deadline_exceeded(make_server: MakeServer) -> None:
     server, channel = await make_server(max_queue_delay_ms=600_000, max_batch_windows=64)
     error = await score_error(channel, request_with(series_message(make_values(40, 0))), timeout=0.5)
     assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert await counted(server, "Score", "DEADLINE_EXCEEDED") == 1  # the code the caller got
+    assert server.metrics.requests.labels(method="Score", outcome="CANCELLED")._value.get() == 0
     server.engine.flush()
     while server.engine.pending_windows:
         await asyncio.sleep(0.01)
@@ -165,9 +176,7 @@ async def test_cancelled_call_is_seen_as_cancelled(make_server: MakeServer) -> N
         await asyncio.sleep(0.01)
     call.cancel()
     assert await call.code() is grpc.StatusCode.CANCELLED
-    counter = server.metrics.requests.labels(method="Score", outcome="CANCELLED")
-    while counter._value.get() < 1:
-        await asyncio.sleep(0.01)
+    assert await counted(server, "Score", "CANCELLED") == 1
     while server.engine.pending_windows:
         await asyncio.sleep(0.01)
     assert sum(b.windows_run for b in server.engine._batchers.values()) == 0
@@ -209,7 +218,7 @@ async def small_response_server(model_dir: Path) -> AsyncIterator[tuple[aio.Chan
     executor = ThreadPoolExecutor(max_workers=1)
     engine = ScoringEngine(
         Registry(model_dir, Detector.load),
-        BatchingSettings(max_batch_windows=64, max_queue_delay_ms=2.0, max_queue_windows=8192),
+        BatchingSettings(max_batch_windows=1024, max_queue_delay_ms=2.0, max_queue_windows=8192),
         executor=executor,
         metrics=metrics,
     )
@@ -250,3 +259,16 @@ async def test_response_over_the_message_limit_is_refused_before_compute(
     response = await stub.Score(request_with(series_message(values[:steps])))
     assert len(response.results[0].score) == steps
     assert response.ByteSize() <= RESPONSE_LIMIT  # the estimate is from above
+
+
+async def test_stream_score_chunks_fit_a_small_max_message_size(
+    small_response_server: tuple[aio.Channel, ScoringEngine], detector: Detector
+) -> None:
+    channel, _ = small_response_server
+    values = make_values(5_000, 0)  # about 0.44 MB of results, final after one batch; the limit is 0.2 MB
+    stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+    responses = [r async for r in stub.StreamScore(request_with(series_message(values)))]
+    assert len(responses) > 2
+    assert all(r.ByteSize() <= RESPONSE_LIMIT for r in responses)
+    scores = np.concatenate([r.results[0].score for r in responses])
+    np.testing.assert_array_equal(scores, detector.score(values).score)

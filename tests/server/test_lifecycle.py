@@ -7,10 +7,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -151,6 +153,9 @@ async def test_serve_command_runs_until_sigterm(model_dir: Path) -> None:
             assert [m.name for m in listed.models] == [MODEL]
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 60) == 0
+        rest = (await process.stderr.read()).decode().splitlines()
+        assert "shutting down: draining calls" in rest[0]
+        assert rest[-1].endswith("INFO stad.server: stopped")
     finally:
         if process.returncode is None:
             process.kill()
@@ -197,12 +202,42 @@ async def test_tls(make_server: MakeServer, tmp_path: Path) -> None:
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
-async def test_address_in_use_is_a_clear_error(
-    served: tuple[StadServer, aio.Channel], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    server, _ = served
-    code = await asyncio.to_thread(
-        main, ["--model-dir", str(tmp_path), "--address", f"127.0.0.1:{server.port}", "--device", "cpu"]
+def serve_error(*args: str) -> str:
+    """Start `python -m stad.server` with these flags; it must fail: its stderr."""
+    finished = subprocess.run(
+        [sys.executable, "-m", "stad.server", "--device", "cpu", *args],
+        capture_output=True, text=True, timeout=120,
     )
-    assert code == 1
-    assert f"cannot listen on '127.0.0.1:{server.port}'" in capsys.readouterr().err
+    assert finished.returncode == 2, finished.stderr
+    return finished.stderr
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port something else listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+async def test_ports_in_use_are_one_line_naming_the_flag(model_dir: Path, busy_port: int) -> None:
+    common = ("--model-dir", str(model_dir))
+    stderr = await asyncio.to_thread(
+        serve_error, *common, "--address", "127.0.0.1:0", "--metrics-port", str(busy_port)
+    )
+    assert stderr == (
+        f"stad serve: cannot serve metrics on 127.0.0.1:{busy_port} (--metrics-port): "
+        "Address already in use\n"
+    )
+    stderr = await asyncio.to_thread(serve_error, *common, "--address", f"127.0.0.1:{busy_port}")
+    assert stderr == (
+        f"stad serve: cannot listen on '127.0.0.1:{busy_port}' (--address): Address already in use\n"
+    )
+
+
+def test_model_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "models"
+    a_file.write_text("")
+    stderr = serve_error("--model-dir", str(a_file), "--address", "127.0.0.1:0")
+    assert stderr == f"stad serve: the model dir '{a_file}' (--model-dir) is not a directory\n"

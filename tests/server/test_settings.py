@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stad.server.settings import Settings, parse_settings
+from stad.server.settings import Settings, build_parser, parse_settings
 
 
 def test_flags_win_over_environment_which_wins_over_defaults() -> None:
@@ -38,3 +38,8 @@ def test_bad_settings_are_named(argv: list[str], env: dict[str, str], message: s
     with pytest.raises(ValueError) as caught:
         parse_settings(argv, env)
     assert message in str(caught.value)
+
+
+def test_token_help_says_health_and_reflection_stay_open() -> None:
+    help_text = " ".join(build_parser().format_help().split())
+    assert "on every stad.v1 call (health checks and reflection stay open" in help_text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -81,7 +82,20 @@ async def watch_until(
 FINISHED = {State.JOB_STATE_SUCCEEDED, State.JOB_STATE_FAILED, State.JOB_STATE_CANCELLED}
 
 
-async def test_train_watch_and_the_new_version_serves(make_server: MakeServer) -> None:
+@pytest.fixture
+def job_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="stad.server.jobs")
+    return caplog
+
+
+def logged(caplog: pytest.LogCaptureFixture, job_id: str) -> list[str]:
+    """The log lines about one job."""
+    return [record.getMessage() for record in caplog.records if job_id in record.getMessage()]
+
+
+async def test_train_watch_and_the_new_version_serves(
+    make_server: MakeServer, job_log: pytest.LogCaptureFixture
+) -> None:
     server, channel = await make_server()
     data = make_values(400, seed=3)
     job = await start(channel, spec(activate=True, description="first"), [data[:250], data[250:]])
@@ -92,6 +106,10 @@ async def test_train_watch_and_the_new_version_serves(make_server: MakeServer) -
     assert final.state == State.JOB_STATE_SUCCEEDED, final.error
     assert final.version == "1"
     assert any(e.progress.steps_total > 0 for e in events)
+    lines = logged(job_log, job.job_id)
+    assert lines[0] == f"training job {job.job_id} queued: model 'fresh', 400 steps x 3 channels"
+    assert lines[1].startswith(f"training job {job.job_id} started (process ")
+    assert lines[2:] == [f"training job {job.job_id} succeeded: model 'fresh' version 1"]
     # reattach after the end: the final state at once
     again = await watch_until(channel, job.job_id, FINISHED)
     assert again[-1] == final
@@ -112,7 +130,9 @@ async def test_train_watch_and_the_new_version_serves(make_server: MakeServer) -
     assert server.metrics.training_jobs.labels(state="succeeded")._value.get() == 1
 
 
-async def test_cancel_queued_and_running_jobs(make_server: MakeServer) -> None:
+async def test_cancel_queued_and_running_jobs(
+    make_server: MakeServer, job_log: pytest.LogCaptureFixture
+) -> None:
     _, channel = await make_server(max_concurrent_jobs=1)
     stub = training_pb2_grpc.TrainingServiceStub(channel)
     long_job = await start(channel, spec(epochs=10_000), [make_values(400, seed=1)])
@@ -131,6 +151,8 @@ async def test_cancel_queued_and_running_jobs(make_server: MakeServer) -> None:
     assert cancelled.version == ""
     again = await stub.CancelTraining(training_pb2.CancelTrainingRequest(job_id=long_job.job_id))
     assert again.state == State.JOB_STATE_CANCELLED  # a no-op on a finished job
+    assert logged(job_log, queued.job_id)[-1] == f"training job {queued.job_id} cancelled before it started"
+    assert logged(job_log, long_job.job_id)[-1] == f"training job {long_job.job_id} cancelled while running"
     listed = await stub.ListTrainings(training_pb2.ListTrainingsRequest())
     assert [j.job_id for j in listed.jobs] == [queued.job_id, long_job.job_id]  # newest first
     page = await stub.ListTrainings(training_pb2.ListTrainingsRequest(page_size=1))
@@ -146,7 +168,7 @@ async def test_cancel_queued_and_running_jobs(make_server: MakeServer) -> None:
     [("exit", "exited with code 70"), ("raise", "injected training failure")],
 )
 async def test_crashing_job_leaves_server_serving_and_registry_intact(
-    make_server: MakeServer, model_dir: Path, fault: str, reason: str
+    make_server: MakeServer, model_dir: Path, fault: str, reason: str, job_log: pytest.LogCaptureFixture
 ) -> None:
     _, channel = await make_server(job_fault=fault)
     before = sorted(p.name for p in (model_dir / MODEL).iterdir())
@@ -154,6 +176,7 @@ async def test_crashing_job_leaves_server_serving_and_registry_intact(
     final = (await watch_until(channel, job.job_id, FINISHED))[-1]
     assert final.state == State.JOB_STATE_FAILED
     assert reason in final.error
+    assert logged(job_log, job.job_id)[-1] == f"training job {job.job_id} failed: {final.error}"
     assert sorted(p.name for p in (model_dir / MODEL).iterdir()) == before
     registry = Registry(model_dir, Detector.load)
     assert registry.versions(MODEL) == ["1"] and registry.active_version(MODEL) == "1"
@@ -161,6 +184,34 @@ async def test_crashing_job_leaves_server_serving_and_registry_intact(
         scoring_pb2.ScoreRequest(model=MODEL, series=[series_message(make_values(40, 0))])
     )
     assert response.version == "1" and len(response.results[0].score) == 40
+
+
+async def test_killed_job_fails_saying_so(make_server: MakeServer, job_log: pytest.LogCaptureFixture) -> None:
+    server, channel = await make_server()
+    job = await start(channel, spec(epochs=10_000), [make_values(400, seed=1)])
+    await watch_until(channel, job.job_id, {State.JOB_STATE_RUNNING})
+    server.jobs._running[job.job_id].process.kill()  # as the kernel's OOM killer does
+    final = (await watch_until(channel, job.job_id, FINISHED))[-1]
+    assert final.state == State.JOB_STATE_FAILED
+    assert final.error == "training process was killed by SIGKILL (out of memory?)"
+    assert logged(job_log, job.job_id)[-1] == f"training job {job.job_id} failed: {final.error}"
+    warnings = [r for r in job_log.records if r.levelno == logging.WARNING and job.job_id in r.getMessage()]
+    assert len(warnings) == 1
+
+
+async def test_message_over_the_limit_is_resource_exhausted_and_counted_so(make_server: MakeServer) -> None:
+    server, channel = await make_server(max_message_mb=1)
+    big = make_values(60_000, seed=1)  # about 1.4 MB in one message
+    for chunks in ([big], [make_values(100, seed=0), big]):  # the spec's own message, or a later one
+        error = await start_error(channel, spec(), chunks)
+        assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in str(error.details())
+    counter = server.metrics.requests.labels(method="StartTraining", outcome="RESOURCE_EXHAUSTED")
+    async with asyncio.timeout(10):
+        while counter._value.get() < 2:
+            await asyncio.sleep(0.01)
+    assert set(server.metrics.requests._metrics) == {("StartTraining", "RESOURCE_EXHAUSTED")}
+    assert server.jobs.list() == []  # no job made of the first chunk alone
 
 
 async def start_error(channel: aio.Channel, *args: object, **kw: object) -> aio.AioRpcError:
@@ -188,7 +239,24 @@ async def test_bad_training_requests(make_server: MakeServer) -> None:
             "99 labels for 100 steps",
         ),
         ((spec(), [data[:10]]), {}, grpc.StatusCode.INVALID_ARGUMENT, "fewer than one window of 16"),
-        ((spec(patch=5), [data]), {}, grpc.StatusCode.INVALID_ARGUMENT, "multiple of patch=5"),
+        (
+            (spec(patch=5), [data]),
+            {},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "bad training setting: window=16 (must be a multiple of patch=5)",
+        ),
+        (
+            (spec(), [np.where([True, False, True], data, np.nan)]),
+            {},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "training data has no observed values (all NaN) in channel 'pressure'",
+        ),
+        (
+            (spec(), [np.full_like(data, np.nan)]),
+            {},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "no observed values (all NaN) in channels 'temp', 'pressure', 'flow'",
+        ),
         ((spec(model="a/b"), [data]), {}, grpc.StatusCode.INVALID_ARGUMENT, "bad model name 'a/b'"),
         (
             (spec(), [make_values(40_000, 1), make_values(40_000, 2)]),
@@ -211,7 +279,8 @@ async def test_bad_training_requests(make_server: MakeServer) -> None:
     with pytest.raises(aio.AioRpcError) as caught:
         await stub.StartTraining(with_inf())
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "data chunk 0: values contain inf (first at step 1, channel 1)" in str(caught.value.details())
+    details = str(caught.value.details())
+    assert details == "data chunk 0: channel 'pressure' has inf at step 1; use NaN for missing values"
 
 
 async def test_unknown_job_is_not_found(make_server: MakeServer) -> None:
