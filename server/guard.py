@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc import aio
 
-from stad.server.errors import status_for
+from stad.server.errors import RequestCutOff, status_for
 from stad.server.metrics import ServerMetrics
 
 R = TypeVar("R")
@@ -94,12 +94,17 @@ class CallGuard:
                     "missing or wrong bearer token in the 'authorization' metadata",
                 )
 
-    @staticmethod
-    def _failure(exc: BaseException, context: aio.ServicerContext[Any, Any]) -> tuple[grpc.StatusCode, str]:
+    def _failure(
+        self, exc: BaseException, context: aio.ServicerContext[Any, Any]
+    ) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, _Refused):
             return exc.code, str(exc)
-        if isinstance(exc, asyncio.CancelledError) and _deadline_passed(context):
-            return grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed"  # gRPC cancelled the call
+        if isinstance(exc, asyncio.CancelledError) and not isinstance(exc, RequestCutOff):
+            # gRPC cancelled the call; what the caller got depends on why
+            if _deadline_passed(context):
+                return grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed"
+            if self.draining:
+                return grpc.StatusCode.UNAVAILABLE, "the server stopped before the call finished"
         return status_for(exc)
 
     def _enter(self, method: str) -> float:

@@ -32,7 +32,8 @@ class TrainingServicer(_training_pb2_grpc.TrainingServiceServicer):
         self, request_iterator: AsyncIterator[_training_pb2.StartTrainingRequest], context: Context
     ) -> _training_pb2.StartTrainingResponse:
         async def body() -> _training_pb2.StartTrainingResponse:
-            request = await collect_training_request(request_iterator, self._max_bytes)
+            messages = _ended_by_client(request_iterator, context)
+            request = await collect_training_request(messages, self._max_bytes)
             job = await self._jobs.submit(request)
             return _training_pb2.StartTrainingResponse(job=convert.job_message(job))
 
@@ -150,7 +151,6 @@ async def collect_training_request(
                 )
             labels.append(convert.as_labels(message.labels))
         chunks.append(chunk)
-    await _not_cut_off()
     if over_limit:
         raise ResourceExhaustedError(over_limit)
     if spec is None:
@@ -191,13 +191,20 @@ async def collect_training_request(
     )
 
 
-async def _not_cut_off() -> None:
-    """gRPC ends a request stream at a message over the max message size as if the client
-    had finished, and cancels the call at once: yield once, so that cancellation lands
-    here, before a job is made of part of the data, and is counted as what the client got."""
+async def _ended_by_client(
+    messages: AsyncIterator[_training_pb2.StartTrainingRequest], context: Context
+) -> AsyncIterator[_training_pb2.StartTrainingRequest]:
+    """The request stream, which raises RequestCutOff where gRPC, not the client, ended it.
+
+    gRPC ends a request stream at a message over the max message size as if the client had
+    finished, and cancels the call: sending the response headers then fails, so no job is
+    made of the messages before it, and the call is counted with the code the client got.
+    """
+    async for message in messages:
+        yield message
     try:
-        await asyncio.sleep(0)
-    except asyncio.CancelledError as exc:
+        await context.send_initial_metadata(())
+    except (asyncio.CancelledError, Exception) as exc:  # Exception: gRPC's ExecuteBatchError
         raise RequestCutOff("a StartTrainingRequest was over the server's max message size") from exc
 
 

@@ -126,6 +126,23 @@ async def test_shutdown_drains_in_flight_calls_and_refuses_new_ones(
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
+async def test_call_cut_off_by_the_end_of_the_grace_counts_as_unavailable(make_server: MakeServer) -> None:
+    server, channel = await make_server(max_queue_delay_ms=600_000, max_batch_windows=64)
+    release = threading.Event()
+    server.executor.submit(release.wait)  # holds the device thread, so the call cannot finish
+    call = scoring_pb2_grpc.ScoringServiceStub(channel).Score(
+        scoring_pb2.ScoreRequest(model=MODEL, series=[series_message(make_values(40, 3))])
+    )
+    while server.engine.pending_windows == 0:
+        await asyncio.sleep(0.01)
+    stopping = asyncio.ensure_future(server.stop(grace_s=0.2))
+    threading.Timer(2.0, release.set).start()  # stop() then waits for the device thread
+    assert await call.code() is grpc.StatusCode.UNAVAILABLE
+    await stopping
+    counts = {labels: child._value.get() for labels, child in server.metrics.requests._metrics.items()}
+    assert counts == {("Score", "UNAVAILABLE"): 1}
+
+
 def test_main_rejects_bad_settings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["--model-dir", str(tmp_path), "--max-batch-windows", "0"]) == 2
     assert "max_batch_windows must be at least 1, got 0" in capsys.readouterr().err
