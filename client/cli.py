@@ -383,12 +383,13 @@ def _confirm(question: str) -> bool:
     """True only for "y" or "yes" typed at a terminal; no terminal, EOF, Ctrl-C or anything else is no."""
     if not sys.stdin.isatty():
         return False
-    sys.stderr.write(question)
-    sys.stderr.flush()
-    try:
+    answer = ""
+    try:  # a Ctrl-C right after the question is written is a "no" too
+        sys.stderr.write(question)
+        sys.stderr.flush()
         answer = sys.stdin.readline()
     except KeyboardInterrupt:
-        answer = ""
+        pass
     if not answer.endswith("\n"):  # EOF or Ctrl-C: end the prompt's line
         sys.stderr.write("\n")
     return answer.strip().lower() in ("y", "yes")
