@@ -495,11 +495,11 @@ class Detector:
         check_length(data, cfg.window)
         t, c = data.shape
         if np.isnan(data).all():
-            raise ValueError("X has no observed values (all NaN)")
+            raise ValueError("the training series has no observed values (all NaN)")
         keep_weights = warm_start and self.is_fitted
         if keep_weights and c != len(self.channels_):
             raise ValueError(
-                f"X has {c} channels but the warm-started detector has {len(self.channels_)}"
+                f"the series has {c} channels but the warm-started detector has {len(self.channels_)}"
             )
         keep_names = channels is None and keep_weights
         names = self.channels_ if keep_names else _check_channels(channels, c)
@@ -683,7 +683,7 @@ class Detector:
         data = as_matrix(X)
         if data.shape[1] != len(self.channels_):
             raise ValueError(
-                f"X has {data.shape[1]} channels, the detector expects {len(self.channels_)}"
+                f"the series has {data.shape[1]} channels, the detector expects {len(self.channels_)}"
             )
         check_length(data, self.config.window)
         starts = window_starts(data.shape[0], self.config.window, self.config.stride)

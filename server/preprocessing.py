@@ -48,7 +48,7 @@ def as_matrix(X: Any, *, name: str = "X") -> FloatArray:
     return array
 
 
-def check_length(array: FloatArray, window: int, *, name: str = "X") -> None:
+def check_length(array: FloatArray, window: int, *, name: str = "the series") -> None:
     if array.shape[0] < window:
         raise ValueError(
             f"{name} has {array.shape[0]} steps, shorter than one window ({window} steps)"

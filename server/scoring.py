@@ -285,8 +285,10 @@ async def interleave(sources: Sequence[AsyncGenerator[T, None]]) -> AsyncIterato
 def check_request(series: Sequence[SeriesData], threshold: float | None) -> None:
     if not series:
         raise InvalidArgumentError("the request has no series to score")
-    if threshold is not None and not np.isfinite(threshold):
-        raise InvalidArgumentError(f"threshold must be a finite number, got {threshold}")
+    if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
+        raise InvalidArgumentError(
+            f"threshold must be a finite number >= 0 (scores are never negative), got {threshold}"
+        )
 
 
 def step_ranges(start: int, stop: int, size: int) -> Iterator[tuple[int, int]]:

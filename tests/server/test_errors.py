@@ -68,10 +68,13 @@ async def test_request_without_series_or_with_bad_threshold(served: tuple[StadSe
     error = await score_error(served[1], scoring_pb2.ScoreRequest(model=MODEL))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "no series" in str(error.details())
-    bad_threshold = request_with(series_message(make_values(40, 0)), threshold=float("nan"))
-    error = await score_error(served[1], bad_threshold)
-    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "threshold must be a finite number" in str(error.details())
+    for threshold in (float("nan"), -0.5):
+        bad_threshold = request_with(series_message(make_values(40, 0)), threshold=threshold)
+        error = await score_error(served[1], bad_threshold)
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert f"threshold must be a finite number >= 0 (scores are never negative), got {threshold}" in str(
+            error.details()
+        )
 
 
 async def test_unknown_model_or_version_is_not_found(served: tuple[StadServer, aio.Channel]) -> None:
