@@ -163,6 +163,7 @@ async def create_server(address: str, settings: Settings) -> tuple[StadServer, i
         metrics=metrics,
         fault=settings.job_fault,
         torch_threads=threads_for_torch(settings.torch_threads),
+        server_id=settings.server_name,
     )
     limit = settings.max_message_bytes
     server = aio.server(

@@ -21,6 +21,7 @@ import multiprocessing
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -114,6 +115,7 @@ class JobManager:
         cancel_timeout_s: float = 15.0,
         torch_threads: int = 0,
         max_history: int = MAX_JOB_HISTORY,
+        server_id: str = "",
     ) -> None:
         if max_history < 1:
             raise ValueError(f"max_history must be at least 1, got {max_history}")
@@ -127,6 +129,7 @@ class JobManager:
         self._cancel_timeout_s = cancel_timeout_s
         self._torch_threads = torch_threads
         self._max_history = max_history
+        self._server_id = server_id or socket.gethostname()
         self._journal = JobJournal(self._work_dir)
         self._recorded: dict[str, tuple[JobState, float]] = {}  # job id -> state, monotonic time
         self._jobs: dict[str, Job] = {}
@@ -349,19 +352,34 @@ class JobManager:
         last = self._recorded.get(job.job_id)
         if last is not None and last[0] is job.state and now - last[1] < RECORD_PROGRESS_INTERVAL_S:
             return
-        self._journal.write(job.job_id, _job_record(job))
+        self._journal.write(job.job_id, self._job_record(job))
         if job.state.finished:
             self._recorded.pop(job.job_id, None)
         else:
             self._recorded[job.job_id] = (job.state, now)
 
+    def _job_record(self, job: Job) -> dict[str, Any]:
+        return {**_job_record(job), "server": self._server_id}
+
+    def _own_job(self, job_id: str, record: dict[str, Any]) -> Job | None:
+        """The job of a record this server wrote (None: another replica's, left alone)."""
+        if record.get("server", self._server_id) != self._server_id:
+            return None
+        return _job_from_record(job_id, record)
+
     def _restore_history(self) -> None:
-        """Load the journal; jobs cut off by the last shutdown become FAILED."""
-        for job in self._journal.load(_job_from_record):
+        """Load this server's records; its jobs cut off by the last shutdown become FAILED.
+
+        Replicas sharing a model dir each keep to the records they wrote, so one that
+        starts never fails, deletes or prunes another's jobs.
+        """
+        for job in self._journal.load(self._own_job):
+            if job is None:
+                continue
             if not job.state.finished:
                 _mark_finished(job, JobState.FAILED, error=RESTART_REASON)
                 shutil.rmtree(self._work_dir / job.job_id, ignore_errors=True)
-                self._journal.write(job.job_id, _job_record(job))
+                self._journal.write(job.job_id, self._job_record(job))
             self._jobs[job.job_id] = job
         self._prune_history()
         self._count_states()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -38,6 +39,7 @@ class Settings:
     max_training_mb: int = 512
     max_cached_models: int = 8
     torch_threads: int = 0  # 0: auto, see threads_for_torch
+    server_id: str = ""  # "": this host's name
     # Test-only: "exit" makes a training job's process die mid-training,
     # "raise" makes it raise. Not a flag; set from tests only.
     job_fault: str = ""
@@ -79,6 +81,11 @@ class Settings:
     def max_message_bytes(self) -> int:
         return self.max_message_mb * 1024 * 1024
 
+    @property
+    def server_name(self) -> str:
+        """Whose training jobs are whose in a model dir that replicas share."""
+        return self.server_id or socket.gethostname()
+
 
 _FLAGS: dict[str, tuple[type, str]] = {
     "address": (str, "HOST:PORT to listen on (default 127.0.0.1:50051)"),
@@ -106,6 +113,11 @@ _FLAGS: dict[str, tuple[type, str]] = {
         int,
         "torch intra-op threads for scoring and for each training job (default 0: half the "
         "CPU cores, at least 1, since scoring and a training job run side by side)",
+    ),
+    "server_id": (
+        str,
+        "this server's name in the job history, for replicas sharing one model dir; keep it "
+        "stable across restarts (default: the host name)",
     ),
 }
 

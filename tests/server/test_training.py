@@ -395,3 +395,24 @@ async def test_job_history_is_bounded(model_dir: Path) -> None:
     assert [each.job_id for each in manager.list()] == [job.job_id, ids[2]]
     assert sorted(p.stem for p in jobs_dir.glob("*.json")) == sorted([job.job_id, ids[2]])
     await manager.close()
+
+
+async def test_replicas_sharing_a_model_dir_keep_to_their_own_jobs(
+    make_server: MakeServer, model_dir: Path
+) -> None:
+    jobs_dir = model_dir / JOBS_DIR
+    theirs = write_record(jobs_dir, journal_record("running", server="replica-b"))
+    (jobs_dir / theirs).mkdir()  # its training data, in use by replica-b
+    mine = write_record(jobs_dir, journal_record("running", server="replica-a"))
+
+    _, channel = await make_server(server_id="replica-a")
+    listed = await training_pb2_grpc.TrainingServiceStub(channel).ListTrainings(
+        training_pb2.ListTrainingsRequest()
+    )
+    assert [(j.job_id, j.error) for j in listed.jobs] == [(mine, RESTART_REASON)]
+    assert json.loads((jobs_dir / f"{theirs}.json").read_text())["state"] == "running"  # untouched
+    assert (jobs_dir / theirs).is_dir()
+
+    job = await start(channel, spec(), [make_values(400, seed=3)])
+    await watch_until(channel, job.job_id, FINISHED)
+    assert json.loads((jobs_dir / f"{job.job_id}.json").read_text())["server"] == "replica-a"
