@@ -11,10 +11,10 @@ bench/results/serving.json:
 
 Two servers run as child processes (`python -m stad.server`, each its own
 interpreter) on loopback ports: one batching (max batch 64 windows, 5 ms max
-queue delay unless --max-queue-delay-ms says otherwise), one not (max batch 1). A load generator with 1, 8, 32 and 128
-concurrent clients sends single-window requests (one window of steps) and
-1,000-step requests. Every combination runs in short bursts over several rounds,
-batching on and off alternating and followed by a burst of the in-process
+queue delay unless --max-queue-delay-ms says otherwise), one not (max batch 1).
+A load generator with 1, 8, 32 and 128 concurrent clients sends single-window
+requests (one window of steps) and 1,000-step requests. Every combination runs
+in short bursts over several rounds, batching on and off alternating and followed by a burst of the in-process
 reference (`Detector.score` at its best batch size), so that a busy spell of a
 shared machine hits all of them alike: the ratios are what count. Calls in flight
 when a burst ends are cancelled and not counted. `avg_batch` comes from the
