@@ -27,6 +27,7 @@ test: setup lint typecheck pytest
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: setup
 	MYPY=$(BIN)/mypy scripts/typecheck.sh

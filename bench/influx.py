@@ -57,9 +57,15 @@ def _load(url: str, series: int, fields: int, steps: int) -> tuple[tuple[str, ..
         data = generate(seed=index, steps=steps, channels=fields, freq_s=STEP_S, anomalies_per_kind=1)
         channels = data.channels
         start, end = int(data.timestamps_ns[0]), int(data.timestamps_ns[-1]) + STEP_S * 10**9
-        points = [Point("plant", {"unit": f"u{index:03d}"},
-                        {name: float(data.values[t, c]) for c, name in enumerate(channels)},
-                        int(data.timestamps_ns[t])) for t in range(steps)]
+        points = [
+            Point(
+                "plant",
+                {"unit": f"u{index:03d}"},
+                {name: float(data.values[t, c]) for c, name in enumerate(channels)},
+                int(data.timestamps_ns[t]),
+            )
+            for t in range(steps)
+        ]
         writer.write(points, database="bench")
     transport.close()
     return channels, start, end
@@ -71,24 +77,41 @@ def run(series: int, fields: int, steps: int, chunk_steps: int, repeats: int) ->
         raise SystemExit("influxd is not installed (apt-get install influxdb)")
     root = Path(tempfile.mkdtemp(prefix="stad-bench-influx-"))
     try:
-        with Influxd(root / "influxd", binary=binary) as influxd, \
-                EmbeddedServer(root / "models") as server:
+        with Influxd(root / "influxd", binary=binary) as influxd, EmbeddedServer(root / "models") as server:
             for name in ("bench", "out_task", "out_raw"):
                 influxd.query(f'CREATE DATABASE "{name}"')
             t0 = time.perf_counter()
             channels, start, end = _load(influxd.url, series, fields, steps)
             load_s = time.perf_counter() - t0
-            job = Job(name="bench", database="bench", measurement="plant", fields=channels, model="bench",
-                      interval_ns=STEP_S * 10**9, group_by=("unit",), context_steps=SETTINGS.window or 64,
-                      chunk_steps=chunk_steps, series_per_call=series, output_database="out_task")
+            job = Job(
+                name="bench",
+                database="bench",
+                measurement="plant",
+                fields=channels,
+                model="bench",
+                interval_ns=STEP_S * 10**9,
+                group_by=("unit",),
+                context_steps=SETTINGS.window or 64,
+                chunk_steps=chunk_steps,
+                series_per_call=series,
+                output_database="out_task",
+            )
             trainer = Job(**{**vars(job), "name": "bench_train", "tag_filter": {"unit": ("u000",)}})
-            config = TaskConfig(connection=Connection(url=influxd.url, timeout_ms=300_000),
-                                server=ServerSettings(target=server.target, timeout_s=600),
-                                retry=RetrySettings(), jobs=(job, trainer))
+            config = TaskConfig(
+                connection=Connection(url=influxd.url, timeout_ms=300_000),
+                server=ServerSettings(target=server.target, timeout_s=600),
+                retry=RetrySettings(),
+                jobs=(job, trainer),
+            )
             with Task(config) as task:
                 t0 = time.perf_counter()
-                task.train("bench_train", start, start + min(steps, 2000) * STEP_S * 10**9,
-                           settings=SETTINGS, timeout_s=1800)  # one series: training is not measured
+                task.train(
+                    "bench_train",
+                    start,
+                    start + min(steps, 2000) * STEP_S * 10**9,
+                    settings=SETTINGS,
+                    timeout_s=1800,
+                )  # one series: training is not measured
                 train_s = time.perf_counter() - t0
                 runs = []
                 for _ in range(repeats):  # alternate raw and task so both see the same machine load
@@ -105,16 +128,24 @@ def run(series: int, fields: int, steps: int, chunk_steps: int, repeats: int) ->
     raw_s = best["query_s"] + best["score_s"] + best["write_s"]
     parts = {"query": best["query_s"], "score": best["score_s"], "write": best["write_s"]}
     return {
-        "series": series, "fields": fields, "steps_per_series": steps, "total_steps": total,
-        "chunk_steps": chunk_steps, "context_steps": job.context_steps, "repeats": repeats,
-        "steps_scored_by_task": stats.steps, "points_written_by_task": stats.points,
-        "task_s": round(task_s, 3), "steps_per_s": round(steps_per_s, 1),
+        "series": series,
+        "fields": fields,
+        "steps_per_series": steps,
+        "total_steps": total,
+        "chunk_steps": chunk_steps,
+        "context_steps": job.context_steps,
+        "repeats": repeats,
+        "steps_scored_by_task": stats.steps,
+        "points_written_by_task": stats.points,
+        "task_s": round(task_s, 3),
+        "steps_per_s": round(steps_per_s, 1),
         **{k: round(best[k], 3) for k in ("query_s", "score_s", "write_s")},
         "raw_steps_per_s": round(total / raw_s, 1),
         "overhead_ratio": round(steps_per_s / (total / raw_s), 3),
         "bottleneck": max(parts, key=lambda k: parts[k]),
         "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs],
-        "load_s": round(load_s, 3), "train_s": round(train_s, 3),
+        "load_s": round(load_s, 3),
+        "train_s": round(train_s, 3),
         "model": {k: v for k, v in vars(SETTINGS).items() if v is not None},
         "scoring_device": "cpu (EmbeddedServer device=auto)",
         "influxdb": "influxd 1.6.7 (Debian package), loopback, InfluxQL read path, /write",
@@ -127,8 +158,20 @@ def _raw(url: str, target: str, job: Job, start: int, end: int) -> dict[str, flo
     t0 = time.perf_counter()
     blocks = InfluxQLReader(transport).read(job, start, end)
     query_s = time.perf_counter() - t0
-    grids = [(b, *to_grid(b.timestamps_ns, b.values, start_ns=start, stop_ns=end,
-                          interval_ns=job.interval_ns, fill=job.fill)) for b in blocks]
+    grids = [
+        (
+            b,
+            *to_grid(
+                b.timestamps_ns,
+                b.values,
+                start_ns=start,
+                stop_ns=end,
+                interval_ns=job.interval_ns,
+                fill=job.fill,
+            ),
+        )
+        for b in blocks
+    ]
     t0 = time.perf_counter()
     results = []
     steps, fields = grids[0][2].shape
@@ -136,10 +179,10 @@ def _raw(url: str, target: str, job: Job, start: int, end: int) -> dict[str, flo
     per_call = max(1, 32 * 2**20 // response_bytes)  # half the 64 MiB message limit, both ways
     with Client(target, timeout_s=1800) as client:
         for first in range(0, len(grids), per_call):
-            group = grids[first:first + per_call]
+            group = grids[first : first + per_call]
             results += client.score_many(
-                [make_series(v, channels=job.fields, timestamps_ns=t) for _, t, v in group],
-                model=job.model)
+                [make_series(v, channels=job.fields, timestamps_ns=t) for _, t, v in group], model=job.model
+            )
     score_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     raw_job = Job(**{**vars(job), "output_database": "out_raw"})
@@ -169,8 +212,19 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'metric':<24}{'value':>14}")
-    for key in ("series", "fields", "steps_per_series", "steps_per_s", "raw_steps_per_s", "query_s",
-                "score_s", "write_s", "task_s", "overhead_ratio", "bottleneck"):
+    for key in (
+        "series",
+        "fields",
+        "steps_per_series",
+        "steps_per_s",
+        "raw_steps_per_s",
+        "query_s",
+        "score_s",
+        "write_s",
+        "task_s",
+        "overhead_ratio",
+        "bottleneck",
+    ):
         print(f"{key:<24}{result[key]!s:>14}")
     print(f"wrote {args.out}")
 

@@ -110,11 +110,25 @@ class ServerProcess:
         self.port = _free_port()
         self.metrics_port = _free_port()
         command = [
-            sys.executable, "-m", "stad.server",
-            "--address", f"127.0.0.1:{self.port}", "--model-dir", str(model_dir),
-            "--device", device, "--metrics-port", str(self.metrics_port),
-            "--max-batch-windows", str(max_batch), "--max-queue-delay-ms", str(delay_ms),
-            "--max-queue-windows", "65536", "--torch-threads", str(TORCH_THREADS),
+            sys.executable,
+            "-m",
+            "stad.server",
+            "--address",
+            f"127.0.0.1:{self.port}",
+            "--model-dir",
+            str(model_dir),
+            "--device",
+            device,
+            "--metrics-port",
+            str(self.metrics_port),
+            "--max-batch-windows",
+            str(max_batch),
+            "--max-queue-delay-ms",
+            str(delay_ms),
+            "--max-queue-windows",
+            "65536",
+            "--torch-threads",
+            str(TORCH_THREADS),
         ]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         assert self.process.stderr is not None
@@ -255,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
-        "--max-queue-delay-ms", type=float, default=QUEUE_DELAY_MS,
+        "--max-queue-delay-ms",
+        type=float,
+        default=QUEUE_DELAY_MS,
         help="the batching server's max queue delay",
     )
     args = parser.parse_args(argv)
@@ -307,11 +323,18 @@ def main(argv: list[str] | None = None) -> int:
         # What batching alone gains in-process (best batch vs batch 1): with the server's
         # per-call overhead on top, about the most batching on/off can reach on this device.
         "in_process_batching_gain": max(per_batch.values()) / per_batch[1],
-        "settings": {"max_batch_windows": MAX_BATCH, "max_queue_delay_ms": args.max_queue_delay_ms,
-                     "rounds": args.rounds, "seconds_per_burst": args.seconds,
-                     "channels": CHANNELS, "window": window, "series_steps": SERIES_STEPS,
-                     "cpu_count": os.cpu_count(), "torch_threads": TORCH_THREADS,
-                     "load_average": os.getloadavg()},
+        "settings": {
+            "max_batch_windows": MAX_BATCH,
+            "max_queue_delay_ms": args.max_queue_delay_ms,
+            "rounds": args.rounds,
+            "seconds_per_burst": args.seconds,
+            "channels": CHANNELS,
+            "window": window,
+            "series_steps": SERIES_STEPS,
+            "cpu_count": os.cpu_count(),
+            "torch_threads": TORCH_THREADS,
+            "load_average": os.getloadavg(),
+        },
         "runs": runs,
     }
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -341,7 +364,8 @@ def _table(runs: list[dict[str, Any]]) -> str:
 def _verdict(figures: dict[str, Any]) -> str:
     def pick(batching: bool) -> dict[str, Any]:
         return next(
-            r for r in figures["runs"]
+            r
+            for r in figures["runs"]
             if r["clients"] == 32 and r["request"] == "window" and r["batching"] is batching
         )
 

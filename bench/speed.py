@@ -68,8 +68,7 @@ def score_speed(det: Detector, batch: int, budget_s: float) -> dict[str, float]:
 
 def train_speed(channels: int, device: str, epochs: int = 3) -> dict[str, float]:
     """Windows per second through training steps: median step time, epoch-end evaluation excluded."""
-    config = DetectorConfig(epochs=epochs, val_fraction=0.0, patience=epochs,
-                            max_windows_per_epoch=256)
+    config = DetectorConfig(epochs=epochs, val_fraction=0.0, patience=epochs, max_windows_per_epoch=256)
     calls: list[float] = []
 
     def tick() -> bool:  # fit checks for cancellation once before every step
@@ -91,9 +90,7 @@ def run(device: str, budget_s: float) -> dict[str, Any]:
     for channels in CHANNELS:
         det = _fitted(channels, device)
         key = f"channels_{channels}"
-        result["score"][key] = {
-            f"batch_{b}": score_speed(det, b, budget_s) for b in BATCHES
-        }
+        result["score"][key] = {f"batch_{b}": score_speed(det, b, budget_s) for b in BATCHES}
         result["train"][key] = train_speed(channels, device)
     result["config"] = {
         k: getattr(DetectorConfig(), k)
@@ -127,7 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-s", type=float, default=1.0, help="seconds per scoring cell")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch CPU threads (1: steadiest on a shared machine; 0: torch's default)",
     )
     args = parser.parse_args(argv)

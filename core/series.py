@@ -86,9 +86,7 @@ def series_from_proto(message: _series_pb2.Series) -> SeriesData:
     if values.size == 0:
         raise ValueError("series has no values")
     if values.size % n_channels:
-        raise ValueError(
-            f"series has {values.size} values, not a multiple of its {n_channels} channels"
-        )
+        raise ValueError(f"series has {values.size} values, not a multiple of its {n_channels} channels")
     return make_series(
         values.reshape(-1, n_channels),  # (T, C)
         channels=list(message.channels),

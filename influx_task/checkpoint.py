@@ -41,8 +41,14 @@ class CheckpointStore(Protocol):
 class InfluxCheckpointStore:
     """Checkpoints as points of `stad_checkpoint` in InfluxDB."""
 
-    def __init__(self, reader: InfluxQLReader, writer: LineWriter, *, database: str,
-                 retention_policy: str | None = None) -> None:
+    def __init__(
+        self,
+        reader: InfluxQLReader,
+        writer: LineWriter,
+        *,
+        database: str,
+        retention_policy: str | None = None,
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.database = database
@@ -50,23 +56,31 @@ class InfluxCheckpointStore:
 
     def load(self, job: str) -> dict[str, Checkpoint]:
         source = source_clause(self.database, self.retention_policy, CHECKPOINT_MEASUREMENT)
-        query = (f"SELECT \"next_ns\", \"episode\" FROM {source} WHERE {quote_ident('job')} = "
-                 f"{quote_string(job)} GROUP BY {quote_ident('series')} ORDER BY time DESC LIMIT 1")
+        query = (
+            f'SELECT "next_ns", "episode" FROM {source} WHERE {quote_ident("job")} = '
+            f"{quote_string(job)} GROUP BY {quote_ident('series')} ORDER BY time DESC LIMIT 1"
+        )
         found: dict[str, Checkpoint] = {}
         for item in self.reader.query(query, database=self.database):
             series = str((item.get("tags") or {}).get("series", ""))
             columns = list(item["columns"])
             row = item["values"][0]
             episode_text = row[columns.index("episode")] or ""
-            found[series] = Checkpoint(series=series, next_ns=int(row[columns.index("next_ns")]),
-                                       episode=Episode.from_json(episode_text))
+            found[series] = Checkpoint(
+                series=series,
+                next_ns=int(row[columns.index("next_ns")]),
+                episode=Episode.from_json(episode_text),
+            )
         return found
 
     def save(self, job: str, checkpoints: Sequence[Checkpoint]) -> None:
         points = [
-            Point(CHECKPOINT_MEASUREMENT, {"job": job, "series": c.series},
-                  {"next_ns": c.next_ns, "episode": c.episode.to_json() if c.episode else ""},
-                  c.next_ns)
+            Point(
+                CHECKPOINT_MEASUREMENT,
+                {"job": job, "series": c.series},
+                {"next_ns": c.next_ns, "episode": c.episode.to_json() if c.episode else ""},
+                c.next_ns,
+            )
             for c in checkpoints
         ]
         self.writer.write(points, database=self.database, retention_policy=self.retention_policy)

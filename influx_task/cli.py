@@ -71,8 +71,10 @@ def _print_stats(name: str, stats: PassStats | Exception) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `stad influx`; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -85,8 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from stad.influx_task.task import Task
 
     try:
-        overrides = {"url": args.url, "token": args.token, "org": args.org, "username": args.username,
-                     "password": args.password, "write_api": args.write_api}
+        overrides = {
+            "url": args.url,
+            "token": args.token,
+            "org": args.org,
+            "username": args.username,
+            "password": args.password,
+            "write_api": args.write_api,
+        }
         config = load_config(args.config, connection_overrides=overrides, server_target=args.server)
         with Task(config, shard=Shard.parse(args.shard), stop=stop) as task:
             if args.command == "once":
@@ -118,12 +126,20 @@ def _train(task: Task, args: argparse.Namespace, start: int, stop_ns: int) -> in
         progress = status.progress
         detail = ""
         if progress is not None:
-            detail = (f" {progress.phase} epoch {progress.epoch}/{progress.epochs}"
-                      f" loss {progress.train_loss:.4f}")
+            detail = (
+                f" {progress.phase} epoch {progress.epoch}/{progress.epochs} loss {progress.train_loss:.4f}"
+            )
         print(f"\rtraining {status.job_id}: {status.state.value}{detail}   ", end="", file=sys.stderr)
 
-    final = task.train(args.job, start, stop_ns, activate=args.activate, settings=settings,
-                       on_status=show, timeout_s=args.timeout_s)
+    final = task.train(
+        args.job,
+        start,
+        stop_ns,
+        activate=args.activate,
+        settings=settings,
+        on_status=show,
+        timeout_s=args.timeout_s,
+    )
     print(file=sys.stderr)
     print(f"trained {final.model} version {final.version} on {final.steps} steps")
     return 0

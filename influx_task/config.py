@@ -23,8 +23,16 @@ AGGREGATES = ("mean", "median", "min", "max", "first", "last", "sum", "count")
 FILLS = ("null", "previous", "linear", "none")
 RESERVED_TAGS = ("model", "source_measurement")
 
-_UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9,
-             "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
+_UNITS_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "ms": 1_000_000,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+    "d": 86400 * 10**9,
+    "w": 7 * 86400 * 10**9,
+}
 _DURATION = re.compile(r"(\d+)(ns|us|ms|s|m|h|d|w)")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
@@ -118,25 +126,35 @@ class Job:
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"job name {self.name!r}: use letters, digits, '-', '_', '.'")
-        for key, value in (("database", self.database), ("measurement", self.measurement),
-                           ("model", self.model)):
+        for key, value in (
+            ("database", self.database),
+            ("measurement", self.measurement),
+            ("model", self.model),
+        ):
             if not value:
                 raise ValueError(f"job {self.name!r}: {key} must not be empty")
         if not self.fields or len(set(self.fields)) != len(self.fields):
-            raise ValueError(f"job {self.name!r}: fields must be unique and non-empty, "
-                             f"got {list(self.fields)}")
+            raise ValueError(
+                f"job {self.name!r}: fields must be unique and non-empty, got {list(self.fields)}"
+            )
         clash = [t for t in (*self.group_by, *self.tag_filter) if t in RESERVED_TAGS]
         if clash:
             raise ValueError(f"job {self.name!r}: tags {clash} clash with output tags {RESERVED_TAGS}")
         checks: list[tuple[str, object, tuple[str, ...]]] = [
-            ("aggregate", self.aggregate, AGGREGATES), ("fill", self.fill, FILLS),
-            ("read_path", self.read_path, READ_PATHS)]
+            ("aggregate", self.aggregate, AGGREGATES),
+            ("fill", self.fill, FILLS),
+            ("read_path", self.read_path, READ_PATHS),
+        ]
         for key, got, allowed in checks:
             if got not in allowed:
                 raise ValueError(f"job {self.name!r}: {key} must be one of {allowed}, got {got!r}")
-        for key, number in (("interval", self.interval_ns), ("every", self.every_ns),
-                            ("context", self.context_steps), ("chunk_steps", self.chunk_steps),
-                            ("series_per_call", self.series_per_call)):
+        for key, number in (
+            ("interval", self.interval_ns),
+            ("every", self.every_ns),
+            ("context", self.context_steps),
+            ("chunk_steps", self.chunk_steps),
+            ("series_per_call", self.series_per_call),
+        ):
             if number <= 0:
                 raise ValueError(f"job {self.name!r}: {key} must be positive, got {number}")
         if self.offset_ns < 0:
@@ -202,10 +220,30 @@ def connection_from(
 
 
 _JOB_KEYS = {
-    "name", "database", "bucket", "retention_policy", "measurement", "fields", "model",
-    "version", "threshold", "interval", "aggregate", "fill", "every", "offset", "context",
-    "initial_lookback", "chunk_steps", "series_per_call", "tag_filter", "group_by",
-    "read_path", "output_database", "output_retention_policy", "output_measurement",
+    "name",
+    "database",
+    "bucket",
+    "retention_policy",
+    "measurement",
+    "fields",
+    "model",
+    "version",
+    "threshold",
+    "interval",
+    "aggregate",
+    "fill",
+    "every",
+    "offset",
+    "context",
+    "initial_lookback",
+    "chunk_steps",
+    "series_per_call",
+    "tag_filter",
+    "group_by",
+    "read_path",
+    "output_database",
+    "output_retention_policy",
+    "output_measurement",
     "events_measurement",
 }
 
@@ -281,8 +319,11 @@ def load_config(
     env = os.environ if environ is None else environ
     server_table = dict(data.get("server", {}))
     target = server_target or server_table.get("target") or env.get("STAD_SERVER") or "localhost:50051"
-    server = ServerSettings(target=str(target), token=server_table.get("token") or env.get("STAD_TOKEN"),
-                            timeout_s=float(server_table.get("timeout_s", 60.0)))
+    server = ServerSettings(
+        target=str(target),
+        token=server_table.get("token") or env.get("STAD_TOKEN"),
+        timeout_s=float(server_table.get("timeout_s", 60.0)),
+    )
     retry = RetrySettings(**dict(data.get("retry", {})))
     jobs = tuple(job_from_table(t) for t in data.get("jobs", []))
     names = [j.name for j in jobs]
@@ -291,7 +332,10 @@ def load_config(
     store = str(dict(data.get("state", {})).get("checkpoint", "influx"))
     return TaskConfig(
         connection=connection_from(dict(data.get("influx", {})), connection_overrides, env),
-        server=server, retry=retry, jobs=jobs, checkpoint_store=store,
+        server=server,
+        retry=retry,
+        jobs=jobs,
+        checkpoint_store=store,
     )
 
 

@@ -32,8 +32,10 @@ from stad.influx_task.transport import InfluxError, Transport
 from stad.influx_task.writer import LineWriter, Point
 
 DATABASE = "stad_demo"
-HOW_TO = ("no InfluxDB: set INFLUX_URL to a reachable InfluxDB 1.x, or install one "
-          "(Debian/Ubuntu: apt-get install influxdb) so that `influxd` is on the PATH")
+HOW_TO = (
+    "no InfluxDB: set INFLUX_URL to a reachable InfluxDB 1.x, or install one "
+    "(Debian/Ubuntu: apt-get install influxdb) so that `influxd` is on the PATH"
+)
 
 
 def _answers(url: str) -> bool:
@@ -66,9 +68,15 @@ def influxdb() -> Iterator[str | None]:
 
 def _load(transport: Transport, data: DemoData) -> None:
     InfluxQLReader(transport).query(f'CREATE DATABASE "{DATABASE}"', post=True)
-    points = [Point("station", {"site": "demo"},
-                    {name: float(data.values[t, c]) for c, name in enumerate(data.channels)},
-                    int(data.timestamps_ns[t])) for t in range(data.values.shape[0])]
+    points = [
+        Point(
+            "station",
+            {"site": "demo"},
+            {name: float(data.values[t, c]) for c, name in enumerate(data.channels)},
+            int(data.timestamps_ns[t]),
+        )
+        for t in range(data.values.shape[0])
+    ]
     LineWriter(transport, batch_lines=5000).write(points, database=DATABASE)
 
 
@@ -76,7 +84,9 @@ def _read_scores(transport: Transport, data: DemoData, start: int) -> dict[str, 
     channel = data.channels[0]
     series = InfluxQLReader(transport).query(
         f'SELECT "score", "threshold", "is_anomaly", "expected_{channel}" FROM "anomaly_scores" '
-        f"WHERE time >= {start} AND \"site\" = 'demo'", database=DATABASE)
+        f"WHERE time >= {start} AND \"site\" = 'demo'",
+        database=DATABASE,
+    )
     if not series:
         raise InfluxError("no anomaly_scores came back")
     rows = series[0]["values"]
@@ -99,11 +109,20 @@ def _plot(path: Path, data: DemoData, scores: dict[str, np.ndarray], first: int)
     top.plot(x, data.values[first:, 0], lw=0.6, label=f"observed {data.channels[0]}")
     top.plot(scores["time"].astype("datetime64[ns]"), scores["expected"], lw=0.6, label="expected")
     bottom.plot(scores["time"].astype("datetime64[ns]"), scores["score"], lw=0.6, label="score")
-    bottom.plot(scores["time"].astype("datetime64[ns]"), scores["threshold"], "r--", lw=0.8,
-                label="threshold")
+    bottom.plot(
+        scores["time"].astype("datetime64[ns]"), scores["threshold"], "r--", lw=0.8, label="threshold"
+    )
     for axis in (top, bottom):
-        axis.fill_between(x, 0, 1, where=labels, transform=axis.get_xaxis_transform(), alpha=0.15,
-                          color="red", label="labelled anomaly")
+        axis.fill_between(
+            x,
+            0,
+            1,
+            where=labels,
+            transform=axis.get_xaxis_transform(),
+            alpha=0.15,
+            color="red",
+            label="labelled anomaly",
+        )
         axis.legend(loc="upper left", fontsize=8)
     figure.suptitle("stad: scores read back from InfluxDB (anomaly_scores)")
     figure.savefig(path, dpi=110)
@@ -135,18 +154,33 @@ def round_trip(
         _load(transport, data)
         print(f"wrote {data.values.shape[0]} points x {len(data.channels)} fields to {url} db={DATABASE}")
         step = int(data.timestamps_ns[1] - data.timestamps_ns[0])
-        job = Job(name="demo", database=DATABASE, measurement="station", fields=data.channels,
-                  model="demo_influx", interval_ns=step, group_by=("site",), context_steps=128)
+        job = Job(
+            name="demo",
+            database=DATABASE,
+            measurement="station",
+            fields=data.channels,
+            model="demo_influx",
+            interval_ns=step,
+            group_by=("site",),
+            context_steps=128,
+        )
         with EmbeddedServer(out / "models") as server:
-            config = TaskConfig(connection=Connection(url=url, timeout_ms=120_000),
-                                server=ServerSettings(target=server.target, timeout_s=600),
-                                retry=RetrySettings(), jobs=(job,))
+            config = TaskConfig(
+                connection=Connection(url=url, timeout_ms=120_000),
+                server=ServerSettings(target=server.target, timeout_s=600),
+                retry=RetrySettings(),
+                jobs=(job,),
+            )
             with Task(config) as task:
                 quiet_end = int(data.timestamps_ns[data.quiet_steps])
                 print("training through the task on the quiet period ...")
-                final = task.train("demo", int(data.timestamps_ns[0]), quiet_end,
-                                   settings=settings or TrainingSettings(epochs=epochs, seed=seed),
-                                   timeout_s=3600)
+                final = task.train(
+                    "demo",
+                    int(data.timestamps_ns[0]),
+                    quiet_end,
+                    settings=settings or TrainingSettings(epochs=epochs, seed=seed),
+                    timeout_s=3600,
+                )
                 print(f"trained demo_influx version {final.version}")
                 stats = task.backfill("demo", quiet_end, int(data.timestamps_ns[-1]) + step)
                 print(f"task: {stats.steps} steps scored, {stats.points} points written")

@@ -32,17 +32,26 @@ class Episode:
         return [name for name, _ in ranked[:k]]
 
     def to_json(self) -> str:
-        return json.dumps({"start_ns": self.start_ns, "last_ns": self.last_ns,
-                           "max_score": self.max_score, "contributions": self.contributions})
+        return json.dumps(
+            {
+                "start_ns": self.start_ns,
+                "last_ns": self.last_ns,
+                "max_score": self.max_score,
+                "contributions": self.contributions,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Episode | None:
         if not text:
             return None
         data = json.loads(text)
-        return cls(start_ns=int(data["start_ns"]), last_ns=int(data["last_ns"]),
-                   max_score=float(data["max_score"]),
-                   contributions={str(k): float(v) for k, v in data["contributions"].items()})
+        return cls(
+            start_ns=int(data["start_ns"]),
+            last_ns=int(data["last_ns"]),
+            max_score=float(data["max_score"]),
+            contributions={str(k): float(v) for k, v in data["contributions"].items()},
+        )
 
 
 def track_episodes(

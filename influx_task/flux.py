@@ -133,7 +133,10 @@ def parse_annotated_csv(text: str) -> Iterator[dict[str, Any]]:
 
 
 def blocks_from_records(
-    records: list[dict[str, Any]], job: Job, *, label: str = "stop",
+    records: list[dict[str, Any]],
+    job: Job,
+    *,
+    label: str = "stop",
 ) -> list[SeriesBlock]:
     """Pivot long rows (one per time, field, tag set) into one block per tag set."""
     tag_keys = job.output_tag_keys
@@ -155,11 +158,13 @@ def blocks_from_records(
         for t_index, t in enumerate(times.tolist()):
             for c_index, value in by_time[t].items():
                 values[t_index, c_index] = value
-        blocks.append(SeriesBlock(
-            tags=dict(zip(tag_keys, key, strict=True)),
-            timestamps_ns=start_labels(times, job.interval_ns, label),
-            values=values,
-        ))
+        blocks.append(
+            SeriesBlock(
+                tags=dict(zip(tag_keys, key, strict=True)),
+                timestamps_ns=start_labels(times, job.interval_ns, label),
+                values=values,
+            )
+        )
     return blocks
 
 
@@ -170,9 +175,11 @@ class FluxReader:
         from influxdb_client.client.influxdb_client import InfluxDBClient
 
         token = connection.token or (
-            f"{connection.username}:{connection.password or ''}" if connection.username else "")
-        self._client = InfluxDBClient(url=connection.url, token=token, org=connection.org or "-",
-                                      timeout=connection.timeout_ms)
+            f"{connection.username}:{connection.password or ''}" if connection.username else ""
+        )
+        self._client = InfluxDBClient(
+            url=connection.url, token=token, org=connection.org or "-", timeout=connection.timeout_ms
+        )
         self._api = self._client.query_api()
 
     def close(self) -> None:

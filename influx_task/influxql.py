@@ -77,7 +77,8 @@ def blocks_from_series(series: list[dict[str, Any]], fields: tuple[str, ...]) ->
         picks = [columns.index(f) for f in fields]
         times = np.array([row[0] for row in rows], dtype=np.int64)
         values = np.array(
-            [[np.nan if row[i] is None else row[i] for i in picks] for row in rows], dtype=np.float64,
+            [[np.nan if row[i] is None else row[i] for i in picks] for row in rows],
+            dtype=np.float64,
         ).reshape(len(rows), len(fields))  # (T, C)
         tags = {k: str(v) for k, v in (item.get("tags") or {}).items()}
         blocks.append(SeriesBlock(tags=tags, timestamps_ns=times, values=values))
@@ -91,7 +92,11 @@ class InfluxQLReader:
         self.transport = transport
 
     def query(
-        self, statement: str, *, database: str | None = None, post: bool = False,
+        self,
+        statement: str,
+        *,
+        database: str | None = None,
+        post: bool = False,
     ) -> list[dict[str, Any]]:
         params = {"q": statement, "epoch": "ns"}
         if database:

@@ -64,8 +64,9 @@ class Influxd:
         self.http_port = free_port()
         self.rpc_port = free_port()
         self.config_path = root / "influxd.conf"
-        self.config_path.write_text(_CONFIG.format(root=root, rpc_port=self.rpc_port,
-                                                   http_port=self.http_port))
+        self.config_path.write_text(
+            _CONFIG.format(root=root, rpc_port=self.rpc_port, http_port=self.http_port)
+        )
         self.log_path = root / "influxd.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -84,8 +85,9 @@ class Influxd:
         if self._process is not None:
             raise RuntimeError("influxd is already running")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self._process = subprocess.Popen([self.binary, "-config", str(self.config_path)],
-                                         stdout=log, stderr=subprocess.STDOUT)
+        self._process = subprocess.Popen(
+            [self.binary, "-config", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -115,8 +117,7 @@ class Influxd:
     def query(self, statement: str, database: str | None = None) -> dict[str, object]:
         """POST one InfluxQL statement (CREATE/DROP DATABASE and the like)."""
         params = {"q": statement, "epoch": "ns", **({"db": database} if database else {})}
-        request = urllib.request.Request(self.url + "/query?" + urllib.parse.urlencode(params),
-                                         method="POST")
+        request = urllib.request.Request(self.url + "/query?" + urllib.parse.urlencode(params), method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             result: dict[str, object] = json.loads(response.read())
             return result

@@ -30,8 +30,9 @@ class RetryPolicy:
         if self.base_s <= 0 or self.cap_s < self.base_s:
             raise ValueError(f"need 0 < base_s <= cap_s, got base_s={self.base_s}, cap_s={self.cap_s}")
         if self.max_attempts < 0 or self.deadline_s <= 0:
-            raise ValueError(f"bad retry limits: max_attempts={self.max_attempts}, "
-                             f"deadline_s={self.deadline_s}")
+            raise ValueError(
+                f"bad retry limits: max_attempts={self.max_attempts}, deadline_s={self.deadline_s}"
+            )
 
     def delay_s(self, attempt: int, rng: random.Random, retry_after_s: float | None = None) -> float:
         """Wait before retry number `attempt` (1-based)."""

@@ -72,8 +72,9 @@ class Scores(Protocol):
 
 
 class Scorer(Protocol):
-    def __call__(self, series: Sequence[SeriesData], *, job: Job, return_from_ns: int) -> Sequence[Scores]:
-        ...
+    def __call__(
+        self, series: Sequence[SeriesData], *, job: Job, return_from_ns: int
+    ) -> Sequence[Scores]: ...
 
 
 @dataclass(frozen=True)
@@ -134,15 +135,19 @@ class Progress:
         share = self.done / self.total
         rate = self.done / max(time.monotonic() - self.started, 1e-9)
         bar = "#" * int(share * 30)
-        self.stream.write(f"\r{self.label} [{bar:<30}] {share:6.1%} {self.done}/{self.total} steps "
-                          f"({rate:,.0f}/s)")
+        self.stream.write(
+            f"\r{self.label} [{bar:<30}] {share:6.1%} {self.done}/{self.total} steps ({rate:,.0f}/s)"
+        )
         if self.done >= self.total:
             self.stream.write("\n")
         self.stream.flush()
 
 
 def build_points(
-    job: Job, tags: Mapping[str, str], result: Scores, observed: npt.NDArray[np.bool_],
+    job: Job,
+    tags: Mapping[str, str],
+    result: Scores,
+    observed: npt.NDArray[np.bool_],
     from_ns: int,
 ) -> tuple[list[Point], npt.NDArray[np.bool_]]:
     """anomaly_scores points for the steps at or after `from_ns` that had data.
@@ -176,13 +181,20 @@ def event_points(job: Job, tags: Mapping[str, str], episodes: Sequence[Episode])
     points = []
     for episode in episodes:
         end_ns = episode.end_ns(job.interval_ns)
-        points.append(Point(job.events_measurement, out_tags, {
-            "end_time": end_ns,
-            "max_score": episode.max_score,
-            "duration_s": (end_ns - episode.start_ns) / 1e9,
-            "top_channels": ",".join(episode.top_channels()),
-            "ongoing": episode.open,
-        }, episode.start_ns))
+        points.append(
+            Point(
+                job.events_measurement,
+                out_tags,
+                {
+                    "end_time": end_ns,
+                    "max_score": episode.max_score,
+                    "duration_s": (end_ns - episode.start_ns) / 1e9,
+                    "top_channels": ",".join(episode.top_channels()),
+                    "ongoing": episode.open,
+                },
+                episode.start_ns,
+            )
+        )
     return points
 
 
@@ -229,10 +241,17 @@ class JobRunner:
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
         def report(exc: BaseException, attempt: int, delay_s: float) -> None:
-            log.warning("job %s: %s failed (attempt %d), retrying in %.2fs: %s",
-                        self.job.name, what, attempt, delay_s, exc)
+            log.warning(
+                "job %s: %s failed (attempt %d), retrying in %.2fs: %s",
+                self.job.name,
+                what,
+                attempt,
+                delay_s,
+                exc,
+            )
             if self.on_retry is not None:
                 self.on_retry(exc, attempt, delay_s)
+
         return retry_call(fn, self.retry, self.is_retryable, on_retry=report)
 
     def _filter_tags(self) -> dict[str, str]:
@@ -249,8 +268,11 @@ class JobRunner:
         """Score every owned series from its checkpoint to now - offset."""
         job = self.job
         to_ns = self.scored_until_ns()
-        checkpoints = {k: c for k, c in self._call(lambda: self.store.load(job.name), "checkpoint load")
-                       .items() if self.shard.owns(k)}
+        checkpoints = {
+            k: c
+            for k, c in self._call(lambda: self.store.load(job.name), "checkpoint load").items()
+            if self.shard.owns(k)
+        }
         if checkpoints:
             start = min(c.next_ns for c in checkpoints.values())
         else:
@@ -265,8 +287,9 @@ class JobRunner:
             raise ValueError(f"backfill range is empty: start {start_ns} >= stop {stop_ns}")
         return self._run_range(start, stop, None, progress=progress)
 
-    def _run_range(self, start: int, stop: int, checkpoints: dict[str, Checkpoint] | None,
-                   *, progress: Progress | None) -> PassStats:
+    def _run_range(
+        self, start: int, stop: int, checkpoints: dict[str, Checkpoint] | None, *, progress: Progress | None
+    ) -> PassStats:
         stats = PassStats()
         episodes: dict[str, Episode | None] = {}
         chunk_ns = self.job.chunk_steps * self.job.interval_ns
@@ -286,8 +309,14 @@ class JobRunner:
 
     # -- one chunk -----------------------------------------------------------
 
-    def _items(self, blocks: list[SeriesBlock], read_from: int, chunk_start: int, chunk_stop: int,
-               checkpoints: dict[str, Checkpoint] | None) -> list[_Item]:
+    def _items(
+        self,
+        blocks: list[SeriesBlock],
+        read_from: int,
+        chunk_start: int,
+        chunk_stop: int,
+        checkpoints: dict[str, Checkpoint] | None,
+    ) -> list[_Item]:
         job = self.job
         fixed = self._filter_tags()
         items = []
@@ -301,8 +330,14 @@ class JobRunner:
                 from_ns = max(from_ns, checkpoints[key].next_ns)
             if from_ns >= chunk_stop:
                 continue
-            times, values = to_grid(block.timestamps_ns, block.values, start_ns=read_from,
-                                    stop_ns=chunk_stop, interval_ns=job.interval_ns, fill=job.fill)
+            times, values = to_grid(
+                block.timestamps_ns,
+                block.values,
+                start_ns=read_from,
+                stop_ns=chunk_stop,
+                interval_ns=job.interval_ns,
+                fill=job.fill,
+            )
             observed = np.asarray(~np.isnan(values).all(axis=1), dtype=np.bool_)  # (T,)
             if times.size == 0 or not (observed & (times >= from_ns)).any():
                 continue
@@ -310,8 +345,13 @@ class JobRunner:
             items.append(_Item(key, tags, from_ns, series, observed))
         return items
 
-    def _chunk(self, chunk_start: int, chunk_stop: int, checkpoints: dict[str, Checkpoint] | None,
-               episodes: dict[str, Episode | None]) -> ChunkReport:
+    def _chunk(
+        self,
+        chunk_start: int,
+        chunk_stop: int,
+        checkpoints: dict[str, Checkpoint] | None,
+        episodes: dict[str, Episode | None],
+    ) -> ChunkReport:
         job = self.job
         read_from = chunk_start - job.context_steps * job.interval_ns
         blocks = self._call(lambda: self.reader.read(job, read_from, chunk_stop), "read")
@@ -320,11 +360,15 @@ class JobRunner:
         advanced: list[Checkpoint] = []
         steps = 0
         for first in range(0, len(items), job.series_per_call):
-            group = items[first:first + job.series_per_call]
+            group = items[first : first + job.series_per_call]
             results = self._call(
-                lambda group=group: self.scorer([i.series for i in group], job=job,  # type: ignore[misc]
-                                                return_from_ns=chunk_start),
-                "score")
+                lambda group=group: self.scorer(
+                    [i.series for i in group],
+                    job=job,  # type: ignore[misc]
+                    return_from_ns=chunk_start,
+                ),
+                "score",
+            )
             if len(results) != len(group):
                 raise RuntimeError(f"server returned {len(results)} results for {len(group)} series")
             for item, result in zip(group, results, strict=True):
@@ -338,8 +382,13 @@ class JobRunner:
                 else:
                     state = episodes.get(item.key)
                 touched, state = track_episodes(
-                    state, result.timestamps_ns[kept], result.is_anomaly[kept], result.score[kept],
-                    result.contributions[kept], result.channels)
+                    state,
+                    result.timestamps_ns[kept],
+                    result.is_anomaly[kept],
+                    result.score[kept],
+                    result.contributions[kept],
+                    result.channels,
+                )
                 points += event_points(job, item.tags, touched)
                 episodes[item.key] = state
                 advanced.append(Checkpoint(item.key, chunk_stop, state))
@@ -348,8 +397,12 @@ class JobRunner:
             for key, old in checkpoints.items():
                 if key not in seen and old.next_ns < chunk_stop:
                     advanced.append(Checkpoint(key, chunk_stop, old.episode))
-        written = self._call(lambda: self.writer.write(
-            points, database=job.out_database, retention_policy=job.output_retention_policy), "write")
+        written = self._call(
+            lambda: self.writer.write(
+                points, database=job.out_database, retention_policy=job.output_retention_policy
+            ),
+            "write",
+        )
         if checkpoints is not None and advanced:
             self._call(lambda: self.store.save(job.name, advanced), "checkpoint save")
             for checkpoint in advanced:
@@ -369,14 +422,22 @@ class JobRunner:
         chunk_ns = job.chunk_steps * job.interval_ns
         for chunk_start in range(start, stop, chunk_ns):
             chunk_stop = min(stop, chunk_start + chunk_ns)
-            blocks = self._call(lambda a=chunk_start, b=chunk_stop: self.reader.read(job, a, b),  # type: ignore[misc]
-                                "read")
+            blocks = self._call(
+                lambda a=chunk_start, b=chunk_stop: self.reader.read(job, a, b),  # type: ignore[misc]
+                "read",
+            )
             for block in blocks:
                 key = series_key(job.measurement, {**self._filter_tags(), **block.tags})
                 if not self.shard.owns(key):
                     continue
-                times, values = to_grid(block.timestamps_ns, block.values, start_ns=chunk_start,
-                                        stop_ns=chunk_stop, interval_ns=job.interval_ns, fill=job.fill)
+                times, values = to_grid(
+                    block.timestamps_ns,
+                    block.values,
+                    start_ns=chunk_start,
+                    stop_ns=chunk_stop,
+                    interval_ns=job.interval_ns,
+                    fill=job.fill,
+                )
                 pieces.setdefault(key, []).append((times, values))
         out = []
         for key in sorted(pieces):
@@ -386,8 +447,11 @@ class JobRunner:
             if not observed.any():
                 continue
             first, last = np.flatnonzero(observed)[[0, -1]]
-            out.append(make_series(values[first:last + 1], channels=job.fields,
-                                   timestamps_ns=times[first:last + 1]))
+            out.append(
+                make_series(
+                    values[first : last + 1], channels=job.fields, timestamps_ns=times[first : last + 1]
+                )
+            )
         return out
 
 

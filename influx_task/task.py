@@ -45,8 +45,15 @@ class ClientScorer:
         self.client = client
 
     def __call__(self, series: Sequence[SeriesData], *, job: Job, return_from_ns: int) -> list[Scores]:
-        return list(self.client.score_many(series, model=job.model, version=job.version,
-                                           threshold=job.threshold, return_from_ns=return_from_ns))
+        return list(
+            self.client.score_many(
+                series,
+                model=job.model,
+                version=job.version,
+                threshold=job.threshold,
+                return_from_ns=return_from_ns,
+            )
+        )
 
 
 class Task:
@@ -70,22 +77,28 @@ class Task:
         self.on_chunk = on_chunk
         self.on_retry = on_retry
         settings = config.retry
-        self.retry = RetryPolicy(base_s=settings.base_ms / 1000, cap_s=settings.cap_ms / 1000,
-                                 max_attempts=settings.max_attempts, deadline_s=settings.deadline_s,
-                                 retry_after_max_s=settings.retry_after_max_s)
+        self.retry = RetryPolicy(
+            base_s=settings.base_ms / 1000,
+            cap_s=settings.cap_ms / 1000,
+            max_attempts=settings.max_attempts,
+            deadline_s=settings.deadline_s,
+            retry_after_max_s=settings.retry_after_max_s,
+        )
         self.transport = _transport.Transport(config.connection)
         self.influxql = InfluxQLReader(self.transport)
         self.writer = LineWriter(self.transport)
         self._flux: FluxReader | None = None
         self._owns_client = client is None
-        self.client = client or Client(config.server.target, token=config.server.token,
-                                       timeout_s=config.server.timeout_s, retries=0)
+        self.client = client or Client(
+            config.server.target, token=config.server.token, timeout_s=config.server.timeout_s, retries=0
+        )
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -104,15 +117,29 @@ class Task:
 
     def _store(self, job: Job) -> CheckpointStore:
         if self.config.checkpoint_store == "influx":
-            return InfluxCheckpointStore(self.influxql, self.writer, database=job.out_database,
-                                         retention_policy=job.output_retention_policy)
+            return InfluxCheckpointStore(
+                self.influxql,
+                self.writer,
+                database=job.out_database,
+                retention_policy=job.output_retention_policy,
+            )
         return FileCheckpointStore(self.config.checkpoint_store)
 
     def runner(self, job: Job) -> JobRunner:
-        return JobRunner(job, reader=self._reader(job), writer=self.writer, store=self._store(job),
-                         scorer=ClientScorer(self.client), retry=self.retry, is_retryable=is_retryable,
-                         shard=self.shard, now_ns=self.now_ns, stop=self.stop,
-                         on_chunk=self.on_chunk, on_retry=self.on_retry)
+        return JobRunner(
+            job,
+            reader=self._reader(job),
+            writer=self.writer,
+            store=self._store(job),
+            scorer=ClientScorer(self.client),
+            retry=self.retry,
+            is_retryable=is_retryable,
+            shard=self.shard,
+            now_ns=self.now_ns,
+            stop=self.stop,
+            on_chunk=self.on_chunk,
+            on_retry=self.on_retry,
+        )
 
     def once(self, jobs: list[str] | None = None) -> dict[str, PassStats | Exception]:
         """One pass over every job (or the named ones); a failing job does not stop the others."""
@@ -162,8 +189,13 @@ class Task:
         job = self.config.job(job_name)
         series = self.runner(job).training_series(start_ns, stop_ns)
         data = concatenate_for_training(series)
-        handle = self.client.train(data, model=job.model, settings=settings, activate=activate,
-                                   description=f"stad influx train --job {job.name}")
+        handle = self.client.train(
+            data,
+            model=job.model,
+            settings=settings,
+            activate=activate,
+            description=f"stad influx train --job {job.name}",
+        )
         for status in handle.watch(timeout_s=timeout_s):
             if on_status is not None:
                 on_status(status)

@@ -56,7 +56,9 @@ class Transport:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._pool = urllib3.PoolManager(
-            num_pools=4, maxsize=4, retries=False,
+            num_pools=4,
+            maxsize=4,
+            retries=False,
             timeout=urllib3.Timeout(total=connection.timeout_ms / 1000),
         )
         headers: dict[str, str] = {}
@@ -83,7 +85,9 @@ class Transport:
         url = self.connection.url.rstrip("/") + path
         try:
             response = self._pool.urlopen(
-                method, f"{url}?{urlencode(params)}", body=body,
+                method,
+                f"{url}?{urlencode(params)}",
+                body=body,
                 headers={**self._headers, **(headers or {})},
             )
         except urllib3.exceptions.HTTPError as exc:

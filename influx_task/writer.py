@@ -70,11 +70,12 @@ class LineWriter:
         self.transport = transport
         self.batch_lines = batch_lines
 
-    def write_lines(self, lines: Sequence[str], *, database: str,
-                    retention_policy: str | None = None) -> None:
+    def write_lines(
+        self, lines: Sequence[str], *, database: str, retention_policy: str | None = None
+    ) -> None:
         connection = self.transport.connection
         for start in range(0, len(lines), self.batch_lines):
-            body = ("\n".join(lines[start:start + self.batch_lines]) + "\n").encode()
+            body = ("\n".join(lines[start : start + self.batch_lines]) + "\n").encode()
             headers = {"Content-Type": "text/plain; charset=utf-8"}
             if connection.uses_v2_write:
                 bucket = database + (f"/{retention_policy}" if retention_policy else "")
@@ -86,8 +87,7 @@ class LineWriter:
                     params["rp"] = retention_policy
                 self.transport.request("POST", "/write", params=params, body=body, headers=headers)
 
-    def write(self, points: Iterable[Point], *, database: str,
-              retention_policy: str | None = None) -> int:
+    def write(self, points: Iterable[Point], *, database: str, retention_policy: str | None = None) -> int:
         """Write the points; returns how many lines were sent."""
         lines = [line for line in map(to_line, points) if line is not None]
         self.write_lines(lines, database=database, retention_policy=retention_policy)

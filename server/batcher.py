@@ -66,8 +66,7 @@ class WindowBatcher:
             raise ValueError(f"max_batch_windows must be at least 1, got {max_batch_windows}")
         if max_queue_windows < max_batch_windows:
             raise ValueError(
-                f"max_queue_windows ({max_queue_windows}) is below max_batch_windows "
-                f"({max_batch_windows})"
+                f"max_queue_windows ({max_queue_windows}) is below max_batch_windows ({max_batch_windows})"
             )
         if max_queue_delay_ms < 0:
             raise ValueError(f"max_queue_delay_ms must be >= 0, got {max_queue_delay_ms}")
@@ -263,7 +262,5 @@ def _timed(fn: BatchFn, windows: Windows) -> tuple[Outputs, float]:
     outputs = fn(windows)
     for out in outputs:
         if out.shape[0] != windows.shape[0]:
-            raise RuntimeError(
-                f"batch function returned {out.shape[0]} rows for {windows.shape[0]} windows"
-            )
+            raise RuntimeError(f"batch function returned {out.shape[0]} rows for {windows.shape[0]} windows")
     return outputs, time.perf_counter() - began

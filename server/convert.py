@@ -148,8 +148,19 @@ def job_message(job: Job) -> _training_pb2.TrainingJob:
 
 
 _SPEC_FIELDS = (
-    "epochs", "window", "patch", "d_model", "n_layers", "n_heads", "batch_size",
-    "learning_rate", "seed", "val_fraction", "finetune_epochs", "smoothing", "threshold_quantile",
+    "epochs",
+    "window",
+    "patch",
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "batch_size",
+    "learning_rate",
+    "seed",
+    "val_fraction",
+    "finetune_epochs",
+    "smoothing",
+    "threshold_quantile",
 )
 
 

@@ -155,14 +155,29 @@ class DetectorConfig:
             return ValueError(f"bad config: {name}={getattr(self, name)!r} ({rule})")
 
         for name in (
-            "window", "patch", "d_model", "n_heads", "n_layers", "epochs", "batch_size",
-            "patience", "smoothing", "train_stride", "ff_mult", "mask_groups",
+            "window",
+            "patch",
+            "d_model",
+            "n_heads",
+            "n_layers",
+            "epochs",
+            "batch_size",
+            "patience",
+            "smoothing",
+            "train_stride",
+            "ff_mult",
+            "mask_groups",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(name, "must be an integer >= 1")
-        for name in ("finetune_epochs", "score_stride", "max_windows_per_epoch", "seed",
-                     "min_calibration_steps"):
+        for name in (
+            "finetune_epochs",
+            "score_stride",
+            "max_windows_per_epoch",
+            "seed",
+            "min_calibration_steps",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise bad(name, "must be an integer >= 0")
@@ -207,9 +222,15 @@ class DetectorConfig:
 
     def model_config(self, n_channels: int) -> ModelConfig:
         return ModelConfig(
-            n_channels=n_channels, window=self.window, patch=self.patch, d_model=self.d_model,
-            n_heads=self.n_heads, n_layers=self.n_layers, dropout=self.dropout,
-            ff_mult=self.ff_mult, level_baseline=self.level_baseline,
+            n_channels=n_channels,
+            window=self.window,
+            patch=self.patch,
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            n_layers=self.n_layers,
+            dropout=self.dropout,
+            ff_mult=self.ff_mult,
+            level_baseline=self.level_baseline,
         )
 
 
@@ -300,13 +321,11 @@ class ScoreOutput:
             name: np.concatenate([getattr(p, name) for p in parts])
             for name in ("score", "raw_score", "is_anomaly", "severity", "contributions", "expected")
         }
-        return cls(**arrays, threshold=first.threshold, channels=first.channels,
-                   start_step=first.start_step)
+        return cls(**arrays, threshold=first.threshold, channels=first.channels, start_step=first.start_step)
 
 
 def _library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "numpy": np.__version__}
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
     for dist in ("stad", "safetensors"):
         try:
             versions[dist] = importlib.metadata.version(dist)
@@ -447,9 +466,7 @@ def _torch_device(name: str) -> torch.device:
 
 def _finite_or_none(metrics: dict[str, Any]) -> dict[str, Any]:
     """JSON has no NaN: not-a-number metrics become null."""
-    return {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()
-    }
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
 
 
 class Detector:
@@ -509,8 +526,7 @@ class Detector:
             stamps = np.asarray(timestamps_ns)
             if stamps.shape != (t,) or stamps.dtype.kind not in "iu":
                 raise ValueError(
-                    f"timestamps_ns must be {t} integers, got shape {stamps.shape} "
-                    f"dtype {stamps.dtype}"
+                    f"timestamps_ns must be {t} integers, got shape {stamps.shape} dtype {stamps.dtype}"
                 )
         device = _torch_device(self.device)
 
@@ -524,9 +540,7 @@ class Detector:
         fit_rows = scaled[:split] if anomalous is None else scaled[:split][~anomalous[:split]]
         subspace = Subspace.fit(fit_rows if fit_rows.shape[0] else scaled, cfg.residual_variance)
         train_set = self._window_set(scaled, anomalous, 0, split, cfg.train_stride, device)
-        val_set = (
-            self._window_set(scaled, anomalous, split, t, cfg.stride, device) if n_val else None
-        )
+        val_set = self._window_set(scaled, anomalous, split, t, cfg.stride, device) if n_val else None
 
         generator = torch.Generator().manual_seed(cfg.seed)
         if keep_weights:  # train a copy: a cancelled or failed fit leaves self unchanged
@@ -535,9 +549,7 @@ class Detector:
             model = MaskedPredictor(cfg.model_config(c))
             model.init_weights(generator)
             model = model.to(device)
-        use_head = (
-            anomalous is not None and bool(anomalous[:split].any()) and cfg.finetune_epochs > 0
-        )
+        use_head = anomalous is not None and bool(anomalous[:split].any()) and cfg.finetune_epochs > 0
         total = steps_per_epoch(len(train_set), cfg) * cfg.epochs
         if use_head:
             head_windows = min(len(train_set), HEAD_MAX_WINDOWS)
@@ -595,17 +607,16 @@ class Detector:
             window=self.config.window,
         )
 
-    def _calibrate(
-        self, data: FloatArray, anomalous: npt.NDArray[np.bool_] | None, first_step: int
-    ) -> None:
+    def _calibrate(self, data: FloatArray, anomalous: npt.NDArray[np.bool_] | None, first_step: int) -> None:
         """Set error_scale_, reference_ and threshold_ from the fitted model's scores of data."""
         cfg = self.config
         plan = self.plan_windows(data)
         means = _StepMeans(plan, cfg.window)
         for i in range(0, plan.windows.shape[0], CALIBRATION_BATCH):
             fam = self._forward_windows(plan.windows[i : i + CALIBRATION_BATCH])
-            means.add(temporal=fam.temporal, spatial=fam.spatial, residual=fam.residual,
-                      probability=fam.probability)
+            means.add(
+                temporal=fam.temporal, spatial=fam.spatial, residual=fam.residual, probability=fam.probability
+            )
         temporal, spatial = means.mean("temporal"), means.mean("spatial")
         residual = means.mean("residual")
         usable = np.zeros(data.shape[0], dtype=bool)
@@ -635,8 +646,10 @@ class Detector:
         raw = calibration.TrailingMean(cfg.smoothing).add(step_raw)
         self.reference_ = calibration.reference_scale(raw[usable], cfg.threshold_quantile)
         self.calibration_ = {
-            "method": "quantile", "quantile": cfg.threshold_quantile,
-            "reference": self.reference_, "calibration_steps": int(usable.sum()),
+            "method": "quantile",
+            "quantile": cfg.threshold_quantile,
+            "reference": self.reference_,
+            "calibration_steps": int(usable.sum()),
             "calibration_source": "validation" if first_step else "training series",
         }
         self.threshold_ = float(cfg.threshold_factor)
@@ -733,8 +746,7 @@ class Detector:
             empty = np.zeros((0, cfg.window, c), dtype=np.float32)
             return _Families(empty, empty, empty, empty.astype(np.float64), None)
         residual = (
-            np.zeros_like(arr) if self.subspace_ is None
-            else self.subspace_.residual(arr).astype(np.float32)
+            np.zeros_like(arr) if self.subspace_ is None else self.subspace_.residual(arr).astype(np.float32)
         )
         return _Families(
             temporal=torch.cat(temporal).numpy(),
@@ -786,9 +798,7 @@ class Detector:
         """Turn the window results of one plan into per-step scores."""
         assembler = self.assembler(plan, threshold=threshold)
         if len(output) != plan.starts.shape[0]:
-            raise ValueError(
-                f"output has {len(output)} windows, the plan {plan.starts.shape[0]}"
-            )
+            raise ValueError(f"output has {len(output)} windows, the plan {plan.starts.shape[0]}")
         result = assembler.add(output)
         assert result is not None  # every window is in, so every step is final
         return result
@@ -818,9 +828,7 @@ class Detector:
             start_step=steps.start,
         )
 
-    def score(
-        self, X: Any, *, threshold: float | None = None, batch_size: int = 256
-    ) -> ScoreOutput:
+    def score(self, X: Any, *, threshold: float | None = None, batch_size: int = 256) -> ScoreOutput:
         """Score every step of X (T, C); see the module docstring for the scale.
 
         Window results are folded into per-step means batch by batch, so memory
@@ -849,11 +857,11 @@ class Detector:
         self._check_fitted()
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        tensors = {f"encoder.{k}": v.detach().cpu().contiguous()
-                   for k, v in self.model_.state_dict().items()}
+        tensors = {f"encoder.{k}": v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
         if self.head_ is not None:
-            tensors.update({f"head.{k}": v.detach().cpu().contiguous()
-                            for k, v in self.head_.state_dict().items()})
+            tensors.update(
+                {f"head.{k}": v.detach().cpu().contiguous() for k, v in self.head_.state_dict().items()}
+            )
         save_file(tensors, str(path / WEIGHTS_FILE))
         (path / METADATA_FILE).write_text(json.dumps(self.metadata_, indent=2, allow_nan=False))
 

@@ -1,7 +1,7 @@
 """A server in a background thread of this process, for the CLI and tests.
 
-    with EmbeddedServer(Path("models")) as server:
-        channel = grpc.insecure_channel(server.target)
+with EmbeddedServer(Path("models")) as server:
+    channel = grpc.insecure_channel(server.target)
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from stad.server.settings import Settings
 class EmbeddedServer:
     """Runs the aio server on 127.0.0.1 (a free port) in a daemon thread with its own loop."""
 
-    def __init__(
-        self, model_dir: Path, *, device: str = "auto", settings: Settings | None = None
-    ) -> None:
+    def __init__(self, model_dir: Path, *, device: str = "auto", settings: Settings | None = None) -> None:
         base = settings if settings is not None else Settings(model_dir=Path(model_dir))
         self.settings = replace(base, model_dir=Path(model_dir), device=device, address="127.0.0.1:0")
         self._loop: asyncio.AbstractEventLoop | None = None

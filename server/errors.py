@@ -1,13 +1,13 @@
 """Domain errors of the server and their one mapping to gRPC status codes.
 
-    StadServerError
-    ├── InvalidArgumentError      INVALID_ARGUMENT   (also: any ValueError)
-    ├── NotFoundError             NOT_FOUND
-    ├── FailedPreconditionError   FAILED_PRECONDITION
-    ├── ResourceExhaustedError    RESOURCE_EXHAUSTED
-    ├── DeadlineExceededError     DEADLINE_EXCEEDED
-    └── UnavailableError          UNAVAILABLE
-    RequestCutOff                 RESOURCE_EXHAUSTED (a CancelledError: gRPC ended the call)
+StadServerError
+├── InvalidArgumentError      INVALID_ARGUMENT   (also: any ValueError)
+├── NotFoundError             NOT_FOUND
+├── FailedPreconditionError   FAILED_PRECONDITION
+├── ResourceExhaustedError    RESOURCE_EXHAUSTED
+├── DeadlineExceededError     DEADLINE_EXCEEDED
+└── UnavailableError          UNAVAILABLE
+RequestCutOff                 RESOURCE_EXHAUSTED (a CancelledError: gRPC ended the call)
 """
 
 from __future__ import annotations

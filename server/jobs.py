@@ -191,7 +191,10 @@ class JobManager:
         self._queue.append(job.job_id)
         log.info(
             "training job %s queued: model %r, %d steps x %d channels",
-            job.job_id, job.model, job.steps, len(job.channels),
+            job.job_id,
+            job.model,
+            job.steps,
+            len(job.channels),
         )
         await self._changed_job(job)
         self._start_queued()

@@ -43,9 +43,7 @@ class ModelConfig:
         if self.n_channels < 1:
             raise ValueError(f"n_channels must be >= 1, got {self.n_channels}")
         if self.patch < 1 or self.window < self.patch or self.window % self.patch:
-            raise ValueError(
-                f"window ({self.window}) must be a positive multiple of patch ({self.patch})"
-            )
+            raise ValueError(f"window ({self.window}) must be a positive multiple of patch ({self.patch})")
         if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model ({self.d_model}) must be a positive multiple of n_heads ({self.n_heads})"
@@ -172,13 +170,10 @@ class MaskedPredictor(nn.Module):
         cfg = self.config
         if values.dim() != 3 or values.shape[1:] != (cfg.window, cfg.n_channels):
             raise ValueError(
-                f"values must have shape (B, {cfg.window}, {cfg.n_channels}), "
-                f"got {tuple(values.shape)}"
+                f"values must have shape (B, {cfg.window}, {cfg.n_channels}), got {tuple(values.shape)}"
             )
         if observed.shape != values.shape:
-            raise ValueError(
-                f"observed shape {tuple(observed.shape)} != values shape {tuple(values.shape)}"
-            )
+            raise ValueError(f"observed shape {tuple(observed.shape)} != values shape {tuple(values.shape)}")
         b, L, c = values.shape
         n, p = cfg.n_patches, cfg.patch
         if hidden.shape != (b, c, n):
@@ -228,8 +223,7 @@ class AnomalyHead(nn.Module):
         cfg = self.config
         if pooled.dim() != 3 or pooled.shape[1:] != (cfg.n_patches, cfg.d_model):
             raise ValueError(
-                f"pooled must have shape (B, {cfg.n_patches}, {cfg.d_model}), "
-                f"got {tuple(pooled.shape)}"
+                f"pooled must have shape (B, {cfg.n_patches}, {cfg.d_model}), got {tuple(pooled.shape)}"
             )
         f = pooled.repeat_interleave(cfg.patch, dim=1)  # (B, L, D)
         e = torch.log1p(errors)  # (B, L, C)

@@ -48,9 +48,7 @@ class ModelServicer(_models_pb2_grpc.ModelServiceServicer):
 
         return await self._guard.unary("ListModels", context, body)
 
-    async def GetModel(
-        self, request: _models_pb2.GetModelRequest, context: Context
-    ) -> _models_pb2.Model:
+    async def GetModel(self, request: _models_pb2.GetModelRequest, context: Context) -> _models_pb2.Model:
         async def body() -> _models_pb2.Model:
             record = await asyncio.to_thread(self._registry.model_record, request.name, request.version)
             return convert.model_message(record)

@@ -50,9 +50,7 @@ def as_matrix(X: Any, *, name: str = "X") -> FloatArray:
 
 def check_length(array: FloatArray, window: int, *, name: str = "the series") -> None:
     if array.shape[0] < window:
-        raise ValueError(
-            f"{name} has {array.shape[0]} steps, shorter than one window ({window} steps)"
-        )
+        raise ValueError(f"{name} has {array.shape[0]} steps, shorter than one window ({window} steps)")
 
 
 @dataclass(frozen=True)

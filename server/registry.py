@@ -62,8 +62,7 @@ class ModelRecord:
 def check_model_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name) or name.startswith("."):
         raise InvalidArgumentError(
-            f"bad model name {name!r}: use 1-64 letters, digits, '-', '_' or '.', "
-            "not starting with '.'"
+            f"bad model name {name!r}: use 1-64 letters, digits, '-', '_' or '.', not starting with '.'"
         )
     return name
 
@@ -85,9 +84,7 @@ class Registry(Generic[M]):
 
     def model_names(self) -> list[str]:
         return sorted(
-            entry.name
-            for entry in self.root.iterdir()
-            if entry.is_dir() and not entry.name.startswith(".")
+            entry.name for entry in self.root.iterdir() if entry.is_dir() and not entry.name.startswith(".")
         )
 
     def _model_root(self, name: str) -> Path:
@@ -171,9 +168,7 @@ class Registry(Generic[M]):
 
     # -- writing ---------------------------------------------------------------------
 
-    def register(
-        self, name: str, source: Path, *, description: str = "", activate: bool = False
-    ) -> str:
+    def register(self, name: str, source: Path, *, description: str = "", activate: bool = False) -> str:
         """Copy a saved model directory in as the next version; returns the version."""
         model_root = self.root / check_model_name(name)
         if not (Path(source) / METADATA_FILE).is_file():

@@ -35,9 +35,7 @@ class ScoringServicer(_scoring_pb2_grpc.ScoringServiceServicer):
         self._guard = guard
         self._max_response_bytes = max_response_bytes
 
-    async def Score(
-        self, request: _scoring_pb2.ScoreRequest, context: Context
-    ) -> _scoring_pb2.ScoreResponse:
+    async def Score(self, request: _scoring_pb2.ScoreRequest, context: Context) -> _scoring_pb2.ScoreResponse:
         return await self._guard.unary("Score", context, lambda: self._score(request, context))
 
     async def _score(
@@ -66,9 +64,13 @@ class ScoringServicer(_scoring_pb2_grpc.ScoringServiceServicer):
         limit = self._max_response_bytes
         if limit is None:
             return
-        size = len(request.model) + len(version) + sum(
-            convert.series_scores_bytes(data.steps - first, detector.channels_)
-            for data, first in zip(series, firsts, strict=True)
+        size = (
+            len(request.model)
+            + len(version)
+            + sum(
+                convert.series_scores_bytes(data.steps - first, detector.channels_)
+                for data, first in zip(series, firsts, strict=True)
+            )
         )
         if size > limit:
             raise ResourceExhaustedError(

@@ -138,9 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_settings(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flags, then STAD_* variables, then defaults; ValueError names a bad one."""
     environ = os.environ if environ is None else environ
     parsed = vars(build_parser().parse_args(argv))
@@ -155,9 +153,7 @@ def parse_settings(
             try:
                 value = kind(raw)
             except ValueError:
-                raise ValueError(
-                    f"{env_name(field.name)}={raw!r} is not a valid {kind.__name__}"
-                ) from None
+                raise ValueError(f"{env_name(field.name)}={raw!r} is not a valid {kind.__name__}") from None
         if value is not None:
             values[field.name] = value
     if "model_dir" not in values:

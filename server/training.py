@@ -99,9 +99,7 @@ class WindowSet:
 
 def autocast(device: torch.device) -> torch.autocast:
     """bf16 autocast on CUDA; a disabled context elsewhere."""
-    return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-    )
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def point_mask(hidden: Tensor, patch: int) -> Tensor:
@@ -346,20 +344,28 @@ def pretrain(
             step += 1
             reporter.advance()
             reporter.report(
-                force=False, phase="pretrain", epoch=epoch + 1, epochs=config.epochs,
-                train_loss=running / seen, val_loss=val_loss, mask_ratio=ratio,
+                force=False,
+                phase="pretrain",
+                epoch=epoch + 1,
+                epochs=config.epochs,
+                train_loss=running / seen,
+                val_loss=val_loss,
+                mask_ratio=ratio,
             )
         epochs_run = epoch + 1
         train_loss = running / max(seen, 1)
         # The training loss rises with the mask ratio, so early stopping watches
         # the fixed scoring masks: on validation, else on a fixed training sample.
-        monitored = masked_loss(
-            model, monitor, config.groups, config.batch_size, config.spatial_weight > 0
-        )
+        monitored = masked_loss(model, monitor, config.groups, config.batch_size, config.spatial_weight > 0)
         val_loss = monitored if val is not None else math.nan
         reporter.report(
-            force=True, phase="pretrain", epoch=epoch + 1, epochs=config.epochs,
-            train_loss=train_loss, val_loss=val_loss, mask_ratio=ratio,
+            force=True,
+            phase="pretrain",
+            epoch=epoch + 1,
+            epochs=config.epochs,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            mask_ratio=ratio,
         )
         if stopping.should_stop(monitored):
             break
@@ -444,8 +450,13 @@ def finetune(
                 val_loss = float(bce(*val_inputs))
         monitored = val_loss if val_inputs is not None else train_loss
         reporter.report(
-            force=True, phase="finetune", epoch=epoch + 1, epochs=config.finetune_epochs,
-            train_loss=train_loss, val_loss=val_loss, mask_ratio=0.0,
+            force=True,
+            phase="finetune",
+            epoch=epoch + 1,
+            epochs=config.finetune_epochs,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            mask_ratio=0.0,
         )
         if stopping.should_stop(monitored):
             break

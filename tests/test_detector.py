@@ -23,8 +23,15 @@ from stad.server.detector import (
 )
 
 TINY = DetectorConfig(
-    window=32, patch=4, d_model=32, n_heads=4, n_layers=2, epochs=8, batch_size=32,
-    learning_rate=3e-3, seed=3,
+    window=32,
+    patch=4,
+    d_model=32,
+    n_heads=4,
+    n_layers=2,
+    epochs=8,
+    batch_size=32,
+    learning_rate=3e-3,
+    seed=3,
 )
 
 
@@ -187,9 +194,19 @@ def test_bad_input_raises_value_error(fitted: Detector) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("window", 30), ("patch", 0), ("d_model", 30), ("epochs", 0), ("learning_rate", -1.0),
-     ("mask_ratio_end", 1.5), ("threshold_quantile", 2.0), ("mask_groups", 1),
-     ("window", 8), ("residual_weight", 1.5), ("residual_variance", 0.0)],
+    [
+        ("window", 30),
+        ("patch", 0),
+        ("d_model", 30),
+        ("epochs", 0),
+        ("learning_rate", -1.0),
+        ("mask_ratio_end", 1.5),
+        ("threshold_quantile", 2.0),
+        ("mask_groups", 1),
+        ("window", 8),
+        ("residual_weight", 1.5),
+        ("residual_variance", 0.0),
+    ],
 )
 def test_bad_config_raises_value_error(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"{field}="):
@@ -206,9 +223,17 @@ def test_save_load_round_trip(fitted: Detector, tmp_path: Path) -> None:
     assert "encoder.embed.weight" in header
     assert not raw.startswith(b"\x80")  # no pickle protocol marker
     meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
-    for key in ("config", "channels", "scaler", "subspace", "residual_scale", "thresholds",
-                "training_range",
-                "training_metrics", "library_versions"):
+    for key in (
+        "config",
+        "channels",
+        "scaler",
+        "subspace",
+        "residual_scale",
+        "thresholds",
+        "training_range",
+        "training_metrics",
+        "library_versions",
+    ):
         assert key in meta
     assert meta["channels"] == ["a", "b", "c", "d"]
     assert meta["config"]["window"] == 32
@@ -254,8 +279,7 @@ def test_cancellation_raises() -> None:
 
 def test_progress_reports_steps_and_eta() -> None:
     reports: list[TrainingProgress] = []
-    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=3,
-                         patience=10)
+    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=3, patience=10)
     Detector(cfg).fit(coupled_series(400), progress=reports.append)
     assert len(reports) >= 3
     steps = [r.step for r in reports]
@@ -274,8 +298,17 @@ def test_labels_fine_tune_and_set_threshold() -> None:
         X[start : start + 30, 1] += 30.0
         labels[start : start + 30] = 1
     reports: list[TrainingProgress] = []
-    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=4,
-                         batch_size=32, learning_rate=3e-3, finetune_epochs=10)
+    cfg = DetectorConfig(
+        window=32,
+        patch=4,
+        d_model=16,
+        n_heads=2,
+        n_layers=1,
+        epochs=4,
+        batch_size=32,
+        learning_rate=3e-3,
+        finetune_epochs=10,
+    )
     det = Detector(cfg).fit(X, labels, progress=reports.append)
     assert det.head_ is not None
     assert {r.phase for r in reports} == {"pretrain", "finetune"}
@@ -317,8 +350,7 @@ def test_warm_start_continues_from_weights() -> None:
 
 
 def test_spatial_weight_zero_skips_whole_channel_family() -> None:
-    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=1,
-                         spatial_weight=0.0)
+    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=1, spatial_weight=0.0)
     det = Detector(cfg).fit(coupled_series(300))
     windows = det.plan_windows(coupled_series(200, seed=1)).windows
     families = det._forward_windows(windows)
@@ -331,8 +363,7 @@ def test_spatial_weight_zero_skips_whole_channel_family() -> None:
 def test_residual_term_flags_an_unseen_combination_of_ordinary_values() -> None:
     # Channels a and c move in opposite directions in training; holding both at a
     # level each has often had, but together, breaks the coupling without a step.
-    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=1,
-                         residual_weight=0.5)
+    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=1, residual_weight=0.5)
     det = Detector(cfg).fit(coupled_series(400))
     assert det.subspace_ is not None
     X = coupled_series(300, seed=1)
@@ -355,7 +386,8 @@ def test_residual_weight_zero_keeps_prediction_errors_only(fitted: Detector) -> 
     families = fitted._forward_windows(plan.windows)
     np.testing.assert_allclose(
         fitted.score_windows(plan.windows).errors,
-        fitted._combine(families.temporal, families.spatial, None), rtol=1e-6,
+        fitted._combine(families.temporal, families.spatial, None),
+        rtol=1e-6,
     )
 
 

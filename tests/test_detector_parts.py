@@ -136,8 +136,9 @@ def test_learning_rate_warms_up_then_decays() -> None:
 
 
 def _model(channels: int = 3) -> MaskedPredictor:
-    model = MaskedPredictor(ModelConfig(n_channels=channels, window=16, patch=4, d_model=16,
-                                        n_heads=2, n_layers=1))
+    model = MaskedPredictor(
+        ModelConfig(n_channels=channels, window=16, patch=4, d_model=16, n_heads=2, n_layers=1)
+    )
     model.init_weights(torch.Generator().manual_seed(0))
     return model.eval()
 
@@ -185,11 +186,11 @@ def test_level_baseline_lets_predictions_follow_an_unseen_level() -> None:
     obs = torch.ones_like(x, dtype=torch.bool)
     hidden = torch.zeros(1, 3, 4, dtype=torch.bool)
     hidden[0, 1, 2] = True
-    plain = MaskedPredictor(ModelConfig(n_channels=3, window=16, patch=4, d_model=16, n_heads=2,
-                                        n_layers=1))
+    plain = MaskedPredictor(ModelConfig(n_channels=3, window=16, patch=4, d_model=16, n_heads=2, n_layers=1))
     plain.init_weights(torch.Generator().manual_seed(0))
-    based = MaskedPredictor(ModelConfig(n_channels=3, window=16, patch=4, d_model=16, n_heads=2,
-                                        n_layers=1, level_baseline=True))
+    based = MaskedPredictor(
+        ModelConfig(n_channels=3, window=16, patch=4, d_model=16, n_heads=2, n_layers=1, level_baseline=True)
+    )
     based.load_state_dict(plain.state_dict())
     with torch.inference_mode():
         without, _ = plain.eval()(x, obs, hidden)

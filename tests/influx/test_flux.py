@@ -20,8 +20,15 @@ T0 = 1_700_000_000 * S
 
 
 def _job(**extra: object) -> Job:
-    base: dict[str, object] = dict(name="j", database="db", measurement="pump", fields=("a", "b"),
-                                   model="m", interval_ns=10 * S, group_by=("site",))
+    base: dict[str, object] = dict(
+        name="j",
+        database="db",
+        measurement="pump",
+        fields=("a", "b"),
+        model="m",
+        interval_ns=10 * S,
+        group_by=("site",),
+    )
     base.update(extra)
     return Job(**base)  # type: ignore[arg-type]
 

@@ -35,8 +35,15 @@ def transport(influxd: Influxd) -> Iterator[Transport]:
 
 
 def _job(database: str, **extra: object) -> Job:
-    base: dict[str, object] = dict(name="j", database=database, measurement="pump", fields=("a", "b"),
-                                   model="m", interval_ns=10 * S, group_by=("site",))
+    base: dict[str, object] = dict(
+        name="j",
+        database=database,
+        measurement="pump",
+        fields=("a", "b"),
+        model="m",
+        interval_ns=10 * S,
+        group_by=("site",),
+    )
     base.update(extra)
     return Job(**base)  # type: ignore[arg-type]
 
@@ -47,8 +54,9 @@ def test_influxql_reads_grid_means_per_tag_set(transport: Transport, database: s
     for site, offset in (("north", 0.0), ("south", 100.0)):
         for k in range(6):  # two raw points per 10 s window: 0 s and 5 s into it
             t = T0 + k * 5 * S
-            points.append(Point("pump", {"site": site, "unit": str(k % 2)},
-                                {"a": offset + k, "b": offset - k}, t))
+            points.append(
+                Point("pump", {"site": site, "unit": str(k % 2)}, {"a": offset + k, "b": offset - k}, t)
+            )
     points.append(Point("pump", {"site": "east"}, {"a": 1.0, "b": 2.0}, T0 + 100 * S))  # outside range
     assert writer.write(points, database=database) == len(points)
     job = _job(database)
@@ -64,9 +72,10 @@ def test_influxql_reads_grid_means_per_tag_set(transport: Transport, database: s
 
 
 def test_tag_filter_narrows_series(transport: Transport, database: str) -> None:
-    LineWriter(transport).write([
-        Point("pump", {"site": s}, {"a": float(i), "b": 0.0}, T0) for i, s in enumerate(["x", "y", "z"])
-    ], database=database)
+    LineWriter(transport).write(
+        [Point("pump", {"site": s}, {"a": float(i), "b": 0.0}, T0) for i, s in enumerate(["x", "y", "z"])],
+        database=database,
+    )
     job = _job(database, tag_filter={"site": ("x", "z")})
     blocks = InfluxQLReader(transport).read(job, T0, T0 + 10 * S)
     assert sorted(b.tags["site"] for b in blocks) == ["x", "z"]
@@ -74,10 +83,11 @@ def test_tag_filter_narrows_series(transport: Transport, database: str) -> None:
 
 
 def test_line_protocol_escaping_round_trips(transport: Transport, database: str) -> None:
-    odd_tag = 'a b,c=d\\e'
+    odd_tag = "a b,c=d\\e"
     odd_text = 'say "hi", \\ then'
-    point = Point("m x,y", {"t k": odd_tag}, {"f 1": odd_text, "n": 3, "ok": True, "v": 0.1,
-                                             "skip": float("nan")}, T0)
+    point = Point(
+        "m x,y", {"t k": odd_tag}, {"f 1": odd_text, "n": 3, "ok": True, "v": 0.1, "skip": float("nan")}, T0
+    )
     line = to_line(point)
     assert line is not None and "skip" not in line
     LineWriter(transport).write([point], database=database)
@@ -118,8 +128,10 @@ def test_influx_checkpoint_store_keeps_latest_per_series(transport: Transport, d
     store.save("job1", [Checkpoint("pump,site=x", T0 + 20 * S, episode)])
     store.save("job2", [Checkpoint("pump,site=x", T0 + 90 * S)])
     loaded = store.load("job1")
-    assert {k: v.next_ns for k, v in loaded.items()} == {"pump,site=x": T0 + 20 * S,
-                                                          "pump,site=y": T0 + 10 * S}
+    assert {k: v.next_ns for k, v in loaded.items()} == {
+        "pump,site=x": T0 + 20 * S,
+        "pump,site=y": T0 + 10 * S,
+    }
     assert loaded["pump,site=x"].episode == episode
     assert loaded["pump,site=y"].episode is None
 
@@ -192,9 +204,12 @@ def test_overloaded_influxdb_is_retried_honouring_retry_after(influxd: Influxd, 
     waits: list[tuple[int, float]] = []
     try:
         line = f"pump a=1.5 {T0}"
-        retry_call(lambda: LineWriter(transport).write_lines([line], database=database),
-                   RetryPolicy(base_s=0.05, cap_s=0.2, deadline_s=30), is_retryable,
-                   on_retry=lambda exc, attempt, delay: waits.append((getattr(exc, "status", 0), delay)))
+        retry_call(
+            lambda: LineWriter(transport).write_lines([line], database=database),
+            RetryPolicy(base_s=0.05, cap_s=0.2, deadline_s=30),
+            is_retryable,
+            on_retry=lambda exc, attempt, delay: waits.append((getattr(exc, "status", 0), delay)),
+        )
     finally:
         transport.close()
         proxy.shutdown()

@@ -54,9 +54,17 @@ def _write_demo(url: str, database: str, data: DemoData) -> None:
 
 def _job(database: str, data: DemoData, **extra: object) -> Job:
     base: dict[str, object] = dict(
-        name="pumps", database=database, measurement="pump", fields=data.channels, model="pumps",
-        interval_ns=STEP, group_by=("unit",), tag_filter={"plant": ("p1",)}, context_steps=CONTEXT,
-        initial_lookback_ns=2 * STEPS * STEP, chunk_steps=1000,
+        name="pumps",
+        database=database,
+        measurement="pump",
+        fields=data.channels,
+        model="pumps",
+        interval_ns=STEP,
+        group_by=("unit",),
+        tag_filter={"plant": ("p1",)},
+        context_steps=CONTEXT,
+        initial_lookback_ns=2 * STEPS * STEP,
+        chunk_steps=1000,
     )
     base.update(extra)
     return Job(**base)  # type: ignore[arg-type]
@@ -76,8 +84,12 @@ group_by = ["unit"]"""
 
 
 def _config(url: str, target: str, jobs: tuple[Job, ...]) -> TaskConfig:
-    return TaskConfig(connection=Connection(url=url), server=ServerSettings(target=target, timeout_s=60),
-                      retry=RetrySettings(base_ms=20, cap_ms=300, deadline_s=120), jobs=jobs)
+    return TaskConfig(
+        connection=Connection(url=url),
+        server=ServerSettings(target=target, timeout_s=60),
+        retry=RetrySettings(base_ms=20, cap_ms=300, deadline_s=120),
+        jobs=jobs,
+    )
 
 
 def _query(url: str, database: str, query: str) -> list[dict[str, Any]]:
@@ -119,15 +131,22 @@ def trained(influxd: Influxd, server: EmbeddedServer) -> tuple[str, DemoData]:
     seen: list[str] = []
     with Task(_config(influxd.url, server.target, (job,))) as task:
         quiet_stop = int(data.timestamps_ns[data.quiet_steps])
-        final = task.train("pumps", int(data.timestamps_ns[0]), quiet_stop, settings=TINY,
-                           on_status=lambda s: seen.append(s.state.value), timeout_s=300)
+        final = task.train(
+            "pumps",
+            int(data.timestamps_ns[0]),
+            quiet_stop,
+            settings=TINY,
+            on_status=lambda s: seen.append(s.state.value),
+            timeout_s=300,
+        )
     assert final.version and final.steps == 2 * data.quiet_steps
     assert seen[-1] == "succeeded"
     return database, data
 
 
-def test_once_writes_scores_equal_to_direct_scoring(influxd: Influxd, server: EmbeddedServer,
-                                                    trained: tuple[str, DemoData]) -> None:
+def test_once_writes_scores_equal_to_direct_scoring(
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData]
+) -> None:
     database, data = trained
     end = int(data.timestamps_ns[-1]) + STEP
     job = _job(database, data, initial_lookback_ns=300 * STEP)
@@ -142,24 +161,31 @@ def test_once_writes_scores_equal_to_direct_scoring(influxd: Influxd, server: Em
     first = STEPS - 300
     with Client(server.target) as client:
         for u, unit in enumerate(UNITS):
-            series = make_series(data.values[first - CONTEXT:] + u, channels=data.channels,
-                                 timestamps_ns=data.timestamps_ns[first - CONTEXT:])
-            direct = client.score_many([series], model="pumps",
-                                       return_from_ns=int(data.timestamps_ns[first]))[0]
+            series = make_series(
+                data.values[first - CONTEXT :] + u,
+                channels=data.channels,
+                timestamps_ns=data.timestamps_ns[first - CONTEXT :],
+            )
+            direct = client.score_many(
+                [series], model="pumps", return_from_ns=int(data.timestamps_ns[first])
+            )[0]
             mine = sorted((r for r in rows if r["unit"] == unit), key=lambda r: int(r["time"]))  # type: ignore[call-overload]
             assert [r["time"] for r in mine] == direct.timestamps_ns.tolist()
             np.testing.assert_allclose([r["score"] for r in mine], direct.score, rtol=1e-12)
             np.testing.assert_allclose([r["raw_score"] for r in mine], direct.raw_score, rtol=1e-12)
             assert [r["is_anomaly"] for r in mine] == direct.is_anomaly.tolist()
             for c, name in enumerate(data.channels):
-                np.testing.assert_allclose([r[f"expected_{name}"] for r in mine], direct.expected[:, c],
-                                           rtol=1e-12)
-                np.testing.assert_allclose([r[f"contrib_{name}"] for r in mine],
-                                           direct.contributions[:, c], rtol=1e-12, atol=1e-15)
+                np.testing.assert_allclose(
+                    [r[f"expected_{name}"] for r in mine], direct.expected[:, c], rtol=1e-12
+                )
+                np.testing.assert_allclose(
+                    [r[f"contrib_{name}"] for r in mine], direct.contributions[:, c], rtol=1e-12, atol=1e-15
+                )
             assert {r["model_version"] for r in mine} == {direct.version}
             episodes = direct.spans()
-            events = _query(influxd.url, database,
-                            f"SELECT * FROM \"anomaly_events\" WHERE \"unit\" = '{unit}'")
+            events = _query(
+                influxd.url, database, f'SELECT * FROM "anomaly_events" WHERE "unit" = \'{unit}\''
+            )
             starts = [int(direct.timestamps_ns[a]) for a, _ in episodes]
             assert [v[0] for v in events[0]["values"]] == starts if starts else events == []
     # A second pass has nothing new; a backfill of the same range overwrites, never duplicates.
@@ -205,8 +231,8 @@ def _wait_for_checkpoint(url: str, database: str, process: subprocess.Popen[byte
 
 
 def test_kill_mid_run_and_restart_leaves_no_gap_no_duplicate(
-        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path,
-        database: str) -> None:
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path, database: str
+) -> None:
     data = _write_real_clock_demo(influxd.url, database)
     config = tmp_path / "jobs.toml"
     config.write_text(f"""
@@ -245,8 +271,13 @@ def _fixed_job(database: str, data: DemoData) -> Job:
 
 
 def _once_through_outage(
-        url: str, target: str, database: str, data: DemoData, *, stop: Callable[[], None],
-        start: Callable[[], None],
+    url: str,
+    target: str,
+    database: str,
+    data: DemoData,
+    *,
+    stop: Callable[[], None],
+    start: Callable[[], None],
 ) -> tuple[threading.Event, dict[str, PassStats | Exception], list[ChunkReport]]:
     """One pass over the data that calls `stop` after the first chunk and `start` once the task retries.
 
@@ -268,27 +299,34 @@ def _once_through_outage(
 
     restarter = threading.Thread(target=restart_when_failed)
     restarter.start()
-    with Task(_config(url, target, (_fixed_job(database, data),)), now_ns=lambda: end,
-              on_chunk=after_chunk, on_retry=lambda *_: failed.set()) as task:
+    with Task(
+        _config(url, target, (_fixed_job(database, data),)),
+        now_ns=lambda: end,
+        on_chunk=after_chunk,
+        on_retry=lambda *_: failed.set(),
+    ) as task:
         outcome = task.once()
     restarter.join(timeout=130)
     return failed, outcome, chunks
 
 
 def test_influxd_stopped_mid_run_retries_and_catches_up(
-        own_influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData]) -> None:
+    own_influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData]
+) -> None:
     own_influxd.query('CREATE DATABASE "d"')
     data = trained[1]
     _write_demo(own_influxd.url, "d", data)
     failed, outcome, chunks = _once_through_outage(
-        own_influxd.url, server.target, "d", data, stop=own_influxd.stop, start=own_influxd.start)
+        own_influxd.url, server.target, "d", data, stop=own_influxd.stop, start=own_influxd.start
+    )
     assert failed.is_set() and not isinstance(outcome["pumps"], Exception)
     assert len(chunks) == STEPS // 50
     _assert_no_gap_no_duplicate(own_influxd.url, "d", data)
 
 
 def test_server_down_mid_run_retries_and_catches_up(
-        influxd: Influxd, model_dir: Path, trained: tuple[str, DemoData], database: str) -> None:
+    influxd: Influxd, model_dir: Path, trained: tuple[str, DemoData], database: str
+) -> None:
     data = trained[1]
     _write_demo(influxd.url, database, data)
     port = free_port()
@@ -299,7 +337,8 @@ def test_server_down_mid_run_retries_and_catches_up(
     second.settings = replace(second.settings, address=f"127.0.0.1:{port}")
     try:
         failed, outcome, _ = _once_through_outage(
-            influxd.url, f"127.0.0.1:{port}", database, data, stop=first.stop, start=second.start)
+            influxd.url, f"127.0.0.1:{port}", database, data, stop=first.stop, start=second.start
+        )
     finally:
         first.stop()
         second.stop()
@@ -308,7 +347,8 @@ def test_server_down_mid_run_retries_and_catches_up(
 
 
 def test_late_points_inside_offset_are_scored_next_pass(
-        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str) -> None:
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str
+) -> None:
     data = trained[1]
     late = 3  # the last three steps arrive late
     transport = Transport(Connection(url=influxd.url))
@@ -331,8 +371,8 @@ def test_late_points_inside_offset_are_scored_next_pass(
 
 
 def test_sigterm_finishes_the_chunk_and_exits_zero(
-        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path,
-        database: str) -> None:
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path, database: str
+) -> None:
     data = _write_real_clock_demo(influxd.url, database)
     config = tmp_path / "jobs.toml"
     config.write_text(f"""
@@ -346,8 +386,11 @@ every = "1h"
 """)
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "stad.influx_task", "run", "--config", str(config),
-                                    "--url", influxd.url], stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stad.influx_task", "run", "--config", str(config), "--url", influxd.url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_for_checkpoint(influxd.url, database, process, log_path)
         process.send_signal(signal.SIGTERM)
@@ -356,8 +399,9 @@ every = "1h"
         if process.poll() is None:
             process.kill()
             process.wait()
-    checkpoints = _query(influxd.url, database,
-                         'SELECT last("next_ns") FROM "stad_checkpoint" GROUP BY "series"')
+    checkpoints = _query(
+        influxd.url, database, 'SELECT last("next_ns") FROM "stad_checkpoint" GROUP BY "series"'
+    )
     done = {s["tags"]["series"]: int(s["values"][0][1]) for s in checkpoints}
     rows = _scores(influxd.url, database)
     assert 0 < len(rows) < 2 * STEPS
@@ -368,7 +412,8 @@ every = "1h"
 
 
 def test_shards_split_series_between_workers(
-        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str) -> None:
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str
+) -> None:
     from stad.influx_task.runner import Shard
 
     data = trained[1]
@@ -378,13 +423,15 @@ def test_shards_split_series_between_workers(
     owners = {}
     for index in range(2):
         before = {r["unit"] for r in _scores(influxd.url, database)}
-        with Task(_config(influxd.url, server.target, (job,)), shard=Shard(index, 2),
-                  now_ns=lambda: end) as task:
+        with Task(
+            _config(influxd.url, server.target, (job,)), shard=Shard(index, 2), now_ns=lambda: end
+        ) as task:
             task.once()
         owners[index] = {r["unit"] for r in _scores(influxd.url, database)} - before
     assert owners[0] | owners[1] == set(UNITS) and not owners[0] & owners[1]
     assert {unit: Shard(0, 2).owns(f"pump,plant=p1,unit={unit}") for unit in UNITS} == {
-        unit: unit in owners[0] for unit in UNITS}
+        unit: unit in owners[0] for unit in UNITS
+    }
     _assert_no_gap_no_duplicate(influxd.url, database, data)
 
 
@@ -394,15 +441,22 @@ def test_cli_reports_errors_by_name(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["once", "--config", str(tmp_path / "missing.toml")]) == 1
     assert "FileNotFoundError" in capsys.readouterr().err
     bad = tmp_path / "bad.toml"
-    bad.write_text('[[jobs]]\nname = "x"\ndatabase = "d"\nmeasurement = "m"\nfields = ["a"]\n'
-                   'model = "m"\ninterval = "ten seconds"\n')
+    bad.write_text(
+        '[[jobs]]\nname = "x"\ndatabase = "d"\nmeasurement = "m"\nfields = ["a"]\n'
+        'model = "m"\ninterval = "ten seconds"\n'
+    )
     assert main(["once", "--config", str(bad)]) == 1
     assert "ValueError: job 'x': interval: bad duration 'ten seconds'" in capsys.readouterr().err
 
 
 def test_cli_backfill_shows_progress_and_writes(
-        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path,
-        database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    tmp_path: Path,
+    database: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from stad.influx_task.cli import main
 
     data = trained[1]
@@ -414,8 +468,23 @@ context = {CONTEXT}
 chunk_steps = 100
 """)
     start, stop = int(data.timestamps_ns[100]), int(data.timestamps_ns[300])
-    code = main(["backfill", "--config", str(config), "--url", influxd.url, "--server", server.target,
-                 "--job", "pumps", "--start", str(start), "--stop", str(stop)])
+    code = main(
+        [
+            "backfill",
+            "--config",
+            str(config),
+            "--url",
+            influxd.url,
+            "--server",
+            server.target,
+            "--job",
+            "pumps",
+            "--start",
+            str(start),
+            "--stop",
+            str(stop),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "100.0% 200/200 steps" in captured.err
@@ -425,7 +494,8 @@ chunk_steps = 100
 
 
 def test_a_failing_job_does_not_stop_the_others(
-        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str) -> None:
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str
+) -> None:
     data = trained[1]
     _write_demo(influxd.url, database, data)
     end = int(data.timestamps_ns[-1]) + STEP
@@ -440,8 +510,12 @@ def test_a_failing_job_does_not_stop_the_others(
 
 
 def test_cli_train_pulls_history_and_activates(
-        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from stad.influx_task.cli import main
 
     database, data = trained
@@ -455,9 +529,32 @@ target = "{server.target}"
 tag_filter = {{ unit = "1" }}
 """)
     start, stop = int(data.timestamps_ns[0]), int(data.timestamps_ns[100])
-    code = main(["train", "--config", str(config), "--job", "cli", "--start", str(start), "--stop", str(stop),
-                 "--activate", "--epochs", "1", "--window", "16", "--patch", "4", "--d-model", "16",
-                 "--n-layers", "1", "--n-heads", "2"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(config),
+            "--job",
+            "cli",
+            "--start",
+            str(start),
+            "--stop",
+            str(stop),
+            "--activate",
+            "--epochs",
+            "1",
+            "--window",
+            "16",
+            "--patch",
+            "4",
+            "--d-model",
+            "16",
+            "--n-layers",
+            "1",
+            "--n-heads",
+            "2",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "trained pumps_cli version 1 on 100 steps" in captured.out
@@ -468,7 +565,8 @@ tag_filter = {{ unit = "1" }}
 
 
 def test_grafana_dashboard_queries_run_on_the_output(
-        influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str) -> None:
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str
+) -> None:
     import json
 
     data = trained[1]
@@ -484,8 +582,12 @@ def test_grafana_dashboard_queries_run_on_the_output(
     reader = InfluxQLReader(transport)
     try:
         for query in queries:
-            concrete = (query.replace("$timeFilter", "time >= 0").replace("$__interval", "1h")
-                        .replace("$unit", ".*").replace("$channel", data.channels[0]))
+            concrete = (
+                query.replace("$timeFilter", "time >= 0")
+                .replace("$__interval", "1h")
+                .replace("$unit", ".*")
+                .replace("$channel", data.channels[0])
+            )
             assert reader.query(concrete, database=database), concrete
     finally:
         transport.close()

@@ -53,25 +53,34 @@ def test_load_config_merges_flags_toml_env(tmp_path: Path) -> None:
     job = config.job("pumps")
     assert (job.database, job.interval_ns, job.every_ns, job.offset_ns) == ("plant", 10 * S, 60 * S, 30 * S)
     assert job.output_tag_keys == ("site", "unit")
-    flagged = load_config(path, connection_overrides={"url": "http://flag:1", "token": None},
-                          server_target="x:1", environ=env)
+    flagged = load_config(
+        path, connection_overrides={"url": "http://flag:1", "token": None}, server_target="x:1", environ=env
+    )
     assert flagged.connection.url == "http://flag:1" and flagged.connection.token == "tok"
     assert flagged.server.target == "x:1"
-    bare = load_config(None, environ={"INFLUXDB_V2_URL": "http://v2:8086", "INFLUX_USERNAME": "u",
-                                      "INFLUX_PASSWORD": "p"})
+    bare = load_config(
+        None, environ={"INFLUXDB_V2_URL": "http://v2:8086", "INFLUX_USERNAME": "u", "INFLUX_PASSWORD": "p"}
+    )
     assert bare.connection.url == "http://v2:8086" and bare.connection.username == "u"
     assert not bare.connection.uses_v2_write
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ('interval = "10s"', "interval"),
-    ('fill = "null"', "fill"),
-    ('group_by = ["unit"]', "clash"),
-    ('every = "1m"', "every"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ('interval = "10s"', "interval"),
+        ('fill = "null"', "fill"),
+        ('group_by = ["unit"]', "clash"),
+        ('every = "1m"', "every"),
+    ],
+)
 def test_bad_job_settings_name_the_value(tmp_path: Path, change: str, message: str) -> None:
-    replacement = {'interval = "10s"': "", 'fill = "null"': 'fill = "zero"',
-                   'group_by = ["unit"]': 'group_by = ["model"]', 'every = "1m"': 'every = "1 minute"'}
+    replacement = {
+        'interval = "10s"': "",
+        'fill = "null"': 'fill = "zero"',
+        'group_by = ["unit"]': 'group_by = ["model"]',
+        'every = "1m"': 'every = "1 minute"',
+    }
     text = TOML.replace(change, replacement[change]) if change in TOML else TOML + replacement[change]
     path = tmp_path / "jobs.toml"
     path.write_text(text)
@@ -171,10 +180,18 @@ def test_episodes_carry_across_chunks() -> None:
     contrib = np.tile([[0.8, 0.2]], (6, 1))  # (6, 2)
     touched, open_episode = track_episodes(None, times, flags, score, contrib, ("a", "b"))
     assert [(e.start_ns, e.last_ns, e.max_score, e.open) for e in touched] == [
-        (1 * S, 2 * S, 9.0, False), (4 * S, 5 * S, 6.0, True)]
+        (1 * S, 2 * S, 9.0, False),
+        (4 * S, 5 * S, 6.0, True),
+    ]
     assert open_episode is touched[1] and open_episode.top_channels() == ["a", "b"]
-    more, still = track_episodes(open_episode, times + 6 * S, np.array([True, False, False, False, False,
-                                                                       False]), score, contrib, ("a", "b"))
+    more, still = track_episodes(
+        open_episode,
+        times + 6 * S,
+        np.array([True, False, False, False, False, False]),
+        score,
+        contrib,
+        ("a", "b"),
+    )
     assert still is None and more[0].start_ns == 4 * S and more[0].last_ns == 6 * S
     assert not more[0].open
 

@@ -175,7 +175,10 @@ async def test_stream_left_early_drops_the_pieces_not_computed(executor: ThreadP
         return rowwise(batch)
 
     batcher = WindowBatcher(
-        held_after_first, max_batch_windows=4, max_queue_delay_ms=600_000, max_queue_windows=64,
+        held_after_first,
+        max_batch_windows=4,
+        max_queue_delay_ms=600_000,
+        max_queue_windows=64,
         executor=executor,
     )
     async with contextlib.aclosing(batcher.stream(windows(40, 2))) as pieces:

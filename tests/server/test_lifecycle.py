@@ -153,8 +153,15 @@ def test_main_rejects_bad_settings(capsys: pytest.CaptureFixture[str], tmp_path:
 async def test_serve_command_runs_until_sigterm(model_dir: Path) -> None:
     env = {**os.environ, "STAD_MODEL_DIR": str(model_dir), "STAD_MAX_BATCH_WINDOWS": "8"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stad.server", "--address", "127.0.0.1:0", "--device", "cpu",
-        env=env, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "stad.server",
+        "--address",
+        "127.0.0.1:0",
+        "--device",
+        "cpu",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None
     port = 0
@@ -197,9 +204,22 @@ async def test_tls(make_server: MakeServer, tmp_path: Path) -> None:
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
         ],
         check=True,
         capture_output=True,
@@ -223,7 +243,9 @@ def serve_error(*args: str) -> str:
     """Start `python -m stad.server` with these flags; it must fail: its stderr."""
     finished = subprocess.run(
         [sys.executable, "-m", "stad.server", "--device", "cpu", *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert finished.returncode == 2, finished.stderr
     return finished.stderr

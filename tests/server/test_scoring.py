@@ -93,7 +93,13 @@ async def test_return_from_skips_earlier_steps(
 
 
 PER_STEP_FIELDS = (
-    "timestamps_ns", "score", "raw_score", "is_anomaly", "severity", "contributions", "expected",
+    "timestamps_ns",
+    "score",
+    "raw_score",
+    "is_anomaly",
+    "severity",
+    "contributions",
+    "expected",
 )
 
 
@@ -104,7 +110,9 @@ def joined(parts: list[scoring_pb2.SeriesScores]) -> scoring_pb2.SeriesScores:
     for part in parts[1:]:
         assert part.start_step == whole.start_step + len(whole.score)
         assert (part.series_index, part.threshold, part.channels) == (
-            whole.series_index, whole.threshold, whole.channels,
+            whole.series_index,
+            whole.threshold,
+            whole.channels,
         )
         for name in PER_STEP_FIELDS:
             getattr(whole, name).extend(getattr(part, name))
@@ -203,9 +211,7 @@ def test_staged_compute_matches_direct_compute(model_dir: Path, detector: Detect
         shapes.append(shape)
         return np.full(shape, np.nan, dtype=np.float32)
 
-    compute = WindowCompute(
-        Registry(model_dir, Detector.load), MODEL, "1", staging=HostStaging(allocate)
-    )
+    compute = WindowCompute(Registry(model_dir, Detector.load), MODEL, "1", staging=HostStaging(allocate))
     windows = detector.plan_windows(make_values(200, seed=12)).windows
     for batch in (windows[:5], windows[5:8], windows[8:16], windows[16:17]):
         errors, expected = compute(batch)
