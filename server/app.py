@@ -202,8 +202,15 @@ async def create_server(address: str, settings: Settings) -> tuple[StadServer, i
 
 
 def _check_model_dir(path: Path) -> None:
+    """Make the model dir if missing; refuse one that is a file or cannot be made."""
     if path.exists() and not path.is_dir():
         raise StartupError(f"the model dir {str(path)!r} (--model-dir) is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot create the model dir {str(path)!r} (--model-dir): {exc.strerror or exc}"
+        ) from exc
 
 
 def _check_address_free(address: str) -> None:
@@ -253,7 +260,7 @@ def _serve_metrics(metrics: ServerMetrics, settings: Settings) -> int:
     except OSError as exc:
         raise StartupError(
             f"cannot serve metrics on {settings.metrics_address}:{settings.metrics_port} "
-            f"(--metrics-port): {exc.strerror or exc}"
+            f"(--metrics-port, --metrics-address): {exc.strerror or exc}"
         ) from exc
 
 

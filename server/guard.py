@@ -120,9 +120,14 @@ class CallGuard:
         self._metrics.request_seconds.labels(method=method).observe(time.perf_counter() - began)
 
 
+# The caller's deadline fires before the server's copy of it (that one starts when the call
+# arrives), so a cancel this close to the server's deadline is the caller's deadline passing.
+DEADLINE_SLACK_S = 0.25
+
+
 def _deadline_passed(context: aio.ServicerContext[Any, Any]) -> bool:
     remaining = context.time_remaining()
-    return remaining is not None and remaining <= 0
+    return remaining is not None and remaining <= DEADLINE_SLACK_S
 
 
 def deadline_of(context: aio.ServicerContext[Any, Any]) -> float | None:

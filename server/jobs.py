@@ -208,7 +208,7 @@ class JobManager:
         if job_id in self._queue:
             self._queue.remove(job_id)
             self._requests.pop(job_id, None)
-            await self._finish(job, JobState.CANCELLED, error="cancelled before it started")
+            await self._finish(job, JobState.CANCELLED, error=self._cancel_reason("before it started"))
             return job
         self._cancels[job_id].set()  # the child checks it between training steps
         try:
@@ -253,7 +253,7 @@ class JobManager:
         try:
             await asyncio.to_thread(_write_job_files, directory, request)
             if cancel.is_set():
-                await self._finish(job, JobState.CANCELLED, error="cancelled before it started")
+                await self._finish(job, JobState.CANCELLED, error=self._cancel_reason("before it started"))
                 return
             reader, writer = self._context.Pipe(duplex=False)
             process = self._context.Process(
@@ -311,11 +311,14 @@ class JobManager:
             )
             await self._finish(job, JobState.SUCCEEDED, version=version)
         elif kind == "cancelled" or (kind == "eof" and cancel.is_set()):
-            await self._finish(job, JobState.CANCELLED, error="cancelled while running")
+            await self._finish(job, JobState.CANCELLED, error=self._cancel_reason("while running"))
         elif kind == "failed":
             await self._finish(job, JobState.FAILED, error=str(payload))
         else:
             await self._finish(job, JobState.FAILED, error=_death_reason(process.exitcode))
+
+    def _cancel_reason(self, when: str) -> str:
+        return f"cancelled {when}" + (" (the server shut down)" if self._closed else "")
 
     async def _finish(self, job: Job, state: JobState, *, version: str = "", error: str = "") -> None:
         _mark_finished(job, state, version=version, error=error)

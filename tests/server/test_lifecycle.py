@@ -266,7 +266,7 @@ async def test_ports_in_use_are_one_line_naming_the_flag(model_dir: Path, busy_p
         serve_error, *common, "--address", "127.0.0.1:0", "--metrics-port", str(busy_port)
     )
     assert stderr == (
-        f"stad serve: cannot serve metrics on 127.0.0.1:{busy_port} (--metrics-port): "
+        f"stad serve: cannot serve metrics on 127.0.0.1:{busy_port} (--metrics-port, --metrics-address): "
         "Address already in use\n"
     )
     stderr = await asyncio.to_thread(serve_error, *common, "--address", f"127.0.0.1:{busy_port}")
@@ -280,3 +280,8 @@ def test_model_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     a_file.write_text("")
     stderr = serve_error("--model-dir", str(a_file), "--address", "127.0.0.1:0")
     assert stderr == f"stad serve: the model dir '{a_file}' (--model-dir) is not a directory\n"
+    below_a_file = a_file / "sub"
+    stderr = serve_error("--model-dir", str(below_a_file), "--address", "127.0.0.1:0")
+    assert (
+        stderr == f"stad serve: cannot create the model dir '{below_a_file}' (--model-dir): Not a directory\n"
+    )

@@ -416,3 +416,14 @@ async def test_replicas_sharing_a_model_dir_keep_to_their_own_jobs(
     job = await start(channel, spec(), [make_values(400, seed=3)])
     await watch_until(channel, job.job_id, FINISHED)
     assert json.loads((jobs_dir / f"{job.job_id}.json").read_text())["server"] == "replica-a"
+
+
+async def test_jobs_cut_off_by_a_shutdown_say_so(make_server: MakeServer, model_dir: Path) -> None:
+    server, channel = await make_server(max_concurrent_jobs=1)
+    running = await start(channel, spec(epochs=10_000), [make_values(400, seed=1)])
+    queued = await start(channel, spec(epochs=1), [make_values(400, seed=2)])
+    await watch_until(channel, running.job_id, {State.JOB_STATE_RUNNING})
+    await server.stop()
+    for job, when in ((running, "while running"), (queued, "before it started")):
+        record = json.loads((model_dir / JOBS_DIR / f"{job.job_id}.json").read_text())
+        assert (record["state"], record["error"]) == ("cancelled", f"cancelled {when} (the server shut down)")
