@@ -131,7 +131,11 @@ _TOO_LARGE = re.compile(r"(CLIENT|SERVER): (Sent|Received) message larger than m
 _WHICH = {
     ("CLIENT", "Sent"): ("request", "send less per call"),
     ("CLIENT", "Received"): ("response", "ask for less per call (stream_score for long series)"),
-    ("SERVER", "Received"): ("request", "send less per call"),
+    ("SERVER", "Received"): (
+        "request",
+        "send less per call (training uploads come in chunks of a quarter of the client's "
+        "max_message_mb: set it to the server's)",
+    ),
     ("SERVER", "Sent"): ("response", "ask for less per call (stream_score for long series)"),
 }
 

@@ -466,6 +466,7 @@ def test_score_request_over_the_max_message_size_says_so(
     assert line.startswith("ResourceExhausted: the request is 1.3 MiB"), line
     assert "server's max message size of 1.0 MiB" in line
     assert "--max-message-mb" in line and "STAD_MAX_MESSAGE_MB" in line
+    assert "set it to the server's" in line  # how to get chunked training uploads
     monkeypatch.setenv("STAD_MAX_MESSAGE_MB", "1")  # this side's limit, as the variable is the server's
     too_big = stad("score", str(path), "--model", MODEL)
     assert too_big.code == 1
