@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import math
 import os
 import sys
 import time
@@ -126,8 +127,8 @@ class ProgressBar:
             line = (
                 f"{progress.phase or 'train'} epoch {progress.epoch}/{progress.epochs}"
                 f" [{bar}] {fraction:4.0%}"
-                f"  loss {progress.train_loss:.4f}  val {progress.val_loss:.4f}"
-                f"  ETA {_duration(progress.eta_s)}"
+                f"  loss {_loss(progress.train_loss)}  val {_loss(progress.val_loss)}"
+                f"  ETA {_duration(progress.eta_s) if fraction >= ETA_FROM_FRACTION else '-'}"
             )
             key = (status.state, progress.phase, progress.epoch)
         if self._tty:
@@ -143,6 +144,15 @@ class ProgressBar:
             self._stream.write("\n")
             self._stream.flush()
             self._drawn = False
+
+
+# Before this share of a job is done, its ETA is mostly start-up noise.
+ETA_FROM_FRACTION = 0.05
+
+
+def _loss(value: float) -> str:
+    """A loss for the progress line; "-" before the first one (or with no validation split)."""
+    return "-" if math.isnan(value) else f"{value:.4f}"
 
 
 # -- connecting ------------------------------------------------------------------

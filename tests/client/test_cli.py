@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import select
@@ -21,7 +22,8 @@ import numpy as np
 import pytest
 
 from stad.client import Client, DataError, JobState, JobStatus, ScoreResult
-from stad.client.cli import join_chunks, main
+from stad.client._types import TrainingProgress
+from stad.client.cli import ProgressBar, join_chunks, main
 from tests.client.support import (
     CHANNELS,
     MODEL,
@@ -487,3 +489,20 @@ def test_closed_stdout_ends_quietly(
     _, err = process.communicate(timeout=120)
     assert process.returncode == 141, err
     assert err == ""
+
+
+@pytest.mark.parametrize(
+    ("step", "val_loss", "expected"),
+    [
+        (1, float("nan"), "loss 0.5000  val -  ETA -"),  # no validation split, ETA still noise
+        (50, 0.25, "loss 0.5000  val 0.2500  ETA 2:00"),
+    ],
+)
+def test_progress_line_shows_dashes_for_what_is_not_known_yet(
+    step: int, val_loss: float, expected: str
+) -> None:
+    progress = TrainingProgress("pretrain", 1, 10, step, 100, 0.5, val_loss, 0.15, 120.0)
+    status = JobStatus("j", "m", JobState.RUNNING, progress, None, "", None, None, None, 400)
+    stream = io.StringIO()
+    ProgressBar(stream).update(status)
+    assert stream.getvalue().rstrip().endswith(expected), stream.getvalue()
