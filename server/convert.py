@@ -47,21 +47,24 @@ def first_step_from(series: SeriesData, return_from_ns: int) -> int:
     return int(np.searchsorted(series.timestamps_ns, return_from_ns, side="left"))
 
 
-# A SeriesScores carries per step: timestamps_ns, score, raw_score, is_anomaly and
-# severity, then contributions and expected per channel.
-STEP_FIELDS = 5
-VALUE_BYTES = 8  # a packed double; more than a bool, about an int64 timestamp
+# A SeriesScores carries per step: score, raw_score and severity (packed doubles),
+# is_anomaly (a packed bool: one byte), maybe timestamps_ns (a varint: at most ten
+# bytes), then contributions and expected per channel (doubles).
+STEP_DOUBLES = 3
+DOUBLE_BYTES = 8
+TIMESTAMP_BYTES = 10
 SERIES_OVERHEAD_BYTES = 128  # index, start step, threshold, field tags and lengths
 
 
-def values_per_step(n_channels: int) -> int:
-    return STEP_FIELDS + 2 * n_channels
+def step_bytes(n_channels: int, *, timestamps: bool) -> int:
+    """The encoded size of one step of a SeriesScores, from above."""
+    return (STEP_DOUBLES + 2 * n_channels) * DOUBLE_BYTES + 1 + (TIMESTAMP_BYTES if timestamps else 0)
 
 
-def series_scores_bytes(steps: int, channels: Sequence[str]) -> int:
+def series_scores_bytes(steps: int, channels: Sequence[str], *, timestamps: bool) -> int:
     """The encoded size of `steps` steps of a SeriesScores, estimated from above."""
     names = sum(len(name.encode()) + 2 for name in channels)
-    return steps * values_per_step(len(channels)) * VALUE_BYTES + names + SERIES_OVERHEAD_BYTES
+    return steps * step_bytes(len(channels), timestamps=timestamps) + names + SERIES_OVERHEAD_BYTES
 
 
 def series_scores(

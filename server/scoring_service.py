@@ -16,10 +16,9 @@ from stad.server.scoring import ScoringEngine, check_request, interleave, step_r
 from stad.v1 import scoring_pb2 as _scoring_pb2
 from stad.v1 import scoring_pb2_grpc as _scoring_pb2_grpc
 
-# A streamed chunk carries at most this many values (steps x per-step fields), and
-# fits the max message size when that is smaller.
-STREAM_CHUNK_VALUES = 1 << 17
 MIB = 1024 * 1024
+# A streamed message is at most about this big, and fits the max message size when that is smaller.
+STREAM_CHUNK_BYTES = MIB
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -68,7 +67,9 @@ class ScoringServicer(_scoring_pb2_grpc.ScoringServiceServicer):
             len(request.model)
             + len(version)
             + sum(
-                convert.series_scores_bytes(data.steps - first, detector.channels_)
+                convert.series_scores_bytes(
+                    data.steps - first, detector.channels_, timestamps=data.timestamps_ns is not None
+                )
                 for data, first in zip(series, firsts, strict=True)
             )
         )
@@ -112,12 +113,10 @@ class ScoringServicer(_scoring_pb2_grpc.ScoringServiceServicer):
                 )
 
     def _steps_per_message(self, model: str, version: str, channels: Sequence[str]) -> int:
-        per_step = convert.values_per_step(len(channels))
-        steps = STREAM_CHUNK_VALUES // per_step
-        if self._max_response_bytes is not None:
-            fixed = len(model) + len(version) + convert.series_scores_bytes(0, channels)
-            steps = min(steps, (self._max_response_bytes - fixed) // (per_step * convert.VALUE_BYTES))
-        return max(1, steps)
+        """Steps per streamed message: about STREAM_CHUNK_BYTES, within the max message size."""
+        budget = min(STREAM_CHUNK_BYTES, self._max_response_bytes or STREAM_CHUNK_BYTES)
+        fixed = len(model) + len(version) + convert.series_scores_bytes(0, channels, timestamps=True)
+        return max(1, (budget - fixed) // convert.step_bytes(len(channels), timestamps=True))
 
 
 def _decode(request: _scoring_pb2.ScoreRequest) -> tuple[list[SeriesData], float | None]:

@@ -238,16 +238,24 @@ async def small_response_server(model_dir: Path) -> AsyncIterator[tuple[aio.Chan
     executor.shutdown(wait=True)
 
 
-def estimated_response_bytes(steps: int) -> int:
+def estimated_response_bytes(steps: int, *, timestamps: bool = False) -> int:
     """The servicer's estimate for a Score response of one series of `steps` steps."""
-    return convert.series_scores_bytes(steps, CHANNELS) + len(MODEL) + len("1")
+    return convert.series_scores_bytes(steps, CHANNELS, timestamps=timestamps) + len(MODEL) + len("1")
+
+
+def most_steps_that_fit(*, timestamps: bool) -> int:
+    return next(
+        n
+        for n in itertools.count(1)
+        if estimated_response_bytes(n + 1, timestamps=timestamps) > RESPONSE_LIMIT
+    )
 
 
 async def test_response_over_the_message_limit_is_refused_before_compute(
     small_response_server: tuple[aio.Channel, ScoringEngine],
 ) -> None:
     channel, engine = small_response_server
-    steps = next(n for n in itertools.count(1) if estimated_response_bytes(n + 1) > RESPONSE_LIMIT)
+    steps = most_steps_that_fit(timestamps=False)
     values = make_values(steps + 1, 0)
     error = await score_error(channel, request_with(series_message(values)))
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -257,11 +265,14 @@ async def test_response_over_the_message_limit_is_refused_before_compute(
     assert "use StreamScore, or return_from_ns, or fewer series" in details
     assert engine.pending_windows == 0 and not engine._batchers  # refused before any compute
     stub = scoring_pb2_grpc.ScoringServiceStub(channel)
-    all_but_first = request_with(series_message(values, t0_ns=0), return_from_ns=10**9)
-    assert len((await stub.Score(all_but_first)).results[0].score) == steps
+    stamped = most_steps_that_fit(timestamps=True)  # one step more is refused, as above
+    all_but_first = request_with(series_message(make_values(stamped + 1, 0), t0_ns=0), return_from_ns=10**9)
+    assert len((await stub.Score(all_but_first)).results[0].score) == stamped
     response = await stub.Score(request_with(series_message(values[:steps])))
     assert len(response.results[0].score) == steps
-    assert response.ByteSize() <= RESPONSE_LIMIT  # the estimate is from above
+    assert (
+        0.99 * estimated_response_bytes(steps) <= response.ByteSize() <= RESPONSE_LIMIT
+    )  # from above, tight
 
 
 async def test_stream_score_chunks_fit_a_small_max_message_size(
