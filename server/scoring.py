@@ -99,18 +99,27 @@ class ScoringEngine:
         threshold: float | None = None,
         deadline: float | None = None,
     ) -> list[ScoreOutput]:
-        """Score every series with an already resolved version, sharing one window budget."""
+        """Score every series with an already resolved version, sharing one window budget.
+
+        The first series that fails ends the call: the others' windows are dropped.
+        """
         budget = self.request_budget()
-        results = (
-            _joined(
-                self.stream_series(
-                    model, version, detector, i, s, threshold=threshold, deadline=deadline, budget=budget
-                ),
-                s.steps,
+        tasks = [
+            asyncio.ensure_future(
+                _joined(
+                    self.stream_series(
+                        model, version, detector, i, s, threshold=threshold, deadline=deadline, budget=budget
+                    ),
+                    s.steps,
+                )
             )
             for i, s in enumerate(series)
-        )
-        return list(await asyncio.gather(*results))
+        ]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()  # no-op when done
 
     def request_budget(self) -> WindowBudget:
         """A fresh budget for one request: at most half the queue, leaving room for others."""

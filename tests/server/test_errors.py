@@ -158,6 +158,22 @@ async def counted(server: StadServer, method: str, outcome: str) -> float:
     return float(counter._value.get())
 
 
+async def test_a_bad_series_drops_the_other_series_windows(make_server: MakeServer) -> None:
+    server, channel = await make_server(max_queue_delay_ms=600_000, max_batch_windows=64)
+    long_enough = series_message(make_values(320, 0))  # 39 windows: waits for its batch to fill
+    too_short = series_message(make_values(10, 0))
+    request = scoring_pb2.ScoreRequest(model=MODEL, series=[long_enough, too_short])
+    error = await score_error(channel, request)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "series 1: the series has 10 steps" in str(error.details())
+    for _ in range(100):  # the cancel reaches the queue within a few loop turns
+        if server.engine.pending_windows == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert server.engine.pending_windows == 0  # series 0 left the queue, not computed
+    assert sum(b.windows_run for b in server.engine._batchers.values()) == 0
+
+
 async def test_deadline_passed_in_queue_is_deadline_exceeded(make_server: MakeServer) -> None:
     server, channel = await make_server(max_queue_delay_ms=600_000, max_batch_windows=64)
     error = await score_error(channel, request_with(series_message(make_values(40, 0))), timeout=0.5)
