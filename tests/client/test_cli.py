@@ -23,7 +23,8 @@ import pytest
 
 from stad.client import Client, DataError, JobState, JobStatus, ScoreResult
 from stad.client._types import TrainingProgress
-from stad.client.cli import ProgressBar, join_chunks, main
+from stad.client.cli import join_chunks, main
+from stad.core.progress import Progress, TrainingDisplay
 from tests.client.support import (
     CHANNELS,
     MODEL,
@@ -506,5 +507,5 @@ def test_progress_line_shows_dashes_for_what_is_not_known_yet(
     progress = TrainingProgress("pretrain", 1, 10, step, 100, 0.5, val_loss, 0.15, 120.0)
     status = JobStatus("j", "m", JobState.RUNNING, progress, None, "", None, None, None, 400)
     stream = io.StringIO()
-    ProgressBar(stream).update(status)
+    TrainingDisplay(Progress(stream=stream)).update(status)
     assert stream.getvalue().rstrip().endswith(expected), stream.getvalue()
