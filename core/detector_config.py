@@ -169,6 +169,21 @@ class ScoringConfig(_Group):
     residual_variance: float = setting(
         0.9, "share of the training variance the residual's subspace keeps", low=0.01, high=1.0
     )
+    min_duration: int = setting(
+        1, "steps a run of flagged steps must last before it is an anomaly event", low=1, high=10_000
+    )
+    merge_gap: int = setting(
+        10,
+        "unflagged steps that may separate two runs of one event (it stays open that long)",
+        low=0,
+        high=10_000,
+    )
+    range_tolerance: float = setting(
+        0.1,
+        "drift margin: share of a channel's training span (max - min) a value may lie beyond it",
+        low=0.0,
+        high=1000.0,
+    )
 
 
 _GROUPS: dict[str, type[_Group]] = {

@@ -16,6 +16,7 @@ series (labelled anomalies excluded).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import importlib.metadata
 import json
@@ -31,9 +32,13 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from stad.core.data_warnings import DataWarning
 from stad.core.detector_config import DetectorConfig
 from stad.core.types import BoolArray, FloatArray
 from stad.server.detector import saved
+from stad.server.detector.bands import BAND_Z, band_halfwidth
+from stad.server.detector.checks import training_warnings
+from stad.server.detector.drift import ValueRange
 from stad.server.detector.model import AnomalyHead, MaskedPredictor, predict_masked
 from stad.server.detector.preprocessing import (
     ChannelScaler,
@@ -90,6 +95,8 @@ class Detector:
     subspace_: Subspace | None  # None on models saved before it existed
     scorer_: StepScorer
     calibration_: dict[str, Any]
+    value_range_: ValueRange | None  # None on models saved before it existed: no drift check
+    warnings_: tuple[DataWarning, ...]  # the fit's warnings (`checks`)
     metadata_: dict[str, Any]
 
     def __init__(self, config: DetectorConfig | None = None, *, device: str = "cpu") -> None:
@@ -194,7 +201,11 @@ class Detector:
         self.scaler_ = scaler
         self.channels_ = names
         self.subspace_ = subspace
-        self._calibrate(data, anomalous, split if n_val >= cfg.scoring.min_calibration_steps else 0)
+        self.value_range_ = ValueRange.fit(data)
+        calibration = self._calibrate(
+            data, anomalous, split if n_val >= cfg.scoring.min_calibration_steps else 0
+        )
+        self.warnings_ = tuple(training_warnings(data, names, calibration, self.calibration_, metrics, cfg))
         metrics.update(
             fit_s=time.monotonic() - started,
             train_windows=len(train_set),
@@ -233,8 +244,9 @@ class Detector:
             window=window,
         )
 
-    def _calibrate(self, data: FloatArray, anomalous: BoolArray | None, first_step: int) -> None:
-        """Fit the step scorer on the fitted model's errors over data[first_step:]."""
+    def _calibrate(self, data: FloatArray, anomalous: BoolArray | None, first_step: int) -> BoolArray:
+        """Fit the step scorer and its band on the fitted model's errors over data[first_step:];
+        the steps calibrated on."""
         plan = self.plan_windows(data)
         means = StepMeans(plan, self.config.model.window)
         for i in range(0, plan.windows.shape[0], CALIBRATION_BATCH):
@@ -248,13 +260,17 @@ class Detector:
             usable &= ~anomalous
         if not usable.any():
             usable[:] = True
-        self.scorer_, record = calibrate(self.config, self.channels_, means, usable, anomalous)
+        scorer, record = calibrate(self.config, self.channels_, means, usable, anomalous)
+        band = band_halfwidth(means.mean("temporal"), plan.missing, usable, self.scaler_.scale)
+        self.scorer_ = dataclasses.replace(scorer, band=band)
         record["calibration_source"] = "validation" if first_step else "training series"
         self.calibration_ = record
+        return usable
 
     def _metadata(
         self, n_steps: int, stamps: npt.NDArray[Any] | None, metrics: dict[str, Any]
     ) -> dict[str, Any]:
+        band = self.scorer_.band
         return {
             "format": saved.FORMAT,
             "format_version": saved.FORMAT_VERSION,
@@ -271,6 +287,9 @@ class Detector:
                 "end_ns": None if stamps is None else int(stamps[-1]),
             },
             "training_metrics": _finite_or_none(metrics),
+            "value_range": None if self.value_range_ is None else self.value_range_.to_dict(),
+            "band": None if band is None else {"z": BAND_Z, "halfwidth": band.tolist()},
+            "warnings": [w.to_dict() for w in self.warnings_],
             "has_head": self.head_ is not None,
             "library_versions": _library_versions(),
         }
@@ -296,7 +315,10 @@ class Detector:
         check_length(data, window)
         starts = window_starts(data.shape[0], window, self.config.stride)
         windows = extract_windows(self.scaler_.transform(data), starts, window)
-        return WindowPlan(windows=windows, starts=starts, missing=np.isnan(data))
+        drift = None
+        if self.value_range_ is not None:
+            drift = self.value_range_.outside(data, self.config.scoring.range_tolerance)
+        return WindowPlan(windows=windows, starts=starts, missing=np.isnan(data), out_of_range=drift)
 
     @torch.inference_mode()
     def score_windows(self, windows: npt.ArrayLike) -> WindowOutput:
@@ -445,10 +467,20 @@ class Detector:
             residual_scale=float(meta.get("residual_scale", 1.0)),
             reference=float(thresholds["reference"]),
             threshold=threshold,
+            band=_band_of(meta),
         )
         det.calibration_ = thresholds
+        value_range = meta.get("value_range")
+        det.value_range_ = None if value_range is None else ValueRange.from_dict(value_range)
+        det.warnings_ = DataWarning.list_from(meta.get("warnings"))
         det.metadata_ = meta
         return det
+
+
+def _band_of(meta: dict[str, Any]) -> FloatArray | None:
+    """The saved band half-widths (None on models saved before bands: a zero-width band)."""
+    band = meta.get("band")
+    return None if band is None else np.asarray(band["halfwidth"], dtype=np.float64)
 
 
 def torch_device(name: str) -> torch.device:

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stad.core.detector_config import DetectorConfig
+from stad.core.events import EventFilter
 from stad.core.metrics import best_f1
 from stad.core.types import BoolArray, FloatArray, IntArray
 
@@ -35,10 +36,17 @@ class WindowPlan:
     windows: npt.NDArray[np.float32]  # (N, L, C) scaled, NaN kept
     starts: IntArray  # (N,) first step of each window
     missing: BoolArray  # (T, C)
+    out_of_range: BoolArray | None = None  # (T, C) values beyond the training range (drift)
 
     @property
     def n_steps(self) -> int:
         return int(self.missing.shape[0])
+
+    def drift(self, steps: slice) -> BoolArray:
+        """(n, C) out-of-range flags of the steps (all False when the plan has none)."""
+        if self.out_of_range is None:
+            return np.zeros(self.missing[steps].shape, dtype=bool)
+        return self.out_of_range[steps]
 
 
 @dataclass
@@ -71,21 +79,43 @@ class WindowOutput:
         )
 
 
+_STEP_ARRAYS = (
+    "score",
+    "raw_score",
+    "is_anomaly",
+    "severity",
+    "contributions",
+    "expected",
+    "lower",
+    "upper",
+    "out_of_range",
+)
+
+
 @dataclass
 class ScoreOutput:
     score: FloatArray  # (T,) calibrated, higher = more anomalous, same scale for every model
     raw_score: FloatArray  # (T,) model units
-    is_anomaly: BoolArray  # (T,) score >= threshold
+    is_anomaly: BoolArray  # (T,) the event state of score >= threshold (core.events), or drift
     severity: FloatArray  # (T,) 0..100
     threshold: float  # on the score scale
     contributions: FloatArray  # (T, C) rows sum to 1 (0 where nothing observed)
     expected: FloatArray  # (T, C) in the data's own units
+    lower: FloatArray  # (T, C) expected - the channel's band half-width (`bands`)
+    upper: FloatArray  # (T, C) expected + the half-width
+    out_of_range: BoolArray  # (T, C) values beyond the training range (`drift`)
     channels: tuple[str, ...] = field(default_factory=tuple)
     start_step: int = 0  # the series step of row 0 (an assembler's chunks start later)
 
     @property
     def stop_step(self) -> int:
         return self.start_step + int(self.score.shape[0])
+
+    @property
+    def drifted(self) -> BoolArray:
+        """(T,) steps with at least one channel beyond the training range."""
+        drifted: BoolArray = self.out_of_range.any(axis=1)
+        return drifted
 
     @classmethod
     def concatenate(cls, parts: Sequence[ScoreOutput]) -> ScoreOutput:
@@ -100,10 +130,7 @@ class ScoreOutput:
         first = parts[0]
         if len(parts) == 1:
             return first
-        arrays = {
-            name: np.concatenate([getattr(p, name) for p in parts])
-            for name in ("score", "raw_score", "is_anomaly", "severity", "contributions", "expected")
-        }
+        arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _STEP_ARRAYS}
         return cls(**arrays, threshold=first.threshold, channels=first.channels, start_step=first.start_step)
 
 
@@ -235,6 +262,7 @@ class StepScorer:
     residual_scale: float  # calibration mean residual / calibration mean prediction error
     reference: float  # raw score that maps to score 1.0
     threshold: float  # on the score scale
+    band: FloatArray | None = None  # (C,) half-width of the expected-value band, data units
 
     def combine(
         self, temporal: npt.NDArray[Any], spatial: npt.NDArray[Any], residual: npt.NDArray[Any] | None
@@ -254,30 +282,39 @@ class StepScorer:
         return combined
 
     def score_steps(
-        self, means: StepMeans, steps: slice, smoothing: TrailingMean, threshold: float
+        self, means: StepMeans, steps: slice, smoothing: TrailingMean, events: EventFilter, threshold: float
     ) -> ScoreOutput:
-        """Scores of a range of final steps; `smoothing` must have seen the steps before.
+        """Scores of a range of final steps; `smoothing` and `events` must have seen the steps before.
 
         score = raw / reference, raw being `step_raw` smoothed over a trailing window
         of `smoothing` steps; a step's contributions are its channels' shares of its error.
+        A step with a channel out of the training range scores at least the threshold
+        and is flagged whatever the event filter says: drift is never normal.
         """
         missing = means.plan.missing[steps]
+        out_of_range = means.plan.drift(steps)
+        drifted = out_of_range.any(axis=1)
         err = means.mean("errors", steps)
         err[missing] = 0.0
         raw = smoothing.add(step_raw(missing, err, means.mean_or_none("probability", steps)))
-        score = raw / self.reference
+        score = np.where(drifted, np.maximum(raw / self.reference, threshold), raw / self.reference)
         totals = err.sum(axis=1, keepdims=True)
         observed = ~missing
         uniform = observed / np.maximum(observed.sum(axis=1, keepdims=True), 1)
         contributions = np.where(totals > 0, err / np.where(totals > 0, totals, 1.0), uniform)
+        expected = means.mean("expected", steps)
+        band = np.zeros(len(self.channels)) if self.band is None else self.band
         return ScoreOutput(
             score=score,
             raw_score=raw,
-            is_anomaly=score >= threshold,
+            is_anomaly=events.add(score >= threshold) | drifted,
             severity=severity(score),
             threshold=threshold,
             contributions=contributions,
-            expected=means.mean("expected", steps),
+            expected=expected,
+            lower=expected - band,
+            upper=expected + band,
+            out_of_range=out_of_range,
             channels=self.channels,
             start_step=steps.start,
         )
@@ -305,9 +342,10 @@ class ScoreAssembler:
     """Per-step scores of one plan, released in order as soon as they are final.
 
     Feed `add` the plan's window results in plan order, in pieces of any size. Step t
-    depends only on the windows starting at or before t (smoothing is trailing), so
-    once the windows before k are in, the steps before starts[k] are final; the last
-    window releases the rest. The chunks concatenate to `StepScorer.assemble`'s result.
+    depends only on the windows starting at or before t (smoothing and the event
+    filter look back only), so once the windows before k are in, the steps before
+    starts[k] are final; the last window releases the rest. The chunks concatenate to
+    `StepScorer.assemble`'s result.
     """
 
     def __init__(self, scorer: StepScorer, plan: WindowPlan, threshold: float) -> None:
@@ -317,6 +355,7 @@ class ScoreAssembler:
         self._window = scorer.config.model.window
         self._means = StepMeans(plan, self._window)
         self._smoothing = TrailingMean(scorer.config.scoring.smoothing)
+        self._events = EventFilter(scorer.config.scoring.min_duration, scorer.config.scoring.merge_gap)
         self.released = 0  # steps released so far
 
     @property
@@ -336,7 +375,7 @@ class ScoreAssembler:
         if stop == self.released:
             return None
         chunk = self._scorer.score_steps(
-            self._means, slice(self.released, stop), self._smoothing, self._threshold
+            self._means, slice(self.released, stop), self._smoothing, self._events, self._threshold
         )
         self.released = stop
         return chunk

@@ -1,0 +1,113 @@
+"""Checks of a fit that end up as training warnings (NumPy only).
+
+Each check looks at one thing and returns a `DataWarning` or None:
+  constant_channels             channels with one value (or none) in training
+  small_calibration             errors and threshold calibrated on fewer than
+                                `min_calibration_steps` held-out steps, or on the
+                                training steps themselves (which the model has fitted)
+  unrepresentative_calibration  the held-out steps cover under MIN_COVERAGE of the
+                                training range on the median varying channel (a quiet
+                                stretch: its threshold would flood on the rest)
+  early_stopping                pretraining stopped before its last epoch
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from stad.core.data_warnings import (
+    CONSTANT_CHANNELS,
+    EARLY_STOPPING,
+    SMALL_CALIBRATION,
+    UNREPRESENTATIVE_CALIBRATION,
+    DataWarning,
+    name_list,
+)
+from stad.core.detector_config import DetectorConfig
+from stad.core.types import BoolArray, FloatArray
+from stad.server.detector.drift import ValueRange
+
+# Median share of the training span the calibration steps must cover.
+MIN_COVERAGE = 0.5
+
+
+def constant_channels(train_range: ValueRange, channels: Sequence[str]) -> DataWarning | None:
+    constant = [
+        name for name, lo, hi in zip(channels, train_range.low, train_range.high, strict=True) if not lo < hi
+    ]  # NaN (never observed) compares False too
+    if not constant:
+        return None
+    return DataWarning(
+        CONSTANT_CHANNELS,
+        f"{len(constant)} of {len(channels)} channel(s) constant or missing in training: "
+        f"{name_list(constant)}; they carry no information, and any later change of them is drift",
+    )
+
+
+def small_calibration(record: Mapping[str, Any], config: DetectorConfig) -> DataWarning | None:
+    steps = int(record.get("calibration_steps", 0))
+    needed = config.scoring.min_calibration_steps
+    held_out = record.get("calibration_source") == "validation"
+    if held_out and steps >= needed:
+        return None
+    where = "held-out" if held_out else "training (no held-out split was large enough)"
+    return DataWarning(
+        SMALL_CALIBRATION,
+        f"errors and threshold calibrated on {steps} {where} steps, fewer than "
+        f"min_calibration_steps={needed} held out: expect more flags on new data than on training data; "
+        "train on a longer series or raise val_fraction",
+    )
+
+
+def unrepresentative_calibration(
+    data: FloatArray, calibration: BoolArray, train_range: ValueRange
+) -> DataWarning | None:
+    if calibration.all() or not calibration.any():
+        return None
+    span = train_range.high - train_range.low
+    varying = span > 0  # NaN compares False
+    if not varying.any():
+        return None
+    held = ValueRange.fit(data[calibration])
+    coverage = np.nan_to_num((held.high - held.low)[varying] / span[varying], nan=0.0)
+    median = float(np.median(coverage))
+    if median >= MIN_COVERAGE:
+        return None
+    return DataWarning(
+        UNREPRESENTATIVE_CALIBRATION,
+        f"the calibration steps cover only {100 * median:.0f}% of the training range on the median "
+        "channel: a quiet stretch calibrates a threshold that floods on the rest; "
+        "train on a period whose end resembles the whole",
+    )
+
+
+def early_stopping(metrics: Mapping[str, Any], config: DetectorConfig) -> DataWarning | None:
+    if not metrics.get("stopped_early"):
+        return None
+    return DataWarning(
+        EARLY_STOPPING,
+        f"training stopped early after {metrics.get('epochs_run')} of {config.training.epochs} epochs: "
+        f"the monitored loss did not improve for patience={config.training.patience} epochs",
+    )
+
+
+def training_warnings(
+    data: FloatArray,
+    channels: Sequence[str],
+    calibration: BoolArray,
+    record: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    config: DetectorConfig,
+) -> list[DataWarning]:
+    """Every check's warning, in a fixed order; `calibration` marks the calibration steps."""
+    train_range = ValueRange.fit(data)
+    found = (
+        constant_channels(train_range, channels),
+        small_calibration(record, config),
+        unrepresentative_calibration(data, calibration, train_range),
+        early_stopping(metrics, config),
+    )
+    return [warning for warning in found if warning is not None]
