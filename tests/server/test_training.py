@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 from grpc import aio
 
+from stad.core.detector_config import DetectorConfig, SettingError
+from stad.core.types import MIB
+from stad.server import requests as training_requests
 from stad.server.app import JOBS_DIR
 from stad.server.detector import Detector
 from stad.server.jobs import RESTART_REASON, JobManager, TrainingRequest
@@ -98,7 +101,8 @@ async def test_train_watch_and_the_new_version_serves(
 ) -> None:
     server, channel = await make_server()
     data = make_values(400, seed=3)
-    job = await start(channel, spec(activate=True, description="first"), [data[:250], data[250:]])
+    first = spec(activate=True, description="first", threshold_factor=2.5, level_baseline=True)
+    job = await start(channel, first, [data[:250], data[250:]])
     assert job.state in (State.JOB_STATE_QUEUED, State.JOB_STATE_RUNNING)
     assert job.steps == 400 and tuple(job.channels) == CHANNELS
     events = await watch_until(channel, job.job_id, FINISHED)
@@ -120,8 +124,15 @@ async def test_train_watch_and_the_new_version_serves(
     )
     assert response.version == "1"
     version_dir = server.settings.model_dir / "fresh" / "1"
-    expected = Detector.load(version_dir).score(values)
-    np.testing.assert_array_equal(np.asarray(response.results[0].score), expected.score)
+    trained = Detector.load(version_dir)
+    np.testing.assert_array_equal(np.asarray(response.results[0].score), trained.score(values).score)
+    # every setting of the spec reaches the detector, and the version shows its whole config
+    assert trained.config.scoring.threshold_factor == 2.5 and trained.config.model.level_baseline
+    assert trained.config == DetectorConfig.from_flat(
+        {**TINY_SPEC, "epochs": 1, "threshold_factor": 2.5, "level_baseline": True}
+    )
+    shown = await models_pb2_grpc.ModelServiceStub(channel).GetModel(models_pb2.GetModelRequest(name="fresh"))
+    assert json.loads(shown.versions[0].metadata_json)["config"] == trained.config.to_dict()
 
     listed = await training_pb2_grpc.TrainingServiceStub(channel).ListTrainings(
         training_pb2.ListTrainingsRequest(model="fresh")
@@ -245,7 +256,13 @@ async def test_bad_training_requests(make_server: MakeServer) -> None:
             (spec(patch=5), [data]),
             {},
             grpc.StatusCode.INVALID_ARGUMENT,
-            "bad training setting window=16: must be a multiple of patch=5",
+            "window=16: must be a multiple of patch=5",
+        ),
+        (
+            (spec(residual_weight=1.5), [data]),
+            {},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "residual_weight=1.5: must be a number in [0, 1]",
         ),
         (
             (spec(), [np.where([True, False, True], data, np.nan)]),
@@ -283,6 +300,20 @@ async def test_bad_training_requests(make_server: MakeServer) -> None:
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     details = str(caught.value.details())
     assert details == "data chunk 0: channel 'pressure' has inf at step 1; use NaN for missing values"
+
+
+async def test_a_bad_setting_is_refused_with_its_field_and_rule_as_data() -> None:
+    async def messages() -> AsyncIterator[training_pb2.StartTrainingRequest]:
+        data = series_message(make_values(100, seed=0))
+        yield training_pb2.StartTrainingRequest(spec=spec(score_stride=17), data=data)
+
+    with pytest.raises(SettingError) as caught:
+        await training_requests.training_request(messages(), max_bytes=MIB)
+    assert (caught.value.name, caught.value.value, caught.value.rule) == (
+        "score_stride",
+        17,
+        "must be <= window=16",
+    )
 
 
 async def test_unknown_job_is_not_found(make_server: MakeServer) -> None:
