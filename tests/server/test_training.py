@@ -20,6 +20,7 @@ from stad.core.types import MIB
 from stad.server import requests as training_requests
 from stad.server.app import JOBS_DIR
 from stad.server.detector import Detector
+from stad.server.job_worker import JobRunner
 from stad.server.jobs import RESTART_REASON, JobManager, TrainingRequest
 from stad.server.registry import Registry
 from stad.v1 import (
@@ -30,6 +31,7 @@ from stad.v1 import (
     training_pb2,
     training_pb2_grpc,
 )
+from tests.server import job_faults
 from tests.server.conftest import CHANNELS, MODEL, MakeServer, make_values, series_message
 
 TINY_SPEC = {"window": 16, "patch": 4, "d_model": 16, "n_heads": 2, "n_layers": 1, "batch_size": 32}
@@ -175,13 +177,20 @@ async def test_cancel_queued_and_running_jobs(
 
 
 @pytest.mark.parametrize(
-    ("fault", "reason"),
-    [("exit", "exited with code 70"), ("raise", "injected training failure")],
+    ("runner", "reason"),
+    [
+        (job_faults.crashing, f"exited with code {job_faults.CRASH_EXIT_CODE}"),
+        (job_faults.raising, "RuntimeError: injected training failure"),
+    ],
 )
 async def test_crashing_job_leaves_server_serving_and_registry_intact(
-    make_server: MakeServer, model_dir: Path, fault: str, reason: str, job_log: pytest.LogCaptureFixture
+    make_server: MakeServer,
+    model_dir: Path,
+    runner: JobRunner,
+    reason: str,
+    job_log: pytest.LogCaptureFixture,
 ) -> None:
-    _, channel = await make_server(job_fault=fault)
+    _, channel = await make_server(job_runner=runner)
     before = sorted(p.name for p in (model_dir / MODEL).iterdir())
     job = await start(channel, spec(model=MODEL, activate=True), [make_values(400, seed=1)])
     final = (await watch_until(channel, job.job_id, FINISHED))[-1]
