@@ -40,6 +40,7 @@ from stad.client._types import (
     TrainingProgress,
     TrainingSettings,
 )
+from stad.core.data_warnings import DataWarning
 from stad.core.series import SeriesData, make_series
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Client",
     "ClientClosedError",
     "DataError",
+    "DataWarning",
     "DeadlineExceeded",
     "FailedPrecondition",
     "HealthStatus",

@@ -23,12 +23,14 @@ from stad.client._types import (
     TrainingProgress,
     TrainingSettings,
 )
+from stad.core.data_warnings import DataWarning
 from stad.core.series import SeriesData, make_series, series_to_proto
 from stad.core.types import IntArray
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import scoring_pb2 as _scoring_pb2
 from stad.v1 import series_pb2 as _series_pb2
 from stad.v1 import training_pb2 as _training_pb2
+from stad.v1 import warnings_pb2 as _warnings_pb2
 
 # A SeriesData, a T x C array (or anything numpy turns into one), or a pandas
 # DataFrame (columns are channels; a DatetimeIndex gives the timestamps).
@@ -166,6 +168,11 @@ def score_result(message: _scoring_pb2.SeriesScores, *, model: str, version: str
         version=version,
         series_index=int(message.series_index),
         start_step=int(message.start_step),
+        lower=_matrix(message.lower, shape),
+        upper=_matrix(message.upper, shape),
+        out_of_range=_flags(message.out_of_range, steps),
+        out_of_range_channels=_flags(message.out_of_range_channels, steps * len(channels)).reshape(shape),
+        warnings=_warnings(message.warnings),
     )
 
 
@@ -173,6 +180,15 @@ def score_results(response: _scoring_pb2.ScoreResponse) -> list[ScoreResult]:
     """The results of a Score response (or a StreamScore message) in input order."""
     results = sorted(response.results, key=lambda r: r.series_index)
     return [score_result(item, model=response.model, version=response.version) for item in results]
+
+
+def _flags(values: Sequence[bool], size: int) -> npt.NDArray[np.bool_]:
+    array = np.asarray(values, dtype=bool)
+    return array if array.size == size else np.zeros(size, dtype=bool)  # the server sent none
+
+
+def _warnings(messages: Iterable[_warnings_pb2.DataWarning]) -> tuple[DataWarning, ...]:
+    return tuple(DataWarning(code=m.code, message=m.message) for m in messages)
 
 
 def _matrix(values: Sequence[float], shape: tuple[int, int]) -> npt.NDArray[np.float64]:
@@ -340,6 +356,7 @@ def job_status(message: _training_pb2.TrainingJob) -> JobStatus:
         finished_at=_time(message.finished_at),
         steps=message.steps,
         channels=tuple(message.channels),
+        warnings=_warnings(message.warnings),
     )
 
 
@@ -368,4 +385,5 @@ def _version_info(message: _models_pb2.ModelVersion) -> ModelVersionInfo:
         metrics=dict(message.metrics),
         metadata=metadata,
         description=message.description,
+        warnings=_warnings(message.warnings),
     )

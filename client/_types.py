@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from stad.core.data_warnings import DRIFT, DataWarning, drift_warning
 from stad.core.detector_config import SETTINGS_BY_NAME, Value
 from stad.core.types import BoolArray, FloatArray, IntArray
 
@@ -22,7 +23,7 @@ class ScoreResult:
     timestamps_ns: IntArray  # (N,); empty when the request had no timestamps
     score: FloatArray  # (N,) calibrated; higher means more anomalous
     raw_score: FloatArray  # (N,) in the model's own units
-    is_anomaly: BoolArray  # (N,) score >= threshold
+    is_anomaly: BoolArray  # (N,) the anomaly event state (score >= threshold, filtered), or drift
     severity: FloatArray  # (N,) 0-100
     threshold: float
     channels: tuple[str, ...]
@@ -32,10 +33,39 @@ class ScoreResult:
     version: str
     series_index: int = 0
     start_step: int = 0
+    lower: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (N, C) band below expected
+    upper: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (N, C) band above expected
+    out_of_range: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (N,) drift
+    # (N, C) which channels lie outside the training range at each step
+    out_of_range_channels: BoolArray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))
+    warnings: tuple[DataWarning, ...] = ()  # "drift" when some step is out of range
 
     @property
     def steps(self) -> int:
         return int(self.score.shape[0])
+
+    @property
+    def out_of_range_share(self) -> dict[str, float]:
+        """Per channel, the share of the steps on which it lay outside the training range."""
+        if self.out_of_range_channels.shape != (self.steps, len(self.channels)) or not self.steps:
+            return {name: 0.0 for name in self.channels}
+        shares = self.out_of_range_channels.mean(axis=0)
+        return {name: float(share) for name, share in zip(self.channels, shares, strict=True)}
+
+    @classmethod
+    def join(cls, parts: Sequence[ScoreResult]) -> ScoreResult:
+        """One result from results of consecutive steps of one series (in any order);
+        the drift warning is recomputed over the whole."""
+        if not parts:
+            raise ValueError("no results to join")
+        ordered = sorted(parts, key=lambda part: part.start_step)
+        arrays: dict[str, Any] = {
+            name: np.concatenate([getattr(p, name) for p in ordered]) for name in _STEP_ARRAYS
+        }
+        others = dict.fromkeys(w for p in ordered for w in p.warnings if w.code != DRIFT)
+        drift = drift_warning(ordered[0].channels, arrays["out_of_range_channels"])
+        warnings = (*others, *([drift] if drift else []))
+        return replace(ordered[0], **arrays, warnings=warnings)
 
     def spans(self) -> list[tuple[int, int]]:
         """Runs of consecutive anomalous steps as (first, last + 1) indices into this result."""
@@ -48,6 +78,22 @@ class ScoreResult:
         mean = np.nanmean(self.contributions[start:stop], axis=0)  # (C,)
         order = np.argsort(-mean)[:k]
         return [(self.channels[i], float(mean[i])) for i in order]
+
+
+# Per-step arrays of a ScoreResult, joined along steps by `ScoreResult.join`.
+_STEP_ARRAYS = (
+    "timestamps_ns",
+    "score",
+    "raw_score",
+    "is_anomaly",
+    "severity",
+    "contributions",
+    "expected",
+    "lower",
+    "upper",
+    "out_of_range",
+    "out_of_range_channels",
+)
 
 
 def flag_spans(flags: npt.ArrayLike) -> list[tuple[int, int]]:
@@ -70,6 +116,7 @@ class ModelVersionInfo:
     metrics: Mapping[str, float]
     metadata: Mapping[str, Any]
     description: str
+    warnings: tuple[DataWarning, ...] = ()  # of the training that made this version
 
     @property
     def config(self) -> Mapping[str, Mapping[str, Any]]:
@@ -131,6 +178,7 @@ class JobStatus:
     finished_at: datetime | None
     steps: int
     channels: tuple[str, ...] = field(default=())
+    warnings: tuple[DataWarning, ...] = ()  # of the training, once the job succeeded
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +229,9 @@ class TrainingSettings:
     spatial_weight: float | None = None
     residual_weight: float | None = None
     residual_variance: float | None = None
+    min_duration: int | None = None
+    merge_gap: int | None = None
+    range_tolerance: float | None = None
 
     def __post_init__(self) -> None:
         for name, value in self.given().items():

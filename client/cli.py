@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, is_dataclass, replace
+from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -205,18 +205,7 @@ def join_chunks(chunks: Sequence[ScoreResult]) -> ScoreResult:
     """One result from streamed chunks of consecutive steps of one series."""
     if not chunks:
         raise DataError("the server returned no scores")
-    ordered = sorted(chunks, key=lambda chunk: chunk.start_step)
-    first = ordered[0]
-    return replace(
-        first,
-        timestamps_ns=np.concatenate([c.timestamps_ns for c in ordered]),
-        score=np.concatenate([c.score for c in ordered]),
-        raw_score=np.concatenate([c.raw_score for c in ordered]),
-        is_anomaly=np.concatenate([c.is_anomaly for c in ordered]),
-        severity=np.concatenate([c.severity for c in ordered]),
-        contributions=np.concatenate([c.contributions for c in ordered]),  # (N, C)
-        expected=np.concatenate([c.expected for c in ordered]),  # (N, C)
-    )
+    return ScoreResult.join(chunks)
 
 
 def _span_rows(table: DataTable, result: ScoreResult, limit: int) -> list[dict[str, Any]]:

@@ -175,7 +175,8 @@ def format_times(timestamps_ns: IntArray) -> list[str]:
 
 
 def write_scores(out: str | Path | IO[str], table: DataTable, result: ScoreResult) -> None:
-    """Write the score table: time, score, raw_score, threshold, is_anomaly, per-channel columns."""
+    """Write the score table: time, score, raw_score, threshold, is_anomaly, out_of_range, then
+    per channel its contribution, expected value and band (lower, upper)."""
     pd = _pandas()
     columns: dict[str, Any] = {}
     if table.timestamps_ns is not None:
@@ -187,7 +188,10 @@ def write_scores(out: str | Path | IO[str], table: DataTable, result: ScoreResul
     columns["raw_score"] = result.raw_score
     columns["threshold"] = np.full(result.steps, result.threshold)
     columns["is_anomaly"] = result.is_anomaly.astype(np.int64)
+    columns["out_of_range"] = result.out_of_range.astype(np.int64)
     for index, channel in enumerate(result.channels):
         columns[f"{channel}_contribution"] = result.contributions[:, index]
         columns[f"{channel}_expected"] = result.expected[:, index]
+        columns[f"{channel}_lower"] = result.lower[:, index]
+        columns[f"{channel}_upper"] = result.upper[:, index]
     pd.DataFrame(columns).to_csv(out, index=False, float_format="%.6g")

@@ -68,13 +68,13 @@ def name_list(names: Sequence[str]) -> str:
     return f"{shown} ... ({more} more)" if more > 0 else shown
 
 
-def drift_warning(
-    channels: Sequence[str], out_of_range_steps: npt.ArrayLike, steps: int
-) -> DataWarning | None:
+def drift_warning(channels: Sequence[str], out_of_range: npt.ArrayLike) -> DataWarning | None:
     """The drift warning of a score result: which channels lie outside the training range,
-    on what share of its `steps` steps (None when none does)."""
-    counts = np.asarray(out_of_range_steps, dtype=np.int64)
-    if steps <= 0 or not counts.any():
+    on what share of its steps, from its (N, C) out-of-range flags (None when none does)."""
+    flags = np.asarray(out_of_range, dtype=bool).reshape(-1, len(channels))
+    counts = flags.sum(axis=0)
+    steps = flags.shape[0]
+    if steps == 0 or not counts.any():
         return None
     order = [i for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
     parts = [f"{channels[i]} ({100.0 * counts[i] / steps:.3g}% of steps)" for i in order]

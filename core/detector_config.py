@@ -179,7 +179,7 @@ class ScoringConfig(_Group):
         high=10_000,
     )
     range_tolerance: float = setting(
-        0.1,
+        0.25,
         "drift margin: share of a channel's training span (max - min) a value may lie beyond it",
         low=0.0,
         high=1000.0,

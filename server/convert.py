@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from stad.core.data_warnings import DataWarning, drift_warning
 from stad.core.detector_config import SETTINGS, Value
 from stad.core.series import SeriesData, series_from_proto
 from stad.server.detector import saved
@@ -22,6 +24,7 @@ from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import scoring_pb2 as _scoring_pb2
 from stad.v1 import series_pb2 as _series_pb2
 from stad.v1 import training_pb2 as _training_pb2
+from stad.v1 import warnings_pb2 as _warnings_pb2
 
 _JOB_STATES = {
     JobState.QUEUED: _training_pb2.JOB_STATE_QUEUED,
@@ -50,23 +53,33 @@ def first_step_from(series: SeriesData, return_from_ns: int) -> int:
 
 
 # A SeriesScores carries per step: score, raw_score and severity (packed doubles),
-# is_anomaly (a packed bool: one byte), maybe timestamps_ns (a varint: at most ten
-# bytes), then contributions and expected per channel (doubles).
+# is_anomaly and out_of_range (packed bools: one byte each), maybe timestamps_ns (a
+# varint: at most ten bytes), then contributions, expected, lower and upper per
+# channel (doubles) and out_of_range_channels (bools); per channel once its name.
 STEP_DOUBLES = 3
+STEP_BOOLS = 2
+CHANNEL_DOUBLES = 4
 DOUBLE_BYTES = 8
 TIMESTAMP_BYTES = 10
 SERIES_OVERHEAD_BYTES = 128  # index, start step, threshold, field tags and lengths
+# The drift warning: its code and fixed text; per channel named, its name and share.
+WARNING_BYTES = 256
+WARNING_CHANNEL_BYTES = 24
 
 
 def step_bytes(n_channels: int, *, timestamps: bool) -> int:
     """The encoded size of one step of a SeriesScores, from above."""
-    return (STEP_DOUBLES + 2 * n_channels) * DOUBLE_BYTES + 1 + (TIMESTAMP_BYTES if timestamps else 0)
+    doubles = STEP_DOUBLES + CHANNEL_DOUBLES * n_channels
+    bools = STEP_BOOLS + n_channels
+    return doubles * DOUBLE_BYTES + bools + (TIMESTAMP_BYTES if timestamps else 0)
 
 
 def series_scores_bytes(steps: int, channels: Sequence[str], *, timestamps: bool) -> int:
     """The encoded size of `steps` steps of a SeriesScores, estimated from above."""
-    names = sum(len(name.encode()) + 2 for name in channels)
-    return steps * step_bytes(len(channels), timestamps=timestamps) + names + SERIES_OVERHEAD_BYTES
+    # per channel: its name in `channels` and in the warning
+    per_channel = sum(2 * len(name.encode()) + 2 + WARNING_CHANNEL_BYTES for name in channels)
+    fixed = per_channel + SERIES_OVERHEAD_BYTES + WARNING_BYTES
+    return steps * step_bytes(len(channels), timestamps=timestamps) + fixed
 
 
 def series_scores(
@@ -89,7 +102,18 @@ def series_scores(
     message.severity.extend(output.severity[rows].tolist())
     message.contributions.extend(output.contributions[rows].ravel().tolist())
     message.expected.extend(output.expected[rows].ravel().tolist())
+    message.lower.extend(output.lower[rows].ravel().tolist())
+    message.upper.extend(output.upper[rows].ravel().tolist())
+    out_of_range = output.out_of_range[rows]  # (N, C)
+    message.out_of_range.extend(output.drifted[rows].tolist())
+    message.out_of_range_channels.extend(out_of_range.ravel().tolist())
+    drift = drift_warning(output.channels, out_of_range)
+    message.warnings.extend(warning_messages([] if drift is None else [drift]))
     return message
+
+
+def warning_messages(warnings: Iterable[DataWarning]) -> list[_warnings_pb2.DataWarning]:
+    return [_warnings_pb2.DataWarning(code=w.code, message=w.message) for w in warnings]
 
 
 def timestamp(ns: int) -> Timestamp:
@@ -124,7 +148,16 @@ def version_message(record: VersionRecord) -> _models_pb2.ModelVersion:
         metrics=metrics,
         metadata_json=json.dumps(meta),
         description=record.description,
+        warnings=warning_messages(_saved_warnings(meta)),
     )
+
+
+def _saved_warnings(meta: Mapping[str, Any]) -> tuple[DataWarning, ...]:
+    """The metadata's warnings; none when absent or unreadable (a listing still shows the version)."""
+    try:
+        return DataWarning.list_from(meta.get("warnings"))
+    except (KeyError, TypeError):
+        return ()
 
 
 def model_message(record: ModelRecord) -> _models_pb2.Model:
@@ -145,6 +178,7 @@ def job_message(job: Job) -> _training_pb2.TrainingJob:
         created_at=timestamp(job.created_at_ns),
         steps=job.steps,
         channels=list(job.channels),
+        warnings=warning_messages(DataWarning.list_from(job.warnings)),
     )
     if job.started_at_ns:
         message.started_at.CopyFrom(timestamp(job.started_at_ns))

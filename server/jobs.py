@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stad.server import job_worker
+from stad.server.detector import saved
 from stad.server.errors import NotFoundError, ResourceExhaustedError, UnavailableError
 from stad.server.job_journal import JobJournal
 from stad.server.metrics import ServerMetrics
@@ -91,6 +92,7 @@ class Job:
     started_at_ns: int = 0
     finished_at_ns: int = 0
     revision: int = 0
+    warnings: list[dict[str, str]] = field(default_factory=list)  # DataWarning.to_dict() of the fit
 
 
 @dataclass
@@ -302,6 +304,7 @@ class JobManager:
             break
         await asyncio.to_thread(process.join)
         if kind == "done":
+            job.warnings = await asyncio.to_thread(saved.read_warnings, Path(payload))
             version = await asyncio.to_thread(
                 self._registry.register,
                 request.model,
@@ -411,6 +414,8 @@ def _mark_finished(job: Job, state: JobState, *, version: str = "", error: str =
 def _log_finished(job: Job) -> None:
     if job.state is JobState.SUCCEEDED:
         log.info("training job %s succeeded: model %r version %s", job.job_id, job.model, job.version)
+        for warning in job.warnings:
+            log.warning("training job %s: warning: %s", job.job_id, warning["message"])
     elif job.state is JobState.CANCELLED:
         log.info("training job %s %s", job.job_id, job.error)  # "cancelled before it started", ...
     else:
@@ -443,6 +448,7 @@ def _job_from_record(job_id: str, record: dict[str, Any]) -> Job:
         created_at_ns=int(record["created_at_ns"]),
         started_at_ns=int(record["started_at_ns"]),
         finished_at_ns=int(record["finished_at_ns"]),
+        warnings=[{"code": str(w["code"]), "message": str(w["message"])} for w in record.get("warnings", [])],
     )
 
 

@@ -6,7 +6,9 @@ saved it flat and is converted on reading. Unknown settings are refused.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from stad.core.detector_config import DetectorConfig, SettingError
@@ -34,6 +36,12 @@ def upgrade(meta: Mapping[str, Any], source: str = "metadata") -> dict[str, Any]
     except SettingError as exc:
         raise ValueError(f"{source}: saved config: {exc}") from exc
     return {**meta, "format_version": FORMAT_VERSION, "config": config.to_dict()}
+
+
+def read_warnings(directory: Path) -> list[dict[str, str]]:
+    """The training warnings saved in a model directory's metadata (none when absent)."""
+    meta = json.loads((directory / METADATA_FILE).read_text())
+    return [{"code": str(w["code"]), "message": str(w["message"])} for w in meta.get("warnings") or []]
 
 
 def config_of(meta: Mapping[str, Any]) -> DetectorConfig:

@@ -114,8 +114,7 @@ class ScoreOutput:
     @property
     def drifted(self) -> BoolArray:
         """(T,) steps with at least one channel beyond the training range."""
-        drifted: BoolArray = self.out_of_range.any(axis=1)
-        return drifted
+        return np.asarray(self.out_of_range.any(axis=1), dtype=bool)
 
     @classmethod
     def concatenate(cls, parts: Sequence[ScoreOutput]) -> ScoreOutput:

@@ -113,13 +113,18 @@ def test_score_writes_the_csv_and_plot(
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 200
-    expected_columns = ["time", "score", "raw_score", "threshold", "is_anomaly"]
+    expected_columns = ["time", "score", "raw_score", "threshold", "is_anomaly", "out_of_range"]
     for channel in CHANNELS:
-        expected_columns += [f"{channel}_contribution", f"{channel}_expected"]
+        expected_columns += [f"{channel}_{part}" for part in ("contribution", "expected", "lower", "upper")]
     assert list(rows[0]) == expected_columns
     assert rows[0]["time"] == "2023-11-14T22:13:20Z"
     assert {row["is_anomaly"] for row in rows} <= {"0", "1"}
-    assert all((float(row["score"]) >= float(row["threshold"])) == (row["is_anomaly"] == "1") for row in rows)
+    # min_duration 1: every step at or over the threshold is in an event (merge_gap may add more)
+    assert all(row["is_anomaly"] == "1" for row in rows if float(row["score"]) >= float(row["threshold"]))
+    for row in rows:
+        for channel in CHANNELS:
+            low, mid, high = (float(row[f"{channel}_{part}"]) for part in ("lower", "expected", "upper"))
+            assert low < mid < high
     assert plot.read_bytes()[:8] == PNG_MAGIC
 
 

@@ -28,6 +28,8 @@ from stad.client import (
     _convert,
     make_series,
 )
+from stad.core.detector_config import ScoringConfig
+from stad.core.events import EventFilter
 from stad.core.series import series_to_proto
 from tests.client.support import (
     BIG_STEPS,
@@ -73,9 +75,13 @@ def test_score_returns_typed_per_step_arrays(client: Client, trained: JobStatus,
     assert np.array_equal(result.timestamps_ns, test_data.timestamps_ns)
     for array in (result.score, result.raw_score, result.severity, result.is_anomaly):
         assert array.shape == (steps,)
-    assert result.contributions.shape == (steps, 3)
-    assert result.expected.shape == (steps, 3)
-    assert np.array_equal(result.is_anomaly, result.score >= result.threshold)
+    for matrix in (result.contributions, result.expected, result.lower, result.upper):
+        assert matrix.shape == (steps, 3)
+    assert (result.lower < result.expected).all() and (result.expected < result.upper).all()
+    assert result.out_of_range.shape == (steps,) and result.out_of_range_channels.shape == (steps, 3)
+    scoring = ScoringConfig()  # the model's: trained with the defaults
+    events = EventFilter(scoring.min_duration, scoring.merge_gap).add(result.score >= result.threshold)
+    assert np.array_equal(result.is_anomaly, events | result.out_of_range)
     # the level shift on channel b (steps 120-140) scores above the quiet part and is blamed on b
     assert result.score[120:140].mean() > result.score[:100].mean()
     assert result.top_channels(120, 140, k=1)[0][0] == "b"

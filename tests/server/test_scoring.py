@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from grpc import aio
 
+from stad.core.data_warnings import drift_warning
 from stad.server.app import StadServer
 from stad.server.batcher import Outputs, Windows
 from stad.server.detector import Detector, ScoreOutput
@@ -100,6 +101,10 @@ PER_STEP_FIELDS = (
     "severity",
     "contributions",
     "expected",
+    "lower",
+    "upper",
+    "out_of_range",
+    "out_of_range_channels",
 )
 
 
@@ -116,6 +121,10 @@ def joined(parts: list[scoring_pb2.SeriesScores]) -> scoring_pb2.SeriesScores:
         )
         for name in PER_STEP_FIELDS:
             getattr(whole, name).extend(getattr(part, name))
+    del whole.warnings[:]  # each part's drift warning covers its own steps: recomputed over all
+    drift = drift_warning(whole.channels, whole.out_of_range_channels)
+    if drift is not None:
+        whole.warnings.add(code=drift.code, message=drift.message)
     return whole
 
 
