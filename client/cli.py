@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from enum import Enum
@@ -29,6 +29,7 @@ from stad.client._client import Client, TrainingJob
 from stad.client._exceptions import DataError, StadError
 from stad.client._types import JobStatus, ModelInfo, ScoreResult, TrainingSettings
 from stad.client.data_files import DataTable, format_times, read_table, write_scores
+from stad.core.data_warnings import DataWarning
 from stad.core.progress import Progress, TrainingDisplay, duration
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_STDOUT_CLOSED = 0, 1, 2, 130, 141
@@ -75,6 +76,12 @@ def _emit(args: argparse.Namespace, value: Any, text: str) -> None:
         _emit_json(value)
     else:
         print(text)
+
+
+def _warn(warnings: Iterable[DataWarning]) -> None:
+    """One `warning: ...` line on stderr per warning of a result."""
+    for warning in warnings:
+        print(f"warning: {warning.message}", file=sys.stderr)
 
 
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
@@ -198,7 +205,9 @@ def _score_table(
         version=args.version,
         threshold=args.threshold,
     )
-    return table, join_chunks(list(chunks))
+    result = join_chunks(list(chunks))
+    _warn(result.warnings)
+    return table, result
 
 
 def join_chunks(chunks: Sequence[ScoreResult]) -> ScoreResult:
@@ -333,6 +342,7 @@ def _confirm(question: str) -> bool:
 
 
 def _report_job(args: argparse.Namespace, status: JobStatus, seconds: float | None = None) -> None:
+    _warn(status.warnings)
     if _opt(args, "json"):
         _emit_json(status)
         return
@@ -412,6 +422,9 @@ METRIC_NAMES = {
     "vus_roc": "VUS-ROC",
     "standard_f1": "best F1 (no point adjustment)",
     "standard_f1_threshold": "best-F1 threshold",
+    "event_precision": "event precision (at threshold)",
+    "event_recall": "event recall (at threshold)",
+    "event_f1": "event F1 (at threshold)",
     "pa_f1": "point-adjusted best F1 (optimistic)",
     "pa_f1_at_threshold": "point-adjusted F1 at threshold (optimistic)",
 }
@@ -519,6 +532,8 @@ def cmd_models_show(args: argparse.Namespace) -> int:
             f"  threshold {item.threshold:.4g}"
         )
         print(f"    channels: {', '.join(item.channels)}")
+        for warning in item.warnings:
+            print(f"    warning: {warning.message}")
         for group, values in item.config.items():
             print(f"    {group}: " + ", ".join(f"{name}={value}" for name, value in values.items()))
         print(f"    trained on {item.train_steps} steps")

@@ -1,6 +1,7 @@
 """Plots of scores (needs matplotlib: the `cli` extra).
 
-One figure: a panel per channel (observed vs expected), the calibrated score
+One figure: a panel per channel (observed vs expected, with the expected band
+shaded), the calibrated score
 with its threshold, and the per-channel contributions over time. Labelled
 anomaly spans are shaded across every panel, detected ones are drawn as a strip
 along the bottom of each panel, and the strongest detected spans are annotated
@@ -63,9 +64,18 @@ def plot_scores(
     for ax, name in zip(axes, shown, strict=False):
         column = table.channels.index(name)
         ax.plot(x, table.values[:, column], color=OBSERVED_COLOR, lw=0.8, label="observed")
-        ax.plot(
-            x, result.expected[:, result_index[name]], color=EXPECTED_COLOR, lw=0.8, ls="--", label="expected"
-        )
+        index = result_index[name]
+        ax.plot(x, result.expected[:, index], color=EXPECTED_COLOR, lw=0.8, ls="--", label="expected")
+        if result.lower.shape == result.expected.shape:
+            ax.fill_between(
+                x,
+                result.lower[:, index],
+                result.upper[:, index],
+                color=EXPECTED_COLOR,
+                alpha=0.15,
+                lw=0,
+                label="expected band",
+            )
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
         _shade(ax, x, labelled, detected)
 

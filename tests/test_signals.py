@@ -1,0 +1,186 @@
+"""What a score or a fit tells beside the scores: drift, bands, events and training warnings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stad.core.data_warnings import DRIFT, DataWarning, drift_warning
+from stad.core.events import EventFilter
+from stad.server.detector import Detector, DetectorConfig
+from stad.server.detector.bands import BAND_Z
+from stad.server.detector.checks import early_stopping
+from stad.server.detector.drift import ValueRange
+
+CHANNELS = ["a", "b", "c", "d"]
+# A tiny model trained briefly: what is tested here does not depend on its accuracy.
+# 1200 steps hold out 240 for validation, enough for min_calibration_steps=200.
+QUICK = DetectorConfig().replace(
+    window=16,
+    patch=4,
+    d_model=16,
+    n_heads=2,
+    n_layers=1,
+    epochs=1,
+    max_windows_per_epoch=128,
+    seed=0,
+    min_calibration_steps=200,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def series(steps: int, seed: int = 0) -> np.ndarray:
+    """Four channels at different levels: 10 + a cycle, 100 + 20 x it, its negative, a shifted cycle."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)
+    base = np.sin(2 * np.pi * t / 40)
+    values: np.ndarray = np.stack([10 + base, 100 + 20 * base, -base, np.cos(2 * np.pi * t / 40)], axis=1)
+    return values + 0.05 * rng.normal(size=values.shape) * np.array([1, 20, 1, 1])
+
+
+@pytest.fixture(scope="module")
+def fitted() -> Detector:
+    return Detector(QUICK).fit(series(1200), channels=CHANNELS)
+
+
+# ---------------------------------------------------------------- drift
+
+
+def test_clean_data_is_not_drift(fitted: Detector) -> None:
+    clean = series(600, seed=7)
+    clean[100:110, 1] = np.nan  # missing is never drift
+    out = fitted.score(clean)
+    assert not out.out_of_range.any()
+    assert drift_warning(out.channels, out.out_of_range) is None
+
+
+OFF_SCALE: dict[str, tuple[Callable[[np.ndarray], np.ndarray], set[str]]] = {
+    "every channel at 10x": (lambda x: 10 * x, {"a", "b", "c", "d"}),
+    "every channel at 1e6": (lambda x: np.full_like(x, 1e6), {"a", "b", "c", "d"}),
+    "one channel off-scale": (lambda x: x + np.array([0.0, 0.0, 0.0, 50.0]), {"d"}),
+}
+
+
+@pytest.mark.parametrize("case", list(OFF_SCALE))
+def test_off_scale_data_is_flagged_as_drift(fitted: Detector, case: str) -> None:
+    change, channels = OFF_SCALE[case]
+    clean = series(400, seed=7)
+    out = fitted.score(change(clean))
+    drifted = out.out_of_range.any(axis=1)
+    share = dict(zip(CHANNELS, out.out_of_range.mean(axis=0), strict=True))
+    assert {name for name, value in share.items() if value > 0} == channels
+    assert drifted.mean() > 0.9  # 10x leaves the few steps near a zero crossing in range
+    assert out.is_anomaly[drifted].all()  # never scored as normal
+    assert (out.score[drifted] >= out.threshold).all()
+    warning = drift_warning(out.channels, out.out_of_range)
+    assert warning is not None and warning.code == DRIFT
+    for name in CHANNELS:
+        assert (f"{name} (" in warning.message) == (name in channels)
+
+
+def test_the_range_tolerance_is_a_share_of_the_training_span() -> None:
+    train = np.array([[0.0, 5.0], [10.0, 5.0]])  # channel 1 constant
+    rng = ValueRange.fit(train)
+    probe = np.array([[12.4, 5.0], [-2.6, 5.0], [np.nan, 5.1]])
+    assert rng.outside(probe, 0.25).tolist() == [[False, False], [True, False], [False, True]]
+    assert rng.outside(probe, 0.3).tolist() == [[False, False], [False, False], [False, True]]
+    assert ValueRange.from_dict(rng.to_dict()).to_dict() == rng.to_dict()
+
+
+def test_drift_travels_through_save_and_load(fitted: Detector, tmp_path: Path) -> None:
+    fitted.save(tmp_path)
+    again = Detector.load(tmp_path)
+    off = 10 * series(200, seed=7)
+    before, after = fitted.score(off), again.score(off)
+    assert np.array_equal(before.out_of_range, after.out_of_range) and before.out_of_range.any()
+    np.testing.assert_array_equal(before.lower, after.lower)
+    assert again.warnings_ == fitted.warnings_
+
+
+# ---------------------------------------------------------------- bands
+
+
+def test_the_band_is_expected_plus_minus_z_rms_error(fitted: Detector) -> None:
+    out = fitted.score(series(600, seed=7))
+    half = fitted.scorer_.band
+    assert half is not None and (half > 0).all()
+    np.testing.assert_allclose(out.upper - out.expected, np.broadcast_to(half, out.expected.shape))
+    np.testing.assert_allclose(out.expected - out.lower, np.broadcast_to(half, out.expected.shape))
+    # in data units: channel b has 20x the spread of a, and so has its band, roughly
+    assert 5 < half[1] / half[0] < 80
+    assert BAND_Z == 2.0
+
+
+def test_most_normal_values_lie_in_the_band(fitted: Detector) -> None:
+    clean = series(600, seed=7)
+    out = fitted.score(clean)
+    inside = (out.lower <= clean) & (clean <= out.upper)
+    assert inside.mean() > 0.8
+
+
+# ---------------------------------------------------------------- events
+
+
+def test_flags_become_events_the_same_way_whatever_the_batches() -> None:
+    config = QUICK.replace(min_duration=3, merge_gap=5, threshold_factor=0.5)
+    detector = Detector(config).fit(series(1200), channels=CHANNELS)
+    data = series(500, seed=9)
+    data[200:203, 0] += 3.0  # a short burst inside the range: a score event, not drift
+    whole = detector.score(data, batch_size=10_000)
+    pieces = detector.score(data, batch_size=1)
+    assert np.array_equal(whole.is_anomaly, pieces.is_anomaly)
+    raw = whole.score >= whole.threshold
+    assert raw.any() and not np.array_equal(whole.is_anomaly, raw)  # the filter changed something
+    assert np.array_equal(whole.is_anomaly, EventFilter(3, 5).add(raw) | whole.out_of_range.any(axis=1))
+
+
+# ---------------------------------------------------------------- training warnings
+
+
+def codes(detector: Detector) -> list[str]:
+    return [w.code for w in detector.warnings_]
+
+
+def test_a_clean_fit_has_no_warnings(fitted: Detector) -> None:
+    assert fitted.warnings_ == ()
+    assert fitted.metadata_["warnings"] == []
+
+
+def test_a_constant_channel_is_warned_about() -> None:
+    data = series(1200)
+    data[:, 2] = 3.0
+    detector = Detector(QUICK).fit(data, channels=CHANNELS)
+    assert codes(detector) == ["constant_channels"]
+    assert "c;" in detector.warnings_[0].message and "1 of 4" in detector.warnings_[0].message
+    assert DataWarning.list_from(detector.metadata_["warnings"]) == detector.warnings_
+
+
+def test_too_few_held_out_steps_are_warned_about() -> None:
+    detector = Detector(QUICK.replace(min_calibration_steps=500)).fit(series(1200), channels=CHANNELS)
+    assert codes(detector) == ["small_calibration"]
+    assert "min_calibration_steps=500" in detector.warnings_[0].message
+
+
+def test_a_quiet_calibration_stretch_is_warned_about() -> None:
+    data = series(1200)
+    data[960:] = data[960:] * 0.1 + np.array([9.0, 90.0, 0.0, 0.0])  # the validation tail barely moves
+    detector = Detector(QUICK).fit(data, channels=CHANNELS)
+    assert codes(detector) == ["unrepresentative_calibration"]
+
+
+def test_early_stopping_is_warned_about() -> None:
+    config = DetectorConfig().replace(epochs=30, patience=5)
+    warning = early_stopping({"stopped_early": True, "epochs_run": 9}, config)
+    assert warning is not None and "after 9 of 30 epochs" in warning.message
+    assert early_stopping({"stopped_early": False, "epochs_run": 30}, config) is None
