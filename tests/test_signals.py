@@ -62,7 +62,7 @@ def test_clean_data_is_not_drift(fitted: Detector) -> None:
     clean[100:110, 1] = np.nan  # missing is never drift
     out = fitted.score(clean)
     assert not out.out_of_range.any()
-    assert drift_warning(out.channels, out.out_of_range) is None
+    assert drift_warning(out.channels, out.out_of_range_channels) is None
 
 
 OFF_SCALE: dict[str, tuple[Callable[[np.ndarray], np.ndarray], set[str]]] = {
@@ -77,13 +77,13 @@ def test_off_scale_data_is_flagged_as_drift(fitted: Detector, case: str) -> None
     change, channels = OFF_SCALE[case]
     clean = series(400, seed=7)
     out = fitted.score(change(clean))
-    drifted = out.out_of_range.any(axis=1)
-    share = dict(zip(CHANNELS, out.out_of_range.mean(axis=0), strict=True))
+    drifted = out.out_of_range
+    share = dict(zip(CHANNELS, out.out_of_range_channels.mean(axis=0), strict=True))
     assert {name for name, value in share.items() if value > 0} == channels
     assert drifted.mean() > 0.9  # 10x leaves the few steps near a zero crossing in range
     assert out.is_anomaly[drifted].all()  # never scored as normal
     assert (out.score[drifted] >= out.threshold).all()
-    warning = drift_warning(out.channels, out.out_of_range)
+    warning = drift_warning(out.channels, out.out_of_range_channels)
     assert warning is not None and warning.code == DRIFT
     for name in CHANNELS:
         assert (f"{name} (" in warning.message) == (name in channels)
@@ -103,7 +103,8 @@ def test_drift_travels_through_save_and_load(fitted: Detector, tmp_path: Path) -
     again = Detector.load(tmp_path)
     off = 10 * series(200, seed=7)
     before, after = fitted.score(off), again.score(off)
-    assert np.array_equal(before.out_of_range, after.out_of_range) and before.out_of_range.any()
+    assert np.array_equal(before.out_of_range_channels, after.out_of_range_channels)
+    assert before.out_of_range.any()
     np.testing.assert_array_equal(before.lower, after.lower)
     assert again.warnings_ == fitted.warnings_
 
@@ -142,7 +143,7 @@ def test_flags_become_events_the_same_way_whatever_the_batches() -> None:
     assert np.array_equal(whole.is_anomaly, pieces.is_anomaly)
     raw = whole.score >= whole.threshold
     assert raw.any() and not np.array_equal(whole.is_anomaly, raw)  # the filter changed something
-    assert np.array_equal(whole.is_anomaly, EventFilter(3, 5).add(raw) | whole.out_of_range.any(axis=1))
+    assert np.array_equal(whole.is_anomaly, EventFilter(3, 5).add(raw) | whole.out_of_range)
 
 
 # ---------------------------------------------------------------- training warnings

@@ -53,12 +53,15 @@ def small_calibration(record: Mapping[str, Any], config: DetectorConfig) -> Data
     held_out = record.get("calibration_source") == "validation"
     if held_out and steps >= needed:
         return None
-    where = "held-out" if held_out else "training (no held-out split was large enough)"
+    where = (
+        f"{steps} held-out steps, fewer than min_calibration_steps={needed}"
+        if held_out
+        else f"the {steps} training steps themselves (fewer than min_calibration_steps={needed} held out)"
+    )
     return DataWarning(
         SMALL_CALIBRATION,
-        f"errors and threshold calibrated on {steps} {where} steps, fewer than "
-        f"min_calibration_steps={needed} held out: expect more flags on new data than on training data; "
-        "train on a longer series or raise val_fraction",
+        f"errors and threshold calibrated on {where}: expect more flags on new data than on "
+        "the training data; train on a longer series or raise val_fraction",
     )
 
 

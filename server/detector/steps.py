@@ -88,7 +88,7 @@ _STEP_ARRAYS = (
     "expected",
     "lower",
     "upper",
-    "out_of_range",
+    "out_of_range_channels",
 )
 
 
@@ -103,7 +103,7 @@ class ScoreOutput:
     expected: FloatArray  # (T, C) in the data's own units
     lower: FloatArray  # (T, C) expected - the channel's band half-width (`bands`)
     upper: FloatArray  # (T, C) expected + the half-width
-    out_of_range: BoolArray  # (T, C) values beyond the training range (`drift`)
+    out_of_range_channels: BoolArray  # (T, C) values beyond the training range (`drift`)
     channels: tuple[str, ...] = field(default_factory=tuple)
     start_step: int = 0  # the series step of row 0 (an assembler's chunks start later)
 
@@ -112,9 +112,9 @@ class ScoreOutput:
         return self.start_step + int(self.score.shape[0])
 
     @property
-    def drifted(self) -> BoolArray:
-        """(T,) steps with at least one channel beyond the training range."""
-        return np.asarray(self.out_of_range.any(axis=1), dtype=bool)
+    def out_of_range(self) -> BoolArray:
+        """(T,) steps with at least one channel beyond the training range (drift)."""
+        return np.asarray(self.out_of_range_channels.any(axis=1), dtype=bool)
 
     @classmethod
     def concatenate(cls, parts: Sequence[ScoreOutput]) -> ScoreOutput:
@@ -313,7 +313,7 @@ class StepScorer:
             expected=expected,
             lower=expected - band,
             upper=expected + band,
-            out_of_range=out_of_range,
+            out_of_range_channels=out_of_range,
             channels=self.channels,
             start_step=steps.start,
         )

@@ -86,6 +86,7 @@ def test_train_shows_progress_and_reports_json(stad: Stad, tmp_path: Path, train
     assert run.code == 0, run.err
     assert "epoch 1/2" in run.err and "epoch 2/2" in run.err  # the progress bar, a line per epoch
     assert "loss" in run.err and "ETA" in run.err
+    assert "warning: errors and threshold calibrated on the 320 training steps themselves" in run.err
     job = run.json()
     assert isinstance(job, dict)
     assert (job["state"], job["model"]) == ("succeeded", "cli-trained")
@@ -159,6 +160,8 @@ def test_evaluate_prints_the_metrics_table(
     run = stad("evaluate", str(test_csv), "--model", MODEL, "--label-column", "label", "--plot", str(plot))
     assert run.code == 0, run.err
     for name in ("precision", "recall", "F1", "ROC-AUC", "PR-AUC", "VUS-PR", "best F1", "confusion matrix"):
+        assert name in run.out, name
+    for name in ("event precision", "event recall", "event F1"):
         assert name in run.out, name
     assert plot.read_bytes()[:8] == PNG_MAGIC
 

@@ -15,6 +15,7 @@ from stad.client import (
     Client,
     ClientClosedError,
     DataError,
+    DataWarning,
     InvalidArgument,
     JobState,
     JobStatus,
@@ -135,6 +136,28 @@ def test_stream_score_chunks_cover_the_series(client: Client, trained: JobStatus
     assert chunks
     assert [c.start_step for c in chunks] == list(np.cumsum([0] + [c.steps for c in chunks[:-1]]))
     np.testing.assert_allclose(np.concatenate([c.score for c in chunks]), whole.score, rtol=1e-6)
+    joined = ScoreResult.join(chunks[::-1])
+    for name in ("score", "is_anomaly", "lower", "upper", "out_of_range", "out_of_range_channels"):
+        np.testing.assert_array_equal(getattr(joined, name), getattr(whole, name))
+    assert joined.warnings == whole.warnings
+
+
+def test_warnings_reach_the_typed_results(
+    client: Client, trained: JobStatus, test_data: Data, train_data: Data
+) -> None:
+    # 64 held-out steps of 320 are too few to calibrate on
+    assert [w.code for w in trained.warnings] == ["small_calibration"]
+    active = client.model(MODEL).active
+    assert active is not None and active.warnings == trained.warnings
+    # test_data's level shift (+4 on b, steps 120-140) lies far outside b's training range
+    drifted = client.score(test_data.values, channels=CHANNELS, model=MODEL)
+    assert drifted.out_of_range_share == {"a": 0.0, "b": 0.1, "c": 0.0}
+    assert np.array_equal(np.flatnonzero(drifted.out_of_range), np.arange(120, 140))
+    (warning,) = drifted.warnings
+    assert isinstance(warning, DataWarning) and warning.code == "drift"
+    assert "b (10% of steps)" in warning.message
+    clean = client.score(make_data(200, seed=3).values, channels=CHANNELS, model=MODEL)
+    assert clean.warnings == () and not clean.out_of_range.any()
 
 
 def test_unknown_model_is_not_found(client: Client, test_data: Data) -> None:

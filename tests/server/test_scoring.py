@@ -29,9 +29,11 @@ def assert_same(result: scoring_pb2.SeriesScores, expected: ScoreOutput, start: 
     np.testing.assert_array_equal(
         np.asarray(result.contributions).reshape(-1, n_channels), expected.contributions[start:]
     )
-    np.testing.assert_array_equal(
-        np.asarray(result.expected).reshape(-1, n_channels), expected.expected[start:]
-    )
+    for name in ("expected", "lower", "upper", "out_of_range_channels"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(result, name)).reshape(-1, n_channels), getattr(expected, name)[start:]
+        )
+    np.testing.assert_array_equal(np.asarray(result.out_of_range), expected.out_of_range[start:])
     assert result.threshold == expected.threshold
     assert tuple(result.channels) == expected.channels
 
@@ -51,6 +53,28 @@ async def test_score_equals_in_process_score(
     assert_same(result, detector.score(values))
     assert list(result.timestamps_ns) == [10**18 + i * 10**9 for i in range(300)]
     assert result.score[205] > result.score[100]
+
+
+async def test_drift_travels_as_flags_shares_and_a_warning(
+    served: tuple[StadServer, aio.Channel], detector: Detector
+) -> None:
+    _, channel = served
+    clean = make_values(120, seed=6)
+    off = clean.copy()
+    off[60:, 2] = 1e6  # the noise channel leaves its training range for the second half
+    response = await scoring_pb2_grpc.ScoringServiceStub(channel).Score(
+        scoring_pb2.ScoreRequest(model=MODEL, series=[series_message(clean), series_message(off)])
+    )
+    quiet, drifted = response.results
+    assert not any(quiet.out_of_range) and list(quiet.warnings) == []
+    assert list(drifted.out_of_range) == [False] * 60 + [True] * 60
+    assert all(drifted.is_anomaly[60:]) and min(drifted.score[60:]) >= drifted.threshold
+    shares = np.asarray(drifted.out_of_range_channels).reshape(-1, 3).mean(axis=0)
+    assert shares.tolist() == [0.0, 0.0, 0.5]
+    (warning,) = drifted.warnings
+    assert warning.code == "drift"
+    assert f"on 1 of 3 channel(s): {CHANNELS[2]} (50% of steps)" in warning.message
+    assert_same(drifted, detector.score(off))
 
 
 async def test_channels_are_matched_by_name_and_threshold_overrides(

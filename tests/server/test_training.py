@@ -116,7 +116,12 @@ async def test_train_watch_and_the_new_version_serves(
     lines = logged(job_log, job.job_id)
     assert lines[0] == f"training job {job.job_id} queued: model 'fresh', 400 steps x 3 channels"
     assert lines[1].startswith(f"training job {job.job_id} started (process ")
-    assert lines[2:] == [f"training job {job.job_id} succeeded: model 'fresh' version 1"]
+    # 80 held-out steps of 400 are too few to calibrate on: the job and the version say so
+    assert [w.code for w in final.warnings] == ["small_calibration"]
+    assert lines[2:] == [
+        f"training job {job.job_id} succeeded: model 'fresh' version 1",
+        f"training job {job.job_id}: warning: {final.warnings[0].message}",
+    ]
     # reattach after the end: the final state at once
     again = await watch_until(channel, job.job_id, FINISHED)
     assert again[-1] == final
@@ -136,6 +141,7 @@ async def test_train_watch_and_the_new_version_serves(
     )
     shown = await models_pb2_grpc.ModelServiceStub(channel).GetModel(models_pb2.GetModelRequest(name="fresh"))
     assert json.loads(shown.versions[0].metadata_json)["config"] == trained.config.to_dict()
+    assert list(shown.versions[0].warnings) == list(final.warnings)
 
     listed = await training_pb2_grpc.TrainingServiceStub(channel).ListTrainings(
         training_pb2.ListTrainingsRequest(model="fresh")
