@@ -170,7 +170,7 @@ def test_a_constant_channel_is_warned_about() -> None:
 def test_too_few_held_out_steps_are_warned_about() -> None:
     detector = Detector(QUICK.replace(min_calibration_steps=500)).fit(series(1200), channels=CHANNELS)
     assert codes(detector) == ["small_calibration"]
-    assert "min_calibration_steps=500" in detector.warnings_[0].message
+    assert "min_calibration_steps (500)" in detector.warnings_[0].message
 
 
 def test_a_quiet_calibration_stretch_is_warned_about() -> None:

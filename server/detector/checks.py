@@ -54,9 +54,9 @@ def small_calibration(record: Mapping[str, Any], config: DetectorConfig) -> Data
     if held_out and steps >= needed:
         return None
     where = (
-        f"{steps} held-out steps, fewer than min_calibration_steps={needed}"
+        f"{steps} held-out steps, fewer than min_calibration_steps ({needed})"
         if held_out
-        else f"the {steps} training steps themselves (fewer than min_calibration_steps={needed} held out)"
+        else f"the {steps} training steps themselves (fewer than min_calibration_steps ({needed}) held out)"
     )
     return DataWarning(
         SMALL_CALIBRATION,
@@ -93,7 +93,7 @@ def early_stopping(metrics: Mapping[str, Any], config: DetectorConfig) -> DataWa
     return DataWarning(
         EARLY_STOPPING,
         f"training stopped early after {metrics.get('epochs_run')} of {config.training.epochs} epochs: "
-        f"the monitored loss did not improve for patience={config.training.patience} epochs",
+        f"the monitored loss did not improve for patience ({config.training.patience}) epochs",
     )
 
 
