@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from stad.core.data_warnings import DataWarning
 from stad.core.progress import Progress
 from stad.core.series import SeriesData, make_series
 from stad.influx_task.checkpoint import Checkpoint, CheckpointStore
@@ -27,6 +28,7 @@ from stad.influx_task.config import Job
 from stad.influx_task.events import Episode, track_episodes
 from stad.influx_task.grid import SeriesBlock, align_down, series_key, to_grid
 from stad.influx_task.retry import RetryPolicy, retry_call
+from stad.influx_task.signals import SignalScores, log_warnings, signal_fields
 from stad.influx_task.writer import LineWriter, Point
 
 log = logging.getLogger("stad.influx_task")
@@ -37,7 +39,7 @@ class Reader(Protocol):
     def read(self, job: Job, start_ns: int, stop_ns: int) -> list[SeriesBlock]: ...
 
 
-class Scores(Protocol):
+class Scores(SignalScores, Protocol):
     """What the task needs of a stad.client.ScoreResult."""
 
     @property
@@ -69,6 +71,9 @@ class Scores(Protocol):
 
     @property
     def version(self) -> str: ...
+
+    @property
+    def warnings(self) -> tuple[DataWarning, ...]: ...
 
 
 class Scorer(Protocol):
@@ -148,6 +153,7 @@ def build_points(
             fields[f"contrib_{name}"] = float(result.contributions[i, c])
         for c, name in enumerate(channels):
             fields[f"expected_{name}"] = float(result.expected[i, c])
+        fields.update(signal_fields(result, i))
         fields["model_version"] = result.version
         points.append(Point(job.output_measurement, out_tags, fields, int(result.timestamps_ns[i])))
     return points, keep
@@ -349,6 +355,7 @@ class JobRunner:
             if len(results) != len(group):
                 raise RuntimeError(f"server returned {len(results)} results for {len(group)} series")
             for item, result in zip(group, results, strict=True):
+                log_warnings(f"job {job.name} series {item.key}", result.warnings)
                 index = np.searchsorted(item.series.timestamps_ns, result.timestamps_ns)  # type: ignore[arg-type]
                 new_points, kept = build_points(job, item.tags, result, item.observed[index], item.from_ns)
                 points += new_points

@@ -28,6 +28,7 @@ from stad.influx_task.runner import (
     Shard,
     concatenate_for_training,
 )
+from stad.influx_task.signals import log_warnings
 from stad.influx_task.writer import LineWriter
 
 log = logging.getLogger("stad.influx_task")
@@ -201,4 +202,6 @@ class Task:
         for status in handle.watch(timeout_s=timeout_s):
             if on_status is not None:
                 on_status(status)
-        return handle.wait(timeout_s=timeout_s)
+        final = handle.wait(timeout_s=timeout_s)
+        log_warnings(f"job {job.name} training", final.warnings)
+        return final

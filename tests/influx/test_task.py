@@ -181,6 +181,11 @@ def test_once_writes_scores_equal_to_direct_scoring(
                 np.testing.assert_allclose(
                     [r[f"contrib_{name}"] for r in mine], direct.contributions[:, c], rtol=1e-12, atol=1e-15
                 )
+                for side in ("lower", "upper"):
+                    np.testing.assert_allclose(
+                        [r[f"{side}_{name}"] for r in mine], getattr(direct, side)[:, c], rtol=1e-12
+                    )
+            assert [r["drift"] for r in mine] == direct.out_of_range.tolist()
             assert {r["model_version"] for r in mine} == {direct.version}
             episodes = direct.spans()
             events = _query(
@@ -194,6 +199,40 @@ def test_once_writes_scores_equal_to_direct_scoring(
         assert not isinstance(again, Exception) and again.steps == 0
         task.backfill("pumps", int(data.timestamps_ns[first]), end, progress=False)
     assert len(_scores(influxd.url, database)) == 2 * 300
+
+
+def test_drift_is_written_flagged_and_logged(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, data = trained
+    database = "drift"
+    influxd.query(f'CREATE DATABASE "{database}"')
+    values = data.values.copy()
+    values[-20:, 1] = 1e6  # the second channel goes off-scale for the last 20 steps
+    _write_demo(influxd.url, database, replace(data, values=values))
+    end = int(data.timestamps_ns[-1]) + STEP
+    job = _job(database, data, initial_lookback_ns=100 * STEP)
+    with (
+        caplog.at_level("WARNING", logger="stad.influx_task"),
+        Task(_config(influxd.url, server.target, (job,)), now_ns=lambda: end) as task,
+    ):
+        stats = task.once()["pumps"]
+    assert not isinstance(stats, Exception)
+    rows = sorted(_scores(influxd.url, database), key=lambda r: int(r["time"]))  # type: ignore[call-overload]
+    off = data.channels[1]
+    for unit in UNITS:
+        mine = [r for r in rows if r["unit"] == unit]
+        assert len(mine) == 100
+        # the demo's own anomalies may leave the range too; the off-scale steps always do
+        assert all(r["drift"] and off in str(r["drift_channels"]).split(",") for r in mine[-20:])
+        assert all(r["is_anomaly"] and r["score"] >= r["threshold"] for r in mine[-20:])  # type: ignore[operator]
+        assert all(r["drift"] == (r["drift_channels"] != "") for r in mine)
+    logged = [r.getMessage() for r in caplog.records if "warning: " in r.getMessage()]
+    assert len(logged) == 2  # one per series
+    assert all("(drift)" in line and f"{off} (" in line for line in logged)
 
 
 def _count(url: str, database: str, measurement: str = "anomaly_scores") -> int:
