@@ -11,10 +11,12 @@ import numpy as np
 import numpy.typing as npt
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from stad.core.series import SeriesData, series_from_proto
+from stad.core.quoting import quote, quote_names
+from stad.core.series import SeriesData, check_same_channels, series_from_proto
 from stad.server.detector import ScoreOutput
 from stad.server.errors import InvalidArgumentError
 from stad.server.jobs import Job, JobState
+from stad.server.preprocessing import ChannelScaler
 from stad.server.registry import ModelRecord, VersionRecord
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import scoring_pb2 as _scoring_pb2
@@ -173,5 +175,46 @@ def spec_config(spec: _training_pb2.TrainingSpec) -> dict[str, Any]:
     return {name: getattr(spec, name) for name in _SPEC_FIELDS if name in present}
 
 
-def as_labels(values: Sequence[int]) -> npt.NDArray[np.int64]:
-    return np.asarray(values, dtype=np.int64)
+def as_labels(values: Sequence[int], *, chunk: int) -> npt.NDArray[np.int64]:
+    """The labels of data chunk `chunk`, which must be 0 (normal) or 1 (anomalous)."""
+    labels = np.asarray(values, dtype=np.int64)
+    bad = np.flatnonzero((labels != 0) & (labels != 1))
+    if bad.size:
+        raise InvalidArgumentError(
+            f"data chunk {chunk}: labels must be 0 or 1, got {labels[bad[0]]} at its step {bad[0]}"
+        )
+    return labels
+
+
+def check_series_channels(series: Sequence[SeriesData], expected: Sequence[str]) -> None:
+    """Every series has the model's channels (by name, in any order); checked before
+    anything is sized or queued, so a request that is wrong and large is told it is wrong."""
+    for index, data in enumerate(series):
+        try:
+            check_same_channels(data.channels, expected)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"series {index}: {exc}") from exc
+
+
+def check_chunk_channels(chunk: int, names: Sequence[str], first: Sequence[str]) -> None:
+    """A training data chunk names the channels of the first chunk, in any order."""
+    if set(names) != set(first) or len(names) != len(first):
+        raise InvalidArgumentError(
+            f"data chunk {chunk} has channels {quote_names(names)}, the first chunk had {quote_names(first)}"
+        )
+
+
+def check_scalable(series: SeriesData) -> None:
+    """Training values whose per-channel mean and spread are finite in float64, as the
+    detector's scaler needs (values near 1e308 overflow it)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaler = ChannelScaler.fit(series.values)
+    bad = np.flatnonzero(~(np.isfinite(scaler.mean) & np.isfinite(scaler.scale)))
+    if bad.size:
+        column = series.values[:, bad[0]]
+        step = int(np.nanargmax(np.abs(column)))
+        raise InvalidArgumentError(
+            f"training values of channel {quote(series.channels[bad[0]])} are too large to scale "
+            f"(their mean or spread overflows float64): {column[step]:g} at step {step}; "
+            "rescale them (e.g. change units)"
+        )
