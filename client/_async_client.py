@@ -37,6 +37,8 @@ class AsyncClient(_channel.ClientBase):
         *,
         token: str | None = None,
         tls: _channel.TLSOption = None,
+        client_cert: _channel.PathLike | None = None,
+        client_key: _channel.PathLike | None = None,
         timeout_s: float | None = _channel.DEFAULT_TIMEOUT_S,
         retries: int = _channel.DEFAULT_RETRIES,
         max_message_mb: int = _channel.DEFAULT_MAX_MESSAGE_MB,
@@ -51,7 +53,7 @@ class AsyncClient(_channel.ClientBase):
             channel_given=channel is not None,
         )
         if channel is None:
-            creds = _channel.credentials(tls)
+            creds = _channel.credentials(tls, client_cert=client_cert, client_key=client_key)
             if creds is None:
                 channel = grpc.aio.insecure_channel(target, options=self._channel_options)
             else:

@@ -34,6 +34,9 @@ class Client(_channel.ClientBase):
     idempotent ones are retried with backoff on UNAVAILABLE up to `retries` times.
     `max_message_mb` bounds each message either way, like the server's setting
     of that name; training uploads are cut into chunks that fit it.
+    `tls`: True (the system's root certificates), a CA certificate's path, or
+    ChannelCredentials; `client_cert`/`client_key` (PEM paths, else $STAD_CLIENT_CERT
+    and $STAD_CLIENT_KEY when TLS is on) present a client certificate (mutual TLS).
     """
 
     def __init__(
@@ -42,6 +45,8 @@ class Client(_channel.ClientBase):
         *,
         token: str | None = None,
         tls: _channel.TLSOption = None,
+        client_cert: _channel.PathLike | None = None,
+        client_key: _channel.PathLike | None = None,
         timeout_s: float | None = _channel.DEFAULT_TIMEOUT_S,
         retries: int = _channel.DEFAULT_RETRIES,
         max_message_mb: int = _channel.DEFAULT_MAX_MESSAGE_MB,
@@ -56,7 +61,7 @@ class Client(_channel.ClientBase):
             channel_given=channel is not None,
         )
         if channel is None:
-            creds = _channel.credentials(tls)
+            creds = _channel.credentials(tls, client_cert=client_cert, client_key=client_key)
             if creds is None:
                 channel = grpc.insecure_channel(target, options=self._channel_options)
             else:

@@ -30,6 +30,7 @@ from stad.client._client import Client, TrainingJob
 from stad.client._exceptions import DataError, StadError
 from stad.client._types import JobStatus, ModelInfo, ScoreResult, TrainingSettings
 from stad.client.data_files import DataTable, format_times, read_table, write_scores
+from stad.core.tokens import read_tokens
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_STDOUT_CLOSED = 0, 1, 2, 130, 141
 
@@ -179,13 +180,22 @@ def connect(args: argparse.Namespace, *, long_running: bool = False) -> Iterator
     whole file, uploading training data) get none unless --timeout is given.
     """
     server = _opt(args, "server") or os.environ.get("STAD_SERVER")
-    token = _opt(args, "token") or os.environ.get("STAD_TOKEN") or None
+    token = _token(args)
     tls: bool | str | None = _opt(args, "ca_cert") or bool(_opt(args, "tls"))
+    client_cert, client_key = _opt(args, "client_cert"), _opt(args, "client_key")
+    if (client_cert or client_key) and not tls:
+        raise UsageError("--client-cert and --client-key need --tls or --ca-cert")
     timeout_s = _opt(args, "timeout") or (None if long_running else DEFAULT_TIMEOUT_S)
     max_message_mb = _max_message_mb(args)
     if server:
         with Client(
-            server, token=token, tls=tls, timeout_s=timeout_s, max_message_mb=max_message_mb
+            server,
+            token=token,
+            tls=tls,
+            client_cert=client_cert,
+            client_key=client_key,
+            timeout_s=timeout_s,
+            max_message_mb=max_message_mb,
         ) as client:
             yield client
         return
@@ -205,6 +215,26 @@ def connect(args: argparse.Namespace, *, long_running: bool = False) -> Iterator
         Client(embedded.target, timeout_s=timeout_s, max_message_mb=max_message_mb) as client,
     ):
         yield client
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, else --token-file's first token, else $STAD_TOKEN, else $STAD_TOKEN_FILE's."""
+    if _opt(args, "token"):
+        return str(args.token)
+    if _opt(args, "token_file"):
+        return _first_token(args.token_file)
+    if os.environ.get("STAD_TOKEN"):
+        return os.environ["STAD_TOKEN"]
+    if os.environ.get("STAD_TOKEN_FILE"):
+        return _first_token(os.environ["STAD_TOKEN_FILE"])
+    return None
+
+
+def _first_token(path: str) -> str:
+    try:
+        return read_tokens(path)[0]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _max_message_mb(args: argparse.Namespace) -> int:
@@ -692,9 +722,24 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--token", default=s, help="bearer token (default: $STAD_TOKEN)")
     group.add_argument(
+        "--token-file",
+        default=s,
+        metavar="FILE",
+        help="read the bearer token from the first line of FILE, out of `ps` (default: $STAD_TOKEN_FILE)",
+    )
+    group.add_argument(
         "--tls", action="store_true", default=s, help="use TLS with the system's root certificates"
     )
     group.add_argument("--ca-cert", default=s, metavar="PEM", help="use TLS trusting this CA certificate")
+    group.add_argument(
+        "--client-cert",
+        default=s,
+        metavar="PEM",
+        help="present this client certificate, for servers run with --client-ca (default: $STAD_CLIENT_CERT)",
+    )
+    group.add_argument(
+        "--client-key", default=s, metavar="PEM", help="the key of --client-cert (default: $STAD_CLIENT_KEY)"
+    )
     group.add_argument(
         "--timeout",
         type=_positive_float,
