@@ -29,7 +29,14 @@ from stad.client._channel import DEFAULT_MAX_MESSAGE_MB, DEFAULT_TIMEOUT_S
 from stad.client._client import Client, TrainingJob
 from stad.client._exceptions import DataError, StadError
 from stad.client._types import JobStatus, ModelInfo, ScoreResult, TrainingSettings
-from stad.client.data_files import DataTable, format_times, read_table, write_scores
+from stad.client.data_files import (
+    DataTable,
+    check_data_path,
+    check_output_path,
+    format_times,
+    read_table,
+    write_scores,
+)
 from stad.core.tokens import read_tokens
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_STDOUT_CLOSED = 0, 1, 2, 130, 141
@@ -448,6 +455,10 @@ def _report_job(args: argparse.Namespace, status: JobStatus, seconds: float | No
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    check_data_path(args.file)  # these before connecting and scoring, which may take long
+    for path in (args.output, args.plot):
+        if path:
+            check_output_path(path)
     with connect(args, long_running=True) as client:
         table, result = _score_table(client, args, label_column=None)
     if args.output:
@@ -770,6 +781,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def _bounded_int(text: str, low: int, high: int) -> int:
+    """An int in low..high; argparse names the flag in front of the message."""
+    value = int(text)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {text}")
+    return value
+
+
+def _positive_int32(text: str) -> int:
+    return _bounded_int(text, 1, INT32_MAX)
+
+
+def _int32(text: str) -> int:
+    return _bounded_int(text, -INT32_MAX - 1, INT32_MAX)
+
+
+def _int64(text: str) -> int:
+    return _bounded_int(text, -INT64_MAX - 1, INT64_MAX)
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -810,18 +845,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-column", help="0/1 label column: fine-tunes on labels and calibrates the threshold"
     )
     numeric: list[tuple[str, Callable[[str], object]]] = [
-        ("--epochs", _positive_int),
-        ("--window", _positive_int),
-        ("--patch", _positive_int),
-        ("--d-model", _positive_int),
-        ("--layers", _positive_int),
-        ("--heads", _positive_int),
-        ("--batch-size", _positive_int),
+        ("--epochs", _positive_int32),
+        ("--window", _positive_int32),
+        ("--patch", _positive_int32),
+        ("--d-model", _positive_int32),
+        ("--layers", _positive_int32),
+        ("--heads", _positive_int32),
+        ("--batch-size", _positive_int32),
         ("--learning-rate", _positive_float),
-        ("--seed", int),
+        ("--seed", _int64),
         ("--val-fraction", _positive_float),
-        ("--finetune-epochs", int),
-        ("--smoothing", _positive_int),
+        ("--finetune-epochs", _int32),
+        ("--smoothing", _positive_int32),
         ("--threshold-quantile", _positive_float),
     ]
     for flag, kind in numeric:
