@@ -13,7 +13,7 @@ import numpy.typing as npt
 from grpc_health.v1 import health_pb2 as _health_pb2
 from grpc_health.v1 import health_pb2_grpc as _health_pb2_grpc
 
-from stad.client import _channel, _convert
+from stad.client import _channel, _chunks, _convert
 from stad.client._client import check_succeeded
 from stad.client._exceptions import from_rpc_error
 from stad.client._types import HealthStatus, JobStatus, ModelInfo, ScoreResult, TrainingSettings
@@ -128,12 +128,25 @@ class AsyncClient(_channel.ClientBase):
         version: str | None = None,
         threshold: float | None = None,
         return_from_ns: int = 0,
+        chunk_steps: int | None = None,
     ) -> ScoreResult:
+        """Score one series of any length, in overlapping chunks when long (see Client.score)."""
         series = _convert.to_series(values, timestamps=timestamps, channels=channels)
-        results = await self.score_many(
-            [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+        size = chunk_steps or _chunks.default_chunk_steps(len(series.channels), self.max_message_bytes)
+        if series.steps <= size:
+            results = await self.score_many(
+                [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+            )
+            return results[0]
+        exchange = _chunks.chunked_score(
+            series,
+            await self.model(model, version=version),
+            version=version,
+            threshold=threshold,
+            return_from_ns=return_from_ns,
+            chunk_steps=size,
         )
-        return results[0]
+        return await self._exchange(self._scoring.Score, exchange)
 
     async def score_many(
         self,

@@ -12,7 +12,7 @@ import numpy.typing as npt
 from grpc_health.v1 import health_pb2 as _health_pb2
 from grpc_health.v1 import health_pb2_grpc as _health_pb2_grpc
 
-from stad.client import _channel, _convert
+from stad.client import _channel, _chunks, _convert
 from stad.client._exceptions import TrainingFailedError, from_rpc_error
 from stad.client._types import HealthStatus, JobStatus, ModelInfo, ScoreResult, TrainingSettings
 from stad.v1 import models_pb2 as _models_pb2
@@ -136,12 +136,29 @@ class Client(_channel.ClientBase):
         version: str | None = None,
         threshold: float | None = None,
         return_from_ns: int = 0,
+        chunk_steps: int | None = None,
     ) -> ScoreResult:
-        """Score one T x C series (numpy array, DataFrame or SeriesData)."""
+        """Score one T x C series (numpy array, DataFrame or SeriesData) of any length.
+
+        A series longer than `chunk_steps` (default: what fits half the max message size)
+        is scored in overlapping chunks, one call each, all with the same model version;
+        the result is the one a single call would give.
+        """
         series = _convert.to_series(values, timestamps=timestamps, channels=channels)
-        return self.score_many(
-            [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
-        )[0]
+        size = chunk_steps or _chunks.default_chunk_steps(len(series.channels), self.max_message_bytes)
+        if series.steps <= size:
+            return self.score_many(
+                [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+            )[0]
+        exchange = _chunks.chunked_score(
+            series,
+            self.model(model, version=version),
+            version=version,
+            threshold=threshold,
+            return_from_ns=return_from_ns,
+            chunk_steps=size,
+        )
+        return self._exchange(self._scoring.Score, exchange)
 
     def score_many(
         self,

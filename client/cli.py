@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, is_dataclass, replace
+from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -289,8 +289,8 @@ def _score_table(
 ) -> tuple[DataTable, ScoreResult]:
     channels = None if args.channels else _model_channels(client, args.model, args.version)
     table = _read(args, channels=channels, label_column=label_column)
-    # streamed, so that no single response message has to hold a long file's scores
-    chunks = client.stream_score(
+    # in chunks of calls when long, so that no message has to hold a long file's scores
+    result = client.score(
         table.values,
         timestamps=table.timestamps_ns,
         channels=table.channels,
@@ -298,25 +298,7 @@ def _score_table(
         version=args.version,
         threshold=args.threshold,
     )
-    return table, join_chunks(list(chunks))
-
-
-def join_chunks(chunks: Sequence[ScoreResult]) -> ScoreResult:
-    """One result from streamed chunks of consecutive steps of one series."""
-    if not chunks:
-        raise DataError("the server returned no scores")
-    ordered = sorted(chunks, key=lambda chunk: chunk.start_step)
-    first = ordered[0]
-    return replace(
-        first,
-        timestamps_ns=np.concatenate([c.timestamps_ns for c in ordered]),
-        score=np.concatenate([c.score for c in ordered]),
-        raw_score=np.concatenate([c.raw_score for c in ordered]),
-        is_anomaly=np.concatenate([c.is_anomaly for c in ordered]),
-        severity=np.concatenate([c.severity for c in ordered]),
-        contributions=np.concatenate([c.contributions for c in ordered]),  # (N, C)
-        expected=np.concatenate([c.expected for c in ordered]),  # (N, C)
-    )
+    return table, result
 
 
 def _span_rows(table: DataTable, result: ScoreResult, limit: int) -> list[dict[str, Any]]:
