@@ -13,7 +13,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from grpc import aio
@@ -31,8 +31,15 @@ OPEN_SERVICES = (
     "/grpc.reflection.v1.ServerReflection/",
 )
 
-Handler = grpc.RpcMethodHandler
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+# grpc's classes are generic in its type stubs only
+if TYPE_CHECKING:
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+    Interceptor: TypeAlias = aio.ServerInterceptor[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+    Interceptor = aio.ServerInterceptor
+# gRPC's continuation answers None for a method no service has (the stubs say otherwise).
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
 class RateLimitedLog:
@@ -83,7 +90,7 @@ def _refusal(code: grpc.StatusCode, message: str) -> Handler:
     return grpc.stream_unary_rpc_method_handler(refuse)
 
 
-class TokenCheck(aio.ServerInterceptor):  # type: ignore[misc]
+class TokenCheck(Interceptor):
     """Refuses stad.v1 calls without 'authorization: Bearer T' for one of `tokens`;
     OPEN_SERVICES stay open. No tokens: every call passes."""
 
@@ -94,7 +101,7 @@ class TokenCheck(aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> Handler | None:
+    ) -> Handler:
         if not self._expected or details.method.startswith(OPEN_SERVICES) or self._authorized(details):
             return await continuation(details)
         method = method_name(details.method)
@@ -125,7 +132,7 @@ class _Undecodable:
         self.reason = reason
 
 
-class DecodeCheck(aio.ServerInterceptor):  # type: ignore[misc]
+class DecodeCheck(Interceptor):
     """Decodes requests so that bytes that are not the method's message get
     INVALID_ARGUMENT, logged as one rate-limited line without a traceback."""
 
@@ -134,10 +141,10 @@ class DecodeCheck(aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        handler = await continuation(details)
+    ) -> Handler:
+        handler: Handler | None = await continuation(details)
         if handler is None or handler.request_deserializer is None:
-            return handler
+            return handler  # type: ignore[return-value]
         method = method_name(details.method)
         deserialize = handler.request_deserializer
 
@@ -149,7 +156,10 @@ class DecodeCheck(aio.ServerInterceptor):  # type: ignore[misc]
 
         kind = _kind(handler)
         wrapped = _WRAPPERS[kind](getattr(handler, kind), method, self._bad_calls)
-        return handler._replace(request_deserializer=tolerant, **{kind: wrapped})  # type: ignore[attr-defined]
+        replaced: Handler = handler._replace(  # type: ignore[attr-defined]
+            request_deserializer=tolerant, **{kind: wrapped}
+        )
+        return replaced
 
 
 def _kind(handler: Handler) -> str:

@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 
 from stad.client import Client, DataError, JobState, JobStatus, ScoreResult
+from stad.client._chunks import join_results as join_chunks
 from stad.client._types import TrainingProgress
-from stad.client.cli import ProgressBar, join_chunks, main
+from stad.client.cli import ProgressBar, main
 from tests.client.support import (
     CHANNELS,
     MODEL,
