@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from grpc import aio
 
-from stad.core.quoting import quote, quote_names
+from stad.core.quoting import quote_names
 from stad.core.series import SeriesData, align_channels, make_series, series_from_proto
 from stad.server import convert, paging
 from stad.server.detector import DetectorConfig
@@ -216,5 +216,5 @@ def check_every_channel_observed(series: SeriesData) -> None:
     unobserved = [bool(np.isnan(column).all()) for column in series.values.T]
     if any(unobserved):
         names = [name for name, empty in zip(series.channels, unobserved, strict=True) if empty]
-        which = f"channel {quote(names[0])}" if len(names) == 1 else f"channels {quote_names(names)}"
+        which = ("channel " if len(names) == 1 else "channels ") + quote_names(names).strip("[]")
         raise InvalidArgumentError(f"training data has no observed values (all NaN) in {which}")
