@@ -8,7 +8,8 @@
 A default-size detector (briefly trained: speed does not depend on the weights) scores
 the same series three ways, side by side in one run: in process (`Detector.score`), through
 `Client.score` (the series cut in overlapping chunks, one Score call each, joined) and
-through one StreamScore call (the server queues its windows in turns). The server is a
+through one StreamScore call of the whole series (`chunk_steps` = its length: the server
+queues its windows in turns). The server is a
 child process (`python -m stad.server`) with default settings (max message 64 MiB, queue
 8,192 windows, batch 64) on a loopback port; torch runs one intra-op thread everywhere.
 """
@@ -77,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             with Client(f"127.0.0.1:{server.port}", timeout_s=None) as client:
                 chunked, client_s = _timed(lambda: client.score(values, channels=NAMES, model=MODEL))
                 streamed, stream_s = _timed(
-                    lambda: join_results(list(client.stream_score(values, channels=NAMES, model=MODEL)))
+                    lambda: join_results(
+                        list(client.stream_score(values, channels=NAMES, model=MODEL, chunk_steps=args.steps))
+                    )
                 )
         finally:
             server.stop()

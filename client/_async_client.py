@@ -19,6 +19,7 @@ from stad.client._exceptions import from_rpc_error
 from stad.client._types import HealthStatus, JobStatus, ModelInfo, ScoreResult, TrainingSettings
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import models_pb2_grpc as _models_pb2_grpc
+from stad.v1 import scoring_pb2 as _scoring_pb2
 from stad.v1 import scoring_pb2_grpc as _scoring_pb2_grpc
 from stad.v1 import training_pb2 as _training_pb2
 from stad.v1 import training_pb2_grpc as _training_pb2_grpc
@@ -138,7 +139,7 @@ class AsyncClient(_channel.ClientBase):
                 [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
             )
             return results[0]
-        exchange = _chunks.chunked_score(
+        requests = _chunks.chunk_requests(
             series,
             await self.model(model, version=version),
             version=version,
@@ -146,7 +147,7 @@ class AsyncClient(_channel.ClientBase):
             return_from_ns=return_from_ns,
             chunk_steps=size,
         )
-        return await self._exchange(self._scoring.Score, exchange)
+        return await self._exchange(self._scoring.Score, _chunks.chunked_score(requests))
 
     async def score_many(
         self,
@@ -172,11 +173,33 @@ class AsyncClient(_channel.ClientBase):
         version: str | None = None,
         threshold: float | None = None,
         return_from_ns: int = 0,
+        chunk_steps: int | None = None,
     ) -> AsyncIterator[ScoreResult]:
+        """Score one series of any length as results of consecutive steps (see Client.stream_score)."""
         series = _convert.to_series(values, timestamps=timestamps, channels=channels)
-        request = _convert.score_request(
-            [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+        size = chunk_steps or _chunks.default_chunk_steps(len(series.channels), self.max_message_bytes)
+        if series.steps <= size:
+            request = _convert.score_request(
+                [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+            )
+            async for result in self._stream_score(request):
+                yield result
+            return
+        requests = _chunks.chunk_requests(
+            series,
+            await self.model(model, version=version),
+            version=version,
+            threshold=threshold,
+            return_from_ns=return_from_ns,
+            chunk_steps=size,
         )
+        for request, call in requests:
+            async for result in self._stream_score(request):
+                kept = _chunks.kept_steps(result, call)
+                if kept.steps:
+                    yield kept
+
+    async def _stream_score(self, request: _scoring_pb2.ScoreRequest) -> AsyncIterator[ScoreResult]:
         self._check_open()
         call = self._scoring.StreamScore(request, timeout=self._timeout_s, metadata=self._metadata)
         try:

@@ -12,7 +12,7 @@ which can change the last bits).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -104,7 +104,7 @@ def chosen_version(info: ModelInfo, version: str | None) -> ModelVersionInfo | N
     return next((v for v in info.versions if v.version == wanted), None)
 
 
-def chunked_score(
+def chunk_requests(
     series: SeriesData,
     info: ModelInfo,
     *,
@@ -112,22 +112,22 @@ def chunked_score(
     threshold: float | None,
     return_from_ns: int,
     chunk_steps: int,
-) -> Exchange[_scoring_pb2.ScoreRequest, _scoring_pb2.ScoreResponse, ScoreResult]:
-    """Score calls for overlapping chunks of `series`, and their results joined into one.
+) -> Iterator[tuple[_scoring_pb2.ScoreRequest, ChunkCall]]:
+    """The requests for overlapping chunks of `series`, each with the steps it keeps.
 
-    Every call names the same version, so the chunks cannot straddle an activation.
+    Every request names the same version, so the chunks cannot straddle an activation.
     """
     chosen = chosen_version(info, version)
     if chosen is None:  # no such (or no active) version: one call gets the server's answer
-        response = yield score_request(
+        request = score_request(
             [series], model=info.name, version=version, threshold=threshold, return_from_ns=return_from_ns
         )
-        return score_results(response)[0]
+        yield request, ChunkCall(0, series.steps, 0, series.steps)
+        return
     stamps = series.timestamps_ns
     first = 0
     if return_from_ns and stamps is not None:
         first = int(np.searchsorted(stamps, return_from_ns, side="left"))
-    parts = []
     for call in plan_calls(series.steps, first, Geometry.of(chosen), chunk_steps):
         piece = make_series(
             series.values[call.read_start : call.read_stop],  # (n, C)
@@ -137,17 +137,29 @@ def chunked_score(
         keep_from_ns = (
             0 if stamps is None or call.keep_start >= series.steps else int(stamps[call.keep_start])
         )
-        response = yield score_request(
+        request = score_request(
             [piece], model=info.name, version=chosen.version, threshold=threshold, return_from_ns=keep_from_ns
         )
-        parts.append(_kept(score_results(response)[0], call))
+        yield request, call
+
+
+def chunked_score(
+    requests: Iterable[tuple[_scoring_pb2.ScoreRequest, ChunkCall]],
+) -> Exchange[_scoring_pb2.ScoreRequest, _scoring_pb2.ScoreResponse, ScoreResult]:
+    """One Score call per chunk request, and their kept steps joined into one result."""
+    parts = []
+    for request, call in requests:
+        response = yield request
+        parts.append(kept_steps(score_results(response)[0], call))
     return join_results(parts)
 
 
-def _kept(result: ScoreResult, call: ChunkCall) -> ScoreResult:
-    """The kept steps of a chunk's result, numbered as steps of the whole series."""
+def kept_steps(result: ScoreResult, call: ChunkCall) -> ScoreResult:
+    """The steps of a chunk's result (or of a streamed part of it) that the chunk keeps,
+    numbered as steps of the whole series; maybe none."""
     offset = call.read_start + result.start_step  # the series step of the result's first row
-    rows = slice(call.keep_start - offset, call.keep_stop - offset)
+    first = min(max(call.keep_start, offset), offset + result.steps)
+    rows = slice(first - offset, max(first, min(call.keep_stop, offset + result.steps)) - offset)
     return replace(
         result,
         timestamps_ns=result.timestamps_ns[rows] if result.timestamps_ns.size else result.timestamps_ns,
@@ -157,7 +169,7 @@ def _kept(result: ScoreResult, call: ChunkCall) -> ScoreResult:
         severity=result.severity[rows],
         contributions=result.contributions[rows],  # (N, C)
         expected=result.expected[rows],  # (N, C)
-        start_step=call.keep_start,
+        start_step=first,
     )
 
 

@@ -17,6 +17,7 @@ from stad.client._exceptions import TrainingFailedError, from_rpc_error
 from stad.client._types import HealthStatus, JobStatus, ModelInfo, ScoreResult, TrainingSettings
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import models_pb2_grpc as _models_pb2_grpc
+from stad.v1 import scoring_pb2 as _scoring_pb2
 from stad.v1 import scoring_pb2_grpc as _scoring_pb2_grpc
 from stad.v1 import training_pb2 as _training_pb2
 from stad.v1 import training_pb2_grpc as _training_pb2_grpc
@@ -150,7 +151,7 @@ class Client(_channel.ClientBase):
             return self.score_many(
                 [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
             )[0]
-        exchange = _chunks.chunked_score(
+        requests = _chunks.chunk_requests(
             series,
             self.model(model, version=version),
             version=version,
@@ -158,7 +159,7 @@ class Client(_channel.ClientBase):
             return_from_ns=return_from_ns,
             chunk_steps=size,
         )
-        return self._exchange(self._scoring.Score, exchange)
+        return self._exchange(self._scoring.Score, _chunks.chunked_score(requests))
 
     def score_many(
         self,
@@ -185,12 +186,34 @@ class Client(_channel.ClientBase):
         version: str | None = None,
         threshold: float | None = None,
         return_from_ns: int = 0,
+        chunk_steps: int | None = None,
     ) -> Iterator[ScoreResult]:
-        """Score one series, yielding chunks of consecutive steps as the server sends them."""
+        """Score one series of any length, yielding results of consecutive steps as the
+        server sends them; a series longer than `chunk_steps` goes in overlapping chunks,
+        one StreamScore call each, as in `score`."""
         series = _convert.to_series(values, timestamps=timestamps, channels=channels)
-        request = _convert.score_request(
-            [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+        size = chunk_steps or _chunks.default_chunk_steps(len(series.channels), self.max_message_bytes)
+        if series.steps <= size:
+            request = _convert.score_request(
+                [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+            )
+            yield from self._stream_score(request)
+            return
+        requests = _chunks.chunk_requests(
+            series,
+            self.model(model, version=version),
+            version=version,
+            threshold=threshold,
+            return_from_ns=return_from_ns,
+            chunk_steps=size,
         )
+        for request, call in requests:
+            for result in self._stream_score(request):
+                kept = _chunks.kept_steps(result, call)
+                if kept.steps:
+                    yield kept
+
+    def _stream_score(self, request: _scoring_pb2.ScoreRequest) -> Iterator[ScoreResult]:
         self._check_open()
         call = self._scoring.StreamScore(request, timeout=self._timeout_s, metadata=self._metadata)
         try:

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from stad.client._channel import DEFAULT_MAX_MESSAGE_MB, DEFAULT_TIMEOUT_S
+from stad.client._chunks import join_results
 from stad.client._client import Client, TrainingJob
 from stad.client._exceptions import DataError, StadError
 from stad.client._types import JobStatus, ModelInfo, ScoreResult, TrainingSettings
@@ -289,8 +290,9 @@ def _score_table(
 ) -> tuple[DataTable, ScoreResult]:
     channels = None if args.channels else _model_channels(client, args.model, args.version)
     table = _read(args, channels=channels, label_column=label_column)
-    # in chunks of calls when long, so that no message has to hold a long file's scores
-    result = client.score(
+    # streamed, so that no single response message has to hold a long file's scores (and
+    # in chunks of calls when long, so that no request has to hold the whole file)
+    chunks = client.stream_score(
         table.values,
         timestamps=table.timestamps_ns,
         channels=table.channels,
@@ -298,7 +300,7 @@ def _score_table(
         version=args.version,
         threshold=args.threshold,
     )
-    return table, result
+    return table, join_results(list(chunks))
 
 
 def _span_rows(table: DataTable, result: ScoreResult, limit: int) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stad.client import AsyncClient, Client, JobStatus, ScoreResult
-from stad.client._chunks import Geometry, plan_calls
+from stad.client._chunks import Geometry, join_results, plan_calls
 from stad.client.cli import main
 from tests.client.support import CHANNELS, MODEL, make_data, write_csv
 
@@ -40,6 +40,15 @@ def test_chunks_join_to_one_calls_result(
     )
     assert chunked.steps == STEPS and chunked.is_anomaly.any()
     assert_identical(chunked, whole)
+
+
+def test_streamed_chunks_join_to_one_calls_result(client: Client, trained: JobStatus) -> None:
+    data = make_data(STEPS, seed=15)
+    kw = {"timestamps": data.timestamps_ns, "channels": CHANNELS, "model": MODEL}
+    whole = client.score(data.values, **kw)  # type: ignore[arg-type]
+    parts = list(client.stream_score(data.values, chunk_steps=150, **kw))  # type: ignore[arg-type]
+    assert [p.start_step for p in parts] == sorted(p.start_step for p in parts)
+    assert_identical(join_results(parts), whole)
 
 
 def test_chunks_start_at_return_from_ns(client: Client, trained: JobStatus) -> None:
