@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,11 @@ async def test_the_token_is_checked_before_the_message_is_decoded(make_server: M
         assert await send_raw(channel, method, CORRUPT, with_token) is grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_health_and_reflection_stay_open_without_the_token(make_server: MakeServer) -> None:
-    _, channel = await make_server(token=TOKEN)
+async def test_health_reflection_and_metrics_stay_open_without_the_token(make_server: MakeServer) -> None:
+    server, channel = await make_server(token=TOKEN, metrics_port=0)
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+    assert "stad_requests_total" in text
     health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     request = reflection_pb2.ServerReflectionRequest(list_services="")
