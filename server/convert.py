@@ -16,7 +16,6 @@ from stad.core.series import SeriesData, check_same_channels, series_from_proto
 from stad.server.detector import ScoreOutput
 from stad.server.errors import InvalidArgumentError
 from stad.server.jobs import Job, JobState
-from stad.server.preprocessing import ChannelScaler
 from stad.server.registry import ModelRecord, VersionRecord
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import scoring_pb2 as _scoring_pb2
@@ -204,12 +203,23 @@ def check_chunk_channels(chunk: int, names: Sequence[str], first: Sequence[str])
         )
 
 
+# Values per block when checking training data: bounds the temporaries to a few MiB.
+SCALING_CHECK_BLOCK_VALUES = 1 << 19
+
+
 def check_scalable(series: SeriesData) -> None:
     """Training values whose per-channel mean and spread are finite in float64, as the
-    detector's scaler needs (values near 1e308 overflow it)."""
+    detector's scaler (ChannelScaler.fit) needs: values near 1e308 overflow them.
+    Reads the values in blocks of rows, so that no copy of the whole data is made."""
+    values = series.values  # (T, C)
+    rows = max(1, SCALING_CHECK_BLOCK_VALUES // values.shape[1])
+    blocks = [values[start : start + rows] for start in range(0, values.shape[0], rows)]
     with np.errstate(over="ignore", invalid="ignore"):
-        scaler = ChannelScaler.fit(series.values)
-    bad = np.flatnonzero(~(np.isfinite(scaler.mean) & np.isfinite(scaler.scale)))
+        sums = sum((np.nansum(block, axis=0) for block in blocks), np.zeros(values.shape[1]))
+        counts = sum(((~np.isnan(block)).sum(axis=0) for block in blocks), np.zeros(values.shape[1]))
+        mean = sums / np.maximum(counts, 1)
+        spread = sum((np.nansum((block - mean) ** 2, axis=0) for block in blocks), np.zeros(values.shape[1]))
+    bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(spread)))
     if bad.size:
         column = series.values[:, bad[0]]
         step = int(np.nanargmax(np.abs(column)))
