@@ -173,3 +173,8 @@ def test_rate_limited_log_counts_the_lines_it_held_back(caplog: pytest.LogCaptur
         "bad call",
         "bad call (5 more like it not logged)",
     ]
+
+
+def test_client_certificates_need_tls(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="client_ca needs tls_cert and tls_key"):
+        Settings(model_dir=tmp_path, client_ca=tmp_path / "ca.pem")
