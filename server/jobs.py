@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import logging
 import multiprocessing
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from stad.core.jobs import JOB_STATES, JobState
 from stad.server import job_worker
 from stad.server.errors import NotFoundError, ResourceExhaustedError, UnavailableError
 from stad.server.job_journal import JobJournal
@@ -47,18 +47,6 @@ MAX_JOB_HISTORY = 1000
 RECORD_PROGRESS_INTERVAL_S = 1.0  # progress alone rewrites a job's record at most this often
 RESTART_REASON = "the server stopped before the job finished (restart)"
 JOB_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
-
-
-class JobState(enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -341,7 +329,7 @@ class JobManager:
     def _count_states(self) -> None:
         if self._metrics is None:
             return
-        counts = {state: 0 for state in JobState}
+        counts = {state: 0 for state in JOB_STATES}
         for each in self._jobs.values():
             counts[each.state] += 1
         for state, count in counts.items():

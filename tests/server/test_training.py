@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from grpc import aio
 
-from stad.core.detector_config import DetectorConfig, SettingError
+from stad.core.detector_config import SettingError
 from stad.core.types import MIB
 from stad.server import requests as training_requests
 from stad.server.app import JOBS_DIR
@@ -31,16 +31,16 @@ from stad.v1 import (
     training_pb2,
     training_pb2_grpc,
 )
+from tests.kit import TINY, TINY_FLAT, make_values
 from tests.server import job_faults
-from tests.server.conftest import CHANNELS, MODEL, MakeServer, make_values, series_message
+from tests.server.conftest import CHANNELS, MODEL, MakeServer, series_message
 
-TINY_SPEC = {"window": 16, "patch": 4, "d_model": 16, "n_heads": 2, "n_layers": 1, "batch_size": 32}
 State = training_pb2.JobState
 
 
 def spec(model: str = "fresh", epochs: int = 1, **kw: object) -> training_pb2.TrainingSpec:
-    fields = {**TINY_SPEC, **kw}
-    return training_pb2.TrainingSpec(model=model, epochs=epochs, **fields)  # type: ignore[arg-type]
+    fields = {**TINY_FLAT, "epochs": epochs, **kw}
+    return training_pb2.TrainingSpec(model=model, **fields)  # type: ignore[arg-type]
 
 
 async def requests(
@@ -131,9 +131,7 @@ async def test_train_watch_and_the_new_version_serves(
     np.testing.assert_array_equal(np.asarray(response.results[0].score), trained.score(values).score)
     # every setting of the spec reaches the detector, and the version shows its whole config
     assert trained.config.scoring.threshold_factor == 2.5 and trained.config.model.level_baseline
-    assert trained.config == DetectorConfig.from_flat(
-        {**TINY_SPEC, "epochs": 1, "threshold_factor": 2.5, "level_baseline": True}
-    )
+    assert trained.config == TINY.replace(threshold_factor=2.5, level_baseline=True)
     shown = await models_pb2_grpc.ModelServiceStub(channel).GetModel(models_pb2.GetModelRequest(name="fresh"))
     assert json.loads(shown.versions[0].metadata_json)["config"] == trained.config.to_dict()
 
