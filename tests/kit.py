@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
@@ -67,9 +67,7 @@ COUPLED = (Wave(), Wave(amplitude=0.5, level=1.0), Wave(phase=QUARTER))
 def make_values(steps: int, seed: int = 0, *, waves: Sequence[Wave] = COUPLED) -> FloatArray:
     """(steps, len(waves)) values, one channel per wave; the same seed gives the same noise."""
     t = np.arange(steps)[:, None]
-    amplitude, period, phase, level, noise = (
-        np.array([getattr(wave, name) for wave in waves])
-        for name in ("amplitude", "period", "phase", "level", "noise")
-    )
-    cycles: FloatArray = level + amplitude * np.sin(2 * np.pi * t / period + phase)
-    return cycles + noise * np.random.default_rng(seed).normal(size=(steps, len(waves)))
+    amplitude, period, phase, level, noise = np.array([astuple(wave) for wave in waves]).T
+    noise_draws = np.random.default_rng(seed).normal(size=(steps, len(waves)))
+    values: FloatArray = level + amplitude * np.sin(2 * np.pi * t / period + phase) + noise * noise_draws
+    return values
