@@ -419,12 +419,15 @@ def _job_from_record(job_id: str, record: dict[str, Any]) -> Job:
     progress = record["progress"]
     if not isinstance(progress, dict):
         raise TypeError(f"progress is {type(progress).__name__}, not an object")
+    state = JobState(record["state"])
+    if state not in JOB_STATES:
+        raise ValueError(f"{state.value!r} is not a state a job is recorded in")
     return Job(
         job_id=job_id,
         model=str(record["model"]),
         steps=int(record["steps"]),
         channels=tuple(str(channel) for channel in record["channels"]),
-        state=JobState(record["state"]),
+        state=state,
         progress={str(k): v for k, v in progress.items() if isinstance(v, (int, float, str))},
         version=str(record["version"]),
         error=str(record["error"]),
