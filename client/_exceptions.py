@@ -27,6 +27,7 @@ import re
 import grpc
 
 from stad.core.quoting import shorten
+from stad.core.types import MIB
 
 
 class StadError(Exception):
@@ -157,4 +158,4 @@ def _explain_message_size(details: str) -> str:
 
 
 def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MiB ({size} bytes)"
+    return f"{size / MIB:.1f} MiB ({size} bytes)"

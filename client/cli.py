@@ -37,6 +37,7 @@ from stad.client.data_files import (
     read_table,
     write_scores,
 )
+from stad.core.jobs import JobState
 from stad.core.progress import Progress, TrainingDisplay, duration
 from stad.core.tokens import read_tokens
 
@@ -304,7 +305,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if status is None:
             return EXIT_INTERRUPTED
         _report_job(args, status, seconds=time.monotonic() - started)
-        return EXIT_OK if status.state.value == "succeeded" else EXIT_FAILURE
+        return EXIT_OK if status.state is JobState.SUCCEEDED else EXIT_FAILURE
 
 
 def _follow(job: TrainingJob, *, embedded: bool) -> JobStatus | None:
@@ -368,7 +369,7 @@ def _report_job(args: argparse.Namespace, status: JobStatus, seconds: float | No
     if _opt(args, "json"):
         _emit_json(status)
         return
-    if status.state.value == "succeeded":
+    if status.state is JobState.SUCCEEDED:
         took = f" in {duration(seconds)}" if seconds is not None else ""
         print(f"job {status.job_id}: {status.model} version {status.version} trained{took}")
     else:
@@ -610,7 +611,7 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
     if status is None:
         return EXIT_INTERRUPTED
     _report_job(args, status)
-    return EXIT_OK if status.state.value == "succeeded" else EXIT_FAILURE
+    return EXIT_OK if status.state is JobState.SUCCEEDED else EXIT_FAILURE
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:

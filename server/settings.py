@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from stad.core.tokens import read_tokens
+from stad.core.types import MIB
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -82,7 +83,7 @@ class Settings:
 
     @property
     def max_message_bytes(self) -> int:
-        return self.max_message_mb * 1024 * 1024
+        return self.max_message_mb * MIB
 
     def accepted_tokens(self) -> list[str]:
         """Every accepted bearer token (none: calls need no token); reads --token-file."""
