@@ -31,8 +31,9 @@ import torch
 
 from bench.serving import CHANNELS, MODEL, TORCH_THREADS, ServerProcess, _values, train_model
 from stad.client import Client, ScoreResult
-from stad.client._channel import DEFAULT_MAX_MESSAGE_MB, MIB
+from stad.client._channel import DEFAULT_MAX_MESSAGE_MB
 from stad.client._chunks import default_chunk_steps, join_results
+from stad.core.types import MIB
 from stad.server.detector import ScoreOutput
 from stad.server.settings import Settings
 
