@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -13,6 +12,7 @@ import numpy.typing as npt
 
 from stad.core.data_warnings import DRIFT, DataWarning, drift_warning
 from stad.core.detector_config import SETTINGS_BY_NAME, Value
+from stad.core.jobs import JobState, TrainingProgress
 from stad.core.types import BoolArray, FloatArray, IntArray
 
 
@@ -52,6 +52,22 @@ class ScoreResult:
         shares = self.out_of_range_channels.mean(axis=0)
         return {name: float(share) for name, share in zip(self.channels, shares, strict=True)}
 
+    def take(self, rows: slice, *, start_step: int) -> ScoreResult:
+        """The result of steps `rows` only (numbered from `start_step`); the drift warning is
+        recomputed over them. Arrays the server did not send (empty) stay empty."""
+        arrays = {
+            name: getattr(self, name)[rows] if getattr(self, name).size else getattr(self, name)
+            for name in _STEP_ARRAYS
+        }
+        return replace(self, **arrays, start_step=start_step, warnings=self._warnings_with(arrays))
+
+    def _warnings_with(
+        self, arrays: Mapping[str, Any], others: Sequence[DataWarning] = ()
+    ) -> tuple[DataWarning, ...]:
+        kept = dict.fromkeys(w for w in (*self.warnings, *others) if w.code != DRIFT)
+        drift = drift_warning(self.channels, arrays["out_of_range_channels"])
+        return (*kept, *([drift] if drift else []))
+
     @classmethod
     def join(cls, parts: Sequence[ScoreResult]) -> ScoreResult:
         """One result from results of consecutive steps of one series (in any order);
@@ -62,9 +78,7 @@ class ScoreResult:
         arrays: dict[str, Any] = {
             name: np.concatenate([getattr(p, name) for p in ordered]) for name in _STEP_ARRAYS
         }
-        others = dict.fromkeys(w for p in ordered for w in p.warnings if w.code != DRIFT)
-        drift = drift_warning(ordered[0].channels, arrays["out_of_range_channels"])
-        warnings = (*others, *([drift] if drift else []))
+        warnings = ordered[0]._warnings_with(arrays, [w for p in ordered[1:] for w in p.warnings])
         return replace(ordered[0], **arrays, warnings=warnings)
 
     def spans(self) -> list[tuple[int, int]]:
@@ -135,32 +149,6 @@ class ModelInfo:
     @property
     def active(self) -> ModelVersionInfo | None:
         return next((v for v in self.versions if v.version == self.active_version), None)
-
-
-class JobState(enum.Enum):
-    UNSPECIFIED = "unspecified"
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-
-@dataclass(frozen=True)
-class TrainingProgress:
-    phase: str  # "pretrain" or "finetune"
-    epoch: int
-    epochs: int
-    step: int
-    steps_total: int
-    train_loss: float
-    val_loss: float
-    mask_ratio: float
-    eta_s: float
 
 
 @dataclass(frozen=True)
