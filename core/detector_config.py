@@ -170,10 +170,10 @@ class ScoringConfig(_Group):
         0.9, "share of the training variance the residual's subspace keeps", low=0.01, high=1.0
     )
     min_duration: int = setting(
-        1, "steps a run of flagged steps must last before it is an anomaly event", low=1, high=10_000
+        2, "steps a run of flagged steps must last before it is an anomaly event", low=1, high=10_000
     )
     merge_gap: int = setting(
-        10,
+        20,
         "unflagged steps that may separate two runs of one event (it stays open that long)",
         low=0,
         high=10_000,

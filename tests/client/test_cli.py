@@ -24,7 +24,8 @@ import pytest
 from stad.client import Client, DataError, JobState, JobStatus, ScoreResult, TrainingProgress
 from stad.client._chunks import join_results as join_chunks
 from stad.client.cli import main
-from stad.core.detector_config import SETTINGS
+from stad.core.detector_config import SETTINGS, ScoringConfig
+from stad.core.events import EventFilter
 from stad.core.progress import Progress, TrainingDisplay
 from tests.client.support import (
     CHANNELS,
@@ -119,8 +120,11 @@ def test_score_writes_the_csv_and_plot(
     assert list(rows[0]) == expected_columns
     assert rows[0]["time"] == "2023-11-14T22:13:20Z"
     assert {row["is_anomaly"] for row in rows} <= {"0", "1"}
-    # min_duration 1: every step at or over the threshold is in an event (merge_gap may add more)
-    assert all(row["is_anomaly"] == "1" for row in rows if float(row["score"]) >= float(row["threshold"]))
+    flags = np.array([float(row["score"]) >= float(row["threshold"]) for row in rows])
+    scoring = ScoringConfig()  # the model was trained with the defaults
+    events = EventFilter(scoring.min_duration, scoring.merge_gap).add(flags)
+    drift = np.array([row["out_of_range"] == "1" for row in rows])
+    assert [row["is_anomaly"] == "1" for row in rows] == (events | drift).tolist()
     for row in rows:
         for channel in CHANNELS:
             low, mid, high = (float(row[f"{channel}_{part}"]) for part in ("lower", "expected", "upper"))
