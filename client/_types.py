@@ -57,7 +57,7 @@ class ScoreResult:
         recomputed over them. Arrays the server did not send (empty) stay empty."""
         arrays = {
             name: getattr(self, name)[rows] if getattr(self, name).size else getattr(self, name)
-            for name in _STEP_ARRAYS
+            for name in STEP_FIELDS
         }
         return replace(self, **arrays, start_step=start_step, warnings=self._warnings_with(arrays))
 
@@ -76,7 +76,7 @@ class ScoreResult:
             raise ValueError("no results to join")
         ordered = sorted(parts, key=lambda part: part.start_step)
         arrays: dict[str, Any] = {
-            name: np.concatenate([getattr(p, name) for p in ordered]) for name in _STEP_ARRAYS
+            name: np.concatenate([getattr(p, name) for p in ordered]) for name in STEP_FIELDS
         }
         warnings = ordered[0]._warnings_with(arrays, [w for p in ordered[1:] for w in p.warnings])
         return replace(ordered[0], **arrays, warnings=warnings)
@@ -94,8 +94,8 @@ class ScoreResult:
         return [(self.channels[i], float(mean[i])) for i in order]
 
 
-# Per-step arrays of a ScoreResult, joined along steps by `ScoreResult.join`.
-_STEP_ARRAYS = (
+# The per-step arrays of a ScoreResult (and fields of stad.v1.SeriesScores), joined by `ScoreResult.join`.
+STEP_FIELDS = (
     "timestamps_ns",
     "score",
     "raw_score",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import astuple, dataclass
 
 import numpy as np
 
 from stad.client import TrainingSettings
+from stad.client._types import STEP_FIELDS
 from stad.core.detector_config import SETTINGS_BY_NAME, DetectorConfig, Value
 from stad.core.types import FloatArray
 
@@ -36,20 +38,22 @@ def cli_flags(settings: Mapping[str, Value]) -> list[str]:
 
 TINY_FLAGS = cli_flags(TINY_FLAT)
 
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run faster on one thread than on two contended ones."""
+    import torch  # here: the client tests share the kit and run without torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 # The per-step fields of one series' scores, in stad.v1.SeriesScores and stad.client.ScoreResult alike.
-PER_STEP_FIELDS = (
-    "timestamps_ns",
-    "score",
-    "raw_score",
-    "is_anomaly",
-    "severity",
-    "contributions",
-    "expected",
-    "lower",
-    "upper",
-    "out_of_range",
-    "out_of_range_channels",
-)
+PER_STEP_FIELDS = STEP_FIELDS
 
 
 @dataclass(frozen=True)

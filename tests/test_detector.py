@@ -33,11 +33,8 @@ SMALL = kit.TINY.replace(window=32, epochs=2, batch_size=64)
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with kit.one_torch_thread():
+        yield
 
 
 # Four channels: two copies of one cycle, its negative, and the cycle a quarter on.

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from stad.core.data_warnings import DRIFT, DataWarning, drift_warning
 from stad.core.events import EventFilter
@@ -15,29 +14,18 @@ from stad.server.detector import Detector, DetectorConfig
 from stad.server.detector.bands import BAND_Z
 from stad.server.detector.checks import early_stopping
 from stad.server.detector.drift import ValueRange
+from tests import kit
 
 CHANNELS = ["a", "b", "c", "d"]
 # A tiny model trained briefly: what is tested here does not depend on its accuracy.
 # 1200 steps hold out 240 for validation, enough for min_calibration_steps=200.
-QUICK = DetectorConfig().replace(
-    window=16,
-    patch=4,
-    d_model=16,
-    n_heads=2,
-    n_layers=1,
-    epochs=1,
-    max_windows_per_epoch=128,
-    seed=0,
-    min_calibration_steps=200,
-)
+QUICK = kit.TINY.replace(max_windows_per_epoch=128, seed=0, min_calibration_steps=200)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with kit.one_torch_thread():
+        yield
 
 
 def series(steps: int, seed: int = 0) -> np.ndarray:
