@@ -101,11 +101,12 @@ class ScoreOutput:
     threshold: float  # on the score scale
     contributions: FloatArray  # (T, C) rows sum to 1 (0 where nothing observed)
     expected: FloatArray  # (T, C) in the data's own units
-    lower: FloatArray  # (T, C) expected - the channel's band half-width (`bands`)
-    upper: FloatArray  # (T, C) expected + the half-width
-    out_of_range_channels: BoolArray  # (T, C) values beyond the training range (`drift`)
     channels: tuple[str, ...] = field(default_factory=tuple)
     start_step: int = 0  # the series step of row 0 (an assembler's chunks start later)
+    # Set by `flag` (the assembler's last step); empty before it.
+    lower: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (T, C) expected - band
+    upper: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))  # (T, C) expected + band
+    out_of_range_channels: BoolArray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))  # (T, C)
 
     @property
     def stop_step(self) -> int:
@@ -281,41 +282,53 @@ class StepScorer:
         return combined
 
     def score_steps(
-        self, means: StepMeans, steps: slice, smoothing: TrailingMean, events: EventFilter, threshold: float
+        self, means: StepMeans, steps: slice, smoothing: TrailingMean, threshold: float
     ) -> ScoreOutput:
-        """Scores of a range of final steps; `smoothing` and `events` must have seen the steps before.
+        """Scores of a range of final steps; `smoothing` must have seen the steps before.
 
         score = raw / reference, raw being `step_raw` smoothed over a trailing window
         of `smoothing` steps; a step's contributions are its channels' shares of its error.
-        A step with a channel out of the training range scores at least the threshold
-        and is flagged whatever the event filter says: drift is never normal.
         """
         missing = means.plan.missing[steps]
-        out_of_range = means.plan.drift(steps)
-        drifted = out_of_range.any(axis=1)
         err = means.mean("errors", steps)
         err[missing] = 0.0
         raw = smoothing.add(step_raw(missing, err, means.mean_or_none("probability", steps)))
-        score = np.where(drifted, np.maximum(raw / self.reference, threshold), raw / self.reference)
+        score = raw / self.reference
         totals = err.sum(axis=1, keepdims=True)
         observed = ~missing
         uniform = observed / np.maximum(observed.sum(axis=1, keepdims=True), 1)
         contributions = np.where(totals > 0, err / np.where(totals > 0, totals, 1.0), uniform)
-        expected = means.mean("expected", steps)
-        band = np.zeros(len(self.channels)) if self.band is None else self.band
         return ScoreOutput(
             score=score,
             raw_score=raw,
-            is_anomaly=events.add(score >= threshold) | drifted,
+            is_anomaly=score >= threshold,
             severity=severity(score),
             threshold=threshold,
             contributions=contributions,
-            expected=expected,
-            lower=expected - band,
-            upper=expected + band,
-            out_of_range_channels=out_of_range,
+            expected=means.mean("expected", steps),
             channels=self.channels,
             start_step=steps.start,
+        )
+
+    def flag(self, chunk: ScoreOutput, plan: WindowPlan, events: EventFilter) -> ScoreOutput:
+        """The chunk with drift, events and the band; `events` must have seen the steps before.
+
+        A step with a channel out of the training range scores at least the threshold
+        and is flagged whatever the event filter says: drift is never normal. Other
+        steps are flagged by the event state of score >= threshold (`core.events`).
+        """
+        out_of_range = plan.drift(slice(chunk.start_step, chunk.stop_step))
+        drifted = out_of_range.any(axis=1)
+        score = np.where(drifted, np.maximum(chunk.score, chunk.threshold), chunk.score)
+        band = np.zeros(len(self.channels)) if self.band is None else self.band
+        return dataclasses.replace(
+            chunk,
+            score=score,
+            severity=severity(score),
+            is_anomaly=events.add(score >= chunk.threshold) | drifted,
+            lower=chunk.expected - band,
+            upper=chunk.expected + band,
+            out_of_range_channels=out_of_range,
         )
 
     def assembler(self, plan: WindowPlan, *, threshold: float | None = None) -> ScoreAssembler:
@@ -374,10 +387,10 @@ class ScoreAssembler:
         if stop == self.released:
             return None
         chunk = self._scorer.score_steps(
-            self._means, slice(self.released, stop), self._smoothing, self._events, self._threshold
+            self._means, slice(self.released, stop), self._smoothing, self._threshold
         )
         self.released = stop
-        return chunk
+        return self._scorer.flag(chunk, self._plan, self._events)
 
 
 def calibrate(
