@@ -139,7 +139,8 @@ def test_score_json_lists_spans_with_top_channels(stad: Stad, trained: JobStatus
     assert isinstance(summary, dict)
     assert summary["steps"] == 200
     assert summary["threshold"] == 0
-    assert summary["anomalous_steps"] == 200  # every score is >= 0
+    # every score is >= 0: one event, from the step where min_duration flagged steps are in
+    assert summary["anomalous_steps"] == 200 - (ScoringConfig().min_duration - 1)
     assert len(summary["spans"]) == 1
     assert set(summary["spans"][0]["top_channels"]) <= set(CHANNELS)
 
