@@ -1,17 +1,20 @@
-"""`stad influx ...`: once, run, backfill and train over the jobs of a TOML file.
+"""`stad influx ...`: once, run, backfill, train and check over the pipelines of a TOML file.
 
-    stad influx once --config jobs.toml
-    stad influx run --config jobs.toml [--shard 0/2]
-    stad influx backfill --config jobs.toml --job pumps --start 2024-01-01T00:00:00Z --stop now
-    stad influx train --config jobs.toml --job pumps --start -7d --stop -1d --activate
+    stad influx once     --config jobs.toml
+    stad influx run      --config jobs.toml [--shard 0/2]
+    stad influx backfill --config jobs.toml --pipeline pumps --start 2024-01-01T00:00:00Z --stop now
+    stad influx train    --config jobs.toml --pipeline pumps --start -7d --stop -1d --activate
+    stad influx check    --config jobs.toml
 
 Errors print as `Name: message` on stderr with exit status 1. SIGTERM (and
-Ctrl-C) finish the current chunk, then exit 0.
+Ctrl-C) finish the current chunk; `run` then exits 0, an interrupted `backfill`
+exits 128 + the signal number and says where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -19,41 +22,76 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
-from stad.influx_task.config import load_config, parse_time_ns
-from stad.influx_task.runner import PassStats, Shard
+from stad.influx_task.config import load_config
+from stad.influx_task.retry import Interrupted
+from stad.influx_task.runner import ChunkReport, PassStats, Shard
+from stad.influx_task.times import parse_time_ns
 from stad.influx_task.transport import InfluxError
 
 if TYPE_CHECKING:
     from stad.influx_task.task import Task
 
+TIME_FLAGS = ("--start", "--stop")
+
+
+class Progress:
+    """A one-line progress bar on a text stream."""
+
+    def __init__(self, total: int, *, stream: TextIO | None = None, label: str = "") -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.label = label
+        self.started = time.monotonic()
+
+    def advance(self, amount: int) -> None:
+        self.done = min(self.total, self.done + amount)
+        share = self.done / self.total
+        rate = self.done / max(time.monotonic() - self.started, 1e-9)
+        bar = "#" * int(share * 30)
+        self.stream.write(
+            f"\r{self.label} [{bar:<30}] {share:6.1%} {self.done}/{self.total} steps ({rate:,.0f}/s)"
+        )
+        if self.done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", required=True, help="jobs TOML file (see jobs.example.toml)")
-    common.add_argument("--url", help="InfluxDB URL (else INFLUX_URL / INFLUXDB_V2_URL)")
+    common.add_argument("--config", required=True, help="pipelines TOML file (see jobs.example.toml)")
+    common.add_argument("--url", help="InfluxDB URL (else INFLUX_URL / INFLUXDB_V2_URL, else the file)")
     common.add_argument("--token", help="InfluxDB token (else INFLUX_TOKEN / INFLUXDB_V2_TOKEN)")
     common.add_argument("--org", help="InfluxDB 2.x organisation (else INFLUX_ORG / INFLUXDB_V2_ORG)")
     common.add_argument("--username", help="InfluxDB 1.x user (else INFLUX_USERNAME)")
     common.add_argument("--password", help="InfluxDB 1.x password (else INFLUX_PASSWORD)")
     common.add_argument("--write-api", choices=["auto", "v1", "v2"], help="write endpoint")
-    common.add_argument("--server", help="stad server target host:port (else STAD_SERVER)")
+    common.add_argument("--server", help="stad server target host:port (else STAD_SERVER, else the file)")
     common.add_argument("--shard", default="0/1", help="i/n: handle the series whose key hashes to i")
-    common.add_argument("-v", "--verbose", action="store_true")
+    common.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    common.add_argument("-v", "--verbose", action="store_true", help="log each pass and retry")
 
     parser = argparse.ArgumentParser(prog="stad influx", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    once = commands.add_parser("once", parents=[common], help="one pass over every job")
-    once.add_argument("--job", action="append", help="only this job (repeatable)")
-    commands.add_parser("run", parents=[common], help="pass over each job every `every`")
+    once = commands.add_parser("once", parents=[common], help="one pass over every pipeline")
+    once.add_argument(
+        "--pipeline", "--job", action="append", dest="pipeline", help="only this one (repeatable)"
+    )
+    commands.add_parser("run", parents=[common], help="pass over each pipeline every `every`")
+    check = commands.add_parser(
+        "check", parents=[common], help="validate the file, connect, dry-run one chunk per pipeline"
+    )
+    check.add_argument("--pipeline", "--job", action="append", dest="pipeline", help="only this one")
     backfill = commands.add_parser("backfill", parents=[common], help="score a time range")
-    train = commands.add_parser("train", parents=[common], help="train the job's model on history")
+    train = commands.add_parser("train", parents=[common], help="train the pipeline's model on history")
     for sub in (backfill, train):
-        sub.add_argument("--job", required=True)
+        sub.add_argument("--pipeline", "--job", required=True, dest="pipeline")
         sub.add_argument("--start", required=True, help="RFC3339, ns since epoch, 'now' or '-7d'")
         sub.add_argument("--stop", default="now")
     backfill.add_argument("--no-progress", action="store_true")
+    backfill.add_argument("--restart", action="store_true", help="ignore the progress of an earlier run")
     train.add_argument("--activate", action="store_true", help="make the new version active")
     for name in ("epochs", "window", "patch", "d_model", "n_layers", "n_heads", "batch_size", "seed"):
         train.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
@@ -61,23 +99,60 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _glue_relative_times(argv: Sequence[str]) -> list[str]:
+    """`--start -14d` -> `--start=-14d`: argparse would take `-14d` for an option."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        if args[i] in TIME_FLAGS and i + 1 < len(args) and args[i + 1].startswith("-"):
+            out.append(f"{args[i]}={args[i + 1]}")
+            i += 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
+def _stats_dict(stats: PassStats | Exception) -> dict[str, object]:
+    if isinstance(stats, Exception):
+        return {"ok": False, "error": f"{type(stats).__name__}: {stats}"}
+    return {
+        "ok": True,
+        "chunks": stats.chunks,
+        "steps": stats.steps,
+        "points": stats.points,
+        "series": len(stats.series),
+        "rescored_series": len(stats.rescored),
+        "lag_s": stats.lag_s,
+        "interrupted": stats.interrupted,
+    }
+
+
 def _print_stats(name: str, stats: PassStats | Exception) -> None:
     if isinstance(stats, Exception):
         print(f"{name}: FAILED {type(stats).__name__}: {stats}")
+    elif not stats.series:
+        print(f"{name}: no data: no series matched the pipeline's measurement, fields and tags")
     else:
-        print(f"{name}: {stats.chunks} chunks, {stats.steps} steps scored, {stats.points} points written")
+        print(
+            f"{name}: {len(stats.series)} series, {stats.chunks} chunks, {stats.steps} steps scored, "
+            f"{stats.points} points written"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `stad influx`; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_glue_relative_times(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s",
     )
     stop = threading.Event()
+    received: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
@@ -97,23 +172,85 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         config = load_config(args.config, connection_overrides=overrides, server_target=args.server)
         with Task(config, shard=Shard.parse(args.shard), stop=stop) as task:
-            if args.command == "once":
-                outcome = task.once(args.job)
-                for name, stats in outcome.items():
-                    _print_stats(name, stats)
-                return 1 if any(isinstance(s, Exception) for s in outcome.values()) else 0
             if args.command == "run":
                 task.run()
                 return 0
+            task.probe()
+            if args.command == "once":
+                return _once(task, args)
+            if args.command == "check":
+                return _check(task, args)
             now = time.time_ns()
             start, stop_ns = parse_time_ns(args.start, now_ns=now), parse_time_ns(args.stop, now_ns=now)
             if args.command == "backfill":
-                _print_stats(args.job, task.backfill(args.job, start, stop_ns, progress=not args.no_progress))
-                return 0
+                return _backfill(task, args, start, stop_ns, received)
             return _train(task, args, start, stop_ns)
+    except Interrupted as exc:
+        print(f"interrupted by signal {received[0] if received else '?'}: {exc}", file=sys.stderr)
+        return 128 + (received[0] if received else signal.SIGTERM)
     except (StadError, InfluxError, ValueError, OSError) as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def _once(task: Task, args: argparse.Namespace) -> int:
+    outcome = task.once(args.pipeline)
+    if args.json:
+        print(json.dumps({name: _stats_dict(stats) for name, stats in outcome.items()}))
+    else:
+        for name, stats in outcome.items():
+            _print_stats(name, stats)
+    return 1 if any(isinstance(s, Exception) for s in outcome.values()) else 0
+
+
+def _check(task: Task, args: argparse.Namespace) -> int:
+    results: dict[str, dict[str, object]] = {}
+    for job in task.config.jobs:
+        if args.pipeline and job.name not in args.pipeline:
+            continue
+        try:
+            report = task.check(job)
+            results[job.name] = {"ok": True, "series": report.series, "steps": report.steps}
+        except (ValueError, InfluxError, OSError) as exc:
+            results[job.name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for name, result in results.items():
+            if result["ok"]:
+                print(f"{name}: ok: {result['series']} series, {result['steps']} steps scored (dry run)")
+            else:
+                print(f"{name}: FAILED {result['error']}")
+    return 0 if all(r["ok"] for r in results.values()) else 1
+
+
+def _backfill(task: Task, args: argparse.Namespace, start: int, stop_ns: int, received: list[int]) -> int:
+    job = task.config.job(args.pipeline)
+    bar = None
+    if not args.no_progress and not args.json:
+        bar = Progress(max(0, (stop_ns - start) // job.interval_ns), label=f"backfill {job.name}")
+
+    def advance(report: ChunkReport) -> None:
+        if bar is not None:
+            bar.advance(
+                min(report.stop_ns, stop_ns) // job.interval_ns
+                - max(report.start_ns, start) // job.interval_ns
+            )
+
+    task.on_chunk = advance
+    stats = task.backfill(job.name, start, stop_ns, restart=args.restart)
+    if args.json:
+        print(json.dumps({job.name: _stats_dict(stats)}))
+    else:
+        _print_stats(job.name, stats)
+    if stats.interrupted:
+        signum = received[0] if received else signal.SIGTERM
+        print(
+            f"backfill of {job.name} interrupted by signal {signum}: run the same command to resume",
+            file=sys.stderr,
+        )
+        return 128 + signum
+    return 0
 
 
 def _train(task: Task, args: argparse.Namespace, start: int, stop_ns: int) -> int:
@@ -132,7 +269,7 @@ def _train(task: Task, args: argparse.Namespace, start: int, stop_ns: int) -> in
         print(f"\rtraining {status.job_id}: {status.state.value}{detail}   ", end="", file=sys.stderr)
 
     final = task.train(
-        args.job,
+        args.pipeline,
         start,
         stop_ns,
         activate=args.activate,
@@ -141,7 +278,10 @@ def _train(task: Task, args: argparse.Namespace, start: int, stop_ns: int) -> in
         timeout_s=args.timeout_s,
     )
     print(file=sys.stderr)
-    print(f"trained {final.model} version {final.version} on {final.steps} steps")
+    if args.json:
+        print(json.dumps({"model": final.model, "version": final.version, "steps": final.steps}))
+    else:
+        print(f"trained {final.model} version {final.version} on {final.steps} steps")
     return 0
 
 

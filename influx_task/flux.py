@@ -10,7 +10,6 @@ each aggregate window by its stop; `read` shifts labels to window starts.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -19,38 +18,13 @@ import numpy as np
 
 from stad.influx_task.config import Connection, Job
 from stad.influx_task.grid import SeriesBlock, start_labels
+from stad.influx_task.times import ns_from_rfc3339, rfc3339_from_ns
 from stad.influx_task.transport import InfluxError, InfluxUnavailable
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def flux_string(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
     return f'"{escaped}"'
-
-
-def rfc3339_from_ns(t_ns: int) -> str:
-    seconds, nanos = divmod(t_ns, 10**9)
-    stamp = (_EPOCH + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{nanos:09d}Z"
-
-
-def ns_from_rfc3339(text: str) -> int:
-    """Parse an RFC3339(Nano) timestamp such as 2021-01-01T00:00:10.5Z exactly to ns."""
-    main, frac = text, ""
-    if "." in text:
-        main, rest = text.split(".", 1)
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        frac, zone = rest[:digits], rest[digits:]
-        main += zone
-    try:
-        moment = dt.datetime.fromisoformat(main.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ValueError(f"bad RFC3339 timestamp {text!r}") from exc
-    if moment.tzinfo is None:
-        raise ValueError(f"RFC3339 timestamp {text!r} has no time zone")
-    whole = (moment - _EPOCH) // dt.timedelta(seconds=1)
-    return int(whole) * 10**9 + int((frac + "000000000")[:9] or 0)
 
 
 def build_flux(job: Job, start_ns: int, stop_ns: int) -> str:

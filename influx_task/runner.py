@@ -1,22 +1,29 @@
-"""The task's passes: `once` (score from each checkpoint up to now - offset), the
-scheduled `run` loop, `backfill` over a range, and `training_series` for `train`.
+"""The task's passes: `run_once` (score from each checkpoint up to now - offset),
+`backfill` over a range, and `training_series` for `train`.
 
 Exactly-once effect: for each chunk the task reads, scores and writes the
 points, and only then advances the checkpoints. A crash before the checkpoint
 write makes the next pass redo the chunk, which overwrites the same points
 (same measurement, tag set and time), so there is neither a gap nor a duplicate.
+
+Determinism: every series is sent on the window grid of `geometry.py`, and a
+step is written only once every window it needs has data that is final, so a
+step's score, and the episodes built from the scores, do not depend on where
+chunks or passes start. Data is final up to `now - offset`; after a series' last
+observed step it is held back for `lateness` in case the data is only late.
+Within `lateness` behind a series' checkpoint, `run_once` re-reads the data,
+and the blocks that changed are rescored (see `lateness.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,9 +32,13 @@ from stad.core.series import SeriesData, make_series
 from stad.influx_task.checkpoint import Checkpoint, CheckpointStore
 from stad.influx_task.config import Job
 from stad.influx_task.events import Episode, track_episodes
-from stad.influx_task.grid import SeriesBlock, align_down, series_key, to_grid
+from stad.influx_task.geometry import Geometry, align_down
+from stad.influx_task.grid import SeriesBlock, series_key, to_grid
+from stad.influx_task.lateness import LateState, digest
+from stad.influx_task.output import Scores, event_points, score_points
+from stad.influx_task.points import Point
 from stad.influx_task.retry import RetryPolicy, retry_call
-from stad.influx_task.writer import LineWriter, Point
+from stad.influx_task.writer import LineWriter
 
 log = logging.getLogger("stad.influx_task")
 T = TypeVar("T")
@@ -37,44 +48,16 @@ class Reader(Protocol):
     def read(self, job: Job, start_ns: int, stop_ns: int) -> list[SeriesBlock]: ...
 
 
-class Scores(Protocol):
-    """What the task needs of a stad.client.ScoreResult."""
-
-    @property
-    def timestamps_ns(self) -> npt.NDArray[np.int64]: ...
-
-    @property
-    def score(self) -> npt.NDArray[np.float64]: ...
-
-    @property
-    def raw_score(self) -> npt.NDArray[np.float64]: ...
-
-    @property
-    def is_anomaly(self) -> npt.NDArray[np.bool_]: ...
-
-    @property
-    def severity(self) -> npt.NDArray[np.float64]: ...
-
-    @property
-    def threshold(self) -> float: ...
-
-    @property
-    def channels(self) -> tuple[str, ...]: ...
-
-    @property
-    def contributions(self) -> npt.NDArray[np.float64]: ...
-
-    @property
-    def expected(self) -> npt.NDArray[np.float64]: ...
-
-    @property
-    def version(self) -> str: ...
-
-
 class Scorer(Protocol):
     def __call__(
         self, series: Sequence[SeriesData], *, job: Job, return_from_ns: int
     ) -> Sequence[Scores]: ...
+
+    def geometry(self, job: Job) -> Geometry: ...
+
+
+class EpisodeLookup(Protocol):
+    def open_episode_starts(self, job: Job, before_ns: int) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -95,8 +78,8 @@ class Shard:
         return cls(index, count)
 
     def owns(self, key: str) -> bool:
-        digest = hashlib.sha256(key.encode()).digest()
-        return int.from_bytes(digest[:8], "big") % self.count == self.index
+        digest_ = hashlib.sha256(key.encode()).digest()
+        return int.from_bytes(digest_[:8], "big") % self.count == self.index
 
 
 NO_SHARD = Shard()
@@ -118,84 +101,19 @@ class PassStats:
     steps: int = 0
     points: int = 0
     series: set[str] = field(default_factory=set)
+    rescored: set[str] = field(default_factory=set)  # series rescored for late data
+    interrupted: bool = False
+    lag_s: float = 0.0  # now - offset minus the oldest checkpoint after the pass
 
 
-class Progress:
-    """A one-line progress bar on a text stream."""
+class _NoWrites:
+    """Stands in for the writer and the checkpoint store in a dry run."""
 
-    def __init__(self, total: int, *, stream: TextIO | None = None, label: str = "") -> None:
-        self.total = max(total, 1)
-        self.done = 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.label = label
-        self.started = time.monotonic()
+    def write(self, points: Sequence[Point], **_: object) -> int:
+        return sum(1 for _ in points)
 
-    def advance(self, amount: int) -> None:
-        self.done = min(self.total, self.done + amount)
-        share = self.done / self.total
-        rate = self.done / max(time.monotonic() - self.started, 1e-9)
-        bar = "#" * int(share * 30)
-        self.stream.write(
-            f"\r{self.label} [{bar:<30}] {share:6.1%} {self.done}/{self.total} steps ({rate:,.0f}/s)"
-        )
-        if self.done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def build_points(
-    job: Job,
-    tags: Mapping[str, str],
-    result: Scores,
-    observed: npt.NDArray[np.bool_],
-    from_ns: int,
-) -> tuple[list[Point], npt.NDArray[np.bool_]]:
-    """anomaly_scores points for the steps at or after `from_ns` that had data.
-
-    `observed[i]` says whether returned step i had any observed value. Returns
-    the points and the mask of steps that were written.
-    """
-    out_tags = {**tags, "model": job.model, "source_measurement": job.measurement}
-    keep = observed & (result.timestamps_ns >= from_ns) & np.isfinite(result.score)
-    points = []
-    channels = result.channels
-    for i in np.flatnonzero(keep).tolist():
-        fields: dict[str, float | int | bool | str] = {
-            "score": float(result.score[i]),
-            "raw_score": float(result.raw_score[i]),
-            "threshold": float(result.threshold),
-            "is_anomaly": bool(result.is_anomaly[i]),
-            "severity": float(result.severity[i]),
-        }
-        for c, name in enumerate(channels):
-            fields[f"contrib_{name}"] = float(result.contributions[i, c])
-        for c, name in enumerate(channels):
-            fields[f"expected_{name}"] = float(result.expected[i, c])
-        fields["model_version"] = result.version
-        points.append(Point(job.output_measurement, out_tags, fields, int(result.timestamps_ns[i])))
-    return points, keep
-
-
-def event_points(job: Job, tags: Mapping[str, str], episodes: Sequence[Episode]) -> list[Point]:
-    out_tags = {**tags, "model": job.model, "source_measurement": job.measurement}
-    points = []
-    for episode in episodes:
-        end_ns = episode.end_ns(job.interval_ns)
-        points.append(
-            Point(
-                job.events_measurement,
-                out_tags,
-                {
-                    "end_time": end_ns,
-                    "max_score": episode.max_score,
-                    "duration_s": (end_ns - episode.start_ns) / 1e9,
-                    "top_channels": ",".join(episode.top_channels()),
-                    "ongoing": episode.open,
-                },
-                episode.start_ns,
-            )
-        )
-    return points
+    def save(self, job: str, checkpoints: Sequence[Checkpoint]) -> None:
+        return None
 
 
 @dataclass
@@ -203,8 +121,10 @@ class _Item:
     key: str
     tags: dict[str, str]
     from_ns: int
-    series: SeriesData
-    observed: npt.NDArray[np.bool_]  # (T,) any channel observed
+    until_ns: int  # steps before this are final and written
+    series: SeriesData  # sent on the window grid
+    observed: npt.NDArray[np.bool_]  # (T,) any channel observed before the fill
+    raw: npt.NDArray[np.float64]  # (T, C) before the fill
 
 
 class JobRunner:
@@ -220,6 +140,7 @@ class JobRunner:
         scorer: Scorer,
         retry: RetryPolicy,
         is_retryable: Callable[[BaseException], bool],
+        episodes: EpisodeLookup | None = None,
         shard: Shard = NO_SHARD,
         now_ns: Callable[[], int] = time.time_ns,
         stop: threading.Event | None = None,
@@ -233,11 +154,13 @@ class JobRunner:
         self.scorer = scorer
         self.retry = retry
         self.is_retryable = is_retryable
+        self.episodes = episodes
         self.shard = shard
         self.now_ns = now_ns
         self.stop = stop or threading.Event()
         self.on_chunk = on_chunk
         self.on_retry = on_retry
+        self._geometry: Geometry | None = None
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
         def report(exc: BaseException, attempt: int, delay_s: float) -> None:
@@ -252,120 +175,322 @@ class JobRunner:
             if self.on_retry is not None:
                 self.on_retry(exc, attempt, delay_s)
 
-        return retry_call(fn, self.retry, self.is_retryable, on_retry=report)
+        return retry_call(fn, self.retry, self.is_retryable, on_retry=report, stop=self.stop)
+
+    @property
+    def geometry(self) -> Geometry:
+        """The model's scoring windows (asked of the server once); refuses a too short context."""
+        if self._geometry is None:
+            geometry = self._call(lambda: self.scorer.geometry(self.job), "model lookup")
+            if self.job.context_steps < geometry.window:
+                raise ValueError(
+                    f"job {self.job.name!r}: context = {self.job.context_steps} steps is shorter than "
+                    f"model {self.job.model!r}'s window of {geometry.window} steps"
+                )
+            self._geometry = geometry
+        return self._geometry
 
     def _filter_tags(self) -> dict[str, str]:
         return {k: v[0] for k, v in self.job.tag_filter.items() if len(v) == 1}
 
-    def scored_until_ns(self) -> int:
-        """Grid steps labelled before this are complete: their window ended by now - offset."""
-        job = self.job
-        return align_down(self.now_ns() - job.offset_ns, job.interval_ns)
+    def horizon_ns(self) -> int:
+        """Data on grid steps before this is final: their window ended by now - offset."""
+        return align_down(self.now_ns() - self.job.offset_ns, self.job.interval_ns)
+
+    @property
+    def fill_reach(self) -> int:
+        """Steps a filled value may reach back (or forward) to its source."""
+        return 0 if self.job.fill == "null" else self.job.context_steps
 
     # -- passes ------------------------------------------------------------
 
-    def run_once(self, *, progress: Progress | None = None) -> PassStats:
-        """Score every owned series from its checkpoint to now - offset."""
+    def run_once(self) -> PassStats:
+        """Rescore late data within the horizon, then score every owned series up to now - offset."""
         job = self.job
-        to_ns = self.scored_until_ns()
+        horizon = self.horizon_ns()
         checkpoints = {
             k: c
             for k, c in self._call(lambda: self.store.load(job.name), "checkpoint load").items()
             if self.shard.owns(k)
         }
+        rescored = self._rewind_late(checkpoints) if job.lateness_ns and checkpoints else set()
         if checkpoints:
             start = min(c.next_ns for c in checkpoints.values())
         else:
-            start = to_ns - align_down(job.initial_lookback_ns, job.interval_ns)
-        return self._run_range(start, to_ns, checkpoints, progress=progress)
+            start = horizon - align_down(job.initial_lookback_ns, job.interval_ns)
+        stats = self._run_range(start, horizon, horizon, checkpoints, save_as=job.name)
+        stats.rescored = rescored
+        if checkpoints:
+            stats.lag_s = max(0, horizon - min(c.next_ns for c in checkpoints.values())) / 1e9
+        return stats
 
-    def backfill(self, start_ns: int, stop_ns: int, *, progress: Progress | None = None) -> PassStats:
-        """Score [start, stop) regardless of checkpoints, overwriting earlier scores."""
-        start = align_down(start_ns, self.job.interval_ns)
-        stop = align_down(stop_ns, self.job.interval_ns)
+    def dry_run(self) -> ChunkReport:
+        """Read and score the latest chunk of every owned series; write nothing."""
+        job = self.job
+        horizon = self.horizon_ns()
+        start = max(
+            horizon - job.chunk_steps * job.interval_ns,
+            horizon - align_down(job.initial_lookback_ns, job.interval_ns),
+        )
+        writer = self.writer
+        store = self.store
+        self.writer = _NoWrites()  # type: ignore[assignment]
+        self.store = _NoWrites()  # type: ignore[assignment]
+        try:
+            report = self._chunk(start, horizon, horizon, {}, job.name, None, None)
+        finally:
+            self.writer, self.store = writer, store
+        if report.series == 0:
+            raise ValueError(
+                f"pipeline {job.name!r}: no data for measurement {job.measurement!r} fields {list(job.fields)} "
+                f"in {job.database!r} over the last {job.chunk_steps} steps"
+            )
+        return report
+
+    def backfill(self, start_ns: int, stop_ns: int, *, restart: bool = False) -> PassStats:
+        """Score [start, stop) regardless of the job's checkpoints, overwriting earlier scores.
+
+        Progress is kept apart (checkpoint job `<name>#backfill@<start>`), so a backfill
+        restarted with the same start resumes. An episode open at `start` is rescored from
+        its first step, and one open at `stop` is followed until it closes (at most up to
+        now - offset), so a partial backfill leaves episodes whole.
+        """
+        job = self.job
+        start = align_down(start_ns, job.interval_ns)
+        stop = align_down(stop_ns, job.interval_ns)
         if stop <= start:
             raise ValueError(f"backfill range is empty: start {start_ns} >= stop {stop_ns}")
-        return self._run_range(start, stop, None, progress=progress)
+        key = f"{job.name}#backfill@{start}"
+        progress = {} if restart else self._call(lambda: self.store.load(key), "checkpoint load")
+        checkpoints = {k: c for k, c in progress.items() if self.shard.owns(k)}
+        if not checkpoints and self.episodes is not None:
+            opened = self._call(lambda: self.episodes.open_episode_starts(job, start), "episode lookup")  # type: ignore[union-attr]
+            checkpoints = {k: Checkpoint(k, t) for k, t in opened.items() if self.shard.owns(k)}
+        first = min([start, *(c.next_ns for c in checkpoints.values())])
+        return self._run_range(
+            first, stop, self.horizon_ns(), checkpoints, save_as=key, new_from=start, follow_open=True
+        )
 
     def _run_range(
-        self, start: int, stop: int, checkpoints: dict[str, Checkpoint] | None, *, progress: Progress | None
+        self,
+        start: int,
+        stop: int,
+        horizon: int,
+        checkpoints: dict[str, Checkpoint],
+        *,
+        save_as: str,
+        new_from: int | None = None,
+        follow_open: bool = False,
     ) -> PassStats:
+        """Chunks over [start, stop); series not checkpointed yet start at max(chunk, new_from).
+
+        `follow_open`: then go on past `stop`, for the series whose episode is still open.
+        """
         stats = PassStats()
-        episodes: dict[str, Episode | None] = {}
         chunk_ns = self.job.chunk_steps * self.job.interval_ns
         chunk_start = start
-        while chunk_start < stop and not self.stop.is_set():
-            chunk_stop = min(stop, chunk_start + chunk_ns)
-            report = self._chunk(chunk_start, chunk_stop, checkpoints, episodes)
+        only: set[str] | None = None
+        while chunk_start < min(stop if only is None else horizon, horizon):
+            if self.stop.is_set():
+                stats.interrupted = True
+                break
+            chunk_stop = min(horizon, chunk_start + chunk_ns)
+            if only is None:
+                chunk_stop = min(stop, chunk_stop)
+            report = self._chunk(chunk_start, chunk_stop, horizon, checkpoints, save_as, new_from, only)
             stats.chunks += 1
             stats.steps += report.steps
             stats.points += report.points
-            if progress is not None:
-                progress.advance((chunk_stop - chunk_start) // self.job.interval_ns)
+            stats.series |= set(checkpoints)
             if self.on_chunk is not None:
                 self.on_chunk(report)
             chunk_start = chunk_stop
+            if follow_open and chunk_start >= stop:
+                only = {k for k, c in checkpoints.items() if c.episode is not None}
+                if not only:
+                    break
         return stats
 
+    # -- late data -----------------------------------------------------------
+
+    def _rewind_late(self, checkpoints: dict[str, Checkpoint]) -> set[str]:
+        """Re-read the blocks each checkpoint remembers; rewind series whose data changed."""
+        job, geometry = self.job, self.geometry
+        spans = [(b, stop) for c in checkpoints.values() for b, (stop, _) in c.late.digests.items()]
+        if not spans:
+            return set()
+        lo, hi = min(b for b, _ in spans), max(stop for _, stop in spans)
+        blocks = self._call(lambda: self.reader.read(job, lo, hi), "late-data read")
+        rewound = set()
+        for block in blocks:
+            key = series_key(job.measurement, {**self._filter_tags(), **block.tags})
+            checkpoint = checkpoints.get(key)
+            if checkpoint is None:
+                continue
+            times, raw = to_grid(
+                block.timestamps_ns, block.values, start_ns=lo, stop_ns=hi, interval_ns=job.interval_ns
+            )
+            changed = [
+                b
+                for b, (stop, known) in sorted(checkpoint.late.digests.items())
+                if digest(raw[(b - lo) // job.interval_ns : (stop - lo) // job.interval_ns]) != known
+            ]
+            if not changed:
+                continue
+            # The first window that covers the changed block (or a value filled from it) starts here:
+            reach = (geometry.window - 1 + self.fill_reach) * job.interval_ns
+            affected = -(-(changed[0] - reach) // geometry.block_ns)
+            affected *= geometry.block_ns
+            snapshot = checkpoint.late.snapshot_at_or_before(affected)
+            if changed[0] < checkpoint.next_ns - job.lateness_ns or snapshot is None:
+                log.warning(
+                    "job %s: series %s: data changed at %d, beyond the lateness horizon (%d s): "
+                    "it is not rescored; run `stad influx backfill --job %s --start %d --stop %d`",
+                    job.name,
+                    key,
+                    changed[0],
+                    job.lateness_ns // 10**9,
+                    job.name,
+                    affected,
+                    checkpoint.next_ns,
+                )
+                for b in changed:  # said once: remember the data as it is now
+                    stop = checkpoint.late.digests[b][0]
+                    checkpoint.late.digests[b] = (
+                        stop,
+                        digest(raw[(b - lo) // job.interval_ns : (stop - lo) // job.interval_ns]),
+                    )
+                continue
+            at, episode = snapshot
+            log.info("job %s: series %s: late data at %d, rescoring from %d", job.name, key, changed[0], at)
+            late = checkpoint.late
+            late.snapshots = [s for s in late.snapshots if s[0] <= at]
+            checkpoints[key] = Checkpoint(key, at, episode, late)
+            rewound.add(key)
+        return rewound
+
     # -- one chunk -----------------------------------------------------------
+
+    def _series_horizon(self, observed_times: npt.NDArray[np.int64], read_stop: int, horizon: int) -> int:
+        """Data of one series is final before this: after its last observed step, steps wait
+        for late data for `lateness` (or until the chunk's read ends before now - offset)."""
+        if read_stop < horizon - self.job.lateness_ns:
+            return read_stop
+        waited = horizon - self.job.lateness_ns
+        last = int(observed_times[-1]) + self.job.interval_ns if observed_times.size else waited
+        return min(read_stop, max(last, waited))
 
     def _items(
         self,
         blocks: list[SeriesBlock],
         read_from: int,
+        read_stop: int,
+        data_stop: int,
         chunk_start: int,
         chunk_stop: int,
-        checkpoints: dict[str, Checkpoint] | None,
-    ) -> list[_Item]:
-        job = self.job
+        horizon: int,
+        checkpoints: dict[str, Checkpoint],
+        new_from: int | None,
+        only: set[str] | None,
+    ) -> tuple[list[_Item], dict[str, int]]:
+        """Series to score, and the new `next_ns` of series with nothing to score."""
+        job, geometry = self.job, self.geometry
         fixed = self._filter_tags()
         items = []
+        advance: dict[str, int] = {}
+        seen = set()
         for block in blocks:
             tags = {**fixed, **block.tags}
             key = series_key(job.measurement, tags)
-            if not self.shard.owns(key):
+            if not self.shard.owns(key) or (only is not None and key not in only):
                 continue
-            from_ns = chunk_start
-            if checkpoints is not None and key in checkpoints:
-                from_ns = max(from_ns, checkpoints[key].next_ns)
+            seen.add(key)
+            known = checkpoints.get(key)
+            from_ns = known.next_ns if known else max(chunk_start, new_from or chunk_start)
             if from_ns >= chunk_stop:
                 continue
-            times, values = to_grid(
+            times, raw = to_grid(
                 block.timestamps_ns,
                 block.values,
                 start_ns=read_from,
-                stop_ns=chunk_stop,
+                stop_ns=data_stop,
+                interval_ns=job.interval_ns,
+            )
+            observed = ~np.isnan(raw).all(axis=1)  # (T,)
+            inside = times < read_stop
+            until_data = self._series_horizon(times[observed & inside], read_stop, horizon)
+            until = min(chunk_stop, geometry.final_until(until_data))
+            send_from = geometry.send_from(from_ns, job.context_steps)
+            send_until = geometry.send_until(until_data)
+            if until <= from_ns:
+                continue
+            if not (observed & (times >= from_ns) & (times < until)).any():
+                advance[key] = until  # nothing observed to score: only the checkpoint moves
+                continue
+            if send_until - send_from < geometry.window * job.interval_ns:
+                continue
+            _, filled = to_grid(
+                block.timestamps_ns,
+                block.values,
+                start_ns=read_from,
+                stop_ns=data_stop,
                 interval_ns=job.interval_ns,
                 fill=job.fill,
+                fill_limit=self.fill_reach,
             )
-            observed = np.asarray(~np.isnan(values).all(axis=1), dtype=np.bool_)  # (T,)
-            if times.size == 0 or not (observed & (times >= from_ns)).any():
+            part = slice(
+                (send_from - read_from) // job.interval_ns, (send_until - read_from) // job.interval_ns
+            )
+            series = make_series(filled[part], channels=job.fields, timestamps_ns=times[part])
+            items.append(_Item(key, tags, from_ns, until, series, observed[part], raw[part]))
+        for key, known in checkpoints.items():
+            if key in seen or (only is not None and key not in only) or known.next_ns >= chunk_stop:
                 continue
-            series = make_series(values, channels=job.fields, timestamps_ns=times)
-            items.append(_Item(key, tags, from_ns, series, observed))
-        return items
+            until = min(
+                chunk_stop,
+                geometry.final_until(self._series_horizon(np.zeros(0, np.int64), read_stop, horizon)),
+            )
+            if until > known.next_ns:
+                advance[key] = until
+        return items, advance
 
     def _chunk(
         self,
         chunk_start: int,
         chunk_stop: int,
-        checkpoints: dict[str, Checkpoint] | None,
-        episodes: dict[str, Episode | None],
+        horizon: int,
+        checkpoints: dict[str, Checkpoint],
+        save_as: str,
+        new_from: int | None,
+        only: set[str] | None,
     ) -> ChunkReport:
-        job = self.job
-        read_from = chunk_start - job.context_steps * job.interval_ns
-        blocks = self._call(lambda: self.reader.read(job, read_from, chunk_stop), "read")
-        items = self._items(blocks, read_from, chunk_start, chunk_stop, checkpoints)
+        job, geometry = self.job, self.geometry
+        owned = [c.next_ns for k, c in checkpoints.items() if only is None or k in only]
+        lowest = min([chunk_start, *owned]) if new_from is None else min([max(chunk_start, new_from), *owned])
+        read_from = geometry.send_from(lowest, job.context_steps) - self.fill_reach * job.interval_ns
+        read_stop = min(horizon, chunk_stop + geometry.window * job.interval_ns)
+        data_stop = min(horizon, read_stop + self.fill_reach * job.interval_ns)
+        blocks = self._call(lambda: self.reader.read(job, read_from, data_stop), "read")
+        items, advance = self._items(
+            blocks,
+            read_from,
+            read_stop,
+            data_stop,
+            chunk_start,
+            chunk_stop,
+            horizon,
+            checkpoints,
+            new_from,
+            only,
+        )
         points: list[Point] = []
-        advanced: list[Checkpoint] = []
+        advanced = [self._advanced(checkpoints.get(k), k, until, None) for k, until in advance.items()]
         steps = 0
         for first in range(0, len(items), job.series_per_call):
             group = items[first : first + job.series_per_call]
             results = self._call(
-                lambda group=group: self.scorer(
-                    [i.series for i in group],
-                    job=job,  # type: ignore[misc]
-                    return_from_ns=chunk_start,
+                lambda group=group: self.scorer(  # type: ignore[misc]
+                    [i.series for i in group], job=job, return_from_ns=min(i.from_ns for i in group)
                 ),
                 "score",
             )
@@ -373,41 +498,75 @@ class JobRunner:
                 raise RuntimeError(f"server returned {len(results)} results for {len(group)} series")
             for item, result in zip(group, results, strict=True):
                 index = np.searchsorted(item.series.timestamps_ns, result.timestamps_ns)  # type: ignore[arg-type]
-                new_points, kept = build_points(job, item.tags, result, item.observed[index], item.from_ns)
+                stamps = result.timestamps_ns
+                keep = (
+                    item.observed[index]
+                    & (stamps >= item.from_ns)
+                    & (stamps < item.until_ns)
+                    & np.isfinite(result.score)
+                )
+                new_points = score_points(job, item.tags, result, keep)
                 points += new_points
                 steps += len(new_points)
-                if checkpoints is not None:
-                    previous = checkpoints.get(item.key)
-                    state = previous.episode if previous else None
-                else:
-                    state = episodes.get(item.key)
+                previous = checkpoints.get(item.key)
                 touched, state = track_episodes(
-                    state,
-                    result.timestamps_ns[kept],
-                    result.is_anomaly[kept],
-                    result.score[kept],
-                    result.contributions[kept],
+                    previous.episode if previous else None,
+                    stamps[keep],
+                    result.is_anomaly[keep],
+                    result.score[keep],
+                    result.contributions[keep],
                     result.channels,
                 )
                 points += event_points(job, item.tags, touched)
-                episodes[item.key] = state
-                advanced.append(Checkpoint(item.key, chunk_stop, state))
-        if checkpoints is not None:
-            seen = {c.series for c in advanced}
-            for key, old in checkpoints.items():
-                if key not in seen and old.next_ns < chunk_stop:
-                    advanced.append(Checkpoint(key, chunk_stop, old.episode))
+                advanced.append(self._advanced(previous, item.key, item.until_ns, state, item))
         written = self._call(
             lambda: self.writer.write(
                 points, database=job.out_database, retention_policy=job.output_retention_policy
             ),
             "write",
         )
-        if checkpoints is not None and advanced:
-            self._call(lambda: self.store.save(job.name, advanced), "checkpoint save")
+        if advanced:
+            self._call(lambda: self.store.save(save_as, advanced), "checkpoint save")
             for checkpoint in advanced:
                 checkpoints[checkpoint.series] = checkpoint
         return ChunkReport(job.name, chunk_start, chunk_stop, len(items), steps, written)
+
+    def _advanced(
+        self,
+        previous: Checkpoint | None,
+        key: str,
+        until: int,
+        state: Episode | None,
+        item: _Item | None = None,
+    ) -> Checkpoint:
+        """The checkpoint after a chunk: `until`, the episode state there, and what the
+        lateness horizon needs (the data's block hashes, the state where the chunk began)."""
+        job = self.job
+        if previous is None:
+            late = LateState()
+            episode = state
+        else:
+            late = LateState(dict(previous.late.digests), list(previous.late.snapshots))
+            episode = state if item is not None else previous.episode
+        if job.lateness_ns:
+            if previous is not None:
+                late.snapshots.append((previous.next_ns, previous.episode))
+            else:
+                late.snapshots.append((item.from_ns if item else until, None))
+            if item is not None:
+                times = item.series.timestamps_ns
+                assert times is not None
+                block = self.geometry.block_ns
+                for b in range(int(times[0]), int(times[-1]) + job.interval_ns, block):
+                    stop = min(b + block, int(times[-1]) + job.interval_ns)
+                    rows = slice(
+                        (b - int(times[0])) // job.interval_ns, (stop - int(times[0])) // job.interval_ns
+                    )
+                    late.digests[b] = (stop, digest(item.raw[rows]))
+            late.prune(
+                until - job.lateness_ns - self.geometry.lead_steps(job.context_steps) * job.interval_ns
+            )
+        return Checkpoint(key, until, episode, late)
 
     # -- training data -------------------------------------------------------
 
@@ -437,6 +596,7 @@ class JobRunner:
                     stop_ns=chunk_stop,
                     interval_ns=job.interval_ns,
                     fill=job.fill,
+                    fill_limit=self.fill_reach,
                 )
                 pieces.setdefault(key, []).append((times, values))
         out = []

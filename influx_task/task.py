@@ -15,16 +15,17 @@ from stad.influx_task import transport as _transport
 from stad.influx_task.checkpoint import CheckpointStore, FileCheckpointStore, InfluxCheckpointStore
 from stad.influx_task.config import Job, TaskConfig
 from stad.influx_task.flux import FluxReader
+from stad.influx_task.geometry import Geometry, geometry_from_metadata
+from stad.influx_task.history import WrittenHistory
 from stad.influx_task.influxql import InfluxQLReader
+from stad.influx_task.output import Scores
 from stad.influx_task.retry import RetryPolicy
 from stad.influx_task.runner import (
     NO_SHARD,
     ChunkReport,
     JobRunner,
     PassStats,
-    Progress,
     Reader,
-    Scores,
     Shard,
     concatenate_for_training,
 )
@@ -54,6 +55,15 @@ class ClientScorer:
                 return_from_ns=return_from_ns,
             )
         )
+
+    def geometry(self, job: Job) -> Geometry:
+        """The scoring windows of the version the job uses (its own, else the active one)."""
+        info = self.client.model(job.model, version=job.version)
+        wanted = job.version or info.active_version
+        version = next((v for v in info.versions if v.version == wanted), None)
+        if version is None:
+            raise ValueError(f"model {job.model!r} has no version {wanted!r} to score with")
+        return geometry_from_metadata(version.metadata, job.interval_ns)
 
 
 class Task:
@@ -117,12 +127,7 @@ class Task:
 
     def _store(self, job: Job) -> CheckpointStore:
         if self.config.checkpoint_store == "influx":
-            return InfluxCheckpointStore(
-                self.influxql,
-                self.writer,
-                database=job.out_database,
-                retention_policy=job.output_retention_policy,
-            )
+            return InfluxCheckpointStore(self.influxql, self.writer, database=job.out_database)
         return FileCheckpointStore(self.config.checkpoint_store)
 
     def runner(self, job: Job) -> JobRunner:
@@ -134,12 +139,31 @@ class Task:
             scorer=ClientScorer(self.client),
             retry=self.retry,
             is_retryable=is_retryable,
+            episodes=WrittenHistory(self.influxql),
             shard=self.shard,
             now_ns=self.now_ns,
             stop=self.stop,
             on_chunk=self.on_chunk,
             on_retry=self.on_retry,
         )
+
+    def probe(self) -> None:
+        """One try at InfluxDB and the scoring server, no retries: a connection that never
+        worked (a typo'd URL, a wrong token) fails at once instead of being retried."""
+        try:
+            self.transport.request("GET", "/ping", params={})
+        except _transport.InfluxError as exc:
+            raise ConnectionError(f"cannot reach InfluxDB at {self.config.connection.url}: {exc}") from exc
+        try:
+            self.client.health()
+        except (Unavailable, DeadlineExceeded) as exc:
+            raise ConnectionError(
+                f"cannot reach the stad server at {self.config.server.target}: {exc}"
+            ) from exc
+
+    def check(self, job: Job) -> ChunkReport:
+        """Dry run of one chunk of `job` (read, score, nothing written): what `stad influx check` does."""
+        return self.runner(job).dry_run()
 
     def once(self, jobs: list[str] | None = None) -> dict[str, PassStats | Exception]:
         """One pass over every job (or the named ones); a failing job does not stop the others."""
@@ -148,11 +172,23 @@ class Task:
         for job in selected:
             if self.stop.is_set():
                 break
+            started = time.monotonic()
             try:
-                outcome[job.name] = self.runner(job).run_once()
+                stats = outcome[job.name] = self.runner(job).run_once()
             except Exception as exc:
-                log.error("job %s failed: %s: %s", job.name, type(exc).__name__, exc)
+                log.error("pipeline %s failed: %s: %s", job.name, type(exc).__name__, exc)
                 outcome[job.name] = exc
+                continue
+            log.info(
+                "pipeline %s: %d series, %d steps, %d points, lag %.0f s, %.2f s%s",
+                job.name,
+                len(stats.series),
+                stats.steps,
+                stats.points,
+                stats.lag_s,
+                time.monotonic() - started,
+                f", rescored late data of {len(stats.rescored)} series" if stats.rescored else "",
+            )
         return outcome
 
     def run(self) -> None:
@@ -168,11 +204,9 @@ class Task:
                 self.once([job.name])
             self.stop.wait(max(0.0, min(due.values()) - time.monotonic()))
 
-    def backfill(self, job_name: str, start_ns: int, stop_ns: int, *, progress: bool = True) -> PassStats:
-        job = self.config.job(job_name)
-        total = max(0, (stop_ns - start_ns) // job.interval_ns)
-        bar = Progress(total, label=f"backfill {job.name}") if progress else None
-        return self.runner(job).backfill(start_ns, stop_ns, progress=bar)
+    def backfill(self, job_name: str, start_ns: int, stop_ns: int, *, restart: bool = False) -> PassStats:
+        """Score one pipeline over [start, stop) (see JobRunner.backfill)."""
+        return self.runner(self.config.job(job_name)).backfill(start_ns, stop_ns, restart=restart)
 
     def train(
         self,

@@ -21,6 +21,7 @@ from stad.client import Client, TrainingSettings
 from stad.core.demo_data import DemoData, generate
 from stad.core.series import make_series
 from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettings, TaskConfig
+from stad.influx_task.geometry import Geometry
 from stad.influx_task.influxql import InfluxQLReader
 from stad.influx_task.local_influxd import Influxd, free_port
 from stad.influx_task.runner import ChunkReport, PassStats
@@ -33,8 +34,12 @@ STEP_S = 600
 STEP = STEP_S * 10**9
 STEPS = 400
 CONTEXT = 32
-TINY = TrainingSettings(epochs=1, window=16, patch=4, d_model=16, n_layers=1, n_heads=2, seed=0)
+WINDOW = 16
+TINY = TrainingSettings(epochs=1, window=WINDOW, patch=4, d_model=16, n_layers=1, n_heads=2, seed=0)
 UNITS = ("1", "2")
+# A clock this far past the data's last step makes every step final (its last window has ended).
+SETTLE = (1 + WINDOW) * STEP
+LOOKBACK = STEPS * STEP + SETTLE
 
 
 def _demo(start: str = "2026-01-05T00:00:00") -> DemoData:
@@ -65,6 +70,7 @@ def _job(database: str, data: DemoData, **extra: object) -> Job:
         context_steps=CONTEXT,
         initial_lookback_ns=2 * STEPS * STEP,
         chunk_steps=1000,
+        lateness_ns=0,
     )
     base.update(extra)
     return Job(**base)  # type: ignore[arg-type]
@@ -73,13 +79,14 @@ def _job(database: str, data: DemoData, **extra: object) -> Job:
 def _job_toml(database: str, data: DemoData, *, name: str = "pumps", model: str = "pumps") -> str:
     """The start of a [[jobs]] table in a config file for the demo data."""
     fields = str(list(data.channels)).replace("'", '"')
-    return f"""[[jobs]]
+    return f"""[[pipelines]]
 name = "{name}"
 database = "{database}"
 measurement = "pump"
 fields = {fields}
 model = "{model}"
 interval = "{STEP_S}s"
+lateness = "0s"
 group_by = ["unit"]"""
 
 
@@ -148,8 +155,9 @@ def test_once_writes_scores_equal_to_direct_scoring(
     influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData]
 ) -> None:
     database, data = trained
-    end = int(data.timestamps_ns[-1]) + STEP
-    job = _job(database, data, initial_lookback_ns=300 * STEP)
+    end = int(data.timestamps_ns[-1]) + SETTLE
+    first = STEPS - 300
+    job = _job(database, data, initial_lookback_ns=end - int(data.timestamps_ns[first]))
     with Task(_config(influxd.url, server.target, (job,)), now_ns=lambda: end) as task:
         outcome = task.once()
     stats = outcome["pumps"]
@@ -158,29 +166,35 @@ def test_once_writes_scores_equal_to_direct_scoring(
     rows = _scores(influxd.url, database)
     assert len(rows) == 2 * 300
     assert {(r["model"], r["source_measurement"], r["plant"]) for r in rows} == {("pumps", "pump", "p1")}
-    first = STEPS - 300
+    geometry = Geometry(window=WINDOW, stride=WINDOW // 2, smoothing=1, interval_ns=STEP)
+    send_from = geometry.send_from(int(data.timestamps_ns[first]), CONTEXT)
+    send_until = geometry.send_until(end)
+    grid = np.arange(send_from, send_until, STEP, dtype=np.int64)
+    values = np.full((grid.size, len(data.channels)), np.nan)
+    values[: STEPS - (send_from - int(data.timestamps_ns[0])) // STEP] = data.values[
+        (send_from - int(data.timestamps_ns[0])) // STEP :
+    ]
     with Client(server.target) as client:
         for u, unit in enumerate(UNITS):
-            series = make_series(
-                data.values[first - CONTEXT :] + u,
-                channels=data.channels,
-                timestamps_ns=data.timestamps_ns[first - CONTEXT :],
-            )
+            series = make_series(values + u, channels=data.channels, timestamps_ns=grid)
             direct = client.score_many(
                 [series], model="pumps", return_from_ns=int(data.timestamps_ns[first])
             )[0]
+            direct = replace(
+                direct,
+                **{
+                    name: getattr(direct, name)[:300]
+                    for name in ("timestamps_ns", "score", "raw_score", "is_anomaly", "contributions", "expected")
+                },
+            )
             mine = sorted((r for r in rows if r["unit"] == unit), key=lambda r: int(r["time"]))  # type: ignore[call-overload]
             assert [r["time"] for r in mine] == direct.timestamps_ns.tolist()
-            np.testing.assert_allclose([r["score"] for r in mine], direct.score, rtol=1e-12)
-            np.testing.assert_allclose([r["raw_score"] for r in mine], direct.raw_score, rtol=1e-12)
+            assert [r["score"] for r in mine] == direct.score.tolist()  # bit for bit
+            np.testing.assert_array_equal([r["raw_score"] for r in mine], direct.raw_score)
             assert [r["is_anomaly"] for r in mine] == direct.is_anomaly.tolist()
             for c, name in enumerate(data.channels):
-                np.testing.assert_allclose(
-                    [r[f"expected_{name}"] for r in mine], direct.expected[:, c], rtol=1e-12
-                )
-                np.testing.assert_allclose(
-                    [r[f"contrib_{name}"] for r in mine], direct.contributions[:, c], rtol=1e-12, atol=1e-15
-                )
+                np.testing.assert_array_equal([r[f"expected_{name}"] for r in mine], direct.expected[:, c])
+                np.testing.assert_array_equal([r[f"contrib_{name}"] for r in mine], direct.contributions[:, c])
             assert {r["model_version"] for r in mine} == {direct.version}
             episodes = direct.spans()
             events = _query(
@@ -192,7 +206,7 @@ def test_once_writes_scores_equal_to_direct_scoring(
     with Task(_config(influxd.url, server.target, (job,)), now_ns=lambda: end) as task:
         again = task.once()["pumps"]
         assert not isinstance(again, Exception) and again.steps == 0
-        task.backfill("pumps", int(data.timestamps_ns[first]), end, progress=False)
+        task.backfill("pumps", int(data.timestamps_ns[first]), end)
     assert len(_scores(influxd.url, database)) == 2 * 300
 
 
@@ -214,7 +228,7 @@ def _assert_no_gap_no_duplicate(url: str, database: str, data: DemoData) -> None
 
 def _write_real_clock_demo(url: str, database: str) -> DemoData:
     """Demo series ending at the last full step before now (for a task on the real clock), written."""
-    end = (time.time_ns() // STEP) * STEP
+    end = (time.time_ns() // STEP) * STEP - SETTLE
     start = dt.datetime.fromtimestamp((end - STEPS * STEP) / 1e9, dt.UTC).replace(tzinfo=None)
     data = _demo(start.isoformat())
     _write_demo(url, database, data)
@@ -267,7 +281,7 @@ chunk_steps = 10
 
 
 def _fixed_job(database: str, data: DemoData) -> Job:
-    return _job(database, data, chunk_steps=50, initial_lookback_ns=STEPS * STEP)
+    return _job(database, data, chunk_steps=50, initial_lookback_ns=LOOKBACK)
 
 
 def _once_through_outage(
@@ -283,7 +297,7 @@ def _once_through_outage(
 
     Returns the retry event, the pass's outcome and the chunks reported.
     """
-    end = int(data.timestamps_ns[-1]) + STEP
+    end = int(data.timestamps_ns[-1]) + SETTLE
     failed = threading.Event()
     chunks: list[ChunkReport] = []
 
@@ -354,7 +368,7 @@ def test_late_points_inside_offset_are_scored_next_pass(
     transport = Transport(Connection(url=influxd.url))
     on_time = replace(data, values=data.values[:-late], timestamps_ns=data.timestamps_ns[:-late])
     _write_demo(influxd.url, database, on_time)
-    end = int(data.timestamps_ns[-1]) + STEP
+    end = int(data.timestamps_ns[-1]) + SETTLE
     clock = [end]
     job = _job(database, data, offset_ns=late * STEP)
     with Task(_config(influxd.url, server.target, (job,)), now_ns=lambda: clock[0]) as task:
@@ -380,7 +394,7 @@ def test_sigterm_finishes_the_chunk_and_exits_zero(
 target = "{server.target}"
 {_job_toml(database, data)}
 context = {CONTEXT}
-initial_lookback = "{STEPS * STEP_S}s"
+initial_lookback = "{LOOKBACK // 10**9}s"
 chunk_steps = 5
 every = "1h"
 """)
@@ -418,8 +432,8 @@ def test_shards_split_series_between_workers(
 
     data = trained[1]
     _write_demo(influxd.url, database, data)
-    end = int(data.timestamps_ns[-1]) + STEP
-    job = _job(database, data, initial_lookback_ns=STEPS * STEP)
+    end = int(data.timestamps_ns[-1]) + SETTLE
+    job = _job(database, data, initial_lookback_ns=LOOKBACK)
     owners = {}
     for index in range(2):
         before = {r["unit"] for r in _scores(influxd.url, database)}
@@ -498,9 +512,9 @@ def test_a_failing_job_does_not_stop_the_others(
 ) -> None:
     data = trained[1]
     _write_demo(influxd.url, database, data)
-    end = int(data.timestamps_ns[-1]) + STEP
+    end = int(data.timestamps_ns[-1]) + SETTLE
     broken = _job("no_such_db", data, name="broken")
-    good = _job(database, data, name="good", initial_lookback_ns=STEPS * STEP)
+    good = _job(database, data, name="good", initial_lookback_ns=LOOKBACK)
     with Task(_config(influxd.url, server.target, (broken, good)), now_ns=lambda: end) as task:
         outcome = task.once()
     assert isinstance(outcome["broken"], Exception) and "no_such_db" in str(outcome["broken"])
@@ -571,7 +585,7 @@ def test_grafana_dashboard_queries_run_on_the_output(
 
     data = trained[1]
     _write_demo(influxd.url, database, data)
-    end = int(data.timestamps_ns[-1]) + STEP
+    end = int(data.timestamps_ns[-1]) + SETTLE
     with Task(_config(influxd.url, server.target, (_job(database, data),)), now_ns=lambda: end) as task:
         task.once()
     dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/dashboards/stad.json").read_text())
