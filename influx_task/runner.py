@@ -314,8 +314,9 @@ class JobRunner:
     # -- late data -----------------------------------------------------------
 
     def _rewind_late(self, checkpoints: dict[str, Checkpoint]) -> set[str]:
-        """Re-read the blocks each checkpoint remembers; rewind series whose data changed."""
-        job, geometry = self.job, self.geometry
+        """Re-read the blocks each checkpoint remembers; rewind series whose data changed
+        within the lateness horizon, and name the backfill for changes beyond it."""
+        job = self.job
         spans = [(b, stop) for c in checkpoints.values() for b, (stop, _) in c.late.digests.items()]
         if not spans:
             return set()
@@ -327,47 +328,50 @@ class JobRunner:
             checkpoint = checkpoints.get(key)
             if checkpoint is None:
                 continue
-            times, raw = to_grid(
+            _, raw = to_grid(
                 block.timestamps_ns, block.values, start_ns=lo, stop_ns=hi, interval_ns=job.interval_ns
             )
-            changed = [
-                b
-                for b, (stop, known) in sorted(checkpoint.late.digests.items())
-                if digest(raw[(b - lo) // job.interval_ns : (stop - lo) // job.interval_ns]) != known
-            ]
-            if not changed:
-                continue
-            # The first window that covers the changed block (or a value filled from it) starts here:
-            reach = (geometry.window - 1 + self.fill_reach) * job.interval_ns
-            affected = -(-(changed[0] - reach) // geometry.block_ns)
-            affected *= geometry.block_ns
-            snapshot = checkpoint.late.snapshot_at_or_before(affected)
-            if changed[0] < checkpoint.next_ns - job.lateness_ns or snapshot is None:
+            now = {
+                b: (stop, digest(raw[(b - lo) // job.interval_ns : (stop - lo) // job.interval_ns]))
+                for b, (stop, _) in checkpoint.late.digests.items()
+            }
+            changed = sorted(b for b, known in checkpoint.late.digests.items() if now[b] != known)
+            horizon = checkpoint.next_ns - job.lateness_ns
+            beyond = [b for b in changed if b < horizon]
+            within = [b for b in changed if b >= horizon]
+            if beyond:
                 log.warning(
-                    "job %s: series %s: data changed at %d, beyond the lateness horizon (%d s): "
-                    "it is not rescored; run `stad influx backfill --job %s --start %d --stop %d`",
+                    "pipeline %s: series %s: data changed at %d, beyond the lateness horizon (%d s) "
+                    "and not rescored; run `stad influx backfill --pipeline %s --start %d --stop %d`",
                     job.name,
                     key,
-                    changed[0],
+                    beyond[0],
                     job.lateness_ns // 10**9,
                     job.name,
-                    affected,
-                    checkpoint.next_ns,
+                    self._first_affected(beyond[0]),
+                    horizon,
                 )
-                for b in changed:  # said once: remember the data as it is now
-                    stop = checkpoint.late.digests[b][0]
-                    checkpoint.late.digests[b] = (
-                        stop,
-                        digest(raw[(b - lo) // job.interval_ns : (stop - lo) // job.interval_ns]),
-                    )
+                checkpoint.late.digests.update({b: now[b] for b in beyond})  # said once
+            if not within:
+                continue
+            snapshot = checkpoint.late.snapshot_at_or_before(self._first_affected(within[0]))
+            if snapshot is None:
                 continue
             at, episode = snapshot
-            log.info("job %s: series %s: late data at %d, rescoring from %d", job.name, key, changed[0], at)
+            log.info(
+                "pipeline %s: series %s: late data at %d, rescoring from %d", job.name, key, within[0], at
+            )
             late = checkpoint.late
             late.snapshots = [s for s in late.snapshots if s[0] <= at]
             checkpoints[key] = Checkpoint(key, at, episode, late)
             rewound.add(key)
         return rewound
+
+    def _first_affected(self, changed_ns: int) -> int:
+        """The first window that covers a changed step (or a value filled from it) starts here."""
+        geometry = self.geometry
+        reach = (geometry.window - 1 + self.fill_reach) * self.job.interval_ns
+        return -(-(changed_ns - reach) // geometry.block_ns) * geometry.block_ns
 
     # -- one chunk -----------------------------------------------------------
 
@@ -563,9 +567,9 @@ class JobRunner:
                         (b - int(times[0])) // job.interval_ns, (stop - int(times[0])) // job.interval_ns
                     )
                     late.digests[b] = (stop, digest(item.raw[rows]))
-            late.prune(
-                until - job.lateness_ns - self.geometry.lead_steps(job.context_steps) * job.interval_ns
-            )
+            # Twice the horizon: changes in the outer half are only reported (see _rewind_late).
+            lead = self.geometry.lead_steps(job.context_steps) * job.interval_ns
+            late.prune(until - 2 * job.lateness_ns - lead)
         return Checkpoint(key, until, episode, late)
 
     # -- training data -------------------------------------------------------

@@ -9,10 +9,9 @@ from stad.influx_task.config import Job
 from stad.influx_task.flux import (
     blocks_from_records,
     build_flux,
-    ns_from_rfc3339,
     parse_annotated_csv,
-    rfc3339_from_ns,
 )
+from stad.influx_task.times import ns_from_rfc3339, rfc3339_from_ns
 from stad.influx_task.transport import InfluxError
 
 S = 10**9

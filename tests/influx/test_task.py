@@ -9,146 +9,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from stad.client import Client, TrainingSettings
-from stad.core.demo_data import DemoData, generate
+from stad.client import Client
+from stad.core.demo_data import DemoData
 from stad.core.series import make_series
-from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettings, TaskConfig
+from stad.influx_task.config import Connection, Job
 from stad.influx_task.geometry import Geometry
 from stad.influx_task.influxql import InfluxQLReader
 from stad.influx_task.local_influxd import Influxd, free_port
 from stad.influx_task.runner import ChunkReport, PassStats
 from stad.influx_task.task import Task
 from stad.influx_task.transport import Transport
-from stad.influx_task.writer import LineWriter, Point
 from stad.server.embedded import EmbeddedServer
-
-STEP_S = 600
-STEP = STEP_S * 10**9
-STEPS = 400
-CONTEXT = 32
-WINDOW = 16
-TINY = TrainingSettings(epochs=1, window=WINDOW, patch=4, d_model=16, n_layers=1, n_heads=2, seed=0)
-UNITS = ("1", "2")
-# A clock this far past the data's last step makes every step final (its last window has ended).
-SETTLE = (1 + WINDOW) * STEP
-LOOKBACK = STEPS * STEP + SETTLE
-
-
-def _demo(start: str = "2026-01-05T00:00:00") -> DemoData:
-    return generate(seed=3, steps=STEPS, channels=3, freq_s=STEP_S, start=start, quiet_fraction=0.5)
-
-
-def _write_demo(url: str, database: str, data: DemoData) -> None:
-    transport = Transport(Connection(url=url))
-    points = []
-    for u, unit in enumerate(UNITS):
-        for t in range(data.values.shape[0]):
-            fields = {name: float(data.values[t, c]) + u for c, name in enumerate(data.channels)}
-            points.append(Point("pump", {"unit": unit, "plant": "p1"}, fields, int(data.timestamps_ns[t])))
-    LineWriter(transport).write(points, database=database)
-    transport.close()
-
-
-def _job(database: str, data: DemoData, **extra: object) -> Job:
-    base: dict[str, object] = dict(
-        name="pumps",
-        database=database,
-        measurement="pump",
-        fields=data.channels,
-        model="pumps",
-        interval_ns=STEP,
-        group_by=("unit",),
-        tag_filter={"plant": ("p1",)},
-        context_steps=CONTEXT,
-        initial_lookback_ns=2 * STEPS * STEP,
-        chunk_steps=1000,
-        lateness_ns=0,
-    )
-    base.update(extra)
-    return Job(**base)  # type: ignore[arg-type]
-
-
-def _job_toml(database: str, data: DemoData, *, name: str = "pumps", model: str = "pumps") -> str:
-    """The start of a [[jobs]] table in a config file for the demo data."""
-    fields = str(list(data.channels)).replace("'", '"')
-    return f"""[[pipelines]]
-name = "{name}"
-database = "{database}"
-measurement = "pump"
-fields = {fields}
-model = "{model}"
-interval = "{STEP_S}s"
-lateness = "0s"
-group_by = ["unit"]"""
-
-
-def _config(url: str, target: str, jobs: tuple[Job, ...]) -> TaskConfig:
-    return TaskConfig(
-        connection=Connection(url=url),
-        server=ServerSettings(target=target, timeout_s=60),
-        retry=RetrySettings(base_ms=20, cap_ms=300, deadline_s=120),
-        jobs=jobs,
-    )
-
-
-def _query(url: str, database: str, query: str) -> list[dict[str, Any]]:
-    transport = Transport(Connection(url=url))
-    try:
-        return InfluxQLReader(transport).query(query, database=database)
-    finally:
-        transport.close()
-
-
-def _scores(url: str, database: str) -> list[dict[str, object]]:
-    series = _query(url, database, 'SELECT * FROM "anomaly_scores" GROUP BY *')
-    rows = []
-    for item in series:
-        for values in item["values"]:
-            rows.append({**item["tags"], **dict(zip(item["columns"], values, strict=True))})
-    return rows
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="module")
-def server(model_dir: Path) -> Iterator[EmbeddedServer]:
-    with EmbeddedServer(model_dir, device="cpu") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def trained(influxd: Influxd, server: EmbeddedServer) -> tuple[str, DemoData]:
-    """Demo series in influxd and a model trained through the task on their quiet period."""
-    database = "e2e"
-    influxd.query(f'CREATE DATABASE "{database}"')
-    data = _demo()
-    _write_demo(influxd.url, database, data)
-    job = _job(database, data)
-    seen: list[str] = []
-    with Task(_config(influxd.url, server.target, (job,))) as task:
-        quiet_stop = int(data.timestamps_ns[data.quiet_steps])
-        final = task.train(
-            "pumps",
-            int(data.timestamps_ns[0]),
-            quiet_stop,
-            settings=TINY,
-            on_status=lambda s: seen.append(s.state.value),
-            timeout_s=300,
-        )
-    assert final.version and final.steps == 2 * data.quiet_steps
-    assert seen[-1] == "succeeded"
-    return database, data
+from tests.influx import kit
+from tests.influx.kit import CONTEXT, LOOKBACK, SETTLE, STEP, STEP_S, STEPS, UNITS, WINDOW
 
 
 def test_once_writes_scores_equal_to_direct_scoring(
@@ -157,13 +37,13 @@ def test_once_writes_scores_equal_to_direct_scoring(
     database, data = trained
     end = int(data.timestamps_ns[-1]) + SETTLE
     first = STEPS - 300
-    job = _job(database, data, initial_lookback_ns=end - int(data.timestamps_ns[first]))
-    with Task(_config(influxd.url, server.target, (job,)), now_ns=lambda: end) as task:
+    job = kit.job(database, data, initial_lookback_ns=end - int(data.timestamps_ns[first]))
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: end) as task:
         outcome = task.once()
     stats = outcome["pumps"]
     assert not isinstance(stats, Exception)
     assert stats.steps == 2 * 300
-    rows = _scores(influxd.url, database)
+    rows = kit.scores(influxd.url, database)
     assert len(rows) == 2 * 300
     assert {(r["model"], r["source_measurement"], r["plant"]) for r in rows} == {("pumps", "pump", "p1")}
     geometry = Geometry(window=WINDOW, stride=WINDOW // 2, smoothing=1, interval_ns=STEP)
@@ -184,7 +64,14 @@ def test_once_writes_scores_equal_to_direct_scoring(
                 direct,
                 **{
                     name: getattr(direct, name)[:300]
-                    for name in ("timestamps_ns", "score", "raw_score", "is_anomaly", "contributions", "expected")
+                    for name in (
+                        "timestamps_ns",
+                        "score",
+                        "raw_score",
+                        "is_anomaly",
+                        "contributions",
+                        "expected",
+                    )
                 },
             )
             mine = sorted((r for r in rows if r["unit"] == unit), key=lambda r: int(r["time"]))  # type: ignore[call-overload]
@@ -194,32 +81,34 @@ def test_once_writes_scores_equal_to_direct_scoring(
             assert [r["is_anomaly"] for r in mine] == direct.is_anomaly.tolist()
             for c, name in enumerate(data.channels):
                 np.testing.assert_array_equal([r[f"expected_{name}"] for r in mine], direct.expected[:, c])
-                np.testing.assert_array_equal([r[f"contrib_{name}"] for r in mine], direct.contributions[:, c])
+                np.testing.assert_array_equal(
+                    [r[f"contrib_{name}"] for r in mine], direct.contributions[:, c]
+                )
             assert {r["model_version"] for r in mine} == {direct.version}
             episodes = direct.spans()
-            events = _query(
+            events = kit.query(
                 influxd.url, database, f'SELECT * FROM "anomaly_events" WHERE "unit" = \'{unit}\''
             )
             starts = [int(direct.timestamps_ns[a]) for a, _ in episodes]
             assert [v[0] for v in events[0]["values"]] == starts if starts else events == []
     # A second pass has nothing new; a backfill of the same range overwrites, never duplicates.
-    with Task(_config(influxd.url, server.target, (job,)), now_ns=lambda: end) as task:
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: end) as task:
         again = task.once()["pumps"]
         assert not isinstance(again, Exception) and again.steps == 0
         task.backfill("pumps", int(data.timestamps_ns[first]), end)
-    assert len(_scores(influxd.url, database)) == 2 * 300
+    assert len(kit.scores(influxd.url, database)) == 2 * 300
 
 
 def _count(url: str, database: str, measurement: str = "anomaly_scores") -> int:
-    rows = _scores(url, database) if measurement == "anomaly_scores" else []
+    rows = kit.scores(url, database) if measurement == "anomaly_scores" else []
     if measurement != "anomaly_scores":
-        series = _query(url, database, f'SELECT * FROM "{measurement}"')
+        series = kit.query(url, database, f'SELECT * FROM "{measurement}"')
         return sum(len(s["values"]) for s in series)
     return len(rows)
 
 
 def _assert_no_gap_no_duplicate(url: str, database: str, data: DemoData) -> None:
-    rows = _scores(url, database)
+    rows = kit.scores(url, database)
     assert len(rows) == 2 * STEPS  # exactly one point per data step and series
     for unit in UNITS:
         times = sorted(int(r["time"]) for r in rows if r["unit"] == unit)  # type: ignore[call-overload]
@@ -230,8 +119,8 @@ def _write_real_clock_demo(url: str, database: str) -> DemoData:
     """Demo series ending at the last full step before now (for a task on the real clock), written."""
     end = (time.time_ns() // STEP) * STEP - SETTLE
     start = dt.datetime.fromtimestamp((end - STEPS * STEP) / 1e9, dt.UTC).replace(tzinfo=None)
-    data = _demo(start.isoformat())
-    _write_demo(url, database, data)
+    data = kit.demo(start.isoformat())
+    kit.write_demo(url, database, data)
     return data
 
 
@@ -257,7 +146,7 @@ target = "{server.target}"
 [retry]
 base_ms = 20
 cap_ms = 300
-{_job_toml(database, data)}
+{kit.job_toml(database, data)}
 tag_filter = {{ plant = "p1" }}
 context = {CONTEXT}
 initial_lookback = "{2 * STEPS * STEP_S}s"
@@ -281,7 +170,7 @@ chunk_steps = 10
 
 
 def _fixed_job(database: str, data: DemoData) -> Job:
-    return _job(database, data, chunk_steps=50, initial_lookback_ns=LOOKBACK)
+    return kit.job(database, data, chunk_steps=50, initial_lookback_ns=LOOKBACK)
 
 
 def _once_through_outage(
@@ -314,7 +203,7 @@ def _once_through_outage(
     restarter = threading.Thread(target=restart_when_failed)
     restarter.start()
     with Task(
-        _config(url, target, (_fixed_job(database, data),)),
+        kit.config(url, target, (_fixed_job(database, data),)),
         now_ns=lambda: end,
         on_chunk=after_chunk,
         on_retry=lambda *_: failed.set(),
@@ -329,7 +218,7 @@ def test_influxd_stopped_mid_run_retries_and_catches_up(
 ) -> None:
     own_influxd.query('CREATE DATABASE "d"')
     data = trained[1]
-    _write_demo(own_influxd.url, "d", data)
+    kit.write_demo(own_influxd.url, "d", data)
     failed, outcome, chunks = _once_through_outage(
         own_influxd.url, server.target, "d", data, stop=own_influxd.stop, start=own_influxd.start
     )
@@ -342,7 +231,7 @@ def test_server_down_mid_run_retries_and_catches_up(
     influxd: Influxd, model_dir: Path, trained: tuple[str, DemoData], database: str
 ) -> None:
     data = trained[1]
-    _write_demo(influxd.url, database, data)
+    kit.write_demo(influxd.url, database, data)
     port = free_port()
     first = EmbeddedServer(model_dir, device="cpu")
     first.settings = replace(first.settings, address=f"127.0.0.1:{port}")
@@ -367,16 +256,16 @@ def test_late_points_inside_offset_are_scored_next_pass(
     late = 3  # the last three steps arrive late
     transport = Transport(Connection(url=influxd.url))
     on_time = replace(data, values=data.values[:-late], timestamps_ns=data.timestamps_ns[:-late])
-    _write_demo(influxd.url, database, on_time)
+    kit.write_demo(influxd.url, database, on_time)
     end = int(data.timestamps_ns[-1]) + SETTLE
     clock = [end]
-    job = _job(database, data, offset_ns=late * STEP)
-    with Task(_config(influxd.url, server.target, (job,)), now_ns=lambda: clock[0]) as task:
+    job = kit.job(database, data, offset_ns=late * STEP)
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: clock[0]) as task:
         first = task.once()["pumps"]
         assert not isinstance(first, Exception)
-        scored = {int(r["time"]) for r in _scores(influxd.url, database)}  # type: ignore[call-overload]
+        scored = {int(r["time"]) for r in kit.scores(influxd.url, database)}  # type: ignore[call-overload]
         assert max(scored) == int(data.timestamps_ns[-late - 1])
-        _write_demo(influxd.url, database, data)  # the late points land inside the offset
+        kit.write_demo(influxd.url, database, data)  # the late points land inside the offset
         clock[0] = end + late * STEP
         second = task.once()["pumps"]
     transport.close()
@@ -392,7 +281,7 @@ def test_sigterm_finishes_the_chunk_and_exits_zero(
     config.write_text(f"""
 [server]
 target = "{server.target}"
-{_job_toml(database, data)}
+{kit.job_toml(database, data)}
 context = {CONTEXT}
 initial_lookback = "{LOOKBACK // 10**9}s"
 chunk_steps = 5
@@ -413,11 +302,11 @@ every = "1h"
         if process.poll() is None:
             process.kill()
             process.wait()
-    checkpoints = _query(
+    checkpoints = kit.query(
         influxd.url, database, 'SELECT last("next_ns") FROM "stad_checkpoint" GROUP BY "series"'
     )
     done = {s["tags"]["series"]: int(s["values"][0][1]) for s in checkpoints}
-    rows = _scores(influxd.url, database)
+    rows = kit.scores(influxd.url, database)
     assert 0 < len(rows) < 2 * STEPS
     for unit in UNITS:
         times = sorted(int(r["time"]) for r in rows if r["unit"] == unit)  # type: ignore[call-overload]
@@ -431,17 +320,17 @@ def test_shards_split_series_between_workers(
     from stad.influx_task.runner import Shard
 
     data = trained[1]
-    _write_demo(influxd.url, database, data)
+    kit.write_demo(influxd.url, database, data)
     end = int(data.timestamps_ns[-1]) + SETTLE
-    job = _job(database, data, initial_lookback_ns=LOOKBACK)
+    job = kit.job(database, data, initial_lookback_ns=LOOKBACK)
     owners = {}
     for index in range(2):
-        before = {r["unit"] for r in _scores(influxd.url, database)}
+        before = {r["unit"] for r in kit.scores(influxd.url, database)}
         with Task(
-            _config(influxd.url, server.target, (job,)), shard=Shard(index, 2), now_ns=lambda: end
+            kit.config(influxd.url, server.target, (job,)), shard=Shard(index, 2), now_ns=lambda: end
         ) as task:
             task.once()
-        owners[index] = {r["unit"] for r in _scores(influxd.url, database)} - before
+        owners[index] = {r["unit"] for r in kit.scores(influxd.url, database)} - before
     assert owners[0] | owners[1] == set(UNITS) and not owners[0] & owners[1]
     assert {unit: Shard(0, 2).owns(f"pump,plant=p1,unit={unit}") for unit in UNITS} == {
         unit: unit in owners[0] for unit in UNITS
@@ -474,10 +363,10 @@ def test_cli_backfill_shows_progress_and_writes(
     from stad.influx_task.cli import main
 
     data = trained[1]
-    _write_demo(influxd.url, database, data)
+    kit.write_demo(influxd.url, database, data)
     config = tmp_path / "jobs.toml"
     config.write_text(f"""
-{_job_toml(database, data)}
+{kit.job_toml(database, data)}
 context = {CONTEXT}
 chunk_steps = 100
 """)
@@ -503,7 +392,7 @@ chunk_steps = 100
     assert code == 0, captured.err
     assert "100.0% 200/200 steps" in captured.err
     assert "pumps: 2 chunks, 400 steps scored" in captured.out
-    times = sorted({int(r["time"]) for r in _scores(influxd.url, database)})  # type: ignore[call-overload]
+    times = sorted({int(r["time"]) for r in kit.scores(influxd.url, database)})  # type: ignore[call-overload]
     assert times == data.timestamps_ns[100:300].tolist()
 
 
@@ -511,11 +400,11 @@ def test_a_failing_job_does_not_stop_the_others(
     influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str
 ) -> None:
     data = trained[1]
-    _write_demo(influxd.url, database, data)
+    kit.write_demo(influxd.url, database, data)
     end = int(data.timestamps_ns[-1]) + SETTLE
-    broken = _job("no_such_db", data, name="broken")
-    good = _job(database, data, name="good", initial_lookback_ns=LOOKBACK)
-    with Task(_config(influxd.url, server.target, (broken, good)), now_ns=lambda: end) as task:
+    broken = kit.job("no_such_db", data, name="broken")
+    good = kit.job(database, data, name="good", initial_lookback_ns=LOOKBACK)
+    with Task(kit.config(influxd.url, server.target, (broken, good)), now_ns=lambda: end) as task:
         outcome = task.once()
     assert isinstance(outcome["broken"], Exception) and "no_such_db" in str(outcome["broken"])
     good_stats = outcome["good"]
@@ -539,7 +428,7 @@ def test_cli_train_pulls_history_and_activates(
 url = "{influxd.url}"
 [server]
 target = "{server.target}"
-{_job_toml(database, data, name="cli", model="pumps_cli")}
+{kit.job_toml(database, data, name="cli", model="pumps_cli")}
 tag_filter = {{ unit = "1" }}
 """)
     start, stop = int(data.timestamps_ns[0]), int(data.timestamps_ns[100])
@@ -584,9 +473,9 @@ def test_grafana_dashboard_queries_run_on_the_output(
     import json
 
     data = trained[1]
-    _write_demo(influxd.url, database, data)
+    kit.write_demo(influxd.url, database, data)
     end = int(data.timestamps_ns[-1]) + SETTLE
-    with Task(_config(influxd.url, server.target, (_job(database, data),)), now_ns=lambda: end) as task:
+    with Task(kit.config(influxd.url, server.target, (kit.job(database, data),)), now_ns=lambda: end) as task:
         task.once()
     dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/dashboards/stad.json").read_text())
     queries = [t["query"] for panel in dashboard["panels"] for t in panel["targets"]]
