@@ -124,10 +124,10 @@ def _write_real_clock_demo(url: str, database: str) -> DemoData:
     return data
 
 
-def _wait_for_checkpoint(url: str, database: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    """Wait (up to 120 s) for the task in `process` to write its first checkpoint."""
+def _wait_for_scores(url: str, database: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Wait (up to 120 s) for the task in `process` to write its first scores."""
     deadline = time.monotonic() + 120
-    while _count(url, database, "stad_checkpoint") == 0:
+    while _count(url, database) == 0:
         assert process.poll() is None, log_path.read_text()
         assert time.monotonic() < deadline, "no checkpoint within 120 s"
         time.sleep(0.01)  # polling the condition
@@ -158,7 +158,7 @@ chunk_steps = 10
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for_checkpoint(influxd.url, database, process, log_path)
+        _wait_for_scores(influxd.url, database, process, log_path)
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait(timeout=30)
@@ -223,7 +223,7 @@ def test_influxd_stopped_mid_run_retries_and_catches_up(
         own_influxd.url, server.target, "d", data, stop=own_influxd.stop, start=own_influxd.start
     )
     assert failed.is_set() and not isinstance(outcome["pumps"], Exception)
-    assert len(chunks) == STEPS // 50
+    assert len(chunks) == -(-LOOKBACK // (50 * STEP))
     _assert_no_gap_no_duplicate(own_influxd.url, "d", data)
 
 
@@ -257,19 +257,19 @@ def test_late_points_inside_offset_are_scored_next_pass(
     transport = Transport(Connection(url=influxd.url))
     on_time = replace(data, values=data.values[:-late], timestamps_ns=data.timestamps_ns[:-late])
     kit.write_demo(influxd.url, database, on_time)
-    end = int(data.timestamps_ns[-1]) + SETTLE
-    clock = [end]
-    job = kit.job(database, data, offset_ns=late * STEP)
+    offset = late * STEP
+    clock = [int(data.timestamps_ns[-late]) + offset]  # the late steps are not final yet
+    job = kit.job(database, data, offset_ns=offset, initial_lookback_ns=LOOKBACK)
     with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: clock[0]) as task:
         first = task.once()["pumps"]
         assert not isinstance(first, Exception)
         scored = {int(r["time"]) for r in kit.scores(influxd.url, database)}  # type: ignore[call-overload]
-        assert max(scored) == int(data.timestamps_ns[-late - 1])
+        assert max(scored) < int(data.timestamps_ns[-late])
         kit.write_demo(influxd.url, database, data)  # the late points land inside the offset
-        clock[0] = end + late * STEP
+        clock[0] = int(data.timestamps_ns[-1]) + SETTLE + offset
         second = task.once()["pumps"]
     transport.close()
-    assert not isinstance(second, Exception) and second.steps == 2 * late
+    assert not isinstance(second, Exception) and second.steps == 2 * STEPS - first.steps
     _assert_no_gap_no_duplicate(influxd.url, database, data)
 
 
@@ -295,7 +295,7 @@ every = "1h"
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for_checkpoint(influxd.url, database, process, log_path)
+        _wait_for_scores(influxd.url, database, process, log_path)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, log_path.read_text()
     finally:
@@ -349,7 +349,7 @@ def test_cli_reports_errors_by_name(tmp_path: Path, capsys: pytest.CaptureFixtur
         'model = "m"\ninterval = "ten seconds"\n'
     )
     assert main(["once", "--config", str(bad)]) == 1
-    assert "ValueError: job 'x': interval: bad duration 'ten seconds'" in capsys.readouterr().err
+    assert "ConfigError: [[pipelines]] 'x' interval: bad duration 'ten seconds'" in capsys.readouterr().err
 
 
 def test_cli_backfill_shows_progress_and_writes(
@@ -391,7 +391,7 @@ chunk_steps = 100
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "100.0% 200/200 steps" in captured.err
-    assert "pumps: 2 chunks, 400 steps scored" in captured.out
+    assert "pumps: 2 series, 2 chunks, 400 steps scored" in captured.out
     times = sorted({int(r["time"]) for r in kit.scores(influxd.url, database)})  # type: ignore[call-overload]
     assert times == data.timestamps_ns[100:300].tolist()
 
