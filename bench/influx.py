@@ -37,10 +37,11 @@ from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettin
 from stad.influx_task.grid import to_grid
 from stad.influx_task.influxql import InfluxQLReader
 from stad.influx_task.local_influxd import Influxd, influxd_path
-from stad.influx_task.runner import build_points
+from stad.influx_task.output import score_points
 from stad.influx_task.task import Task
 from stad.influx_task.transport import Transport
-from stad.influx_task.writer import LineWriter, Point
+from stad.influx_task.points import Point
+from stad.influx_task.writer import LineWriter
 from stad.server.embedded import EmbeddedServer
 
 RESULTS = Path(__file__).parent / "results" / "influx.json"
@@ -117,7 +118,7 @@ def run(series: int, fields: int, steps: int, chunk_steps: int, repeats: int) ->
                 for _ in range(repeats):  # alternate raw and task so both see the same machine load
                     raw = _raw(influxd.url, server.target, job, start, end)
                     t0 = time.perf_counter()
-                    stats = task.backfill("bench", start, end, progress=False)
+                    stats = task.backfill("bench", start, end, restart=True)
                     runs.append({**raw, "task_s": time.perf_counter() - t0})
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -189,7 +190,8 @@ def _raw(url: str, target: str, job: Job, start: int, end: int) -> dict[str, flo
     points: list[Point] = []
     for (block, _, values), result in zip(grids, results, strict=True):
         observed = np.asarray(~np.isnan(values).all(axis=1), dtype=np.bool_)
-        points += build_points(raw_job, dict(block.tags), result, observed, start)[0]
+        keep = observed & (result.timestamps_ns >= start) & np.isfinite(result.score)
+        points += score_points(raw_job, dict(block.tags), result, keep)
     LineWriter(transport, batch_lines=10_000).write(points, database="out_raw")
     write_s = time.perf_counter() - t0
     transport.close()

@@ -126,7 +126,7 @@ class FileCheckpointStore:
         data = self._read_all()
         entries = data.setdefault(job, {})
         for c in checkpoints:
-            entries[c.series] = _fields(c)
+            entries[c.series] = dict(_fields(c).items())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -29,7 +29,8 @@ from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettin
 from stad.influx_task.influxql import InfluxQLReader
 from stad.influx_task.local_influxd import Influxd, influxd_path
 from stad.influx_task.transport import InfluxError, Transport
-from stad.influx_task.writer import LineWriter, Point
+from stad.influx_task.points import Point
+from stad.influx_task.writer import LineWriter
 
 DATABASE = "stad_demo"
 HOW_TO = (

@@ -242,8 +242,8 @@ class JobRunner:
             self.writer, self.store = writer, store
         if report.series == 0:
             raise ValueError(
-                f"pipeline {job.name!r}: no data for measurement {job.measurement!r} fields {list(job.fields)} "
-                f"in {job.database!r} over the last {job.chunk_steps} steps"
+                f"pipeline {job.name!r}: no data for measurement {job.measurement!r} fields "
+                f"{list(job.fields)} in {job.database!r} over the last {job.chunk_steps} steps"
             )
         return report
 
@@ -420,7 +420,7 @@ class JobRunner:
                 stop_ns=data_stop,
                 interval_ns=job.interval_ns,
             )
-            observed = ~np.isnan(raw).all(axis=1)  # (T,)
+            observed = np.asarray(~np.isnan(raw).all(axis=1), dtype=np.bool_)  # (T,)
             inside = times < read_stop
             until_data = self._series_horizon(times[observed & inside], read_stop, horizon)
             until = min(chunk_stop, geometry.final_until(until_data))

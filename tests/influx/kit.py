@@ -9,7 +9,8 @@ from stad.core.demo_data import DemoData, generate
 from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettings, TaskConfig
 from stad.influx_task.influxql import InfluxQLReader
 from stad.influx_task.transport import Transport
-from stad.influx_task.writer import LineWriter, Point
+from stad.influx_task.points import Point
+from stad.influx_task.writer import LineWriter
 
 STEP_S = 600
 STEP = STEP_S * 10**9

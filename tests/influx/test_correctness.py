@@ -309,7 +309,7 @@ def test_sigterm_during_backfill_exits_non_zero_saying_so(
             assert time.monotonic() < deadline, "no backfill progress within 120 s"
             time.sleep(0.05)  # polling the condition, bounded by the deadline
         process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=120)
+        _, err = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()

@@ -21,7 +21,8 @@ from stad.influx_task.influxql import InfluxQLReader, build_select
 from stad.influx_task.local_influxd import Influxd, free_port
 from stad.influx_task.retry import RetryPolicy, retry_call
 from stad.influx_task.transport import InfluxError, InfluxUnavailable, Transport, is_retryable
-from stad.influx_task.writer import LineWriter, Point, to_line
+from stad.influx_task.points import Point, to_line
+from stad.influx_task.writer import LineWriter
 
 S = 10**9
 T0 = 1_700_000_000 * S
