@@ -38,6 +38,7 @@ from stad.influx_task.lateness import LateState, digest
 from stad.influx_task.output import Scores, event_points, score_points
 from stad.influx_task.points import Point
 from stad.influx_task.retry import RetryPolicy, retry_call
+from stad.influx_task.times import rfc3339_from_ns
 from stad.influx_task.writer import LineWriter
 
 log = logging.getLogger("stad.influx_task")
@@ -225,25 +226,29 @@ class JobRunner:
         return stats
 
     def dry_run(self) -> ChunkReport:
-        """Read and score the latest chunk of every owned series; write nothing."""
+        """Read and score the chunk the next pass would score first; write nothing."""
         job = self.job
         horizon = self.horizon_ns()
-        start = max(
-            horizon - job.chunk_steps * job.interval_ns,
-            horizon - align_down(job.initial_lookback_ns, job.interval_ns),
+        checkpoints = {
+            k: c
+            for k, c in self._call(lambda: self.store.load(job.name), "checkpoint load").items()
+            if self.shard.owns(k)
+        }
+        start = min(
+            (c.next_ns for c in checkpoints.values()),
+            default=horizon - align_down(job.initial_lookback_ns, job.interval_ns),
         )
-        writer = self.writer
-        store = self.store
-        self.writer = _NoWrites()  # type: ignore[assignment]
-        self.store = _NoWrites()  # type: ignore[assignment]
+        stop = min(horizon, start + job.chunk_steps * job.interval_ns)
+        writer, store = self.writer, self.store
+        self.writer = self.store = _NoWrites()  # type: ignore[assignment]
         try:
-            report = self._chunk(start, horizon, horizon, {}, job.name, None, None)
+            report = self._chunk(start, stop, horizon, checkpoints, job.name, None, None)
         finally:
             self.writer, self.store = writer, store
         if report.series == 0:
             raise ValueError(
                 f"pipeline {job.name!r}: no data for measurement {job.measurement!r} fields "
-                f"{list(job.fields)} in {job.database!r} over the last {job.chunk_steps} steps"
+                f"{list(job.fields)} in {job.database!r} from {rfc3339_from_ns(start)} to {rfc3339_from_ns(stop)}"
             )
         return report
 

@@ -95,3 +95,16 @@ def test_example_jobs_file_loads(path: str) -> None:
 
     config = load_config(ROOT / path)
     assert config.jobs
+
+
+def test_the_task_dials_the_compose_services_not_the_files_localhost() -> None:
+    from stad.influx_task.config import load_config
+
+    task = _compose()["services"]["task"]
+    environment = {k: str(v) for k, v in task["environment"].items()}
+    config_file = next(v.split(":")[0] for v in task["volumes"] if v.endswith("/etc/stad/jobs.toml:ro"))
+    config = load_config(ROOT / config_file, environ=environment)
+    assert config.connection.url == environment["INFLUX_URL"] != "http://localhost:8086"
+    assert config.server.target == environment["STAD_SERVER"] != "localhost:50051"
+    assert config.connection.token == environment["INFLUX_TOKEN"]
+    assert config.connection.org == environment["INFLUX_ORG"]

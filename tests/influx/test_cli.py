@@ -1,0 +1,136 @@
+"""`stad influx` from the operator's side: check, fail fast, signals, relative times, --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stad.core.demo_data import DemoData
+from stad.influx_task.cli import main
+from stad.influx_task.local_influxd import Influxd, free_port
+from stad.server.embedded import EmbeddedServer
+from tests.influx import kit
+
+
+def _write_config(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_check_validates_connects_and_dry_runs_writing_nothing(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    database: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = trained[1]
+    kit.write_demo(influxd.url, database, data)
+    lookback_s = (time.time_ns() - int(data.timestamps_ns[100])) // 10**9
+    good = (
+        kit.job_toml(database, data)
+        + f'\ncontext = 32\ninitial_lookback = "{lookback_s}s"\nchunk_steps = 200\n'
+    )
+
+    typo = good.replace('name = "pumps"', 'name = "typo"').replace(
+        'measurement = "pump"', 'measurement = "pmup"'
+    )
+    config = _write_config(tmp_path / "jobs.toml", good + "\n" + typo)
+    common = ["--config", config, "--url", influxd.url, "--server", server.target]
+    assert main(["check", *common]) == 1
+    out = capsys.readouterr().out
+    assert "pumps: ok: 2 series" in out
+    assert "typo: FAILED ValueError: pipeline 'typo': no data for measurement 'pmup'" in out
+    assert main(["check", *common, "--pipeline", "pumps", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pumps"]["ok"] and report["pumps"]["series"] == 2 and report["pumps"]["steps"] > 0
+    assert kit.query(influxd.url, database, 'SELECT * FROM "anomaly_scores"') == []
+    assert kit.query(influxd.url, database, 'SELECT * FROM "stad_checkpoint"') == []
+
+
+def test_context_shorter_than_the_model_window_is_refused(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    database: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = trained[1]
+    kit.write_demo(influxd.url, database, data)
+    config = _write_config(tmp_path / "jobs.toml", kit.job_toml(database, data) + "\ncontext = 8\n")
+    assert main(["once", "--config", config, "--url", influxd.url, "--server", server.target, "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)["pumps"]
+    assert not result["ok"]
+    assert "context = 8 steps is shorter than model 'pumps''s window of 16 steps" in result["error"]
+
+
+def test_once_fails_fast_on_a_connection_that_never_worked(
+    server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path
+) -> None:
+    data = trained[1]
+    config = _write_config(
+        tmp_path / "jobs.toml",
+        "[retry]\ndeadline_s = 600\n" + kit.job_toml("db", data),
+    )
+    typo = f"http://127.0.0.1:{free_port()}"
+    for command in ("once", "backfill"):
+        extra = ["--pipeline", "pumps", "--start", "-1d"] if command == "backfill" else []
+        done = subprocess.run(
+            [sys.executable, "-m", "stad.influx_task", command, "--config", config, "--url", typo, *extra],
+            capture_output=True,
+            timeout=120,  # the retry deadline is 600 s: only failing fast gets here
+            check=False,
+        )
+        assert done.returncode == 1
+        assert f"cannot reach InfluxDB at {typo}" in done.stderr.decode()
+
+
+def test_sigterm_ends_a_retry_wait_at_once(trained: tuple[str, DemoData], tmp_path: Path) -> None:
+    data = trained[1]
+    config = _write_config(
+        tmp_path / "jobs.toml",
+        "[retry]\nbase_ms = 60000\ncap_ms = 60000\ndeadline_s = 3600\n" + kit.job_toml("db", data),
+    )
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [*(sys.executable, "-m", "stad.influx_task", "run", "--config", config, "-v")]
+            + ["--url", f"http://127.0.0.1:{free_port()}"],
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "retrying in" not in log_path.read_text():
+            assert time.monotonic() < deadline and process.poll() is None, log_path.read_text()
+            time.sleep(0.05)  # polling the log, bounded by the deadline
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0  # the wait was up to 60 s
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_relative_start_as_in_the_readme(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    database: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = trained[1]
+    config = _write_config(tmp_path / "jobs.toml", kit.job_toml(database, data))
+    common = ["--config", config, "--url", influxd.url, "--server", server.target, "--pipeline", "pumps"]
+    assert main(["train", *common, "--start", "-14d", "--stop", "-7d", "--activate"]) == 1
+    assert "no data to train on in the given range" in capsys.readouterr().err  # parsed, and nothing there
