@@ -33,14 +33,14 @@ import numpy as np
 from stad.client import Client, TrainingSettings
 from stad.core.demo_data import generate
 from stad.core.series import make_series
-from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettings, TaskConfig
+from stad.influx_task.config import Connection, Pipeline, RetrySettings, ServerSettings, TaskConfig
 from stad.influx_task.grid import to_grid
 from stad.influx_task.influxql import InfluxQLReader
 from stad.influx_task.local_influxd import Influxd, influxd_path
 from stad.influx_task.output import score_points
+from stad.influx_task.points import Point
 from stad.influx_task.task import Task
 from stad.influx_task.transport import Transport
-from stad.influx_task.points import Point
 from stad.influx_task.writer import LineWriter
 from stad.server.embedded import EmbeddedServer
 
@@ -84,7 +84,7 @@ def run(series: int, fields: int, steps: int, chunk_steps: int, repeats: int) ->
             t0 = time.perf_counter()
             channels, start, end = _load(influxd.url, series, fields, steps)
             load_s = time.perf_counter() - t0
-            job = Job(
+            job = Pipeline(
                 name="bench",
                 database="bench",
                 measurement="plant",
@@ -97,12 +97,12 @@ def run(series: int, fields: int, steps: int, chunk_steps: int, repeats: int) ->
                 series_per_call=series,
                 output_database="out_task",
             )
-            trainer = Job(**{**vars(job), "name": "bench_train", "tag_filter": {"unit": ("u000",)}})
+            trainer = Pipeline(**{**vars(job), "name": "bench_train", "tag_filter": {"unit": ("u000",)}})
             config = TaskConfig(
                 connection=Connection(url=influxd.url, timeout_ms=300_000),
                 server=ServerSettings(target=server.target, timeout_s=600),
                 retry=RetrySettings(),
-                jobs=(job, trainer),
+                pipelines=(job, trainer),
             )
             with Task(config) as task:
                 t0 = time.perf_counter()
@@ -154,7 +154,7 @@ def run(series: int, fields: int, steps: int, chunk_steps: int, repeats: int) ->
     }
 
 
-def _raw(url: str, target: str, job: Job, start: int, end: int) -> dict[str, float]:
+def _raw(url: str, target: str, job: Pipeline, start: int, end: int) -> dict[str, float]:
     transport = Transport(Connection(url=url, timeout_ms=600_000))
     t0 = time.perf_counter()
     blocks = InfluxQLReader(transport).read(job, start, end)
@@ -186,7 +186,7 @@ def _raw(url: str, target: str, job: Job, start: int, end: int) -> dict[str, flo
             )
     score_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    raw_job = Job(**{**vars(job), "output_database": "out_raw"})
+    raw_job = Pipeline(**{**vars(job), "output_database": "out_raw"})
     points: list[Point] = []
     for (block, _, values), result in zip(grids, results, strict=True):
         observed = np.asarray(~np.isnan(values).all(axis=1), dtype=np.bool_)

@@ -12,15 +12,15 @@ checkpoint, retry, events (anomaly episodes), runner (the passes), task
 """
 
 from stad.influx_task.cli import main
-from stad.influx_task.config import Connection, Job, TaskConfig, load_config
-from stad.influx_task.runner import JobRunner, PassStats, Shard
+from stad.influx_task.config import Connection, Pipeline, TaskConfig, load_config
+from stad.influx_task.runner import PassStats, PipelineRunner, Shard
 from stad.influx_task.task import Task
 
 __all__ = [
     "Connection",
-    "Job",
-    "JobRunner",
     "PassStats",
+    "Pipeline",
+    "PipelineRunner",
     "Shard",
     "Task",
     "TaskConfig",

@@ -205,14 +205,14 @@ def _once(task: Task, args: argparse.Namespace) -> int:
 
 def _check(task: Task, args: argparse.Namespace) -> int:
     results: dict[str, dict[str, object]] = {}
-    for job in task.config.jobs:
-        if args.pipeline and job.name not in args.pipeline:
+    for pipeline in task.config.pipelines:
+        if args.pipeline and pipeline.name not in args.pipeline:
             continue
         try:
-            report = task.check(job)
-            results[job.name] = {"ok": True, "series": report.series, "steps": report.steps}
+            report = task.check(pipeline)
+            results[pipeline.name] = {"ok": True, "series": report.series, "steps": report.steps}
         except (ValueError, InfluxError, OSError) as exc:
-            results[job.name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            results[pipeline.name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     if args.json:
         print(json.dumps(results))
     else:
@@ -225,28 +225,28 @@ def _check(task: Task, args: argparse.Namespace) -> int:
 
 
 def _backfill(task: Task, args: argparse.Namespace, start: int, stop_ns: int, received: list[int]) -> int:
-    job = task.config.job(args.pipeline)
+    pipeline = task.config.pipeline(args.pipeline)
     bar = None
     if not args.no_progress and not args.json:
-        bar = Progress(max(0, (stop_ns - start) // job.interval_ns), label=f"backfill {job.name}")
+        bar = Progress(max(0, (stop_ns - start) // pipeline.interval_ns), label=f"backfill {pipeline.name}")
 
     def advance(report: ChunkReport) -> None:
         if bar is not None:
             bar.advance(
-                min(report.stop_ns, stop_ns) // job.interval_ns
-                - max(report.start_ns, start) // job.interval_ns
+                min(report.stop_ns, stop_ns) // pipeline.interval_ns
+                - max(report.start_ns, start) // pipeline.interval_ns
             )
 
     task.on_chunk = advance
-    stats = task.backfill(job.name, start, stop_ns, restart=args.restart)
+    stats = task.backfill(pipeline.name, start, stop_ns, restart=args.restart)
     if args.json:
-        print(json.dumps({job.name: _stats_dict(stats)}))
+        print(json.dumps({pipeline.name: _stats_dict(stats)}))
     else:
-        _print_stats(job.name, stats)
+        _print_stats(pipeline.name, stats)
     if stats.interrupted:
         signum = received[0] if received else signal.SIGTERM
         print(
-            f"backfill of {job.name} interrupted by signal {signum}: run the same command to resume",
+            f"backfill of {pipeline.name} interrupted by signal {signum}: run the same command to resume",
             file=sys.stderr,
         )
         return 128 + signum

@@ -97,7 +97,7 @@ class StateSettings:
 
 
 @dataclass(frozen=True)
-class Job:
+class Pipeline:
     """One scoring pipeline: which series to read, how to grid them, which model scores them."""
 
     name: str
@@ -175,14 +175,14 @@ class TaskConfig:
     connection: Connection
     server: ServerSettings
     retry: RetrySettings
-    jobs: tuple[Job, ...]
+    pipelines: tuple[Pipeline, ...]
     checkpoint_store: str = "influx"  # "influx" (measurement stad_checkpoint) or a file path
 
-    def job(self, name: str) -> Job:
-        for job in self.jobs:
-            if job.name == name:
-                return job
-        raise ConfigError(f"no pipeline named {name!r}; pipelines are {[j.name for j in self.jobs]}")
+    def pipeline(self, name: str) -> Pipeline:
+        for pipeline in self.pipelines:
+            if pipeline.name == name:
+                return pipeline
+        raise ConfigError(f"no pipeline named {name!r}; pipelines are {[j.name for j in self.pipelines]}")
 
 
 # -- the schema, read off the dataclasses -------------------------------------------
@@ -284,13 +284,13 @@ def build(
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def job_from_table(table: Mapping[str, Any], index: int = 0) -> Job:
-    """Build a Job from one `[[pipelines]]` TOML table."""
+def job_from_table(table: Mapping[str, Any], index: int = 0) -> Pipeline:
+    """Build a Pipeline from one `[[pipelines]]` TOML table."""
     where = f"[[{SECTION}]] {table.get('name', f'#{index + 1}')!r}"
     if "database" in table and "bucket" in table:
         raise ConfigError(f"{where}: set 'database' (1.x) or 'bucket' (2.x), not both")
-    job: Job = build(Job, table, where, aliases={"bucket": "database"})
-    return job
+    pipeline: Pipeline = build(Pipeline, table, where, aliases={"bucket": "database"})
+    return pipeline
 
 
 # -- merging the sources ----------------------------------------------------------
@@ -389,6 +389,6 @@ def load_config(
         connection=connection_from(data.get("influx", {}), connection_overrides, env),
         server=server,
         retry=build(RetrySettings, data.get("retry", {}), "[retry]"),
-        jobs=jobs,
+        pipelines=jobs,
         checkpoint_store=state.checkpoint,
     )

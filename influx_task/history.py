@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stad.influx_task.config import Job
+from stad.influx_task.config import Pipeline
 from stad.influx_task.grid import series_key
 from stad.influx_task.influxql import InfluxQLReader, quote_ident, quote_string, source_clause
 
@@ -14,27 +14,27 @@ class WrittenHistory:
         self.reader = reader
 
     def _last_before(
-        self, job: Job, measurement: str, field: str, before_ns: int
+        self, pipeline: Pipeline, measurement: str, field: str, before_ns: int
     ) -> dict[str, tuple[int, object]]:
         """Per series, the time and value of `field`'s last point before `before_ns`."""
-        source = source_clause(job.out_database, job.output_retention_policy, measurement)
+        source = source_clause(pipeline.out_database, pipeline.output_retention_policy, measurement)
         query = (
             f"SELECT last({quote_ident(field)}) FROM {source} WHERE time < {before_ns} AND "
-            f"{quote_ident('model')} = {quote_string(job.model)} AND "
-            f"{quote_ident('source_measurement')} = {quote_string(job.measurement)} GROUP BY *"
+            f"{quote_ident('model')} = {quote_string(pipeline.model)} AND "
+            f"{quote_ident('source_measurement')} = {quote_string(pipeline.measurement)} GROUP BY *"
         )
         found = {}
-        for item in self.reader.query(query, database=job.out_database):
-            tags = {k: v for k, v in (item.get("tags") or {}).items() if k in job.output_tag_keys and v}
+        for item in self.reader.query(query, database=pipeline.out_database):
+            tags = {k: v for k, v in (item.get("tags") or {}).items() if k in pipeline.output_tag_keys and v}
             time_ns, value = item["values"][0][:2]
-            found[series_key(job.measurement, tags)] = (int(time_ns), value)
+            found[series_key(pipeline.measurement, tags)] = (int(time_ns), value)
         return found
 
-    def open_episode_starts(self, job: Job, before_ns: int) -> dict[str, int]:
+    def open_episode_starts(self, pipeline: Pipeline, before_ns: int) -> dict[str, int]:
         """Series whose last scored step before `before_ns` was anomalous: their episode's start."""
-        flagged = self._last_before(job, job.output_measurement, "is_anomaly", before_ns)
+        flagged = self._last_before(pipeline, pipeline.output_measurement, "is_anomaly", before_ns)
         open_series = {key for key, (_, anomalous) in flagged.items() if anomalous is True}
         if not open_series:
             return {}
-        starts = self._last_before(job, job.events_measurement, "max_score", before_ns)
+        starts = self._last_before(pipeline, pipeline.events_measurement, "max_score", before_ns)
         return {key: starts[key][0] for key in open_series if key in starts}

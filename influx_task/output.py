@@ -1,4 +1,4 @@
-"""The points a job writes: one `anomaly_scores` point per scored step, one `anomaly_events`
+"""The points a pipeline writes: one `anomaly_scores` point per scored step, one `anomaly_events`
 point per episode (at its first step, rewritten while it grows)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from stad.influx_task.config import Job
+from stad.influx_task.config import Pipeline
 from stad.influx_task.events import Episode
 from stad.influx_task.points import Point
 
@@ -48,15 +48,15 @@ class Scores(Protocol):
     def version(self) -> str: ...
 
 
-def output_tags(job: Job, tags: Mapping[str, str]) -> dict[str, str]:
-    return {**tags, "model": job.model, "source_measurement": job.measurement}
+def output_tags(pipeline: Pipeline, tags: Mapping[str, str]) -> dict[str, str]:
+    return {**tags, "model": pipeline.model, "source_measurement": pipeline.measurement}
 
 
 def score_points(
-    job: Job, tags: Mapping[str, str], result: Scores, keep: npt.NDArray[np.bool_]
+    pipeline: Pipeline, tags: Mapping[str, str], result: Scores, keep: npt.NDArray[np.bool_]
 ) -> list[Point]:
     """anomaly_scores points for the returned steps where `keep` is true."""
-    out_tags = output_tags(job, tags)
+    out_tags = output_tags(pipeline, tags)
     points = []
     channels = result.channels
     for i in np.flatnonzero(keep).tolist():
@@ -72,18 +72,18 @@ def score_points(
         for c, name in enumerate(channels):
             fields[f"expected_{name}"] = float(result.expected[i, c])
         fields["model_version"] = result.version
-        points.append(Point(job.output_measurement, out_tags, fields, int(result.timestamps_ns[i])))
+        points.append(Point(pipeline.output_measurement, out_tags, fields, int(result.timestamps_ns[i])))
     return points
 
 
-def event_points(job: Job, tags: Mapping[str, str], episodes: Sequence[Episode]) -> list[Point]:
-    out_tags = output_tags(job, tags)
+def event_points(pipeline: Pipeline, tags: Mapping[str, str], episodes: Sequence[Episode]) -> list[Point]:
+    out_tags = output_tags(pipeline, tags)
     points = []
     for episode in episodes:
-        end_ns = episode.end_ns(job.interval_ns)
+        end_ns = episode.end_ns(pipeline.interval_ns)
         points.append(
             Point(
-                job.events_measurement,
+                pipeline.events_measurement,
                 out_tags,
                 {
                     "end_time": end_ns,

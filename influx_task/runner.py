@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from stad.core.series import SeriesData, make_series
 from stad.influx_task.checkpoint import Checkpoint, CheckpointStore
-from stad.influx_task.config import Job
+from stad.influx_task.config import Pipeline
 from stad.influx_task.events import Episode, track_episodes
 from stad.influx_task.geometry import Geometry, align_down
 from stad.influx_task.grid import SeriesBlock, series_key, to_grid
@@ -46,19 +46,19 @@ T = TypeVar("T")
 
 
 class Reader(Protocol):
-    def read(self, job: Job, start_ns: int, stop_ns: int) -> list[SeriesBlock]: ...
+    def read(self, pipeline: Pipeline, start_ns: int, stop_ns: int) -> list[SeriesBlock]: ...
 
 
 class Scorer(Protocol):
     def __call__(
-        self, series: Sequence[SeriesData], *, job: Job, return_from_ns: int
+        self, series: Sequence[SeriesData], *, pipeline: Pipeline, return_from_ns: int
     ) -> Sequence[Scores]: ...
 
-    def geometry(self, job: Job) -> Geometry: ...
+    def geometry(self, pipeline: Pipeline) -> Geometry: ...
 
 
 class EpisodeLookup(Protocol):
-    def open_episode_starts(self, job: Job, before_ns: int) -> dict[str, int]: ...
+    def open_episode_starts(self, pipeline: Pipeline, before_ns: int) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ NO_SHARD = Shard()
 
 @dataclass
 class ChunkReport:
-    job: str
+    pipeline: str
     start_ns: int
     stop_ns: int
     series: int
@@ -113,7 +113,7 @@ class _NoWrites:
     def write(self, points: Sequence[Point], **_: object) -> int:
         return sum(1 for _ in points)
 
-    def save(self, job: str, checkpoints: Sequence[Checkpoint]) -> None:
+    def save(self, pipeline: str, checkpoints: Sequence[Checkpoint]) -> None:
         return None
 
 
@@ -128,12 +128,12 @@ class _Item:
     raw: npt.NDArray[np.float64]  # (T, C) before the fill
 
 
-class JobRunner:
-    """Runs one job against one InfluxDB and one scorer."""
+class PipelineRunner:
+    """Runs one pipeline against one InfluxDB and one scorer."""
 
     def __init__(
         self,
-        job: Job,
+        pipeline: Pipeline,
         *,
         reader: Reader,
         writer: LineWriter,
@@ -148,7 +148,7 @@ class JobRunner:
         on_chunk: Callable[[ChunkReport], None] | None = None,
         on_retry: Callable[[BaseException, int, float], None] | None = None,
     ) -> None:
-        self.job = job
+        self.pipeline = pipeline
         self.reader = reader
         self.writer = writer
         self.store = store
@@ -166,8 +166,8 @@ class JobRunner:
     def _call(self, fn: Callable[[], T], what: str) -> T:
         def report(exc: BaseException, attempt: int, delay_s: float) -> None:
             log.warning(
-                "job %s: %s failed (attempt %d), retrying in %.2fs: %s",
-                self.job.name,
+                "pipeline %s: %s failed (attempt %d), retrying in %.2fs: %s",
+                self.pipeline.name,
                 what,
                 attempt,
                 delay_s,
@@ -182,44 +182,45 @@ class JobRunner:
     def geometry(self) -> Geometry:
         """The model's scoring windows (asked of the server once); refuses a too short context."""
         if self._geometry is None:
-            geometry = self._call(lambda: self.scorer.geometry(self.job), "model lookup")
-            if self.job.context_steps < geometry.window:
+            geometry = self._call(lambda: self.scorer.geometry(self.pipeline), "model lookup")
+            if self.pipeline.context_steps < geometry.window:
                 raise ValueError(
-                    f"job {self.job.name!r}: context = {self.job.context_steps} steps is shorter than "
-                    f"model {self.job.model!r}'s window of {geometry.window} steps"
+                    f"pipeline {self.pipeline.name!r}: context = {self.pipeline.context_steps} steps is "
+                    "shorter than "
+                    f"model {self.pipeline.model!r}'s window of {geometry.window} steps"
                 )
             self._geometry = geometry
         return self._geometry
 
     def _filter_tags(self) -> dict[str, str]:
-        return {k: v[0] for k, v in self.job.tag_filter.items() if len(v) == 1}
+        return {k: v[0] for k, v in self.pipeline.tag_filter.items() if len(v) == 1}
 
     def horizon_ns(self) -> int:
         """Data on grid steps before this is final: their window ended by now - offset."""
-        return align_down(self.now_ns() - self.job.offset_ns, self.job.interval_ns)
+        return align_down(self.now_ns() - self.pipeline.offset_ns, self.pipeline.interval_ns)
 
     @property
     def fill_reach(self) -> int:
         """Steps a filled value may reach back (or forward) to its source."""
-        return 0 if self.job.fill == "null" else self.job.context_steps
+        return 0 if self.pipeline.fill == "null" else self.pipeline.context_steps
 
     # -- passes ------------------------------------------------------------
 
     def run_once(self) -> PassStats:
         """Rescore late data within the horizon, then score every owned series up to now - offset."""
-        job = self.job
+        pipeline = self.pipeline
         horizon = self.horizon_ns()
         checkpoints = {
             k: c
-            for k, c in self._call(lambda: self.store.load(job.name), "checkpoint load").items()
+            for k, c in self._call(lambda: self.store.load(pipeline.name), "checkpoint load").items()
             if self.shard.owns(k)
         }
-        rescored = self._rewind_late(checkpoints) if job.lateness_ns and checkpoints else set()
+        rescored = self._rewind_late(checkpoints) if pipeline.lateness_ns and checkpoints else set()
         if checkpoints:
             start = min(c.next_ns for c in checkpoints.values())
         else:
-            start = horizon - align_down(job.initial_lookback_ns, job.interval_ns)
-        stats = self._run_range(start, horizon, horizon, checkpoints, save_as=job.name)
+            start = horizon - align_down(pipeline.initial_lookback_ns, pipeline.interval_ns)
+        stats = self._run_range(start, horizon, horizon, checkpoints, save_as=pipeline.name)
         stats.rescored = rescored
         if checkpoints:
             stats.lag_s = max(0, horizon - min(c.next_ns for c in checkpoints.values())) / 1e9
@@ -227,49 +228,50 @@ class JobRunner:
 
     def dry_run(self) -> ChunkReport:
         """Read and score the chunk the next pass would score first; write nothing."""
-        job = self.job
+        pipeline = self.pipeline
         horizon = self.horizon_ns()
         checkpoints = {
             k: c
-            for k, c in self._call(lambda: self.store.load(job.name), "checkpoint load").items()
+            for k, c in self._call(lambda: self.store.load(pipeline.name), "checkpoint load").items()
             if self.shard.owns(k)
         }
         start = min(
             (c.next_ns for c in checkpoints.values()),
-            default=horizon - align_down(job.initial_lookback_ns, job.interval_ns),
+            default=horizon - align_down(pipeline.initial_lookback_ns, pipeline.interval_ns),
         )
-        stop = min(horizon, start + job.chunk_steps * job.interval_ns)
+        stop = min(horizon, start + pipeline.chunk_steps * pipeline.interval_ns)
         writer, store = self.writer, self.store
         self.writer = self.store = _NoWrites()  # type: ignore[assignment]
         try:
-            report = self._chunk(start, stop, horizon, checkpoints, job.name, None, None)
+            report = self._chunk(start, stop, horizon, checkpoints, pipeline.name, None, None)
         finally:
             self.writer, self.store = writer, store
         if report.series == 0:
             raise ValueError(
-                f"pipeline {job.name!r}: no data for measurement {job.measurement!r} fields "
-                f"{list(job.fields)} in {job.database!r} from {rfc3339_from_ns(start)} to {rfc3339_from_ns(stop)}"
+                f"pipeline {pipeline.name!r}: no data for measurement {pipeline.measurement!r} fields "
+                f"{list(pipeline.fields)} in {pipeline.database!r} "
+                f"from {rfc3339_from_ns(start)} to {rfc3339_from_ns(stop)}"
             )
         return report
 
     def backfill(self, start_ns: int, stop_ns: int, *, restart: bool = False) -> PassStats:
-        """Score [start, stop) regardless of the job's checkpoints, overwriting earlier scores.
+        """Score [start, stop) regardless of the pipeline's checkpoints, overwriting earlier scores.
 
-        Progress is kept apart (checkpoint job `<name>#backfill@<start>`), so a backfill
+        Progress is kept apart (checkpoint pipeline `<name>#backfill@<start>`), so a backfill
         restarted with the same start resumes. An episode open at `start` is rescored from
         its first step, and one open at `stop` is followed until it closes (at most up to
         now - offset), so a partial backfill leaves episodes whole.
         """
-        job = self.job
-        start = align_down(start_ns, job.interval_ns)
-        stop = align_down(stop_ns, job.interval_ns)
+        pipeline = self.pipeline
+        start = align_down(start_ns, pipeline.interval_ns)
+        stop = align_down(stop_ns, pipeline.interval_ns)
         if stop <= start:
             raise ValueError(f"backfill range is empty: start {start_ns} >= stop {stop_ns}")
-        key = f"{job.name}#backfill@{start}"
+        key = f"{pipeline.name}#backfill@{start}"
         progress = {} if restart else self._call(lambda: self.store.load(key), "checkpoint load")
         checkpoints = {k: c for k, c in progress.items() if self.shard.owns(k)}
         if not checkpoints and self.episodes is not None:
-            opened = self._call(lambda: self.episodes.open_episode_starts(job, start), "episode lookup")  # type: ignore[union-attr]
+            opened = self._call(lambda: self.episodes.open_episode_starts(pipeline, start), "episode lookup")  # type: ignore[union-attr]
             checkpoints = {k: Checkpoint(k, t) for k, t in opened.items() if self.shard.owns(k)}
         first = min([start, *(c.next_ns for c in checkpoints.values())])
         return self._run_range(
@@ -292,7 +294,7 @@ class JobRunner:
         `follow_open`: then go on past `stop`, for the series whose episode is still open.
         """
         stats = PassStats()
-        chunk_ns = self.job.chunk_steps * self.job.interval_ns
+        chunk_ns = self.pipeline.chunk_steps * self.pipeline.interval_ns
         chunk_start = start
         only: set[str] | None = None
         while chunk_start < min(stop if only is None else horizon, horizon):
@@ -321,38 +323,38 @@ class JobRunner:
     def _rewind_late(self, checkpoints: dict[str, Checkpoint]) -> set[str]:
         """Re-read the blocks each checkpoint remembers; rewind series whose data changed
         within the lateness horizon, and name the backfill for changes beyond it."""
-        job = self.job
+        pipeline = self.pipeline
         spans = [(b, stop) for c in checkpoints.values() for b, (stop, _) in c.late.digests.items()]
         if not spans:
             return set()
         lo, hi = min(b for b, _ in spans), max(stop for _, stop in spans)
-        blocks = self._call(lambda: self.reader.read(job, lo, hi), "late-data read")
+        blocks = self._call(lambda: self.reader.read(pipeline, lo, hi), "late-data read")
         rewound = set()
         for block in blocks:
-            key = series_key(job.measurement, {**self._filter_tags(), **block.tags})
+            key = series_key(pipeline.measurement, {**self._filter_tags(), **block.tags})
             checkpoint = checkpoints.get(key)
             if checkpoint is None:
                 continue
             _, raw = to_grid(
-                block.timestamps_ns, block.values, start_ns=lo, stop_ns=hi, interval_ns=job.interval_ns
+                block.timestamps_ns, block.values, start_ns=lo, stop_ns=hi, interval_ns=pipeline.interval_ns
             )
             now = {
-                b: (stop, digest(raw[(b - lo) // job.interval_ns : (stop - lo) // job.interval_ns]))
+                b: (stop, digest(raw[(b - lo) // pipeline.interval_ns : (stop - lo) // pipeline.interval_ns]))
                 for b, (stop, _) in checkpoint.late.digests.items()
             }
             changed = sorted(b for b, known in checkpoint.late.digests.items() if now[b] != known)
-            horizon = checkpoint.next_ns - job.lateness_ns
+            horizon = checkpoint.next_ns - pipeline.lateness_ns
             beyond = [b for b in changed if b < horizon]
             within = [b for b in changed if b >= horizon]
             if beyond:
                 log.warning(
                     "pipeline %s: series %s: data changed at %d, beyond the lateness horizon (%d s) "
                     "and not rescored; run `stad influx backfill --pipeline %s --start %d --stop %d`",
-                    job.name,
+                    pipeline.name,
                     key,
                     beyond[0],
-                    job.lateness_ns // 10**9,
-                    job.name,
+                    pipeline.lateness_ns // 10**9,
+                    pipeline.name,
                     self._first_affected(beyond[0]),
                     horizon,
                 )
@@ -364,7 +366,11 @@ class JobRunner:
                 continue
             at, episode = snapshot
             log.info(
-                "pipeline %s: series %s: late data at %d, rescoring from %d", job.name, key, within[0], at
+                "pipeline %s: series %s: late data at %d, rescoring from %d",
+                pipeline.name,
+                key,
+                within[0],
+                at,
             )
             late = checkpoint.late
             late.snapshots = [s for s in late.snapshots if s[0] <= at]
@@ -375,7 +381,7 @@ class JobRunner:
     def _first_affected(self, changed_ns: int) -> int:
         """The first window that covers a changed step (or a value filled from it) starts here."""
         geometry = self.geometry
-        reach = (geometry.window - 1 + self.fill_reach) * self.job.interval_ns
+        reach = (geometry.window - 1 + self.fill_reach) * self.pipeline.interval_ns
         return -(-(changed_ns - reach) // geometry.block_ns) * geometry.block_ns
 
     # -- one chunk -----------------------------------------------------------
@@ -383,10 +389,10 @@ class JobRunner:
     def _series_horizon(self, observed_times: npt.NDArray[np.int64], read_stop: int, horizon: int) -> int:
         """Data of one series is final before this: after its last observed step, steps wait
         for late data for `lateness` (or until the chunk's read ends before now - offset)."""
-        if read_stop < horizon - self.job.lateness_ns:
+        if read_stop < horizon - self.pipeline.lateness_ns:
             return read_stop
-        waited = horizon - self.job.lateness_ns
-        last = int(observed_times[-1]) + self.job.interval_ns if observed_times.size else waited
+        waited = horizon - self.pipeline.lateness_ns
+        last = int(observed_times[-1]) + self.pipeline.interval_ns if observed_times.size else waited
         return min(read_stop, max(last, waited))
 
     def _items(
@@ -403,14 +409,14 @@ class JobRunner:
         only: set[str] | None,
     ) -> tuple[list[_Item], dict[str, int]]:
         """Series to score, and the new `next_ns` of series with nothing to score."""
-        job, geometry = self.job, self.geometry
+        pipeline, geometry = self.pipeline, self.geometry
         fixed = self._filter_tags()
         items = []
         advance: dict[str, int] = {}
         seen = set()
         for block in blocks:
             tags = {**fixed, **block.tags}
-            key = series_key(job.measurement, tags)
+            key = series_key(pipeline.measurement, tags)
             if not self.shard.owns(key) or (only is not None and key not in only):
                 continue
             seen.add(key)
@@ -423,34 +429,35 @@ class JobRunner:
                 block.values,
                 start_ns=read_from,
                 stop_ns=data_stop,
-                interval_ns=job.interval_ns,
+                interval_ns=pipeline.interval_ns,
             )
             observed = np.asarray(~np.isnan(raw).all(axis=1), dtype=np.bool_)  # (T,)
             inside = times < read_stop
             until_data = self._series_horizon(times[observed & inside], read_stop, horizon)
             until = min(chunk_stop, geometry.final_until(until_data))
-            send_from = geometry.send_from(from_ns, job.context_steps)
+            send_from = geometry.send_from(from_ns, pipeline.context_steps)
             send_until = geometry.send_until(until_data)
             if until <= from_ns:
                 continue
             if not (observed & (times >= from_ns) & (times < until)).any():
                 advance[key] = until  # nothing observed to score: only the checkpoint moves
                 continue
-            if send_until - send_from < geometry.window * job.interval_ns:
+            if send_until - send_from < geometry.window * pipeline.interval_ns:
                 continue
             _, filled = to_grid(
                 block.timestamps_ns,
                 block.values,
                 start_ns=read_from,
                 stop_ns=data_stop,
-                interval_ns=job.interval_ns,
-                fill=job.fill,
+                interval_ns=pipeline.interval_ns,
+                fill=pipeline.fill,
                 fill_limit=self.fill_reach,
             )
             part = slice(
-                (send_from - read_from) // job.interval_ns, (send_until - read_from) // job.interval_ns
+                (send_from - read_from) // pipeline.interval_ns,
+                (send_until - read_from) // pipeline.interval_ns,
             )
-            series = make_series(filled[part], channels=job.fields, timestamps_ns=times[part])
+            series = make_series(filled[part], channels=pipeline.fields, timestamps_ns=times[part])
             items.append(_Item(key, tags, from_ns, until, series, observed[part], raw[part]))
         for key, known in checkpoints.items():
             if key in seen or (only is not None and key not in only) or known.next_ns >= chunk_stop:
@@ -473,13 +480,15 @@ class JobRunner:
         new_from: int | None,
         only: set[str] | None,
     ) -> ChunkReport:
-        job, geometry = self.job, self.geometry
+        pipeline, geometry = self.pipeline, self.geometry
         owned = [c.next_ns for k, c in checkpoints.items() if only is None or k in only]
         lowest = min([chunk_start, *owned]) if new_from is None else min([max(chunk_start, new_from), *owned])
-        read_from = geometry.send_from(lowest, job.context_steps) - self.fill_reach * job.interval_ns
-        read_stop = min(horizon, chunk_stop + geometry.window * job.interval_ns)
-        data_stop = min(horizon, read_stop + self.fill_reach * job.interval_ns)
-        blocks = self._call(lambda: self.reader.read(job, read_from, data_stop), "read")
+        read_from = (
+            geometry.send_from(lowest, pipeline.context_steps) - self.fill_reach * pipeline.interval_ns
+        )
+        read_stop = min(horizon, chunk_stop + geometry.window * pipeline.interval_ns)
+        data_stop = min(horizon, read_stop + self.fill_reach * pipeline.interval_ns)
+        blocks = self._call(lambda: self.reader.read(pipeline, read_from, data_stop), "read")
         items, advance = self._items(
             blocks,
             read_from,
@@ -495,11 +504,11 @@ class JobRunner:
         points: list[Point] = []
         advanced = [self._advanced(checkpoints.get(k), k, until, None) for k, until in advance.items()]
         steps = 0
-        for first in range(0, len(items), job.series_per_call):
-            group = items[first : first + job.series_per_call]
+        for first in range(0, len(items), pipeline.series_per_call):
+            group = items[first : first + pipeline.series_per_call]
             results = self._call(
                 lambda group=group: self.scorer(  # type: ignore[misc]
-                    [i.series for i in group], job=job, return_from_ns=min(i.from_ns for i in group)
+                    [i.series for i in group], pipeline=pipeline, return_from_ns=min(i.from_ns for i in group)
                 ),
                 "score",
             )
@@ -514,7 +523,7 @@ class JobRunner:
                     & (stamps < item.until_ns)
                     & np.isfinite(result.score)
                 )
-                new_points = score_points(job, item.tags, result, keep)
+                new_points = score_points(pipeline, item.tags, result, keep)
                 points += new_points
                 steps += len(new_points)
                 previous = checkpoints.get(item.key)
@@ -526,11 +535,11 @@ class JobRunner:
                     result.contributions[keep],
                     result.channels,
                 )
-                points += event_points(job, item.tags, touched)
+                points += event_points(pipeline, item.tags, touched)
                 advanced.append(self._advanced(previous, item.key, item.until_ns, state, item))
         written = self._call(
             lambda: self.writer.write(
-                points, database=job.out_database, retention_policy=job.output_retention_policy
+                points, database=pipeline.out_database, retention_policy=pipeline.output_retention_policy
             ),
             "write",
         )
@@ -538,7 +547,7 @@ class JobRunner:
             self._call(lambda: self.store.save(save_as, advanced), "checkpoint save")
             for checkpoint in advanced:
                 checkpoints[checkpoint.series] = checkpoint
-        return ChunkReport(job.name, chunk_start, chunk_stop, len(items), steps, written)
+        return ChunkReport(pipeline.name, chunk_start, chunk_stop, len(items), steps, written)
 
     def _advanced(
         self,
@@ -550,14 +559,14 @@ class JobRunner:
     ) -> Checkpoint:
         """The checkpoint after a chunk: `until`, the episode state there, and what the
         lateness horizon needs (the data's block hashes, the state where the chunk began)."""
-        job = self.job
+        pipeline = self.pipeline
         if previous is None:
             late = LateState()
             episode = state
         else:
             late = LateState(dict(previous.late.digests), list(previous.late.snapshots))
             episode = state if item is not None else previous.episode
-        if job.lateness_ns:
+        if pipeline.lateness_ns:
             if previous is not None:
                 late.snapshots.append((previous.next_ns, previous.episode))
             else:
@@ -566,36 +575,37 @@ class JobRunner:
                 times = item.series.timestamps_ns
                 assert times is not None
                 block = self.geometry.block_ns
-                for b in range(int(times[0]), int(times[-1]) + job.interval_ns, block):
-                    stop = min(b + block, int(times[-1]) + job.interval_ns)
+                for b in range(int(times[0]), int(times[-1]) + pipeline.interval_ns, block):
+                    stop = min(b + block, int(times[-1]) + pipeline.interval_ns)
                     rows = slice(
-                        (b - int(times[0])) // job.interval_ns, (stop - int(times[0])) // job.interval_ns
+                        (b - int(times[0])) // pipeline.interval_ns,
+                        (stop - int(times[0])) // pipeline.interval_ns,
                     )
                     late.digests[b] = (stop, digest(item.raw[rows]))
             # Twice the horizon: changes in the outer half are only reported (see _rewind_late).
-            lead = self.geometry.lead_steps(job.context_steps) * job.interval_ns
-            late.prune(until - 2 * job.lateness_ns - lead)
+            lead = self.geometry.lead_steps(pipeline.context_steps) * pipeline.interval_ns
+            late.prune(until - 2 * pipeline.lateness_ns - lead)
         return Checkpoint(key, until, episode, late)
 
     # -- training data -------------------------------------------------------
 
     def training_series(self, start_ns: int, stop_ns: int) -> list[SeriesData]:
         """The owned series over [start, stop) on the grid, one SeriesData per tag set."""
-        job = self.job
-        start = align_down(start_ns, job.interval_ns)
-        stop = align_down(stop_ns, job.interval_ns)
+        pipeline = self.pipeline
+        start = align_down(start_ns, pipeline.interval_ns)
+        stop = align_down(stop_ns, pipeline.interval_ns)
         if stop <= start:
             raise ValueError(f"training range is empty: start {start_ns} >= stop {stop_ns}")
         pieces: dict[str, list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]] = {}
-        chunk_ns = job.chunk_steps * job.interval_ns
+        chunk_ns = pipeline.chunk_steps * pipeline.interval_ns
         for chunk_start in range(start, stop, chunk_ns):
             chunk_stop = min(stop, chunk_start + chunk_ns)
             blocks = self._call(
-                lambda a=chunk_start, b=chunk_stop: self.reader.read(job, a, b),  # type: ignore[misc]
+                lambda a=chunk_start, b=chunk_stop: self.reader.read(pipeline, a, b),  # type: ignore[misc]
                 "read",
             )
             for block in blocks:
-                key = series_key(job.measurement, {**self._filter_tags(), **block.tags})
+                key = series_key(pipeline.measurement, {**self._filter_tags(), **block.tags})
                 if not self.shard.owns(key):
                     continue
                 times, values = to_grid(
@@ -603,8 +613,8 @@ class JobRunner:
                     block.values,
                     start_ns=chunk_start,
                     stop_ns=chunk_stop,
-                    interval_ns=job.interval_ns,
-                    fill=job.fill,
+                    interval_ns=pipeline.interval_ns,
+                    fill=pipeline.fill,
                     fill_limit=self.fill_reach,
                 )
                 pieces.setdefault(key, []).append((times, values))
@@ -618,7 +628,7 @@ class JobRunner:
             first, last = np.flatnonzero(observed)[[0, -1]]
             out.append(
                 make_series(
-                    values[first : last + 1], channels=job.fields, timestamps_ns=times[first : last + 1]
+                    values[first : last + 1], channels=pipeline.fields, timestamps_ns=times[first : last + 1]
                 )
             )
         return out

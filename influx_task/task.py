@@ -1,4 +1,4 @@
-"""Wiring: one Task holds the InfluxDB transport, the scoring client and a JobRunner per job."""
+"""Wiring: one Task holds the InfluxDB transport, the scoring client and a PipelineRunner per pipeline."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from stad.client import Client, DeadlineExceeded, JobStatus, ResourceExhausted, 
 from stad.core.series import SeriesData
 from stad.influx_task import transport as _transport
 from stad.influx_task.checkpoint import CheckpointStore, FileCheckpointStore, InfluxCheckpointStore
-from stad.influx_task.config import Job, TaskConfig
+from stad.influx_task.config import Pipeline, TaskConfig
 from stad.influx_task.flux import FluxReader
 from stad.influx_task.geometry import Geometry, geometry_from_metadata
 from stad.influx_task.history import WrittenHistory
@@ -23,8 +23,8 @@ from stad.influx_task.retry import RetryPolicy
 from stad.influx_task.runner import (
     NO_SHARD,
     ChunkReport,
-    JobRunner,
     PassStats,
+    PipelineRunner,
     Reader,
     Shard,
     concatenate_for_training,
@@ -45,25 +45,27 @@ class ClientScorer:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    def __call__(self, series: Sequence[SeriesData], *, job: Job, return_from_ns: int) -> list[Scores]:
+    def __call__(
+        self, series: Sequence[SeriesData], *, pipeline: Pipeline, return_from_ns: int
+    ) -> list[Scores]:
         return list(
             self.client.score_many(
                 series,
-                model=job.model,
-                version=job.version,
-                threshold=job.threshold,
+                model=pipeline.model,
+                version=pipeline.version,
+                threshold=pipeline.threshold,
                 return_from_ns=return_from_ns,
             )
         )
 
-    def geometry(self, job: Job) -> Geometry:
-        """The scoring windows of the version the job uses (its own, else the active one)."""
-        info = self.client.model(job.model, version=job.version)
-        wanted = job.version or info.active_version
+    def geometry(self, pipeline: Pipeline) -> Geometry:
+        """The scoring windows of the version the pipeline uses (its own, else the active one)."""
+        info = self.client.model(pipeline.model, version=pipeline.version)
+        wanted = pipeline.version or info.active_version
         version = next((v for v in info.versions if v.version == wanted), None)
         if version is None:
-            raise ValueError(f"model {job.model!r} has no version {wanted!r} to score with")
-        return geometry_from_metadata(version.metadata, job.interval_ns)
+            raise ValueError(f"model {pipeline.model!r} has no version {wanted!r} to score with")
+        return geometry_from_metadata(version.metadata, pipeline.interval_ns)
 
 
 class Task:
@@ -118,24 +120,24 @@ class Task:
             self.client.close()
         self.transport.close()
 
-    def _reader(self, job: Job) -> Reader:
-        if job.read_path == "influxql":
+    def _reader(self, pipeline: Pipeline) -> Reader:
+        if pipeline.read_path == "influxql":
             return self.influxql
         if self._flux is None:
             self._flux = FluxReader(self.config.connection)
         return self._flux
 
-    def _store(self, job: Job) -> CheckpointStore:
+    def _store(self, pipeline: Pipeline) -> CheckpointStore:
         if self.config.checkpoint_store == "influx":
-            return InfluxCheckpointStore(self.influxql, self.writer, database=job.out_database)
+            return InfluxCheckpointStore(self.influxql, self.writer, database=pipeline.out_database)
         return FileCheckpointStore(self.config.checkpoint_store)
 
-    def runner(self, job: Job) -> JobRunner:
-        return JobRunner(
-            job,
-            reader=self._reader(job),
+    def runner(self, pipeline: Pipeline) -> PipelineRunner:
+        return PipelineRunner(
+            pipeline,
+            reader=self._reader(pipeline),
             writer=self.writer,
-            store=self._store(job),
+            store=self._store(pipeline),
             scorer=ClientScorer(self.client),
             retry=self.retry,
             is_retryable=is_retryable,
@@ -161,27 +163,27 @@ class Task:
                 f"cannot reach the stad server at {self.config.server.target}: {exc}"
             ) from exc
 
-    def check(self, job: Job) -> ChunkReport:
-        """Dry run of one chunk of `job` (read, score, nothing written): what `stad influx check` does."""
-        return self.runner(job).dry_run()
+    def check(self, pipeline: Pipeline) -> ChunkReport:
+        """A dry run of one chunk (read, score, write nothing): what `stad influx check` does."""
+        return self.runner(pipeline).dry_run()
 
-    def once(self, jobs: list[str] | None = None) -> dict[str, PassStats | Exception]:
-        """One pass over every job (or the named ones); a failing job does not stop the others."""
-        selected = [self.config.job(name) for name in jobs] if jobs else list(self.config.jobs)
+    def once(self, names: list[str] | None = None) -> dict[str, PassStats | Exception]:
+        """One pass over every pipeline (or the named ones); a failing pipeline does not stop the others."""
+        selected = [self.config.pipeline(n) for n in names] if names else list(self.config.pipelines)
         outcome: dict[str, PassStats | Exception] = {}
-        for job in selected:
+        for pipeline in selected:
             if self.stop.is_set():
                 break
             started = time.monotonic()
             try:
-                stats = outcome[job.name] = self.runner(job).run_once()
+                stats = outcome[pipeline.name] = self.runner(pipeline).run_once()
             except Exception as exc:
-                log.error("pipeline %s failed: %s: %s", job.name, type(exc).__name__, exc)
-                outcome[job.name] = exc
+                log.error("pipeline %s failed: %s: %s", pipeline.name, type(exc).__name__, exc)
+                outcome[pipeline.name] = exc
                 continue
             log.info(
                 "pipeline %s: %d series, %d steps, %d points, lag %.0f s, %.2f s%s",
-                job.name,
+                pipeline.name,
                 len(stats.series),
                 stats.steps,
                 stats.points,
@@ -192,25 +194,25 @@ class Task:
         return outcome
 
     def run(self) -> None:
-        """Pass over each job every `every` until `stop` is set."""
-        due = {job.name: 0.0 for job in self.config.jobs}
+        """Pass over each pipeline every `every` until `stop` is set."""
+        due = {pipeline.name: 0.0 for pipeline in self.config.pipelines}
         if not due:
-            raise ValueError("no jobs configured")
+            raise ValueError("no pipelines configured")
         while not self.stop.is_set():
-            for job in self.config.jobs:
-                if self.stop.is_set() or time.monotonic() < due[job.name]:
+            for pipeline in self.config.pipelines:
+                if self.stop.is_set() or time.monotonic() < due[pipeline.name]:
                     continue
-                due[job.name] = time.monotonic() + job.every_ns / 1e9
-                self.once([job.name])
+                due[pipeline.name] = time.monotonic() + pipeline.every_ns / 1e9
+                self.once([pipeline.name])
             self.stop.wait(max(0.0, min(due.values()) - time.monotonic()))
 
-    def backfill(self, job_name: str, start_ns: int, stop_ns: int, *, restart: bool = False) -> PassStats:
-        """Score one pipeline over [start, stop) (see JobRunner.backfill)."""
-        return self.runner(self.config.job(job_name)).backfill(start_ns, stop_ns, restart=restart)
+    def backfill(self, name: str, start_ns: int, stop_ns: int, *, restart: bool = False) -> PassStats:
+        """Score one pipeline over [start, stop) (see PipelineRunner.backfill)."""
+        return self.runner(self.config.pipeline(name)).backfill(start_ns, stop_ns, restart=restart)
 
     def train(
         self,
-        job_name: str,
+        name: str,
         start_ns: int,
         stop_ns: int,
         *,
@@ -219,16 +221,16 @@ class Task:
         on_status: Callable[[JobStatus], None] | None = None,
         timeout_s: float | None = None,
     ) -> JobStatus:
-        """Pull the job's history over [start, stop), train a new version, wait for it."""
-        job = self.config.job(job_name)
-        series = self.runner(job).training_series(start_ns, stop_ns)
+        """Pull the pipeline's history over [start, stop), train a new version, wait for it."""
+        pipeline = self.config.pipeline(name)
+        series = self.runner(pipeline).training_series(start_ns, stop_ns)
         data = concatenate_for_training(series)
         handle = self.client.train(
             data,
-            model=job.model,
+            model=pipeline.model,
             settings=settings,
             activate=activate,
-            description=f"stad influx train --job {job.name}",
+            description=f"stad influx train --pipeline {pipeline.name}",
         )
         for status in handle.watch(timeout_s=timeout_s):
             if on_status is not None:

@@ -94,7 +94,7 @@ def test_example_jobs_file_loads(path: str) -> None:
     from stad.influx_task.config import load_config
 
     config = load_config(ROOT / path)
-    assert config.jobs
+    assert config.pipelines
 
 
 def test_the_task_dials_the_compose_services_not_the_files_localhost() -> None:

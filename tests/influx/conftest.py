@@ -68,7 +68,7 @@ def trained(influxd: Influxd, server: EmbeddedServer) -> tuple[str, DemoData]:
     influxd.query(f'CREATE DATABASE "{database}"')
     data = kit.demo()
     kit.write_demo(influxd.url, database, data)
-    job = kit.job(database, data)
+    job = kit.pipeline(database, data)
     seen: list[str] = []
     with Task(kit.config(influxd.url, server.target, (job,))) as task:
         quiet_stop = int(data.timestamps_ns[data.quiet_steps])

@@ -6,10 +6,10 @@ from typing import Any
 
 from stad.client import TrainingSettings
 from stad.core.demo_data import DemoData, generate
-from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettings, TaskConfig
+from stad.influx_task.config import Connection, Pipeline, RetrySettings, ServerSettings, TaskConfig
 from stad.influx_task.influxql import InfluxQLReader
-from stad.influx_task.transport import Transport
 from stad.influx_task.points import Point
+from stad.influx_task.transport import Transport
 from stad.influx_task.writer import LineWriter
 
 STEP_S = 600
@@ -32,7 +32,7 @@ def write_demo(url: str, database: str, data: DemoData) -> None:
     write_rows(url, database, data, range(data.values.shape[0]))
 
 
-def job(database: str, data: DemoData, **extra: object) -> Job:
+def pipeline(database: str, data: DemoData, **extra: object) -> Pipeline:
     base: dict[str, object] = dict(
         name="pumps",
         database=database,
@@ -48,11 +48,11 @@ def job(database: str, data: DemoData, **extra: object) -> Job:
         lateness_ns=0,
     )
     base.update(extra)
-    return Job(**base)  # type: ignore[arg-type]
+    return Pipeline(**base)  # type: ignore[arg-type]
 
 
-def job_toml(database: str, data: DemoData, *, name: str = "pumps", model: str = "pumps") -> str:
-    """The start of a [[jobs]] table in a config file for the demo data."""
+def pipeline_toml(database: str, data: DemoData, *, name: str = "pumps", model: str = "pumps") -> str:
+    """The start of a [[pipelines]] table in a config file for the demo data."""
     fields = str(list(data.channels)).replace("'", '"')
     return f"""[[pipelines]]
 name = "{name}"
@@ -65,12 +65,12 @@ lateness = "0s"
 group_by = ["unit"]"""
 
 
-def config(url: str, target: str, jobs: tuple[Job, ...]) -> TaskConfig:
+def config(url: str, target: str, jobs: tuple[Pipeline, ...]) -> TaskConfig:
     return TaskConfig(
         connection=Connection(url=url),
         server=ServerSettings(target=target, timeout_s=60),
         retry=RetrySettings(base_ms=20, cap_ms=300, deadline_s=120),
-        jobs=jobs,
+        pipelines=jobs,
     )
 
 

@@ -36,7 +36,7 @@ def test_check_validates_connects_and_dry_runs_writing_nothing(
     kit.write_demo(influxd.url, database, data)
     lookback_s = (time.time_ns() - int(data.timestamps_ns[100])) // 10**9
     good = (
-        kit.job_toml(database, data)
+        kit.pipeline_toml(database, data)
         + f'\ncontext = 32\ninitial_lookback = "{lookback_s}s"\nchunk_steps = 200\n'
     )
 
@@ -66,7 +66,7 @@ def test_context_shorter_than_the_model_window_is_refused(
 ) -> None:
     data = trained[1]
     kit.write_demo(influxd.url, database, data)
-    config = _write_config(tmp_path / "jobs.toml", kit.job_toml(database, data) + "\ncontext = 8\n")
+    config = _write_config(tmp_path / "jobs.toml", kit.pipeline_toml(database, data) + "\ncontext = 8\n")
     assert main(["once", "--config", config, "--url", influxd.url, "--server", server.target, "--json"]) == 1
     result = json.loads(capsys.readouterr().out)["pumps"]
     assert not result["ok"]
@@ -79,7 +79,7 @@ def test_once_fails_fast_on_a_connection_that_never_worked(
     data = trained[1]
     config = _write_config(
         tmp_path / "jobs.toml",
-        "[retry]\ndeadline_s = 600\n" + kit.job_toml("db", data),
+        "[retry]\ndeadline_s = 600\n" + kit.pipeline_toml("db", data),
     )
     typo = f"http://127.0.0.1:{free_port()}"
     for command in ("once", "backfill"):
@@ -98,13 +98,13 @@ def test_sigterm_ends_a_retry_wait_at_once(trained: tuple[str, DemoData], tmp_pa
     data = trained[1]
     config = _write_config(
         tmp_path / "jobs.toml",
-        "[retry]\nbase_ms = 60000\ncap_ms = 60000\ndeadline_s = 3600\n" + kit.job_toml("db", data),
+        "[retry]\nbase_ms = 60000\ncap_ms = 60000\ndeadline_s = 3600\n" + kit.pipeline_toml("db", data),
     )
     log_path = tmp_path / "run.log"
+    typo = f"http://127.0.0.1:{free_port()}"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [*(sys.executable, "-m", "stad.influx_task", "run", "--config", config, "-v")]
-            + ["--url", f"http://127.0.0.1:{free_port()}"],
+            [sys.executable, "-m", "stad.influx_task", "run", "--config", config, "-v", "--url", typo],
             stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -130,7 +130,7 @@ def test_relative_start_as_in_the_readme(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = trained[1]
-    config = _write_config(tmp_path / "jobs.toml", kit.job_toml(database, data))
+    config = _write_config(tmp_path / "jobs.toml", kit.pipeline_toml(database, data))
     common = ["--config", config, "--url", influxd.url, "--server", server.target, "--pipeline", "pumps"]
     assert main(["train", *common, "--start", "-14d", "--stop", "-7d", "--activate"]) == 1
     assert "no data to train on in the given range" in capsys.readouterr().err  # parsed, and nothing there

@@ -46,7 +46,7 @@ def _passes(
     influxd.query(f'DROP DATABASE "{out}"')
     influxd.query(f'CREATE DATABASE "{out}"')
     lookback = clocks[0] - int(data.timestamps_ns[FIRST])
-    job = kit.job(source, data, output_database=out, initial_lookback_ns=lookback, **extra)
+    job = kit.pipeline(source, data, output_database=out, initial_lookback_ns=lookback, **extra)
     clock = [clocks[0]]
     outcome = []
     with Task(kit.config(influxd.url, target, (job,)), now_ns=lambda: clock[0]) as task:
@@ -112,7 +112,7 @@ def test_backfill_in_small_chunks_writes_what_one_pass_writes(
 ) -> None:
     source, data = trained
     influxd.query('CREATE DATABASE "backfilled"')
-    job = kit.job(source, data, output_database="backfilled", chunk_steps=11)
+    job = kit.pipeline(source, data, output_database="backfilled", chunk_steps=11)
     with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: _final(data)) as task:
         stats = task.backfill("pumps", int(data.timestamps_ns[FIRST]), _final(data))
     assert not stats.interrupted
@@ -130,7 +130,7 @@ def test_steps_after_the_last_observed_one_wait_for_data_or_lateness(
     kit.write_rows(influxd.url, database, data, range(201))  # the feed stops after step 200
     lateness = 10 * STEP
     clock = [int(data.timestamps_ns[200]) + 3 * STEP]
-    job = kit.job(
+    job = kit.pipeline(
         database,
         data,
         output_database=database,
@@ -177,7 +177,7 @@ def test_late_points_within_the_horizon_are_rescored_beyond_it_backfill_is_named
         database,
     )
     final = _final(data)
-    job = kit.job(
+    job = kit.pipeline(
         database,
         data,
         output_database=database,
@@ -225,7 +225,7 @@ def test_points_dropped_by_a_short_retention_count_as_written(
     kit.write_demo(influxd.url, database, data)
     influxd.query(f'CREATE RETENTION POLICY "short" ON "{database}" DURATION 1h REPLICATION 1')
     final = _final(data)
-    job = kit.job(database, data, output_retention_policy="short", chunk_steps=100)
+    job = kit.pipeline(database, data, output_retention_policy="short", chunk_steps=100)
     with (
         caplog.at_level(logging.WARNING, logger="stad.influx_task"),
         Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: final) as task,
@@ -253,7 +253,7 @@ def test_a_partial_backfill_leaves_episodes_whole(
     )
     assert len(long_ones) >= 2, reference[1]
     (a_start, _), (b_start, _) = long_ones[0], long_ones[-1]
-    job = kit.job(source, data, output_database="episodes", chunk_steps=13)
+    job = kit.pipeline(source, data, output_database="episodes", chunk_steps=13)
     with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: _final(data)) as task:
         task.backfill("pumps", a_start + STEP, b_start + STEP)  # starts and stops inside episodes
     assert _output(influxd, "episodes") == reference
@@ -264,7 +264,7 @@ def test_backfill_resumes_where_it_was_interrupted(
 ) -> None:
     data = trained[1]
     kit.write_demo(influxd.url, database, data)
-    job = kit.job(database, data, chunk_steps=30)
+    job = kit.pipeline(database, data, chunk_steps=30)
     start, stop = int(data.timestamps_ns[FIRST]), int(data.timestamps_ns[-1]) + STEP
     halt = threading.Event()
     chunks: list[ChunkReport] = []
@@ -293,7 +293,7 @@ def test_sigterm_during_backfill_exits_non_zero_saying_so(
     data = trained[1]
     kit.write_demo(influxd.url, database, data)
     config = tmp_path / "jobs.toml"
-    config.write_text(f"{kit.job_toml(database, data)}\ncontext = {kit.CONTEXT}\nchunk_steps = 3\n")
+    config.write_text(f"{kit.pipeline_toml(database, data)}\ncontext = {kit.CONTEXT}\nchunk_steps = 3\n")
     command = [
         *(sys.executable, "-m", "stad.influx_task", "backfill", "--config", str(config)),
         *("--url", influxd.url, "--server", server.target, "--pipeline", "pumps", "--no-progress"),
@@ -326,7 +326,7 @@ def test_filled_steps_feed_the_model_but_get_no_score(
     hole = range(150, 153)
     kit.write_rows(influxd.url, database, data, range(hole.start))
     kit.write_rows(influxd.url, database, data, range(hole.stop, STEPS))
-    job = kit.job(
+    job = kit.pipeline(
         database, data, fill=fill, initial_lookback_ns=_final(data) - int(data.timestamps_ns[FIRST])
     )
     with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: _final(data)) as task:

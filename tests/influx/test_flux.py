@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stad.influx_task.config import Job
+from stad.influx_task.config import Pipeline
 from stad.influx_task.flux import (
     blocks_from_records,
     build_flux,
@@ -18,7 +18,7 @@ S = 10**9
 T0 = 1_700_000_000 * S
 
 
-def _job(**extra: object) -> Job:
+def _job(**extra: object) -> Pipeline:
     base: dict[str, object] = dict(
         name="j",
         database="db",
@@ -29,7 +29,7 @@ def _job(**extra: object) -> Job:
         group_by=("site",),
     )
     base.update(extra)
-    return Job(**base)  # type: ignore[arg-type]
+    return Pipeline(**base)  # type: ignore[arg-type]
 
 
 def test_rfc3339_round_trip_keeps_nanoseconds() -> None:

@@ -19,7 +19,7 @@ import pytest
 from stad.client import Client
 from stad.core.demo_data import DemoData
 from stad.core.series import make_series
-from stad.influx_task.config import Connection, Job
+from stad.influx_task.config import Connection, Pipeline
 from stad.influx_task.geometry import Geometry
 from stad.influx_task.influxql import InfluxQLReader
 from stad.influx_task.local_influxd import Influxd, free_port
@@ -37,7 +37,7 @@ def test_once_writes_scores_equal_to_direct_scoring(
     database, data = trained
     end = int(data.timestamps_ns[-1]) + SETTLE
     first = STEPS - 300
-    job = kit.job(database, data, initial_lookback_ns=end - int(data.timestamps_ns[first]))
+    job = kit.pipeline(database, data, initial_lookback_ns=end - int(data.timestamps_ns[first]))
     with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: end) as task:
         outcome = task.once()
     stats = outcome["pumps"]
@@ -146,7 +146,7 @@ target = "{server.target}"
 [retry]
 base_ms = 20
 cap_ms = 300
-{kit.job_toml(database, data)}
+{kit.pipeline_toml(database, data)}
 tag_filter = {{ plant = "p1" }}
 context = {CONTEXT}
 initial_lookback = "{2 * STEPS * STEP_S}s"
@@ -169,8 +169,8 @@ chunk_steps = 10
     _assert_no_gap_no_duplicate(influxd.url, database, data)
 
 
-def _fixed_job(database: str, data: DemoData) -> Job:
-    return kit.job(database, data, chunk_steps=50, initial_lookback_ns=LOOKBACK)
+def _fixed_job(database: str, data: DemoData) -> Pipeline:
+    return kit.pipeline(database, data, chunk_steps=50, initial_lookback_ns=LOOKBACK)
 
 
 def _once_through_outage(
@@ -259,7 +259,7 @@ def test_late_points_inside_offset_are_scored_next_pass(
     kit.write_demo(influxd.url, database, on_time)
     offset = late * STEP
     clock = [int(data.timestamps_ns[-late]) + offset]  # the late steps are not final yet
-    job = kit.job(database, data, offset_ns=offset, initial_lookback_ns=LOOKBACK)
+    job = kit.pipeline(database, data, offset_ns=offset, initial_lookback_ns=LOOKBACK)
     with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: clock[0]) as task:
         first = task.once()["pumps"]
         assert not isinstance(first, Exception)
@@ -281,7 +281,7 @@ def test_sigterm_finishes_the_chunk_and_exits_zero(
     config.write_text(f"""
 [server]
 target = "{server.target}"
-{kit.job_toml(database, data)}
+{kit.pipeline_toml(database, data)}
 context = {CONTEXT}
 initial_lookback = "{LOOKBACK // 10**9}s"
 chunk_steps = 5
@@ -322,7 +322,7 @@ def test_shards_split_series_between_workers(
     data = trained[1]
     kit.write_demo(influxd.url, database, data)
     end = int(data.timestamps_ns[-1]) + SETTLE
-    job = kit.job(database, data, initial_lookback_ns=LOOKBACK)
+    job = kit.pipeline(database, data, initial_lookback_ns=LOOKBACK)
     owners = {}
     for index in range(2):
         before = {r["unit"] for r in kit.scores(influxd.url, database)}
@@ -366,7 +366,7 @@ def test_cli_backfill_shows_progress_and_writes(
     kit.write_demo(influxd.url, database, data)
     config = tmp_path / "jobs.toml"
     config.write_text(f"""
-{kit.job_toml(database, data)}
+{kit.pipeline_toml(database, data)}
 context = {CONTEXT}
 chunk_steps = 100
 """)
@@ -402,8 +402,8 @@ def test_a_failing_job_does_not_stop_the_others(
     data = trained[1]
     kit.write_demo(influxd.url, database, data)
     end = int(data.timestamps_ns[-1]) + SETTLE
-    broken = kit.job("no_such_db", data, name="broken")
-    good = kit.job(database, data, name="good", initial_lookback_ns=LOOKBACK)
+    broken = kit.pipeline("no_such_db", data, name="broken")
+    good = kit.pipeline(database, data, name="good", initial_lookback_ns=LOOKBACK)
     with Task(kit.config(influxd.url, server.target, (broken, good)), now_ns=lambda: end) as task:
         outcome = task.once()
     assert isinstance(outcome["broken"], Exception) and "no_such_db" in str(outcome["broken"])
@@ -428,7 +428,7 @@ def test_cli_train_pulls_history_and_activates(
 url = "{influxd.url}"
 [server]
 target = "{server.target}"
-{kit.job_toml(database, data, name="cli", model="pumps_cli")}
+{kit.pipeline_toml(database, data, name="cli", model="pumps_cli")}
 tag_filter = {{ unit = "1" }}
 """)
     start, stop = int(data.timestamps_ns[0]), int(data.timestamps_ns[100])
@@ -475,7 +475,9 @@ def test_grafana_dashboard_queries_run_on_the_output(
     data = trained[1]
     kit.write_demo(influxd.url, database, data)
     end = int(data.timestamps_ns[-1]) + SETTLE
-    with Task(kit.config(influxd.url, server.target, (kit.job(database, data),)), now_ns=lambda: end) as task:
+    with Task(
+        kit.config(influxd.url, server.target, (kit.pipeline(database, data),)), now_ns=lambda: end
+    ) as task:
         task.once()
     dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/dashboards/stad.json").read_text())
     queries = [t["query"] for panel in dashboard["panels"] for t in panel["targets"]]

@@ -51,7 +51,7 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     assert config.connection.org == "acme"  # the file fills what the environment lacks
     assert config.connection.uses_v2_write
     assert config.server.target == "envserver:1"
-    job = config.job("pumps")
+    job = config.pipeline("pumps")
     assert (job.database, job.interval_ns, job.every_ns, job.offset_ns) == ("plant", 10 * S, 60 * S, 30 * S)
     assert job.output_tag_keys == ("site", "unit")
     flagged = load_config(
@@ -105,7 +105,7 @@ def test_old_jobs_key_still_loads_with_a_deprecation_warning(
 ) -> None:
     path = tmp_path / "jobs.toml"
     path.write_text(TOML.replace("[[pipelines]]", "[[jobs]]"))
-    assert load_config(path, environ={}).job("pumps").measurement == "pump"
+    assert load_config(path, environ={}).pipeline("pumps").measurement == "pump"
     assert "[[jobs]] is deprecated; rename it [[pipelines]]" in caplog.text
     path.write_text(TOML + TOML[TOML.index("[[pipelines]]") :].replace("[[pipelines]]", "[[jobs]]"))
     with pytest.raises(ConfigError, match="both"):
@@ -262,7 +262,7 @@ def test_shards_partition_series() -> None:
 
 def test_example_jobs_file_loads() -> None:
     config = load_config(Path(__file__).parents[2] / "jobs.example.toml", environ={})
-    job = config.job("pumps")
+    job = config.pipeline("pumps")
     assert job.fields == ("flow", "pressure", "current", "motor_temp")
     assert job.offset_ns == 120 * S and job.context_steps == 128
 
