@@ -5,6 +5,9 @@ The parser follows the documented annotated CSV format
 `#datatype`, `#group` and `#default` annotation rows, a header row, data rows;
 a new annotation block or a blank line starts a new table schema. Flux labels
 each aggregate window by its stop; `read` shifts labels to window starts.
+
+Why not influxdb-client's own FluxCsvParser: it turns `_time` into a `datetime`
+(microseconds), and grid steps need exact nanoseconds.
 """
 
 from __future__ import annotations
