@@ -22,8 +22,9 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
+from stad.core.progress import Progress, TrainingDisplay
 from stad.influx_task.config import load_config
 from stad.influx_task.retry import Interrupted
 from stad.influx_task.runner import ChunkReport, PassStats, Shard
@@ -34,29 +35,6 @@ if TYPE_CHECKING:
     from stad.influx_task.task import Task
 
 TIME_FLAGS = ("--start", "--stop")
-
-
-class Progress:
-    """A one-line progress bar on a text stream."""
-
-    def __init__(self, total: int, *, stream: TextIO | None = None, label: str = "") -> None:
-        self.total = max(total, 1)
-        self.done = 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.label = label
-        self.started = time.monotonic()
-
-    def advance(self, amount: int) -> None:
-        self.done = min(self.total, self.done + amount)
-        share = self.done / self.total
-        rate = self.done / max(time.monotonic() - self.started, 1e-9)
-        bar = "#" * int(share * 30)
-        self.stream.write(
-            f"\r{self.label} [{bar:<30}] {share:6.1%} {self.done}/{self.total} steps ({rate:,.0f}/s)"
-        )
-        if self.done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -226,19 +204,19 @@ def _check(task: Task, args: argparse.Namespace) -> int:
 
 def _backfill(task: Task, args: argparse.Namespace, start: int, stop_ns: int, received: list[int]) -> int:
     pipeline = task.config.pipeline(args.pipeline)
-    bar = None
-    if not args.no_progress and not args.json:
-        bar = Progress(max(0, (stop_ns - start) // pipeline.interval_ns), label=f"backfill {pipeline.name}")
+    step = pipeline.interval_ns
+    show = not args.no_progress and not args.json
+    total = max(0, (stop_ns - start) // step)
+    with Progress(f"backfill {pipeline.name}", total=total if show else None) as bar:
 
-    def advance(report: ChunkReport) -> None:
-        if bar is not None:
-            bar.advance(
-                min(report.stop_ns, stop_ns) // pipeline.interval_ns
-                - max(report.start_ns, start) // pipeline.interval_ns
-            )
+        def advance(report: ChunkReport) -> None:
+            if show:
+                bar.advance(
+                    max(0, min(report.stop_ns, stop_ns) // step - max(report.start_ns, start) // step)
+                )
 
-    task.on_chunk = advance
-    stats = task.backfill(pipeline.name, start, stop_ns, restart=args.restart)
+        task.on_chunk = advance
+        stats = task.backfill(pipeline.name, start, stop_ns, restart=args.restart)
     if args.json:
         print(json.dumps({pipeline.name: _stats_dict(stats)}))
     else:
@@ -254,30 +232,21 @@ def _backfill(task: Task, args: argparse.Namespace, start: int, stop_ns: int, re
 
 
 def _train(task: Task, args: argparse.Namespace, start: int, stop_ns: int) -> int:
-    from stad.client import JobStatus, TrainingSettings
+    from stad.client import TrainingSettings
 
     names = ("epochs", "window", "patch", "d_model", "n_layers", "n_heads", "batch_size", "seed")
     settings = TrainingSettings(**{n: getattr(args, n) for n in names})
 
-    def show(status: JobStatus) -> None:
-        progress = status.progress
-        detail = ""
-        if progress is not None:
-            detail = (
-                f" {progress.phase} epoch {progress.epoch}/{progress.epochs} loss {progress.train_loss:.4f}"
-            )
-        print(f"\rtraining {status.job_id}: {status.state.value}{detail}   ", end="", file=sys.stderr)
-
-    final = task.train(
-        args.pipeline,
-        start,
-        stop_ns,
-        activate=args.activate,
-        settings=settings,
-        on_status=show,
-        timeout_s=args.timeout_s,
-    )
-    print(file=sys.stderr)
+    with Progress(f"training {args.pipeline}") as progress:
+        final = task.train(
+            args.pipeline,
+            start,
+            stop_ns,
+            activate=args.activate,
+            settings=settings,
+            on_status=TrainingDisplay(progress).update,
+            timeout_s=args.timeout_s,
+        )
     if args.json:
         print(json.dumps({"model": final.model, "version": final.version, "steps": final.steps}))
     else:
