@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -43,6 +44,18 @@ from stad.influx_task.writer import LineWriter
 
 log = logging.getLogger("stad.influx_task")
 T = TypeVar("T")
+QUEUE_DEPTH = 2  # chunks waiting between two stages of the pipeline
+
+
+def _put(channel: queue.Queue[T], item: T, failed: threading.Event) -> None:
+    """Put, waiting for room unless the pipeline failed (then the item is not wanted)."""
+    while True:
+        try:
+            channel.put(item, timeout=0.05)
+            return
+        except queue.Full:
+            if failed.is_set():
+                return
 
 
 class Reader(Protocol):
@@ -105,6 +118,22 @@ class PassStats:
     rescored: set[str] = field(default_factory=set)  # series rescored for late data
     interrupted: bool = False
     lag_s: float = 0.0  # now - offset minus the oldest checkpoint after the pass
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("read", "score", "write"), 0.0))
+
+
+@dataclass
+class _Prepared:
+    start_ns: int
+    stop_ns: int
+    items: list[_Item]
+    advance: dict[str, int]  # series with nothing to score whose checkpoint moves to this
+
+
+@dataclass
+class _Scored:
+    report: ChunkReport
+    points: list[Point]
+    advanced: list[Checkpoint]
 
 
 class _NoWrites:
@@ -291,32 +320,111 @@ class PipelineRunner:
     ) -> PassStats:
         """Chunks over [start, stop); series not checkpointed yet start at max(chunk, new_from).
 
-        `follow_open`: then go on past `stop`, for the series whose episode is still open.
+        Reading, scoring and writing overlap (see `_overlapped`). `follow_open`: then go on
+        past `stop`, one chunk at a time, for the series whose episode is still open.
         """
         stats = PassStats()
         chunk_ns = self.pipeline.chunk_steps * self.pipeline.interval_ns
-        chunk_start = start
-        only: set[str] | None = None
-        while chunk_start < min(stop if only is None else horizon, horizon):
+        end = min(stop, horizon)
+        bounds = [(a, min(end, a + chunk_ns)) for a in range(start, end, chunk_ns)]
+        self._overlapped(bounds, horizon, checkpoints, save_as, new_from, stats)
+        chunk_start = end
+        while follow_open and not stats.interrupted and chunk_start < horizon:
+            only = {k for k, c in checkpoints.items() if c.episode is not None}
+            if not only:
+                break
             if self.stop.is_set():
                 stats.interrupted = True
                 break
             chunk_stop = min(horizon, chunk_start + chunk_ns)
-            if only is None:
-                chunk_stop = min(stop, chunk_stop)
             report = self._chunk(chunk_start, chunk_stop, horizon, checkpoints, save_as, new_from, only)
-            stats.chunks += 1
-            stats.steps += report.steps
-            stats.points += report.points
-            stats.series |= set(checkpoints)
-            if self.on_chunk is not None:
-                self.on_chunk(report)
+            self._count(report, checkpoints, stats)
             chunk_start = chunk_stop
-            if follow_open and chunk_start >= stop:
-                only = {k for k, c in checkpoints.items() if c.episode is not None}
-                if not only:
-                    break
         return stats
+
+    def _count(self, report: ChunkReport, checkpoints: dict[str, Checkpoint], stats: PassStats) -> None:
+        stats.chunks += 1
+        stats.steps += report.steps
+        stats.points += report.points
+        stats.series |= set(checkpoints)
+        if self.on_chunk is not None:
+            self.on_chunk(report)
+
+    def _overlapped(
+        self,
+        bounds: list[tuple[int, int]],
+        horizon: int,
+        checkpoints: dict[str, Checkpoint],
+        save_as: str,
+        new_from: int | None,
+        stats: PassStats,
+    ) -> None:
+        """Read, score and write the chunks as a pipeline: a reading thread, a scoring thread
+        and this one writing, joined by queues of `QUEUE_DEPTH` chunks, so the slowest stage
+        sets the pace. Chunks are scored and written in order, and a chunk's checkpoints are
+        saved only after its points are written. A stop request ends the reading; what is
+        already read is finished. The first error stops all three and is raised here."""
+        prepared: queue.Queue[_Prepared | None] = queue.Queue(QUEUE_DEPTH)
+        scored: queue.Queue[_Scored | None] = queue.Queue(QUEUE_DEPTH)
+        failed = threading.Event()
+        errors: list[BaseException] = []
+        frontier = {k: c.next_ns for k, c in checkpoints.items()}
+        running = dict(checkpoints)
+
+        def read() -> None:
+            try:
+                for chunk_start, chunk_stop in bounds:
+                    if failed.is_set():
+                        return
+                    if self.stop.is_set():
+                        stats.interrupted = True
+                        return
+                    began = time.perf_counter()
+                    item = self._prepare(chunk_start, chunk_stop, horizon, frontier, new_from, None)
+                    stats.stage_s["read"] += time.perf_counter() - began
+                    _put(prepared, item, failed)
+            except BaseException as exc:
+                errors.append(exc)
+                failed.set()
+            finally:
+                prepared.put(None)  # the scorer always drains to this
+
+        def score() -> None:
+            try:
+                while (item := prepared.get()) is not None:
+                    if not failed.is_set():
+                        began = time.perf_counter()
+                        result = self._score(item, running)
+                        stats.stage_s["score"] += time.perf_counter() - began
+                        _put(scored, result, failed)
+            except BaseException as exc:
+                errors.append(exc)
+                failed.set()
+                while prepared.get() is not None:  # let the reader finish
+                    pass
+            finally:
+                scored.put(None)  # the writer always drains to this
+
+        threads = [threading.Thread(target=read, daemon=True), threading.Thread(target=score, daemon=True)]
+        for thread in threads:
+            thread.start()
+        try:
+            while (done := scored.get()) is not None:
+                if not failed.is_set():
+                    began = time.perf_counter()
+                    report = self._commit(done, checkpoints, save_as)
+                    stats.stage_s["write"] += time.perf_counter() - began
+                    self._count(report, checkpoints, stats)
+        except BaseException as exc:
+            errors.append(exc)
+            failed.set()
+            while scored.get() is not None:  # let the scorer finish
+                pass
+        finally:
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[0]
 
     # -- late data -----------------------------------------------------------
 
@@ -404,7 +512,7 @@ class PipelineRunner:
         chunk_start: int,
         chunk_stop: int,
         horizon: int,
-        checkpoints: dict[str, Checkpoint],
+        frontier: Mapping[str, int],
         new_from: int | None,
         only: set[str] | None,
     ) -> tuple[list[_Item], dict[str, int]]:
@@ -420,8 +528,8 @@ class PipelineRunner:
             if not self.shard.owns(key) or (only is not None and key not in only):
                 continue
             seen.add(key)
-            known = checkpoints.get(key)
-            from_ns = known.next_ns if known else max(chunk_start, new_from or chunk_start)
+            known = frontier.get(key)
+            from_ns = known if known is not None else max(chunk_start, new_from or chunk_start)
             if from_ns >= chunk_stop:
                 continue
             times, raw = to_grid(
@@ -459,14 +567,14 @@ class PipelineRunner:
             )
             series = make_series(filled[part], channels=pipeline.fields, timestamps_ns=times[part])
             items.append(_Item(key, tags, from_ns, until, series, observed[part], raw[part]))
-        for key, known in checkpoints.items():
-            if key in seen or (only is not None and key not in only) or known.next_ns >= chunk_stop:
+        for key, next_ns in frontier.items():
+            if key in seen or (only is not None and key not in only) or next_ns >= chunk_stop:
                 continue
             until = min(
                 chunk_stop,
                 geometry.final_until(self._series_horizon(np.zeros(0, np.int64), read_stop, horizon)),
             )
-            if until > known.next_ns:
+            if until > next_ns:
                 advance[key] = until
         return items, advance
 
@@ -480,8 +588,23 @@ class PipelineRunner:
         new_from: int | None,
         only: set[str] | None,
     ) -> ChunkReport:
+        """One chunk, read to checkpoint, in this thread."""
+        frontier = {k: c.next_ns for k, c in checkpoints.items()}
+        prepared = self._prepare(chunk_start, chunk_stop, horizon, frontier, new_from, only)
+        return self._commit(self._score(prepared, dict(checkpoints)), checkpoints, save_as)
+
+    def _prepare(
+        self,
+        chunk_start: int,
+        chunk_stop: int,
+        horizon: int,
+        frontier: dict[str, int],
+        new_from: int | None,
+        only: set[str] | None,
+    ) -> _Prepared:
+        """Read a chunk and cut its series; moves `frontier` (series -> next step) past it."""
         pipeline, geometry = self.pipeline, self.geometry
-        owned = [c.next_ns for k, c in checkpoints.items() if only is None or k in only]
+        owned = [n for k, n in frontier.items() if only is None or k in only]
         lowest = min([chunk_start, *owned]) if new_from is None else min([max(chunk_start, new_from), *owned])
         read_from = (
             geometry.send_from(lowest, pipeline.context_steps) - self.fill_reach * pipeline.interval_ns
@@ -497,13 +620,21 @@ class PipelineRunner:
             chunk_start,
             chunk_stop,
             horizon,
-            checkpoints,
+            frontier,
             new_from,
             only,
         )
+        frontier.update(advance)
+        frontier.update({item.key: item.until_ns for item in items})
+        return _Prepared(chunk_start, chunk_stop, items, advance)
+
+    def _score(self, prepared: _Prepared, running: dict[str, Checkpoint]) -> _Scored:
+        """Score a prepared chunk, in order: episodes and the next checkpoints follow `running`."""
+        pipeline = self.pipeline
         points: list[Point] = []
-        advanced = [self._advanced(checkpoints.get(k), k, until, None) for k, until in advance.items()]
+        advanced = [self._advanced(running.get(k), k, until, None) for k, until in prepared.advance.items()]
         steps = 0
+        items = prepared.items
         for first in range(0, len(items), pipeline.series_per_call):
             group = items[first : first + pipeline.series_per_call]
             results = self._call(
@@ -526,7 +657,7 @@ class PipelineRunner:
                 new_points = score_points(pipeline, item.tags, result, keep)
                 points += new_points
                 steps += len(new_points)
-                previous = checkpoints.get(item.key)
+                previous = running.get(item.key)
                 touched, state = track_episodes(
                     previous.episode if previous else None,
                     stamps[keep],
@@ -537,17 +668,25 @@ class PipelineRunner:
                 )
                 points += event_points(pipeline, item.tags, touched)
                 advanced.append(self._advanced(previous, item.key, item.until_ns, state, item))
-        written = self._call(
+        running.update({c.series: c for c in advanced})
+        report = ChunkReport(pipeline.name, prepared.start_ns, prepared.stop_ns, len(items), steps, 0)
+        return _Scored(report, points, advanced)
+
+    def _commit(self, scored: _Scored, checkpoints: dict[str, Checkpoint], save_as: str) -> ChunkReport:
+        """Write a scored chunk, then (only then) save and adopt its checkpoints."""
+        pipeline = self.pipeline
+        scored.report.points = self._call(
             lambda: self.writer.write(
-                points, database=pipeline.out_database, retention_policy=pipeline.output_retention_policy
+                scored.points,
+                database=pipeline.out_database,
+                retention_policy=pipeline.output_retention_policy,
             ),
             "write",
         )
-        if advanced:
-            self._call(lambda: self.store.save(save_as, advanced), "checkpoint save")
-            for checkpoint in advanced:
-                checkpoints[checkpoint.series] = checkpoint
-        return ChunkReport(pipeline.name, chunk_start, chunk_stop, len(items), steps, written)
+        if scored.advanced:
+            self._call(lambda: self.store.save(save_as, scored.advanced), "checkpoint save")
+            checkpoints.update({c.series: c for c in scored.advanced})
+        return scored.report
 
     def _advanced(
         self,

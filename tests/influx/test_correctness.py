@@ -264,7 +264,7 @@ def test_backfill_resumes_where_it_was_interrupted(
 ) -> None:
     data = trained[1]
     kit.write_demo(influxd.url, database, data)
-    job = kit.pipeline(database, data, chunk_steps=30)
+    job = kit.pipeline(database, data, chunk_steps=20)
     start, stop = int(data.timestamps_ns[FIRST]), int(data.timestamps_ns[-1]) + STEP
     halt = threading.Event()
     chunks: list[ChunkReport] = []
@@ -277,7 +277,8 @@ def test_backfill_resumes_where_it_was_interrupted(
     config = kit.config(influxd.url, server.target, (job,))
     with Task(config, now_ns=lambda: _final(data), stop=halt, on_chunk=after_chunk) as task:
         cut = task.backfill("pumps", start, stop)
-    assert cut.interrupted and len(chunks) == 3
+    # the chunks already read when it stopped are finished; the rest is left
+    assert cut.interrupted and 3 <= len(chunks) < (STEPS - FIRST) // 20
     with Task(config, now_ns=lambda: _final(data)) as task:
         rest = task.backfill("pumps", start, stop)
         again = task.backfill("pumps", start, stop)
