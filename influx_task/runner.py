@@ -131,9 +131,8 @@ class _Prepared:
 
 @dataclass
 class _Scored:
-    report: ChunkReport
-    points: list[Point]
-    advanced: list[Checkpoint]
+    prepared: _Prepared
+    results: list[Scores]
 
 
 class _NoWrites:
@@ -369,7 +368,6 @@ class PipelineRunner:
         failed = threading.Event()
         errors: list[BaseException] = []
         frontier = {k: c.next_ns for k, c in checkpoints.items()}
-        running = dict(checkpoints)
 
         def read() -> None:
             try:
@@ -394,7 +392,7 @@ class PipelineRunner:
                 while (item := prepared.get()) is not None:
                     if not failed.is_set():
                         began = time.perf_counter()
-                        result = self._score(item, running)
+                        result = self._score(item)
                         stats.stage_s["score"] += time.perf_counter() - began
                         _put(scored, result, failed)
             except BaseException as exc:
@@ -591,7 +589,7 @@ class PipelineRunner:
         """One chunk, read to checkpoint, in this thread."""
         frontier = {k: c.next_ns for k, c in checkpoints.items()}
         prepared = self._prepare(chunk_start, chunk_stop, horizon, frontier, new_from, only)
-        return self._commit(self._score(prepared, dict(checkpoints)), checkpoints, save_as)
+        return self._commit(self._score(prepared), checkpoints, save_as)
 
     def _prepare(
         self,
@@ -628,65 +626,66 @@ class PipelineRunner:
         frontier.update({item.key: item.until_ns for item in items})
         return _Prepared(chunk_start, chunk_stop, items, advance)
 
-    def _score(self, prepared: _Prepared, running: dict[str, Checkpoint]) -> _Scored:
-        """Score a prepared chunk, in order: episodes and the next checkpoints follow `running`."""
+    def _score(self, prepared: _Prepared) -> _Scored:
+        """The Score calls of a prepared chunk (nothing else, so the scoring stage only waits on them)."""
         pipeline = self.pipeline
-        points: list[Point] = []
-        advanced = [self._advanced(running.get(k), k, until, None) for k, until in prepared.advance.items()]
-        steps = 0
         items = prepared.items
+        results: list[Scores] = []
         for first in range(0, len(items), pipeline.series_per_call):
             group = items[first : first + pipeline.series_per_call]
-            results = self._call(
+            answer = self._call(
                 lambda group=group: self.scorer(  # type: ignore[misc]
                     [i.series for i in group], pipeline=pipeline, return_from_ns=min(i.from_ns for i in group)
                 ),
                 "score",
             )
-            if len(results) != len(group):
-                raise RuntimeError(f"server returned {len(results)} results for {len(group)} series")
-            for item, result in zip(group, results, strict=True):
-                index = np.searchsorted(item.series.timestamps_ns, result.timestamps_ns)  # type: ignore[arg-type]
-                stamps = result.timestamps_ns
-                keep = (
-                    item.observed[index]
-                    & (stamps >= item.from_ns)
-                    & (stamps < item.until_ns)
-                    & np.isfinite(result.score)
-                )
-                new_points = score_points(pipeline, item.tags, result, keep)
-                points += new_points
-                steps += len(new_points)
-                previous = running.get(item.key)
-                touched, state = track_episodes(
-                    previous.episode if previous else None,
-                    stamps[keep],
-                    result.is_anomaly[keep],
-                    result.score[keep],
-                    result.contributions[keep],
-                    result.channels,
-                )
-                points += event_points(pipeline, item.tags, touched)
-                advanced.append(self._advanced(previous, item.key, item.until_ns, state, item))
-        running.update({c.series: c for c in advanced})
-        report = ChunkReport(pipeline.name, prepared.start_ns, prepared.stop_ns, len(items), steps, 0)
-        return _Scored(report, points, advanced)
+            if len(answer) != len(group):
+                raise RuntimeError(f"server returned {len(answer)} results for {len(group)} series")
+            results += answer
+        return _Scored(prepared, results)
 
     def _commit(self, scored: _Scored, checkpoints: dict[str, Checkpoint], save_as: str) -> ChunkReport:
-        """Write a scored chunk, then (only then) save and adopt its checkpoints."""
-        pipeline = self.pipeline
-        scored.report.points = self._call(
+        """Points and episodes from a scored chunk, in chunk order; write them, then (only then)
+        save and adopt the chunk's checkpoints."""
+        pipeline, prepared = self.pipeline, scored.prepared
+        points: list[Point] = []
+        advanced = [self._advanced(checkpoints.get(k), k, n, None) for k, n in prepared.advance.items()]
+        steps = 0
+        for item, result in zip(prepared.items, scored.results, strict=True):
+            index = np.searchsorted(item.series.timestamps_ns, result.timestamps_ns)  # type: ignore[arg-type]
+            stamps = result.timestamps_ns
+            keep = (
+                item.observed[index]
+                & (stamps >= item.from_ns)
+                & (stamps < item.until_ns)
+                & np.isfinite(result.score)
+            )
+            new_points = score_points(pipeline, item.tags, result, keep)
+            points += new_points
+            steps += len(new_points)
+            previous = checkpoints.get(item.key)
+            touched, state = track_episodes(
+                previous.episode if previous else None,
+                stamps[keep],
+                result.is_anomaly[keep],
+                result.score[keep],
+                result.contributions[keep],
+                result.channels,
+            )
+            points += event_points(pipeline, item.tags, touched)
+            advanced.append(self._advanced(previous, item.key, item.until_ns, state, item))
+        written = self._call(
             lambda: self.writer.write(
-                scored.points,
-                database=pipeline.out_database,
-                retention_policy=pipeline.output_retention_policy,
+                points, database=pipeline.out_database, retention_policy=pipeline.output_retention_policy
             ),
             "write",
         )
-        if scored.advanced:
-            self._call(lambda: self.store.save(save_as, scored.advanced), "checkpoint save")
-            checkpoints.update({c.series: c for c in scored.advanced})
-        return scored.report
+        if advanced:
+            self._call(lambda: self.store.save(save_as, advanced), "checkpoint save")
+            checkpoints.update({c.series: c for c in advanced})
+        return ChunkReport(
+            pipeline.name, prepared.start_ns, prepared.stop_ns, len(prepared.items), steps, written
+        )
 
     def _advanced(
         self,
