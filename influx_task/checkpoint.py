@@ -27,6 +27,7 @@ from stad.influx_task.points import Point
 from stad.influx_task.writer import LineWriter
 
 CHECKPOINT_MEASUREMENT = "stad_checkpoint"
+STATUS_MEASUREMENT = "stad_status"  # tag job, field error: the last pass's outcome
 
 
 @dataclass
@@ -49,6 +50,11 @@ class CheckpointStore(Protocol):
     def load(self, job: str) -> dict[str, Checkpoint]: ...
 
     def save(self, job: str, checkpoints: Sequence[Checkpoint]) -> None: ...
+
+    def record_outcome(self, job: str, error: str) -> None:
+        """The outcome of the pipeline's last pass: "" for success, else the error."""
+
+    def last_error(self, job: str) -> str: ...
 
 
 class InfluxCheckpointStore:
@@ -87,12 +93,29 @@ class InfluxCheckpointStore:
         return found
 
     def save(self, job: str, checkpoints: Sequence[Checkpoint]) -> None:
-        stamp = self._last_ns = max(time.time_ns(), self._last_ns + 1)
+        stamp = self._stamp()
         points = [
             Point(CHECKPOINT_MEASUREMENT, {"job": job, "series": c.series}, _fields(c), stamp)
             for c in checkpoints
         ]
         self.writer.write(points, database=self.database)
+
+    def _stamp(self) -> int:
+        self._last_ns = max(time.time_ns(), self._last_ns + 1)
+        return self._last_ns
+
+    def record_outcome(self, job: str, error: str) -> None:
+        point = Point(STATUS_MEASUREMENT, {"job": job}, {"error": error}, self._stamp())
+        self.writer.write([point], database=self.database)
+
+    def last_error(self, job: str) -> str:
+        source = source_clause(self.database, None, STATUS_MEASUREMENT)
+        query = f'SELECT last("error") FROM {source} WHERE {quote_ident("job")} = {quote_string(job)}'
+        found = self.reader.query(query, database=self.database)
+        return str(found[0]["values"][0][1]) if found else ""
+
+
+OUTCOME_KEY = "#outcome"  # beside the series of a job in the file: the last pass's outcome
 
 
 class FileCheckpointStore:
@@ -114,6 +137,8 @@ class FileCheckpointStore:
     def load(self, job: str) -> dict[str, Checkpoint]:
         out = {}
         for series, item in self._read_all().get(job, {}).items():
+            if series == OUTCOME_KEY:
+                continue
             next_ns = item["next_ns"]
             episode = item.get("episode") or ""
             late = item.get("late") or ""
@@ -122,11 +147,22 @@ class FileCheckpointStore:
             out[series] = Checkpoint(series, next_ns, Episode.from_json(episode), LateState.from_json(late))
         return out
 
+    def record_outcome(self, job: str, error: str) -> None:
+        data = self._read_all()
+        data.setdefault(job, {})[OUTCOME_KEY] = {"error": error}
+        self._replace(data)
+
+    def last_error(self, job: str) -> str:
+        return str(self._read_all().get(job, {}).get(OUTCOME_KEY, {}).get("error", ""))
+
     def save(self, job: str, checkpoints: Sequence[Checkpoint]) -> None:
         data = self._read_all()
         entries = data.setdefault(job, {})
         for c in checkpoints:
             entries[c.series] = dict(_fields(c).items())
+        self._replace(data)
+
+    def _replace(self, data: dict[str, dict[str, dict[str, object]]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

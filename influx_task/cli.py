@@ -38,18 +38,19 @@ TIME_FLAGS = ("--start", "--stop")
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument("--url", help="InfluxDB URL (else INFLUX_URL / INFLUXDB_V2_URL, else the file)")
+    connection.add_argument("--token", help="InfluxDB token (else INFLUX_TOKEN / INFLUXDB_V2_TOKEN)")
+    connection.add_argument("--org", help="InfluxDB 2.x organisation (else INFLUX_ORG / INFLUXDB_V2_ORG)")
+    connection.add_argument("--username", help="InfluxDB 1.x user (else INFLUX_USERNAME)")
+    connection.add_argument("--password", help="InfluxDB 1.x password (else INFLUX_PASSWORD)")
+    connection.add_argument("--write-api", choices=["auto", "v1", "v2"], help="write endpoint")
+    connection.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    connection.add_argument("-v", "--verbose", action="store_true", help="log each pass and retry")
+    common = argparse.ArgumentParser(add_help=False, parents=[connection])
     common.add_argument("--config", required=True, help="pipelines TOML file (see jobs.example.toml)")
-    common.add_argument("--url", help="InfluxDB URL (else INFLUX_URL / INFLUXDB_V2_URL, else the file)")
-    common.add_argument("--token", help="InfluxDB token (else INFLUX_TOKEN / INFLUXDB_V2_TOKEN)")
-    common.add_argument("--org", help="InfluxDB 2.x organisation (else INFLUX_ORG / INFLUXDB_V2_ORG)")
-    common.add_argument("--username", help="InfluxDB 1.x user (else INFLUX_USERNAME)")
-    common.add_argument("--password", help="InfluxDB 1.x password (else INFLUX_PASSWORD)")
-    common.add_argument("--write-api", choices=["auto", "v1", "v2"], help="write endpoint")
     common.add_argument("--server", help="stad server target host:port (else STAD_SERVER, else the file)")
     common.add_argument("--shard", default="0/1", help="i/n: handle the series whose key hashes to i")
-    common.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    common.add_argument("-v", "--verbose", action="store_true", help="log each pass and retry")
 
     parser = argparse.ArgumentParser(prog="stad influx", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,11 +58,30 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument(
         "--pipeline", "--job", action="append", dest="pipeline", help="only this one (repeatable)"
     )
-    commands.add_parser("run", parents=[common], help="pass over each pipeline every `every`")
+    run = commands.add_parser("run", parents=[common], help="pass over each pipeline every `every`")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics (Prometheus), /healthz and /readyz on this port (0: any free port)",
+    )
     check = commands.add_parser(
         "check", parents=[common], help="validate the file, connect, dry-run one chunk per pipeline"
     )
     check.add_argument("--pipeline", "--job", action="append", dest="pipeline", help="only this one")
+    status = commands.add_parser("status", parents=[common], help="per pipeline and series: checkpoint, lag")
+    status.add_argument("--pipeline", "--job", action="append", dest="pipeline", help="only this one")
+    importer = commands.add_parser(
+        "import",
+        parents=[connection],
+        help="write a CSV/Parquet file (as `stad train` reads it) into InfluxDB",
+    )
+    importer.add_argument("file")
+    importer.add_argument("--measurement", required=True)
+    importer.add_argument("--database", "--bucket", required=True, dest="database")
+    importer.add_argument("--retention-policy")
+    importer.add_argument("--tag", action="append", help="key=value, a tag on every point (repeatable)")
+    importer.add_argument("--time-column", help="default: the first of time, timestamp, date, ...")
+    importer.add_argument("--config", help="read [influx] from this file (flags and environment win)")
     backfill = commands.add_parser("backfill", parents=[common], help="score a time range")
     train = commands.add_parser("train", parents=[common], help="train the pipeline's model on history")
     for sub in (backfill, train):
@@ -148,11 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "password": args.password,
             "write_api": args.write_api,
         }
+        if args.command == "import":
+            return _import(args, overrides)
         config = load_config(args.config, connection_overrides=overrides, server_target=args.server)
         with Task(config, shard=Shard.parse(args.shard), stop=stop) as task:
             if args.command == "run":
-                task.run()
-                return 0
+                return _run(task, args)
+            if args.command == "status":
+                return _status(task, args)
             task.probe()
             if args.command == "once":
                 return _once(task, args)
@@ -169,6 +192,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StadError, InfluxError, ValueError, OSError) as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def _run(task: Task, args: argparse.Namespace) -> int:
+    from stad.influx_task.metrics import MetricsServer, TaskMetrics
+
+    def report(name: str, outcome: PassStats | Exception) -> None:
+        if args.json:
+            print(json.dumps({name: _stats_dict(outcome)}), flush=True)
+
+    if args.metrics_port is None:
+        task.run(report)
+        return 0
+    config = task.config
+    slowest = max([p.every_ns / 1e9 for p in config.pipelines] + [config.retry.cap_ms / 1000, 30.0])
+    task.metrics = TaskMetrics([p.name for p in config.pipelines], alive_s=3 * slowest)
+    with MetricsServer(task.metrics, args.metrics_port) as server:
+        logging.getLogger("stad.influx_task").info("metrics on port %d", server.port)
+        print(f"serving /metrics, /healthz, /readyz on port {server.port}", file=sys.stderr, flush=True)
+        task.run(report)
+    return 0
+
+
+def _import(args: argparse.Namespace, overrides: dict[str, object]) -> int:
+    from stad.influx_task.importer import import_file, parse_tags
+    from stad.influx_task.transport import Transport
+    from stad.influx_task.writer import LineWriter
+
+    config = load_config(args.config, connection_overrides=overrides)
+    transport = Transport(config.connection)
+    try:
+        written, fields = import_file(
+            args.file,
+            LineWriter(transport),
+            database=args.database,
+            measurement=args.measurement,
+            tags=parse_tags(args.tag),
+            retention_policy=args.retention_policy,
+            time_column=args.time_column,
+        )
+    finally:
+        transport.close()
+    if args.json:
+        print(json.dumps({"points": written, "measurement": args.measurement, "fields": list(fields)}))
+    else:
+        print(f"wrote {written} points of {args.measurement} (fields {', '.join(fields)}) to {args.database}")
+    return 0
+
+
+def _status(task: Task, args: argparse.Namespace) -> int:
+    report = task.status(args.pipeline)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    for name, entry in report.items():
+        error = entry["last_error"] or "none"
+        print(f"{name}: {len(entry['series'])} series, last error: {error}")
+        for series, state in entry["series"].items():
+            episode = ", episode open" if state["episode_open"] else ""
+            print(f"  {series}: next step {state['next']} (lag {state['lag_s']:.0f} s{episode})")
+    return 0
 
 
 def _once(task: Task, args: argparse.Namespace) -> int:

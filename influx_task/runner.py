@@ -107,6 +107,7 @@ class ChunkReport:
     series: int
     steps: int  # time steps scored and written, over all series
     points: int  # lines written (scores + events)
+    read: int = 0  # field values read
 
 
 @dataclass
@@ -127,6 +128,7 @@ class _Prepared:
     stop_ns: int
     items: list[_Item]
     advance: dict[str, int]  # series with nothing to score whose checkpoint moves to this
+    read: int  # field values read
 
 
 @dataclass
@@ -624,7 +626,8 @@ class PipelineRunner:
         )
         frontier.update(advance)
         frontier.update({item.key: item.until_ns for item in items})
-        return _Prepared(chunk_start, chunk_stop, items, advance)
+        read = sum(int(np.count_nonzero(~np.isnan(b.values))) for b in blocks)
+        return _Prepared(chunk_start, chunk_stop, items, advance, read)
 
     def _score(self, prepared: _Prepared) -> _Scored:
         """The Score calls of a prepared chunk (nothing else, so the scoring stage only waits on them)."""

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from stad.client import Client, DeadlineExceeded, JobStatus, ResourceExhausted, TrainingSettings, Unavailable
 from stad.core.series import SeriesData
@@ -18,6 +18,7 @@ from stad.influx_task.flux import FluxReader
 from stad.influx_task.geometry import Geometry, geometry_from_metadata
 from stad.influx_task.history import WrittenHistory
 from stad.influx_task.influxql import InfluxQLReader
+from stad.influx_task.metrics import TaskMetrics
 from stad.influx_task.output import Scores
 from stad.influx_task.retry import RetryPolicy
 from stad.influx_task.runner import (
@@ -29,6 +30,7 @@ from stad.influx_task.runner import (
     Shard,
     concatenate_for_training,
 )
+from stad.influx_task.times import rfc3339_from_ns
 from stad.influx_task.writer import LineWriter
 
 log = logging.getLogger("stad.influx_task")
@@ -81,8 +83,10 @@ class Task:
         stop: threading.Event | None = None,
         on_chunk: Callable[[ChunkReport], None] | None = None,
         on_retry: Callable[[BaseException, int, float], None] | None = None,
+        metrics: TaskMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.shard = shard
         self.now_ns = now_ns
         self.stop = stop or threading.Event()
@@ -145,9 +149,21 @@ class Task:
             shard=self.shard,
             now_ns=self.now_ns,
             stop=self.stop,
-            on_chunk=self.on_chunk,
-            on_retry=self.on_retry,
+            on_chunk=lambda report: self._chunk_done(pipeline, report),
+            on_retry=lambda exc, attempt, delay: self._retrying(pipeline, exc, attempt, delay),
         )
+
+    def _chunk_done(self, pipeline: Pipeline, report: ChunkReport) -> None:
+        if self.metrics is not None:
+            self.metrics.chunk(pipeline.name, report.read, report.steps, report.points)
+        if self.on_chunk is not None:
+            self.on_chunk(report)
+
+    def _retrying(self, pipeline: Pipeline, exc: BaseException, attempt: int, delay_s: float) -> None:
+        if self.metrics is not None:
+            self.metrics.retry(pipeline.name)
+        if self.on_retry is not None:
+            self.on_retry(exc, attempt, delay_s)
 
     def probe(self) -> None:
         """One try at InfluxDB and the scoring server, no retries: a connection that never
@@ -180,7 +196,9 @@ class Task:
             except Exception as exc:
                 log.error("pipeline %s failed: %s: %s", pipeline.name, type(exc).__name__, exc)
                 outcome[pipeline.name] = exc
+                self._record(pipeline, f"{type(exc).__name__}: {exc}", time.monotonic() - started)
                 continue
+            self._record(pipeline, "", time.monotonic() - started, stats.lag_s)
             log.info(
                 "pipeline %s: %d series, %d steps, %d points, lag %.0f s, %.2f s%s",
                 pipeline.name,
@@ -193,18 +211,54 @@ class Task:
             )
         return outcome
 
-    def run(self) -> None:
-        """Pass over each pipeline every `every` until `stop` is set."""
+    def _record(self, pipeline: Pipeline, error: str, seconds: float, lag_s: float | None = None) -> None:
+        """Keep the pass's outcome for `status` and the metrics; InfluxDB being down is not
+        worth a failure here."""
+        if self.metrics is not None:
+            self.metrics.pass_done(pipeline.name, error, seconds=seconds, lag_s=lag_s)
+        try:
+            self._store(pipeline).record_outcome(pipeline.name, error[:1000])
+        except (_transport.InfluxError, OSError) as exc:
+            log.warning("pipeline %s: cannot record the pass's outcome: %s", pipeline.name, exc)
+
+    def status(self, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Per pipeline: each owned series' checkpoint and lag behind now - offset, the last error."""
+        selected = [self.config.pipeline(n) for n in names] if names else list(self.config.pipelines)
+        report: dict[str, dict[str, Any]] = {}
+        for pipeline in selected:
+            store = self._store(pipeline)
+            runner = self.runner(pipeline)
+            horizon = runner.horizon_ns()
+            series = {
+                key: {
+                    "next": rfc3339_from_ns(c.next_ns),
+                    "next_ns": c.next_ns,
+                    "lag_s": max(0, horizon - c.next_ns) / 1e9,
+                    "episode_open": c.episode is not None,
+                }
+                for key, c in sorted(store.load(pipeline.name).items())
+                if self.shard.owns(key)
+            }
+            report[pipeline.name] = {"series": series, "last_error": store.last_error(pipeline.name)}
+        return report
+
+    def run(self, on_pass: Callable[[str, PassStats | Exception], None] | None = None) -> None:
+        """Pass over each pipeline every `every` until `stop` is set; `on_pass` hears each outcome."""
         due = {pipeline.name: 0.0 for pipeline in self.config.pipelines}
         if not due:
             raise ValueError("no pipelines configured")
         while not self.stop.is_set():
+            if self.metrics is not None:
+                self.metrics.beat()
             for pipeline in self.config.pipelines:
                 if self.stop.is_set() or time.monotonic() < due[pipeline.name]:
                     continue
                 due[pipeline.name] = time.monotonic() + pipeline.every_ns / 1e9
-                self.once([pipeline.name])
-            self.stop.wait(max(0.0, min(due.values()) - time.monotonic()))
+                for name, outcome in self.once([pipeline.name]).items():
+                    if on_pass is not None:
+                        on_pass(name, outcome)
+            # wake at least every 30 s, so that liveness sees the loop turn
+            self.stop.wait(min(30.0, max(0.0, min(due.values()) - time.monotonic())))
 
     def backfill(self, name: str, start_ns: int, stop_ns: int, *, restart: bool = False) -> PassStats:
         """Score one pipeline over [start, stop) (see PipelineRunner.backfill)."""

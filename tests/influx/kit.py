@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from typing import Any
 
 from stad.client import TrainingSettings
@@ -116,3 +118,12 @@ def write_rows(url: str, database: str, data: DemoData, rows: range, *, shift: f
     ]
     LineWriter(transport).write(points, database=database)
     transport.close()
+
+
+def write_real_clock_demo(url: str, database: str) -> DemoData:
+    """Demo series ending SETTLE before now (every step final for a task on the real clock), written."""
+    end = (time.time_ns() // STEP) * STEP - SETTLE
+    start = dt.datetime.fromtimestamp((end - STEPS * STEP) / 1e9, dt.UTC).replace(tzinfo=None)
+    data = demo(start.isoformat())
+    write_demo(url, database, data)
+    return data

@@ -134,3 +134,122 @@ def test_relative_start_as_in_the_readme(
     common = ["--config", config, "--url", influxd.url, "--server", server.target, "--pipeline", "pumps"]
     assert main(["train", *common, "--start", "-14d", "--stop", "-7d", "--activate"]) == 1
     assert "no data to train on in the given range" in capsys.readouterr().err  # parsed, and nothing there
+
+
+def test_status_shows_checkpoints_lag_and_the_last_error(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    database: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = kit.write_real_clock_demo(influxd.url, database)
+    good = (
+        kit.pipeline_toml(database, data) + f'\ncontext = 32\ninitial_lookback = "{kit.LOOKBACK // 10**9}s"\n'
+    )
+    config = _write_config(tmp_path / "jobs.toml", good)
+    common = ["--config", config, "--url", influxd.url, "--server", server.target]
+    assert main(["once", *common]) == 0
+    capsys.readouterr()
+    assert main(["status", *common, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["pumps"]
+    assert report["last_error"] == ""
+    assert set(report["series"]) == {f"pump,unit={u}" for u in kit.UNITS}
+    for state in report["series"].values():
+        assert state["next_ns"] > int(data.timestamps_ns[-1])  # every step scored
+        assert 0 <= state["lag_s"] < (kit.SETTLE + kit.STEP) / 1e9
+    broken = _write_config(tmp_path / "broken.toml", good.replace('model = "pumps"', 'model = "nope"'))
+    assert main(["once", "--config", broken, "--url", influxd.url, "--server", server.target]) == 1
+    capsys.readouterr()
+    assert main(["status", "--config", broken, "--url", influxd.url, "--server", server.target]) == 0
+    out = capsys.readouterr().out
+    assert "pumps: 2 series, last error: NotFound" in out and "nope" in out
+    assert "pump,unit=1: next step" in out
+
+
+def test_import_writes_a_data_file_the_task_can_read(
+    influxd: Influxd, database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = tmp_path / "plant.csv"
+    csv.write_text(
+        "time,flow,temp\n2026-01-01T00:00:00Z,1.5,20\n2026-01-01T00:01:00Z,,21\n2026-01-01T00:02:00Z,2.5,22\n"
+    )
+    code = main(
+        [
+            *("import", str(csv), "--measurement", "plant", "--database", database),
+            *("--tag", "unit=7", "--tag", "site=north", "--url", influxd.url, "--json"),
+        ]
+    )
+    assert code == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "points": 3,
+        "measurement": "plant",
+        "fields": ["flow", "temp"],
+    }
+    series = kit.query(influxd.url, database, 'SELECT * FROM "plant" GROUP BY *')
+    assert [s["tags"] for s in series] == [{"site": "north", "unit": "7"}]
+    rows = [dict(zip(series[0]["columns"], v, strict=True)) for v in series[0]["values"]]
+    assert [(r["flow"], r["temp"]) for r in rows] == [(1.5, 20), (None, 21), (2.5, 22)]
+    assert rows[0]["time"] == 1767225600 * 10**9
+    assert main(["import", str(csv), "--measurement", "plant", "--database", database, "--tag", "unit"]) == 1
+    assert "--tag 'unit': expected key=value" in capsys.readouterr().err
+
+
+def test_run_serves_metrics_liveness_and_readiness(
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str, tmp_path: Path
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    data = kit.write_real_clock_demo(influxd.url, database)
+    config = _write_config(
+        tmp_path / "jobs.toml",
+        kit.pipeline_toml(database, data)
+        + f'\ncontext = 32\ninitial_lookback = "{kit.LOOKBACK // 10**9}s"\n',
+    )
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "stad.influx_task", "run", "--config", config, "--json"),
+                *("--url", influxd.url, "--server", server.target, "--metrics-port", "0"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def get(url: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    try:
+        deadline = time.monotonic() + 120
+        while "serving /metrics" not in log_path.read_text():
+            assert time.monotonic() < deadline and process.poll() is None, log_path.read_text()
+            time.sleep(0.05)  # polling the log, bounded by the deadline
+        port = int(log_path.read_text().split("on port ")[1].split()[0])
+        base = f"http://127.0.0.1:{port}"
+        assert get(base + "/healthz")[0] == 200
+        while get(base + "/readyz")[0] != 200:
+            assert time.monotonic() < deadline and process.poll() is None, log_path.read_text()
+            time.sleep(0.05)  # polling readiness, bounded by the deadline
+        status, text = get(base + "/metrics")
+        assert status == 200
+        written = [line for line in text.splitlines() if line.startswith("stad_influx_points_written_total")]
+        assert written and float(written[0].split()[-1]) >= 2 * kit.STEPS
+        assert 'stad_influx_lag_seconds{pipeline="pumps"}' in text
+        assert get(base + "/nothing")[0] == 404
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+        assert process.returncode == 0
+        first = json.loads(out.decode().splitlines()[0])
+        assert first["pumps"]["ok"] and first["pumps"]["steps"] == 2 * kit.STEPS
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -115,15 +114,6 @@ def _assert_no_gap_no_duplicate(url: str, database: str, data: DemoData) -> None
         assert times == data.timestamps_ns.tolist()
 
 
-def _write_real_clock_demo(url: str, database: str) -> DemoData:
-    """Demo series ending at the last full step before now (for a task on the real clock), written."""
-    end = (time.time_ns() // STEP) * STEP - SETTLE
-    start = dt.datetime.fromtimestamp((end - STEPS * STEP) / 1e9, dt.UTC).replace(tzinfo=None)
-    data = kit.demo(start.isoformat())
-    kit.write_demo(url, database, data)
-    return data
-
-
 def _wait_for_scores(url: str, database: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
     """Wait (up to 120 s) for the task in `process` to write its first scores."""
     deadline = time.monotonic() + 120
@@ -136,7 +126,7 @@ def _wait_for_scores(url: str, database: str, process: subprocess.Popen[bytes], 
 def test_kill_mid_run_and_restart_leaves_no_gap_no_duplicate(
     influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path, database: str
 ) -> None:
-    data = _write_real_clock_demo(influxd.url, database)
+    data = kit.write_real_clock_demo(influxd.url, database)
     config = tmp_path / "jobs.toml"
     config.write_text(f"""
 [influx]
@@ -276,7 +266,7 @@ def test_late_points_inside_offset_are_scored_next_pass(
 def test_sigterm_finishes_the_chunk_and_exits_zero(
     influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], tmp_path: Path, database: str
 ) -> None:
-    data = _write_real_clock_demo(influxd.url, database)
+    data = kit.write_real_clock_demo(influxd.url, database)
     config = tmp_path / "jobs.toml"
     config.write_text(f"""
 [server]
