@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -472,19 +473,41 @@ def test_grafana_dashboard_queries_run_on_the_output(
     ) as task:
         task.once()
     dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/dashboards/stad.json").read_text())
-    queries = [t["query"] for panel in dashboard["panels"] for t in panel["targets"]]
-    queries += [a["query"] for a in dashboard["annotations"]["list"]]
-    queries += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
     transport = Transport(Connection(url=influxd.url))
     reader = InfluxQLReader(transport)
+    chosen: dict[str, str] = {"timeFilter": "time >= 0", "__interval": "1h"}
+
+    def expand(query: str) -> str:
+        for name in sorted(chosen, key=len, reverse=True):  # $tag_value before $tag_key's prefix
+            query = query.replace(f"${name}", chosen[name])
+        assert "$" not in query.replace("$/", ""), query
+        return query
+
     try:
+        offered = {}
+        for variable in dashboard["templating"]["list"]:  # in order, as Grafana resolves them
+            found = reader.query(expand(variable["query"]), database=database)
+            names = [
+                row[1] if found[0]["columns"][:2] == ["key", "value"] else row[0]
+                for row in found[0]["values"]
+            ]
+            pattern = variable.get("regex", "").strip("/")
+            if pattern:
+                matches = [re.match(pattern, name) for name in names]
+                names = [m.group(m.lastindex or 0) for m in matches if m]
+            offered[variable["name"]] = names
+            pick = "unit" if variable["name"] == "tag_key" else names[0]
+            chosen[variable["name"]] = "(" + "|".join(names) + ")" if variable.get("multi") else pick
+        assert offered == {
+            "model": ["pumps"],
+            "measurement": ["pump"],
+            "tag_key": ["plant", "unit"],
+            "tag_value": list(UNITS),
+            "channel": sorted(data.channels),
+        }
+        queries = [t["query"] for panel in dashboard["panels"] for t in panel["targets"]]
+        queries += [a["query"] for a in dashboard["annotations"]["list"]]
         for query in queries:
-            concrete = (
-                query.replace("$timeFilter", "time >= 0")
-                .replace("$__interval", "1h")
-                .replace("$unit", ".*")
-                .replace("$channel", data.channels[0])
-            )
-            assert reader.query(concrete, database=database), concrete
+            assert reader.query(expand(query), database=database), expand(query)
     finally:
         transport.close()
