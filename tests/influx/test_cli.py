@@ -253,3 +253,40 @@ def test_run_serves_metrics_liveness_and_readiness(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_demo_feeder_writes_history_trains_and_goes_live(
+    influxd: Influxd, server: EmbeddedServer, database: str, tmp_path: Path
+) -> None:
+    from stad.client import Client
+    from stad.influx_task.feeder import main as feeder
+
+    config = _write_config(
+        tmp_path / "demo.toml",
+        f"""[influx]
+url = "{influxd.url}"
+[server]
+target = "{server.target}"
+[[pipelines]]
+name = "plant"
+database = "{database}"
+measurement = "pump"
+fields = ["flow", "pressure", "temp"]
+model = "feeder_demo"
+interval = "10m"
+group_by = ["unit"]
+""",
+    )
+    assert (
+        feeder(
+            ["--config", config, "--pipeline", "plant", "--units", "2", "--epochs", "1", "--live-steps", "1"]
+        )
+        == 0
+    )
+    counts = kit.query(influxd.url, database, 'SELECT count("flow") FROM "pump" GROUP BY "unit"')
+    history = 2 * 86400 // 600
+    assert {s["tags"]["unit"]: s["values"][0][1] for s in counts} == {"1": history + 1, "2": history + 1}
+    last = kit.query(influxd.url, database, 'SELECT last("flow") FROM "pump"')[0]["values"][0][0]
+    assert abs(last - time.time_ns()) < 2 * 600 * 10**9  # the live step is at the wall clock
+    with Client(server.target) as client:
+        assert client.model("feeder_demo").active_version == "1"
