@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from stad.core.detector_config import SETTINGS, Value
 from stad.core.series import SeriesData, series_from_proto
-from stad.server.detector import ScoreOutput
+from stad.server.detector import saved
+from stad.server.detector.steps import ScoreOutput
 from stad.server.errors import InvalidArgumentError
 from stad.server.jobs import Job, JobState
 from stad.server.registry import ModelRecord, VersionRecord
@@ -97,7 +99,13 @@ def timestamp(ns: int) -> Timestamp:
 
 
 def version_message(record: VersionRecord) -> _models_pb2.ModelVersion:
+    """The version's record with its metadata in the current format (as it was saved when
+    that is unreadable, so that a listing still shows it)."""
     meta = record.metadata
+    window = 0
+    with contextlib.suppress(ValueError):
+        meta = saved.upgrade(meta)
+        window = saved.config_of(meta).model.window
     span = meta.get("training_range") or {}
     metrics = {
         key: float(value)
@@ -108,7 +116,7 @@ def version_message(record: VersionRecord) -> _models_pb2.ModelVersion:
         version=record.version,
         created_at=timestamp(record.created_at_ns),
         channels=list(meta.get("channels", [])),
-        window=int((meta.get("config") or {}).get("window", 0)),
+        window=window,
         threshold=float((meta.get("thresholds") or {}).get("threshold", 0.0)),
         train_start_ns=int(span.get("start_ns") or 0),
         train_end_ns=int(span.get("end_ns") or 0),
@@ -150,27 +158,10 @@ def job_message(job: Job) -> _training_pb2.TrainingJob:
     return message
 
 
-_SPEC_FIELDS = (
-    "epochs",
-    "window",
-    "patch",
-    "d_model",
-    "n_layers",
-    "n_heads",
-    "batch_size",
-    "learning_rate",
-    "seed",
-    "val_fraction",
-    "finetune_epochs",
-    "smoothing",
-    "threshold_quantile",
-)
-
-
-def spec_config(spec: _training_pb2.TrainingSpec) -> dict[str, Any]:
-    """The DetectorConfig fields the spec sets (unset ones keep the detector's defaults)."""
+def spec_config(spec: _training_pb2.TrainingSpec) -> dict[str, Value]:
+    """The detector settings the spec sets, by name (unset ones keep the server's defaults)."""
     present = {field.name for field, _ in spec.ListFields()}
-    return {name: getattr(spec, name) for name in _SPEC_FIELDS if name in present}
+    return {info.name: getattr(spec, info.name) for info in SETTINGS if info.name in present}
 
 
 def as_labels(values: Sequence[int]) -> npt.NDArray[np.int64]:
