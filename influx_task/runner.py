@@ -234,17 +234,18 @@ class PipelineRunner:
         """Steps a filled value may reach back (or forward) to its source."""
         return 0 if self.pipeline.fill == "null" else self.pipeline.context_steps
 
+    def _owned_checkpoints(self, key: str) -> dict[str, Checkpoint]:
+        """The checkpoints saved under `key` of the series this shard owns."""
+        found = self._call(lambda: self.store.load(key), "checkpoint load")
+        return {k: c for k, c in found.items() if self.shard.owns(k)}
+
     # -- passes ------------------------------------------------------------
 
     def run_once(self) -> PassStats:
         """Rescore late data within the horizon, then score every owned series up to now - offset."""
         pipeline = self.pipeline
         horizon = self.horizon_ns()
-        checkpoints = {
-            k: c
-            for k, c in self._call(lambda: self.store.load(pipeline.name), "checkpoint load").items()
-            if self.shard.owns(k)
-        }
+        checkpoints = self._owned_checkpoints(pipeline.name)
         rescored = self._rewind_late(checkpoints) if pipeline.lateness_ns and checkpoints else set()
         if checkpoints:
             start = min(c.next_ns for c in checkpoints.values())
@@ -260,11 +261,7 @@ class PipelineRunner:
         """Read and score the chunk the next pass would score first; write nothing."""
         pipeline = self.pipeline
         horizon = self.horizon_ns()
-        checkpoints = {
-            k: c
-            for k, c in self._call(lambda: self.store.load(pipeline.name), "checkpoint load").items()
-            if self.shard.owns(k)
-        }
+        checkpoints = self._owned_checkpoints(pipeline.name)
         start = min(
             (c.next_ns for c in checkpoints.values()),
             default=horizon - align_down(pipeline.initial_lookback_ns, pipeline.interval_ns),
@@ -298,8 +295,7 @@ class PipelineRunner:
         if stop <= start:
             raise ValueError(f"backfill range is empty: start {start_ns} >= stop {stop_ns}")
         key = f"{pipeline.name}#backfill@{start}"
-        progress = {} if restart else self._call(lambda: self.store.load(key), "checkpoint load")
-        checkpoints = {k: c for k, c in progress.items() if self.shard.owns(k)}
+        checkpoints = {} if restart else self._owned_checkpoints(key)
         if not checkpoints and self.episodes is not None:
             opened = self._call(lambda: self.episodes.open_episode_starts(pipeline, start), "episode lookup")  # type: ignore[union-attr]
             checkpoints = {k: Checkpoint(k, t) for k, t in opened.items() if self.shard.owns(k)}
