@@ -335,3 +335,38 @@ def test_filled_steps_feed_the_model_but_get_no_score(
     times = {t for _, t in kit.written(influxd.url, database, "anomaly_scores")}
     expected = set(data.timestamps_ns[FIRST:].tolist()) - {int(data.timestamps_ns[t]) for t in hole}
     assert times == expected
+
+
+def test_a_failed_write_mid_pipeline_leaves_no_checkpoint_ahead_of_the_data(
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str
+) -> None:
+    from stad.influx_task.transport import InfluxError
+
+    data = trained[1]
+    kit.write_demo(influxd.url, database, data)
+    final = _final(data)
+    job = kit.pipeline(database, data, chunk_steps=25, initial_lookback_ns=final - int(data.timestamps_ns[0]))
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: final) as task:
+        write = task.writer.write
+        calls = [0]
+
+        def fail_on_the_fifth(points: object, **where: object) -> int:
+            calls[0] += 1
+            if calls[0] == 5:
+                raise InfluxError("injected: a write refused", status=400)
+            return write(points, **where)  # type: ignore[arg-type]
+
+        task.writer.write = fail_on_the_fifth  # type: ignore[method-assign]
+        outcome = task.once()["pumps"]
+    assert isinstance(outcome, InfluxError) and "injected" in str(outcome)
+    found = kit.query(
+        influxd.url, database, 'SELECT last("next_ns") FROM "stad_checkpoint" GROUP BY "series"'
+    )
+    done = {s["tags"]["series"]: int(s["values"][0][1]) for s in found}
+    assert set(done) == {f"pump,plant=p1,unit={u}" for u in UNITS}
+    scores = kit.written(influxd.url, database, "anomaly_scores")
+    for unit in UNITS:
+        times = sorted(t for u, t in scores if u == unit)
+        # exactly the steps before the checkpoint: the chunks after the failed one were not written
+        assert times == [t for t in data.timestamps_ns.tolist() if t < done[f"pump,plant=p1,unit={unit}"]]
+        assert 0 < len(times) < STEPS
