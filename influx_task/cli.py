@@ -7,7 +7,7 @@
     stad influx check    --config jobs.toml
 
 Errors print as `Name: message` on stderr with exit status 1. SIGTERM (and
-Ctrl-C) finish the current chunk; `run` then exits 0, an interrupted `backfill`
+Ctrl-C) finish the chunks already read; `run` then exits 0, an interrupted `backfill`
 exits 128 + the signal number and says where it stopped.
 """
 
