@@ -54,6 +54,8 @@ def test_check_validates_connects_and_dry_runs_writing_nothing(
     assert report["pumps"]["ok"] and report["pumps"]["series"] == 2 and report["pumps"]["steps"] > 0
     assert kit.query(influxd.url, database, 'SELECT * FROM "anomaly_scores"') == []
     assert kit.query(influxd.url, database, 'SELECT * FROM "stad_checkpoint"') == []
+    assert main(["once", *common, "--pipeline", "typo"]) == 0
+    assert "typo: no data: no series matched the pipeline's measurement" in capsys.readouterr().out
 
 
 def test_context_shorter_than_the_model_window_is_refused(

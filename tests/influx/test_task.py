@@ -179,6 +179,7 @@ def _once_through_outage(
     """
     end = int(data.timestamps_ns[-1]) + SETTLE
     failed = threading.Event()
+    stopped = threading.Event()  # the other stages may fail while `stop` is still under way
     chunks: list[ChunkReport] = []
 
     def after_chunk(report: ChunkReport) -> None:
@@ -186,9 +187,10 @@ def _once_through_outage(
         if len(chunks) == 1:
             assert report.points > 0
             stop()
+            stopped.set()
 
     def restart_when_failed() -> None:
-        assert failed.wait(timeout=120)
+        assert failed.wait(timeout=120) and stopped.wait(timeout=120)
         start()
 
     restarter = threading.Thread(target=restart_when_failed)
