@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -367,6 +367,24 @@ class PipelineRunner:
         errors: list[BaseException] = []
         frontier = {k: c.next_ns for k, c in checkpoints.items()}
 
+        def stage(
+            source: queue.Queue[Any], work: Callable[[Any], Any], sink: Callable[[Any], None], name: str
+        ) -> None:
+            """Work each item of `source` up to None into `sink`, timed; after a failure anywhere,
+            only drain `source`, so that the stage before it can finish."""
+            try:
+                while (item := source.get()) is not None:
+                    if not failed.is_set():
+                        began = time.perf_counter()
+                        result = work(item)
+                        stats.stage_s[name] += time.perf_counter() - began
+                        sink(result)
+            except BaseException as exc:
+                errors.append(exc)
+                failed.set()
+                while source.get() is not None:
+                    pass
+
         def read() -> None:
             try:
                 for chunk_start, chunk_stop in bounds:
@@ -387,17 +405,7 @@ class PipelineRunner:
 
         def score() -> None:
             try:
-                while (item := prepared.get()) is not None:
-                    if not failed.is_set():
-                        began = time.perf_counter()
-                        result = self._score(item)
-                        stats.stage_s["score"] += time.perf_counter() - began
-                        _put(scored, result, failed)
-            except BaseException as exc:
-                errors.append(exc)
-                failed.set()
-                while prepared.get() is not None:  # let the reader finish
-                    pass
+                stage(prepared, self._score, lambda done: _put(scored, done, failed), "score")
             finally:
                 scored.put(None)  # the writer always drains to this
 
@@ -405,17 +413,12 @@ class PipelineRunner:
         for thread in threads:
             thread.start()
         try:
-            while (done := scored.get()) is not None:
-                if not failed.is_set():
-                    began = time.perf_counter()
-                    report = self._commit(done, checkpoints, save_as)
-                    stats.stage_s["write"] += time.perf_counter() - began
-                    self._count(report, checkpoints, stats)
-        except BaseException as exc:
-            errors.append(exc)
-            failed.set()
-            while scored.get() is not None:  # let the scorer finish
-                pass
+            stage(
+                scored,
+                lambda done: self._commit(done, checkpoints, save_as),
+                lambda report: self._count(report, checkpoints, stats),
+                "write",
+            )
         finally:
             for thread in threads:
                 thread.join()
