@@ -6,20 +6,21 @@ import datetime as dt
 import time
 from typing import Any
 
-from stad.client import TrainingSettings
 from stad.core.demo_data import DemoData, generate
 from stad.influx_task.config import Connection, Pipeline, RetrySettings, ServerSettings, TaskConfig
 from stad.influx_task.influxql import InfluxQLReader
 from stad.influx_task.points import Point
 from stad.influx_task.transport import Transport
 from stad.influx_task.writer import LineWriter
+from tests.kit import TINY_SETTINGS
 
 STEP_S = 600
 STEP = STEP_S * 10**9
 STEPS = 400
 CONTEXT = 32
+TINY = TINY_SETTINGS
 WINDOW = 16
-TINY = TrainingSettings(epochs=1, window=WINDOW, patch=4, d_model=16, n_layers=1, n_heads=2, seed=0)
+assert TINY.window == WINDOW
 UNITS = ("1", "2")
 # A clock this far past the data's last step makes every step final (its last window has ended).
 SETTLE = (1 + WINDOW) * STEP
