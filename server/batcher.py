@@ -6,7 +6,10 @@ Requests put windows (N, L, C) in a FIFO queue. A batch forms when the queue hol
 compute function runs in an executor, off the event loop, on whole batches; its
 result is a tuple of arrays with one row per window, which is split back per
 request (`score`: all at once; `stream`: piece by piece as the batches run).
-Requests whose deadline passed while queued are dropped before compute.
+Requests whose deadline passed while queued are dropped before compute, and a
+request whose deadline cannot be met is refused at once (RESOURCE_EXHAUSTED): the
+batchers of all model versions share one device thread and one `ComputeLoad`,
+which measures the compute rate and counts the windows waiting for it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,34 @@ from stad.server.errors import DeadlineExceededError, ResourceExhaustedError, Un
 Windows = npt.NDArray[np.float32]  # (N, L, C)
 Outputs = tuple[np.ndarray, ...]  # each (N, ...)
 BatchFn = Callable[[Windows], Outputs]
+
+
+class ComputeLoad:
+    """The device thread's backlog and measured speed, shared by every batcher.
+
+    The speed is a moving average of seconds per window over the batches run; until a
+    batch has run it is unknown and every request is admitted.
+    """
+
+    SMOOTHING = 0.2  # weight of the newest batch in the moving average
+
+    def __init__(self) -> None:
+        self.pending_windows = 0
+        self.seconds_per_window: float | None = None
+
+    def observe(self, windows: int, seconds: float) -> None:
+        latest = seconds / max(1, windows)
+        if self.seconds_per_window is None:
+            self.seconds_per_window = latest
+        else:
+            self.seconds_per_window += self.SMOOTHING * (latest - self.seconds_per_window)
+
+    def expected_wait_s(self, windows: int, batch_windows: int) -> float | None:
+        """Seconds until `windows` more would be computed: the backlog, the batch on the device
+        now, and these windows, at the measured speed (None: not measured yet)."""
+        if self.seconds_per_window is None:
+            return None
+        return (self.pending_windows + batch_windows + windows) * self.seconds_per_window
 
 
 class BatchObserver(Protocol):
@@ -61,6 +92,7 @@ class WindowBatcher:
         executor: Executor,
         observer: BatchObserver | None = None,
         name: str = "model",
+        load: ComputeLoad | None = None,
     ) -> None:
         if max_batch_windows < 1:
             raise ValueError(f"max_batch_windows must be at least 1, got {max_batch_windows}")
@@ -77,6 +109,7 @@ class WindowBatcher:
         self._executor = executor
         self._observer = observer
         self.name = name
+        self._load = load or ComputeLoad()
         self._queue: deque[_Item] = deque()
         self._pending = 0
         self._arrived = asyncio.Event()
@@ -131,6 +164,7 @@ class WindowBatcher:
                 f"this request adds {count}, limit {self.max_queue_windows}; retry later"
             )
         loop = asyncio.get_running_loop()
+        self._check_deadline(count, deadline, loop.time())
         self._ensure_worker()
         items = []
         for start in range(0, count, self.max_batch_windows):
@@ -142,6 +176,23 @@ class WindowBatcher:
         self._add_pending(count)
         self._arrived.set()
         return items
+
+    def _check_deadline(self, count: int, deadline: float | None, now: float) -> None:
+        """Refuse a request its deadline leaves too little time for, at the measured speed."""
+        if deadline is None:
+            return
+        wait_s = self._load.expected_wait_s(count, self.max_batch_windows)
+        if wait_s is None:
+            return
+        wait_s += self.max_queue_delay_s
+        if now + wait_s > deadline:
+            speed = 1.0 / max(self._load.seconds_per_window or 0.0, 1e-12)
+            raise ResourceExhaustedError(
+                f"the deadline cannot be met: {self._load.pending_windows} windows are waiting "
+                f"before this request's {count}, about {1000 * wait_s:.0f} ms at the measured "
+                f"{speed:.0f} windows/s, and {1000 * max(0.0, deadline - now):.0f} ms remain; "
+                "retry later, elsewhere, or with a longer deadline"
+            )
 
     def _on_done(self, future: asyncio.Future[Outputs]) -> None:
         if future.cancelled():
@@ -169,6 +220,7 @@ class WindowBatcher:
 
     def _add_pending(self, delta: int) -> None:
         self._pending += delta
+        self._load.pending_windows += delta
         if self._observer is not None:
             self._observer.pending_changed(delta)
 
@@ -247,6 +299,7 @@ class WindowBatcher:
             return
         self.batches_run += 1
         self.windows_run += int(windows.shape[0])
+        self._load.observe(int(windows.shape[0]), seconds)
         if self._observer is not None:
             self._observer.batch_done(int(windows.shape[0]), seconds)
         start = 0
