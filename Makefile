@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stad-installed
 GENERATED := protos/stad/v1/scoring_pb2.py
 
-.PHONY: setup protos test lint typecheck pytest demo bench-accuracy bench-speed bench-serving bench-influx clean
+.PHONY: setup protos test lint typecheck pytest demo bench-accuracy bench-speed bench-serving bench-influx bench-chaos clean
 
 setup: $(STAMP) $(GENERATED)
 
@@ -49,6 +49,9 @@ bench-serving: setup
 
 bench-influx: setup
 	$(BIN)/python -m bench.influx
+
+bench-chaos: setup
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo_out protos/stad/v1/*_pb2*.py protos/stad/v1/*_pb2*.pyi

@@ -128,7 +128,7 @@ class CallGuard:
 
     def _leave(self, method: str, outcome: grpc.StatusCode, began: float) -> None:
         self.in_flight -= 1
-        self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+        self._tasks.discard(asyncio.current_task())
         if self.in_flight == 0:
             self._idle.set()
         self._metrics.requests.labels(method=method, outcome=outcome.name).inc()
