@@ -576,6 +576,7 @@ async def overload(
         "deadline_s": deadline_s,
         "outcomes": dict(outcomes),
         "admitted": admitted,
+        "ok_calls_per_s": round(outcomes["OK"] / seconds, 1),
         "deadline_met_ratio": round(outcomes["OK"] / admitted, 4) if admitted else None,
     }
 

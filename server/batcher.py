@@ -33,32 +33,72 @@ Outputs = tuple[np.ndarray, ...]  # each (N, ...)
 BatchFn = Callable[[Windows], Outputs]
 
 
+# Share of a request's remaining time its windows may wait and compute in; the rest is left
+# for assembling, encoding and sending the response, which the prediction does not cover.
+ADMISSION_SHARE = 0.7
+
+
 class ComputeLoad:
     """The device thread's backlog and measured speed, shared by every batcher.
 
-    The speed is a moving average of seconds per window over the batches run; until a
-    batch has run it is unknown and every request is admitted.
+    A request's wait is predicted as (windows waiting + the batch on the device + its own)
+    x the seconds per window, a moving average over the batches run of the time from one
+    batch's end to the next one's while a backlog waited (the device's real throughput,
+    with whatever slows it on a shared CPU; compute time alone when idle), or the slowest
+    of the last few batches when that is slower (a busy spell must not wait for the average
+    to catch up), plus what
+    such predictions missed for the requests that finished (their event-loop time around
+    compute, on a CPU it shares): its moving average and four times its moving deviation,
+    as TCP estimates a retransmission timeout from round trips (RFC 6298), so that the
+    wait is rarely longer. Until a batch has run the speed is unknown and every request is
+    admitted.
     """
 
-    SMOOTHING = 0.2  # weight of the newest batch in the moving average
+    SMOOTHING = 0.2  # weight of the newest measurement in the moving averages
+    DEVIATIONS = 4.0
+    RECENT_BATCHES = 8
 
     def __init__(self) -> None:
         self.pending_windows = 0
         self.seconds_per_window: float | None = None
+        self.overhead_s = 0.0  # moving average of waits beyond the prediction
+        self.overhead_deviation_s = 0.0
+        self._last_end: float | None = None
+        self._backlog_at_last_end = 0
+        self._recent: deque[float] = deque(maxlen=self.RECENT_BATCHES)
 
-    def observe(self, windows: int, seconds: float) -> None:
+    def observe(self, windows: int, compute_s: float, now: float) -> None:
+        """A batch of `windows` took `compute_s` of compute and ended at `now` (loop time)."""
+        seconds = compute_s
+        if self._last_end is not None and self._backlog_at_last_end > 0:
+            seconds = max(compute_s, now - self._last_end)
+        self._last_end, self._backlog_at_last_end = now, self.pending_windows
         latest = seconds / max(1, windows)
-        if self.seconds_per_window is None:
-            self.seconds_per_window = latest
-        else:
-            self.seconds_per_window += self.SMOOTHING * (latest - self.seconds_per_window)
+        self._recent.append(latest)
+        self.seconds_per_window = max(_moving(self.seconds_per_window, latest), max(self._recent))
 
-    def expected_wait_s(self, windows: int, batch_windows: int) -> float | None:
-        """Seconds until `windows` more would be computed: the backlog, the batch on the device
-        now, and these windows, at the measured speed (None: not measured yet)."""
+    def observe_wait(self, predicted_s: float, waited_s: float) -> None:
+        """A request predicted to wait `predicted_s` (unscaled) had its windows after `waited_s`."""
+        excess = max(0.0, waited_s - predicted_s)
+        self.overhead_deviation_s = _moving(self.overhead_deviation_s, abs(excess - self.overhead_s))
+        self.overhead_s = _moving(self.overhead_s, excess)
+
+    def predicted_wait_s(self, windows: int, batch_windows: int) -> float | None:
+        """Unscaled seconds until `windows` more would be computed (None: not measured yet)."""
         if self.seconds_per_window is None:
             return None
         return (self.pending_windows + batch_windows + windows) * self.seconds_per_window
+
+    def expected_wait_s(self, windows: int, batch_windows: int) -> float | None:
+        """The prediction plus what finished requests waited beyond theirs, from above."""
+        predicted = self.predicted_wait_s(windows, batch_windows)
+        if predicted is None:
+            return None
+        return predicted + self.overhead_s + self.DEVIATIONS * self.overhead_deviation_s
+
+
+def _moving(average: float | None, latest: float) -> float:
+    return latest if average is None else average + ComputeLoad.SMOOTHING * (latest - average)
 
 
 class BatchObserver(Protocol):
@@ -138,11 +178,16 @@ class WindowBatcher:
         closing the iterator) drops the pieces not computed yet; close it with
         `contextlib.aclosing` when you may stop before the end.
         """
+        loop = asyncio.get_running_loop()
+        predicted = self._load.predicted_wait_s(int(windows.shape[0]), self.max_batch_windows)
         items = self._enqueue(windows, deadline)
+        began = loop.time()
         try:
             for item in items:
                 yield await item.future
         finally:
+            if predicted is not None:  # also when it failed: late requests teach the most
+                self._load.observe_wait(predicted, loop.time() - began)
             for item in items:
                 item.future.cancel()  # no-op when done
 
@@ -185,7 +230,7 @@ class WindowBatcher:
         if wait_s is None:
             return
         wait_s += self.max_queue_delay_s
-        if now + wait_s > deadline:
+        if wait_s > ADMISSION_SHARE * (deadline - now):
             speed = 1.0 / max(self._load.seconds_per_window or 0.0, 1e-12)
             raise ResourceExhaustedError(
                 f"the deadline cannot be met: {self._load.pending_windows} windows are waiting "
@@ -299,7 +344,7 @@ class WindowBatcher:
             return
         self.batches_run += 1
         self.windows_run += int(windows.shape[0])
-        self._load.observe(int(windows.shape[0]), seconds)
+        self._load.observe(int(windows.shape[0]), seconds, loop.time())
         if self._observer is not None:
             self._observer.batch_done(int(windows.shape[0]), seconds)
         start = 0
