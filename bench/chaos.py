@@ -89,7 +89,7 @@ def series(steps: int, seed: int) -> Any:
 
 def make_model_dir(root: Path) -> Path:
     """A registry holding MODEL version 1, active (a tiny detector, briefly trained)."""
-    config = DetectorConfig(**TINY, epochs=1, max_windows_per_epoch=128)  # type: ignore[arg-type]
+    config = DetectorConfig.from_flat({**TINY, "epochs": 1, "max_windows_per_epoch": 128})
     detector = Detector(config).fit(values(600, 0), channels=list(CHANNELS))
     saved = root / "saved"
     detector.save(saved)

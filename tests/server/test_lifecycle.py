@@ -29,6 +29,7 @@ from stad.server.detector import Detector
 from stad.server.embedded import EmbeddedServer
 from stad.v1 import models_pb2, models_pb2_grpc, scoring_pb2, scoring_pb2_grpc
 from tests.server.conftest import MODEL, MakeServer, make_values, series_message
+from tests.waiting import until
 
 
 async def health_status(channel: aio.Channel, service: str) -> int:
@@ -133,8 +134,7 @@ async def test_call_cut_off_by_the_end_of_the_grace_counts_as_unavailable(make_s
     call = scoring_pb2_grpc.ScoringServiceStub(channel).Score(
         scoring_pb2.ScoreRequest(model=MODEL, series=[series_message(make_values(40, 3))])
     )
-    while server.engine.pending_windows == 0:
-        await asyncio.sleep(0.01)
+    await until(lambda: server.engine.pending_windows > 0, "the call's windows are queued")
     stopping = asyncio.ensure_future(server.stop(grace_s=0.2))
     threading.Timer(2.0, release.set).start()  # stop() then waits for the device thread
     assert await call.code() is grpc.StatusCode.UNAVAILABLE
@@ -150,6 +150,7 @@ def test_main_rejects_bad_settings(capsys: pytest.CaptureFixture[str], tmp_path:
     assert "device must be one of" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 async def test_serve_command_runs_until_sigterm(model_dir: Path) -> None:
     env = {**os.environ, "STAD_MODEL_DIR": str(model_dir), "STAD_MAX_BATCH_WINDOWS": "8"}
     process = await asyncio.create_subprocess_exec(
@@ -260,6 +261,7 @@ def busy_port() -> Iterator[int]:
         yield other.getsockname()[1]
 
 
+@pytest.mark.slow
 async def test_ports_in_use_are_one_line_naming_the_flag(model_dir: Path, busy_port: int) -> None:
     common = ("--model-dir", str(model_dir))
     stderr = await asyncio.to_thread(
@@ -275,6 +277,7 @@ async def test_ports_in_use_are_one_line_naming_the_flag(model_dir: Path, busy_p
     )
 
 
+@pytest.mark.slow
 def test_model_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     a_file = tmp_path / "models"
     a_file.write_text("")
