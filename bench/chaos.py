@@ -223,13 +223,17 @@ async def fuzz(server: Server, calls: int, concurrency: int, seconds: float, see
             code = "OK"
             try:
                 if method.client_streaming:
-                    call = channel.stream_unary(method.path)(iter(payloads), timeout=CALL_TIMEOUT_S)
+                    call = channel.stream_unary(method.path, None, None)(
+                        iter(payloads), timeout=CALL_TIMEOUT_S
+                    )
                     await call
                 elif method.server_streaming:
-                    async for _ in channel.unary_stream(method.path)(payloads[0], timeout=CALL_TIMEOUT_S):
+                    async for _ in channel.unary_stream(method.path, None, None)(
+                        payloads[0], timeout=CALL_TIMEOUT_S
+                    ):
                         pass
                 else:
-                    await channel.unary_unary(method.path)(payloads[0], timeout=CALL_TIMEOUT_S)
+                    await channel.unary_unary(method.path, None, None)(payloads[0], timeout=CALL_TIMEOUT_S)
             except aio.AioRpcError as exc:
                 code = exc.code().name
                 if code in ("UNKNOWN", "INTERNAL") and len(examples) < 20:
@@ -277,7 +281,7 @@ async def big_calls(server: Server, token: str | None, clients: int, mib: int) -
     payload = scoring_pb2.ScoreRequest(model=MODEL, series=[series(steps, 5)]).SerializeToString()
     codes: Counter[str] = Counter()
     async with channel_to(server) as channel:
-        call = channel.unary_unary("/stad.v1.ScoringService/Score")
+        call = channel.unary_unary("/stad.v1.ScoringService/Score", None, None)
 
         async def one() -> None:
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import descriptor, message, message_factory
 
@@ -60,7 +61,7 @@ def _random_text(rng: random.Random) -> str:
     return "x" * rng.randrange(1_000, 30_000)
 
 
-def _random_scalar(field: descriptor.FieldDescriptor, rng: random.Random) -> object:
+def _random_scalar(field: Any, rng: random.Random) -> object:
     kind = field.type
     if kind == FD.TYPE_STRING:
         return _random_text(rng)
@@ -103,6 +104,7 @@ def fill_random(target: message.Message, rng: random.Random, depth: int = 0) -> 
 def mutate_one_field(target: message.Message, rng: random.Random) -> None:
     """Replace one field somewhere in the message tree with a random value."""
     present = target.ListFields()
+    field: Any
     if not present or rng.random() < 0.2:
         field = rng.choice(target.DESCRIPTOR.fields)
     else:
