@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -211,7 +211,7 @@ async def fuzz(server: Server, calls: int, concurrency: int, seconds: float, see
     targets = methods()
     codes: Counter[str] = Counter()
     by_method: dict[str, Counter[str]] = {m.name: Counter() for m in targets}
-    examples: list[dict[str, str]] = []
+    failures: Counter[tuple[str, str, str]] = Counter()  # (method, code, the message's start)
     began = time.monotonic()
     sent = 0
     async with channel_to(server) as channel:
@@ -236,10 +236,8 @@ async def fuzz(server: Server, calls: int, concurrency: int, seconds: float, see
                     await channel.unary_unary(method.path, None, None)(payloads[0], timeout=CALL_TIMEOUT_S)
             except aio.AioRpcError as exc:
                 code = exc.code().name
-                if code in ("UNKNOWN", "INTERNAL") and len(examples) < 20:
-                    examples.append(
-                        {"method": method.name, "code": code, "details": str(exc.details())[:300]}
-                    )
+                if code in ("UNKNOWN", "INTERNAL"):
+                    failures[(method.name, code, str(exc.details())[:120])] += 1
             codes[code] += 1
             by_method[method.name][code] += 1
 
@@ -258,7 +256,9 @@ async def fuzz(server: Server, calls: int, concurrency: int, seconds: float, see
         "unknown_or_internal": codes["UNKNOWN"] + codes["INTERNAL"],
         "codes": dict(codes.most_common()),
         "by_method": {name: dict(c.most_common()) for name, c in by_method.items()},
-        "unknown_or_internal_examples": examples,
+        "unknown_or_internal_kinds": [
+            {"method": m, "code": c, "details": d, "calls": n} for (m, c, d), n in failures.most_common(30)
+        ],
     }
 
 
@@ -335,24 +335,30 @@ async def queued_jobs(server: Server, jobs: int, mib: int) -> dict[str, Any]:
 async def attacks(
     model_dir: Path, log: Path, clients: int, mib: int, jobs: int, job_mib: int
 ) -> dict[str, Any]:
-    server = Server(model_dir, log, "--token", TOKEN, "--max-message-mb", str(max(64, mib + 8)))
-    try:
-        async with channel_to(server) as channel:  # load the model, so idle RSS includes it
-            await scoring_pb2_grpc.ScoringServiceStub(channel).Score(
-                scoring_pb2.ScoreRequest(model=MODEL, series=[series(100, 0)]), metadata=auth(TOKEN)
-            )
-        await asyncio.sleep(1.0)
-        idle = server.rss_bytes()
-        runs = [
-            {"attack": "big concurrent calls, no token", **await big_calls(server, None, clients, mib)},
-            {"attack": "big concurrent calls, with token", **await big_calls(server, TOKEN, clients, mib)},
-            {"attack": "many queued training jobs", **await queued_jobs(server, jobs, job_mib)},
-        ]
-    finally:
-        server.stop()
-    for run in runs:
+    """Each attack on a fresh server (freed memory stays in a process's RSS), against its
+    idle RSS with the model loaded."""
+    plans: list[tuple[str, Callable[[Server], Awaitable[dict[str, Any]]]]] = [
+        ("big concurrent calls, no token", lambda server: big_calls(server, None, clients, mib)),
+        ("big concurrent calls, with token", lambda server: big_calls(server, TOKEN, clients, mib)),
+        ("many queued training jobs", lambda server: queued_jobs(server, jobs, job_mib)),
+    ]
+    runs = []
+    for name, attack in plans:
+        server = Server(model_dir, log, "--token", TOKEN, "--max-message-mb", str(max(64, mib + 8)))
+        try:
+            async with channel_to(server) as channel:  # load the model, so idle RSS includes it
+                await scoring_pb2_grpc.ScoringServiceStub(channel).Score(
+                    scoring_pb2.ScoreRequest(model=MODEL, series=[series(100, 0)]), metadata=auth(TOKEN)
+                )
+            await asyncio.sleep(1.0)
+            idle = server.rss_bytes()
+            run = {"attack": name, "idle_rss": idle, **await attack(server)}
+            run["rss_after"] = server.rss_bytes()
+        finally:
+            server.stop()
         run["peak_rss_ratio"] = round(run["peak_rss"] / idle, 3)
-    return {"idle_rss": idle, "runs": runs, "peak_rss_ratio": max(run["peak_rss_ratio"] for run in runs)}
+        runs.append(run)
+    return {"runs": runs, "peak_rss_ratio": max(run["peak_rss_ratio"] for run in runs)}
 
 
 # -- kill -9 -------------------------------------------------------------------------
@@ -537,11 +543,11 @@ async def soak(server: Server, clients: int, seconds: float) -> dict[str, Any]:
 
 
 async def overload(
-    server: Server, factor: float, seconds: float, deadline_s: float, max_calls: int
+    server: Server, factor: float, seconds: float, deadline_s: float, steps: int, max_calls: int
 ) -> dict[str, Any]:
     """Measure capacity with closed-loop clients, then offer `factor` times it, each call
     with a deadline; goodput = calls that succeeded over calls admitted (not refused at once)."""
-    request = scoring_pb2.ScoreRequest(model=MODEL, series=[series(400, 7)])
+    request = scoring_pb2.ScoreRequest(model=MODEL, series=[series(steps, 7)])
     async with channel_to(server) as channel:
         stub = scoring_pb2_grpc.ScoringServiceStub(channel)
         done = 0
@@ -602,7 +608,12 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         report["soak"] = await soak(server, args.soak_clients, args.soak_seconds)
         print("soak", json.dumps(report["soak"]), flush=True)
         report["overload"] = await overload(
-            server, args.overload_factor, args.overload_seconds, args.overload_deadline_s, 20_000
+            server,
+            args.overload_factor,
+            args.overload_seconds,
+            args.overload_deadline_s,
+            args.overload_steps,
+            20_000,
         )
         print("overload", json.dumps(report["overload"]), flush=True)
     finally:
@@ -639,7 +650,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--soak-clients", type=int, default=32)
     parser.add_argument("--overload-factor", type=float, default=8.0)
     parser.add_argument("--overload-seconds", type=float, default=10.0)
-    parser.add_argument("--overload-deadline-s", type=float, default=1.0)
+    parser.add_argument("--overload-deadline-s", type=float, default=2.0)
+    parser.add_argument(
+        "--overload-steps",
+        type=int,
+        default=4000,
+        help="steps per overload call: large enough that the client keeps up with 8x the server",
+    )
     parser.add_argument("--attack-clients", type=int, default=24)
     parser.add_argument("--attack-mib", type=int, default=32)
     parser.add_argument("--attack-jobs", type=int, default=6)

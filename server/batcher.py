@@ -42,21 +42,24 @@ class ComputeLoad:
     """The device thread's backlog and measured speed, shared by every batcher.
 
     A request's wait is predicted as (windows waiting + the batch on the device + its own)
-    x the seconds per window, a moving average over the batches run of the time from one
-    batch's end to the next one's while a backlog waited (the device's real throughput,
-    with whatever slows it on a shared CPU; compute time alone when idle), or the slowest
-    of the last few batches when that is slower (a busy spell must not wait for the average
-    to catch up), plus what
-    such predictions missed for the requests that finished (their event-loop time around
-    compute, on a CPU it shares): its moving average and four times its moving deviation,
-    as TCP estimates a retransmission timeout from round trips (RFC 6298), so that the
-    wait is rarely longer. Until a batch has run the speed is unknown and every request is
-    admitted.
+    x seconds per window, plus a learnt extra:
+
+    - seconds per window: a moving average over the batches run of the time from one
+      batch's end to the next one's while a backlog waited (the device's real throughput,
+      with whatever slows it on a shared CPU; compute time alone when it was idle). It
+      follows a slowdown fast and a speed-up slowly, and one batch raises it at most
+      RISE_LIMIT times, so that a single stall does not refuse everything.
+    - the extra: what predictions missed for the requests that finished (event-loop time
+      around compute), its moving average plus four moving deviations, as TCP sets a
+      retransmission timeout from round trips (RFC 6298), so that waits are rarely longer.
+
+    Until a batch has run the speed is unknown and every request is admitted.
     """
 
     SMOOTHING = 0.2  # weight of the newest measurement in the moving averages
     DEVIATIONS = 4.0
-    RECENT_BATCHES = 8
+    SLOWER_WEIGHT = 0.5  # weight of a batch slower than the average
+    RISE_LIMIT = 4.0
 
     def __init__(self) -> None:
         self.pending_windows = 0
@@ -65,7 +68,6 @@ class ComputeLoad:
         self.overhead_deviation_s = 0.0
         self._last_end: float | None = None
         self._backlog_at_last_end = 0
-        self._recent: deque[float] = deque(maxlen=self.RECENT_BATCHES)
 
     def observe(self, windows: int, compute_s: float, now: float) -> None:
         """A batch of `windows` took `compute_s` of compute and ended at `now` (loop time)."""
@@ -74,8 +76,14 @@ class ComputeLoad:
             seconds = max(compute_s, now - self._last_end)
         self._last_end, self._backlog_at_last_end = now, self.pending_windows
         latest = seconds / max(1, windows)
-        self._recent.append(latest)
-        self.seconds_per_window = max(_moving(self.seconds_per_window, latest), max(self._recent))
+        average = self.seconds_per_window
+        if average is None:
+            self.seconds_per_window = latest
+        elif latest > average:
+            latest = min(latest, self.RISE_LIMIT * average)
+            self.seconds_per_window = average + self.SLOWER_WEIGHT * (latest - average)
+        else:
+            self.seconds_per_window = _moving(average, latest)
 
     def observe_wait(self, predicted_s: float, waited_s: float) -> None:
         """A request predicted to wait `predicted_s` (unscaled) had its windows after `waited_s`."""

@@ -154,6 +154,7 @@ class JobManager:
         self._limits = limits or JobLimits()
         self._max_job_s = max_job_s
         self._spilling_bytes = 0  # data of jobs being written to disk, not queued yet
+        self._spilling_jobs = 0
         self._metrics = metrics
         self._fault = fault
         self._cancel_timeout_s = cancel_timeout_s
@@ -213,9 +214,10 @@ class JobManager:
             raise UnavailableError("the server is shutting down; no new training jobs")
         check_request_text(request)
         self._limits.check(request.config, len(request.channels), int(request.values.shape[0]))
-        if len(self._queue) >= self._max_queued:
+        waiting = len(self._queue) + self._spilling_jobs
+        if waiting >= self._max_queued:
             raise ResourceExhaustedError(
-                f"training queue is full: {len(self._queue)} jobs waiting "
+                f"training queue is full: {waiting} jobs waiting "
                 f"(max_queued_jobs={self._max_queued}, --max-queued-jobs); retry later"
             )
         size = request_bytes(request)
@@ -251,18 +253,27 @@ class JobManager:
         starting meanwhile knows whose directory it is."""
         directory = self._work_dir / job.job_id
         self._spilling_bytes += size
+        self._spilling_jobs += 1
         try:
             self._journal.write(job.job_id, self._job_record(job))
             await asyncio.to_thread(_write_job_files, directory, request)
         except OSError as exc:
             log.warning("cannot store the data of training job %s in %s: %s", job.job_id, directory, exc)
-            await asyncio.to_thread(shutil.rmtree, directory, True)
-            self._journal.remove(job.job_id)
+            await self._discard(job.job_id)
             raise ResourceExhaustedError(
                 "the server has no room to store this job's training data; retry later"
             ) from None
         finally:
             self._spilling_bytes -= size
+            self._spilling_jobs -= 1
+        if self._closed:
+            await self._discard(job.job_id)
+            raise UnavailableError("the server is shutting down; no new training jobs")
+
+    async def _discard(self, job_id: str) -> None:
+        """Forget a job that was never queued: its data and its record."""
+        await asyncio.to_thread(shutil.rmtree, self._work_dir / job_id, True)
+        self._journal.remove(job_id)
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job; returns it once it has finished."""
