@@ -313,3 +313,26 @@ async def test_a_deadline_that_cannot_be_met_is_refused_at_once(make_server: Mak
         blocker.result()
     assert len((await backlog).results[0].score) == 30_000
     assert len((await admitted).results[0].score) == 200
+
+
+async def test_a_stream_cut_off_mid_way_by_the_end_of_the_grace_gets_unavailable(
+    make_server: MakeServer,
+) -> None:
+    server, channel = await make_server(max_queue_delay_ms=0.0, max_batch_windows=4)
+    first_batch, rest = threading.Event(), threading.Event()
+    server.executor.submit(first_batch.wait)  # the stream's batches queue behind it
+    request = scoring_pb2.ScoreRequest(model=MODEL, series=[series_message(make_values(400, 3))])
+    streamed = scoring_pb2_grpc.ScoringServiceStub(channel).StreamScore(request)
+    while server.engine.pending_windows == 0:
+        await asyncio.sleep(0.01)
+    first_batch.set()
+    server.executor.submit(rest.wait)  # one batch runs, then the device is held again
+    first = await streamed.read()
+    assert first.results[0].start_step == 0  # the call is streaming when the server stops
+    stopping = asyncio.ensure_future(server.stop(grace_s=0.5))
+    threading.Timer(3.0, rest.set).start()
+    with pytest.raises(aio.AioRpcError) as caught:
+        while (message := await streamed.read()) is not aio.EOF:
+            assert message.results
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    await stopping
