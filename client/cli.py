@@ -29,6 +29,7 @@ from stad.client._client import Client, TrainingJob
 from stad.client._exceptions import DataError, StadError
 from stad.client._types import JobStatus, ModelInfo, ScoreResult, TrainingSettings
 from stad.client.data_files import DataTable, format_times, read_table, write_scores
+from stad.core.jobs import JobState
 from stad.core.progress import Progress, TrainingDisplay, duration
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_STDOUT_CLOSED = 0, 1, 2, 130, 141
@@ -283,7 +284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if status is None:
             return EXIT_INTERRUPTED
         _report_job(args, status, seconds=time.monotonic() - started)
-        return EXIT_OK if status.state.value == "succeeded" else EXIT_FAILURE
+        return EXIT_OK if status.state is JobState.SUCCEEDED else EXIT_FAILURE
 
 
 def _follow(job: TrainingJob, *, embedded: bool) -> JobStatus | None:
@@ -347,7 +348,7 @@ def _report_job(args: argparse.Namespace, status: JobStatus, seconds: float | No
     if _opt(args, "json"):
         _emit_json(status)
         return
-    if status.state.value == "succeeded":
+    if status.state is JobState.SUCCEEDED:
         took = f" in {duration(seconds)}" if seconds is not None else ""
         print(f"job {status.job_id}: {status.model} version {status.version} trained{took}")
     else:
@@ -585,7 +586,7 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
     if status is None:
         return EXIT_INTERRUPTED
     _report_job(args, status)
-    return EXIT_OK if status.state.value == "succeeded" else EXIT_FAILURE
+    return EXIT_OK if status.state is JobState.SUCCEEDED else EXIT_FAILURE
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:

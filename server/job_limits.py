@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from stad.core.detector_config import DetectorConfig
+from stad.core.types import MIB
 from stad.server.errors import InvalidArgumentError, ResourceExhaustedError
 
-MIB = 1024 * 1024
 RUNTIME_BYTES = 384 * MIB  # a training process with torch imported, before any data
 BYTES_PER_VALUE = 64  # the data as received, scaled, masks, and the calibration scores per (step, channel)
 OPTIMIZER_COPIES = 4  # weights, gradients and AdamW's two moments

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from stad.core.types import MIB
 from stad.server.job_limits import JobLimits
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -91,7 +92,7 @@ class Settings:
 
     @property
     def max_message_bytes(self) -> int:
-        return self.max_message_mb * 1024 * 1024
+        return self.max_message_mb * MIB
 
     @property
     def job_limits(self) -> JobLimits:
