@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stad.core.jobs import JOB_STATES, JobState
+from stad.core.quoting import quote
 from stad.core.types import MIB
 from stad.server import job_worker
 from stad.server.errors import (
@@ -52,7 +53,7 @@ from stad.server.errors import (
 from stad.server.job_journal import JobJournal
 from stad.server.job_limits import JobLimits
 from stad.server.metrics import ServerMetrics
-from stad.server.registry import MAX_DESCRIPTION_CHARS, Registry, quoted
+from stad.server.registry import MAX_DESCRIPTION_CHARS, Registry
 
 log = logging.getLogger("stad.server.jobs")
 
@@ -169,7 +170,7 @@ class JobManager:
         try:
             return self._jobs[job_id]
         except KeyError:
-            raise NotFoundError(f"unknown training job {quoted(job_id)}") from None
+            raise NotFoundError(f"unknown training job {quote(job_id)}") from None
 
     def list(self, model: str = "") -> list[Job]:
         """Jobs newest first, optionally of one model only."""
@@ -573,7 +574,7 @@ def check_request_text(request: TrainingRequest) -> None:
         if len(name) > MAX_CHANNEL_NAME_CHARS:
             raise InvalidArgumentError(
                 f"channel {index} has a name of {len(name):,} characters, more than "
-                f"{MAX_CHANNEL_NAME_CHARS}: {quoted(name)}"
+                f"{MAX_CHANNEL_NAME_CHARS}: {quote(name)}"
             )
 
 

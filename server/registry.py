@@ -42,6 +42,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from stad.core.quoting import quote
 from stad.server.durable import fsync_dir, fsync_tree, remove_staging, staging_path, write_atomic
 from stad.server.errors import (
     FailedPreconditionError,
@@ -55,7 +56,6 @@ log = logging.getLogger("stad.server.registry")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-.]{1,64}")
 VERSION_PATTERN = re.compile(r"[0-9]{1,18}")
 MAX_DESCRIPTION_CHARS = 4096
-QUOTE_CHARS = 80
 ACTIVE_FILE = "ACTIVE"
 VERSION_FILE = "version.json"
 METADATA_FILE = "metadata.json"
@@ -87,17 +87,10 @@ class BrokenVersionError(StadServerError):
     code = grpc.StatusCode.DATA_LOSS
 
 
-def quoted(text: str, limit: int = QUOTE_CHARS) -> str:
-    """repr(text), cut to about `limit` characters, saying how long it was."""
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}... ({len(text):,} characters)"
-
-
 def check_model_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name) or name.startswith("."):
         raise InvalidArgumentError(
-            f"bad model name {quoted(name)}: use 1-64 letters, digits, '-', '_' or '.', not starting with '.'"
+            f"bad model name {quote(name)}: use 1-64 letters, digits, '-', '_' or '.', not starting with '.'"
         )
     return name
 
@@ -159,7 +152,7 @@ class Registry(Generic[M]):
     def _version_dir(self, name: str, version: str) -> Path:
         path = self._model_root(name) / version
         if not _is_version(version) or not path.is_dir():
-            raise NotFoundError(f"model {name!r} has no version {quoted(version)}")
+            raise NotFoundError(f"model {name!r} has no version {quote(version)}")
         return path
 
     def version_record(self, name: str, version: str) -> VersionRecord:
