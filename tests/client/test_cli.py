@@ -437,7 +437,7 @@ def test_join_chunks_reassembles_streamed_chunks(server: str, trained: JobStatus
 
 def test_influx_subcommand_is_handed_to_the_task_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["influx", "--help"]) == 0
-    assert "once,run,backfill,train" in capsys.readouterr().out
+    assert "usage: stad influx" in capsys.readouterr().out  # the task's own parser answered
     assert main(["influx", "once"]) == 2
     assert "--config" in capsys.readouterr().err
 
