@@ -3,7 +3,7 @@
     stad influx once --config jobs.toml
     stad influx run --config jobs.toml [--shard 0/2]
     stad influx backfill --config jobs.toml --job pumps --start 2024-01-01T00:00:00Z --stop now
-    stad influx train --config jobs.toml --job pumps --start -7d --stop -1d --activate
+    stad influx train --config jobs.toml --job pumps --start -7d --stop -1d --no-activate
 
 Errors print as `Name: message` on stderr with exit status 1. SIGTERM (and
 Ctrl-C) finish the current chunk, then exit 0.
@@ -18,9 +18,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from stad.client.cli.dispatch import INFLUX_GLOBALS
+from stad.client.cli.options import add_global_options
+from stad.client.cli.output import emit_json, jsonable
+from stad.client.cli.training_flags import add_training_flags, training_settings
 from stad.core.progress import Progress, TrainingDisplay
 from stad.influx_task.config import load_config, parse_time_ns
 from stad.influx_task.runner import PassStats, Shard
@@ -39,9 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--username", help="InfluxDB 1.x user (else INFLUX_USERNAME)")
     common.add_argument("--password", help="InfluxDB 1.x password (else INFLUX_PASSWORD)")
     common.add_argument("--write-api", choices=["auto", "v1", "v2"], help="write endpoint")
-    common.add_argument("--server", help="stad server target host:port (else STAD_SERVER)")
     common.add_argument("--shard", default="0/1", help="i/n: handle the series whose key hashes to i")
     common.add_argument("-v", "--verbose", action="store_true")
+    add_global_options(common, names=INFLUX_GLOBALS, default=None)
 
     parser = argparse.ArgumentParser(prog="stad influx", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,15 +60,15 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--start", required=True, help="RFC3339, ns since epoch, 'now' or '-7d'")
         sub.add_argument("--stop", default="now")
     backfill.add_argument("--no-progress", action="store_true")
-    train.add_argument("--activate", action="store_true", help="make the new version active")
-    for name in ("epochs", "window", "patch", "d_model", "n_layers", "n_heads", "batch_size", "seed"):
-        train.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
-    train.add_argument("--timeout-s", type=float, default=None)
+    add_training_flags(train)
     return parser
 
 
-def _print_stats(name: str, stats: PassStats | Exception) -> None:
-    if isinstance(stats, Exception):
+def _print_stats(name: str, stats: PassStats | Exception, as_json: bool) -> None:
+    if as_json:
+        failed = {"error": f"{type(stats).__name__}: {stats}"} if isinstance(stats, Exception) else None
+        emit_json({"job": name, **(failed or jsonable(stats))})
+    elif isinstance(stats, Exception):
         print(f"{name}: FAILED {type(stats).__name__}: {stats}")
     else:
         print(f"{name}: {stats.chunks} chunks, {stats.steps} steps scored, {stats.points} points written")
@@ -97,11 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "write_api": args.write_api,
         }
         config = load_config(args.config, connection_overrides=overrides, server_target=args.server)
+        if args.timeout is not None:
+            config = replace(config, server=replace(config.server, timeout_s=args.timeout))
         with Task(config, shard=Shard.parse(args.shard), stop=stop) as task:
             if args.command == "once":
                 outcome = task.once(args.job)
                 for name, stats in outcome.items():
-                    _print_stats(name, stats)
+                    _print_stats(name, stats, args.json)
                 return 1 if any(isinstance(s, Exception) for s in outcome.values()) else 0
             if args.command == "run":
                 task.run()
@@ -109,7 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             now = time.time_ns()
             start, stop_ns = parse_time_ns(args.start, now_ns=now), parse_time_ns(args.stop, now_ns=now)
             if args.command == "backfill":
-                _print_stats(args.job, task.backfill(args.job, start, stop_ns, progress=not args.no_progress))
+                _print_stats(
+                    args.job,
+                    task.backfill(args.job, start, stop_ns, progress=not args.no_progress),
+                    args.json,
+                )
                 return 0
             return _train(task, args, start, stop_ns)
     except (StadError, InfluxError, ValueError, OSError) as exc:
@@ -118,11 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(task: Task, args: argparse.Namespace, start: int, stop_ns: int) -> int:
-    from stad.client import TrainingSettings
-
-    names = ("epochs", "window", "patch", "d_model", "n_layers", "n_heads", "batch_size", "seed")
-    settings = TrainingSettings(**{n: getattr(args, n) for n in names})
-
+    settings = training_settings(args)
     with Progress(f"training {args.job}") as progress:
         final = task.train(
             args.job,
@@ -131,9 +138,11 @@ def _train(task: Task, args: argparse.Namespace, start: int, stop_ns: int) -> in
             activate=args.activate,
             settings=settings,
             on_status=TrainingDisplay(progress).update,
-            timeout_s=args.timeout_s,
         )
-    print(f"trained {final.model} version {final.version} on {final.steps} steps")
+    if args.json:
+        emit_json(final)
+    else:
+        print(f"trained {final.model} version {final.version} on {final.steps} steps")
     return 0
 
 

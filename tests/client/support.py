@@ -19,7 +19,7 @@ TINY = TrainingSettings(
 )
 TINY_FLAGS = [
     "--epochs", "1", "--window", "16", "--patch", "4", "--d-model", "16",
-    "--heads", "2", "--layers", "1", "--batch-size", "32", "--seed", "0",
+    "--n-heads", "2", "--n-layers", "1", "--batch-size", "32", "--seed", "0",
 ]  # fmt: skip
 # Steps of three channels with timestamps: more than 1 MiB as one message.
 BIG_STEPS = 40_000

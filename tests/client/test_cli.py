@@ -83,7 +83,8 @@ def test_train_shows_progress_and_reports_json(stad: Stad, tmp_path: Path, train
     path = write_csv(tmp_path / "train.csv", train_data, with_time=False)
     run = stad("train", str(path), "--model", "cli-trained", *TINY_FLAGS, "--epochs", "2", "--json")
     assert run.code == 0, run.err
-    assert "epoch 1/2" in run.err and "epoch 2/2" in run.err  # the progress bar, a line per epoch
+    assert "epoch 1/2" in run.err and "epoch 2/2" in run.err  # the progress display, a line per epoch
+    assert "\r" not in run.err  # stderr is no terminal here
     assert "loss" in run.err and "ETA" in run.err
     job = run.json()
     assert isinstance(job, dict)
@@ -438,9 +439,72 @@ def test_join_chunks_reassembles_streamed_chunks(server: str, trained: JobStatus
 
 def test_influx_subcommand_is_handed_to_the_task_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["influx", "--help"]) == 0
-    assert "once,run,backfill,train" in capsys.readouterr().out
-    assert main(["influx", "once"]) == 2
+    assert main(["influx", "once"]) == 2  # its parser: --config is required
     assert "--config" in capsys.readouterr().err
+
+
+def test_global_options_work_before_and_after_the_command(stad: Stad, server: str) -> None:
+    expected = {"status": "SERVING", "serving": True}
+    assert stad("--json", "health").json() == expected
+    assert stad("health", "--json").json() == expected
+    assert stad("--server", "127.0.0.1:1", "--timeout", "2", "health").code == 1  # the option is used
+    assert stad("--server", "127.0.0.1:1", "health", "--server", server).code == 0  # the later one wins
+    assert stad("--json", "models", "list").json() == stad("models", "list", "--json").json()
+
+
+def _unreachable_influx_jobs(tmp_path: Path) -> Path:
+    config = tmp_path / "jobs.toml"
+    config.write_text(f"""
+[influx]
+url = "http://127.0.0.1:1"
+[retry]
+max_attempts = 1
+deadline_s = 5
+[state]
+checkpoint = "{tmp_path / "checkpoints.json"}"
+[[jobs]]
+name = "pumps"
+database = "plant"
+measurement = "pump"
+fields = ["flow"]
+model = "pumps"
+interval = "1m"
+""")
+    return config
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_global_options_reach_influx_subcommands(stad: Stad, tmp_path: Path, before: bool) -> None:
+    pytest.importorskip("influxdb_client")
+    options = ["--json", "--server", "127.0.0.1:1", "--timeout", "5"]
+    command = ["influx", "once", "--config", str(_unreachable_influx_jobs(tmp_path))]
+    run = stad(*options, *command) if before else stad(*command, *options)
+    assert run.code == 1  # the job failed: InfluxDB is not there
+    outcome = run.json()
+    assert isinstance(outcome, dict)
+    assert outcome["job"] == "pumps" and outcome["error"]
+
+
+def test_global_options_influx_does_not_use_are_refused(stad: Stad) -> None:
+    run = stad("--tls", "influx", "once", "--config", "jobs.toml")
+    assert run.code == 2
+    assert _error_line(run).startswith("UsageError: stad influx does not use --tls")
+    assert stad("--json", "serve").code == 2
+
+
+def test_only_stad_and_os_errors_are_reported_as_one_line(
+    stad: Stad, trained: JobStatus, test_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unwritable = stad("score", str(test_csv), "--model", MODEL, "-o", "/no/such/dir/scores.csv")
+    assert unwritable.code == 1
+    assert _error_line(unwritable).startswith("FileNotFoundError: ")
+
+    def broken(args: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("stad.client.cli.health.cmd_health", broken)
+    with pytest.raises(RuntimeError, match="a bug"):  # a bug shows its traceback
+        stad("health")
 
 
 def test_score_streams_a_response_over_the_servers_max_message_size(

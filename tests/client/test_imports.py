@@ -23,7 +23,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 def test_client_and_cli_import_without_torch() -> None:
     result = _run(
         """
-        import stad.client, stad.client.cli, stad.client.data_files, stad.client.plots, stad.client.demo
+        import stad.client, stad.client.cli, stad.client.data_files, stad.client.plots
         assert sys.modules["torch"] is None
         loaded = sorted(name for name in sys.modules if name.startswith("torch."))
         assert not loaded, loaded
@@ -52,7 +52,7 @@ def test_cli_without_the_server_extra_says_so() -> None:
 
 def test_public_names_are_all() -> None:
     public = {name for name in dir(stad.client) if not name.startswith("_")}
-    submodules = {"cli", "data_files", "plots", "demo"}
+    submodules = {"cli", "data_files", "plots"}
     assert public - submodules == set(stad.client.__all__)
     for name in stad.client.__all__:
         assert getattr(stad.client, name) is not None

@@ -1,0 +1,75 @@
+"""The training flags of `stad train` and `stad influx train`, derived from the one declaration of
+every detector setting (`stad.core.detector_config.SETTINGS`): `n_layers` is `--n-layers`, a bool
+is `--x/--no-x`, `--help` shows the declared default, and only what the user sets is sent (the
+server's defaults fill in the rest)."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Callable
+
+from stad.client._types import TrainingSettings
+from stad.client.cli.errors import UsageError
+from stad.client.cli.options import DeprecatedAlias
+from stad.core.detector_config import SETTINGS, SETTINGS_BY_NAME, SettingError, SettingInfo, Value
+
+# old flag: the setting it means (the old `stad train` spelling)
+DEPRECATED_FLAGS = {"--layers": "n_layers", "--heads": "n_heads"}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag per detector setting, and --activate/--no-activate (on by default)."""
+    group = parser.add_argument_group("detector settings (unset: the server's default)")
+    for info in SETTINGS:
+        help_text = (
+            f"{info.help} (default: {str(info.default).lower() if info.kind is bool else info.default})"
+        )
+        if info.kind is bool:
+            group.add_argument(
+                flag(info.name), action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            metavar = "N" if info.kind is int else "X"
+            group.add_argument(
+                flag(info.name), type=_parser(info), default=None, metavar=metavar, help=help_text
+            )
+    for old, name in DEPRECATED_FLAGS.items():
+        group.add_argument(
+            old,
+            dest=name,
+            type=_parser(SETTINGS_BY_NAME[name]),
+            action=DeprecatedAlias,
+            help=argparse.SUPPRESS,
+        )
+    parser.add_argument(
+        "--activate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="make the new version the active one",
+    )
+
+
+def _parser(info: SettingInfo) -> Callable[[str], Value]:
+    def parse(text: str) -> Value:
+        try:
+            return info.check(info.kind(text))
+        except (ValueError, SettingError) as exc:
+            raise argparse.ArgumentTypeError(f"{info.rule}, got {text}") from exc
+
+    parse.__name__ = info.kind.__name__
+    return parse
+
+
+def training_settings(args: argparse.Namespace) -> TrainingSettings:
+    """The settings the user set, by setting name."""
+    given = {info.name: value for info in SETTINGS if (value := getattr(args, info.name, None)) is not None}
+    accepted = inspect.signature(TrainingSettings).parameters
+    unknown = [flag(name) for name in given if name not in accepted]
+    if unknown:
+        raise UsageError(f"this client cannot send {', '.join(unknown)} yet (an older stad.client)")
+    return TrainingSettings(**given)
