@@ -36,7 +36,7 @@ pytest: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: setup
-	$(BIN)/python -m stad.client.demo $(DEMO_ARGS)
+	$(BIN)/python -m stad.demo $(DEMO_ARGS)
 
 bench-accuracy: setup
 	$(BIN)/python -m bench.accuracy

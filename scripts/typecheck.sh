@@ -9,6 +9,7 @@ ln -s ../../../core "$tree/core"
 ln -s ../../../client "$tree/client"
 ln -s ../../../server "$tree/server"
 ln -s ../../../influx_task "$tree/influx_task"
+ln -s ../../../demo "$tree/demo"
 ln -s ../../../protos/stad/v1 "$tree/v1"
 export MYPYPATH=build/typecheck
-exec "${MYPY:-.venv/bin/mypy}" --cache-dir build/typecheck/.mypy_cache -p stad.core -p stad.client -p stad.server -p stad.influx_task -p bench -p scripts
+exec "${MYPY:-.venv/bin/mypy}" --cache-dir build/typecheck/.mypy_cache -p stad.core -p stad.client -p stad.server -p stad.influx_task -p stad.demo -p bench -p scripts
