@@ -7,16 +7,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stad-installed
 GENERATED := protos/stad/v1/scoring_pb2.py
+# A strict editable install lays the stad namespace out under build/ as links to the
+# source files, so that mypy, pyright and IDEs resolve `stad.server.x` to server/x.py.
+# Adding, removing or renaming a module must relink it: the stamp depends on the list.
+PACKAGE_FILES := build/package-files.txt
+$(shell mkdir -p build && find core client server influx_task demo protos/stad -name '*.py' -not -name '*_pb2*' | sort > build/.package-files.new && (cmp -s build/.package-files.new $(PACKAGE_FILES) || mv build/.package-files.new $(PACKAGE_FILES)); rm -f build/.package-files.new)
 
 .PHONY: setup protos test lint typecheck pytest demo bench-accuracy bench-speed bench-serving bench-influx clean
 
 setup: $(STAMP) $(GENERATED)
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py $(PACKAGE_FILES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e '.[server,influx,cli,dev]'
+	$(BIN)/pip install -q -e '.[server,influx,cli,dev]' --config-settings editable_mode=strict
 	$(BIN)/pip install -q --no-deps tsb-ad==1.5
 	touch $@
 
@@ -30,7 +35,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	MYPY=$(BIN)/mypy scripts/typecheck.sh
+	$(BIN)/mypy -p stad.core -p stad.client -p stad.server -p stad.influx_task -p stad.demo -p bench -p scripts
 
 pytest: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -10,6 +10,9 @@ Threshold-free metrics follow the TSB-AD reference implementation
 - `best_f1` ("Standard-F1": best F1 over all thresholds, no point adjustment),
 - `vus` (volume under the range-aware ROC / PR surfaces over buffer sizes
   0..sliding_window, 250 thresholds, as TSB-AD computes VUS-ROC and VUS-PR),
+- `event_scores`: event-level precision, recall and F1 (a labelled run is
+  found when a flagged run overlaps it; a flagged run is right when it
+  overlaps a labelled one),
 - `pa_f1`: *point-adjusted* F1, where a whole labelled segment counts as found
   when any one of its steps is flagged. It flatters detectors (random scores
   reach high PA-F1); report it only beside the honest metrics.
@@ -35,9 +38,11 @@ __all__ = [
     "DEFAULT_SLIDING_WINDOW",
     "BestF1",
     "Confusion",
+    "EventScores",
     "best_f1",
     "confusion_matrix",
     "evaluate",
+    "event_scores",
     "f1",
     "find_period",
     "pa_f1",
@@ -406,8 +411,9 @@ def evaluate(
     Always: auc_roc, auc_pr, vus_roc, vus_pr, standard_f1 (best F1, no point
     adjustment), standard_f1_threshold, pa_f1 (point-adjusted, best over
     thresholds). With `threshold` (flag score >= threshold) or explicit
-    `predictions` (not both): precision, recall, f1, far, mar, tp, fp, tn, fn
-    and pa_f1_at_threshold (point-adjusted, of those predictions).
+    `predictions` (not both): precision, recall, f1, far, mar, tp, fp, tn, fn,
+    pa_f1_at_threshold (point-adjusted, of those predictions) and
+    event_precision, event_recall, event_f1 (see `event_scores`).
     """
     values, truth = _pair(scores, labels)
     if threshold is not None and predictions is not None:
@@ -442,4 +448,35 @@ def evaluate(
             fn=float(counts.fn),
             pa_f1_at_threshold=pa_f1(values, truth, predictions=flagged),
         )
+        events = event_scores(truth, flagged)
+        result.update(event_precision=events.precision, event_recall=events.recall, event_f1=events.f1)
     return result
+
+
+@dataclass(frozen=True)
+class EventScores:
+    """Event-level precision and recall: a labelled event is found when a detected one overlaps it,
+    and a detected event is right when it overlaps a labelled one."""
+
+    precision: float
+    recall: float
+    f1: float
+    labelled: int
+    detected: int
+
+
+def event_scores(labels: npt.ArrayLike, predictions: npt.ArrayLike) -> EventScores:
+    """Event precision, recall and F1 of flagged runs against labelled runs (NaN when undefined)."""
+    truth = _labels(labels)
+    flagged = _labels(predictions, truth.shape[0])
+    true_starts, true_ends = _segments(truth)
+    found_starts, found_ends = _segments(flagged)
+    hits = np.concatenate([[0], np.cumsum(flagged)])  # flagged steps before each index
+    truths = np.concatenate([[0], np.cumsum(truth)])
+    found = int(np.count_nonzero(hits[true_ends + 1] - hits[true_starts]))
+    right = int(np.count_nonzero(truths[found_ends + 1] - truths[found_starts]))
+    recall_ = found / true_starts.size if true_starts.size else float("nan")
+    precision_ = right / found_starts.size if found_starts.size else float("nan")
+    total = precision_ + recall_
+    f1_ = 2 * precision_ * recall_ / total if total > 0 else (float("nan") if np.isnan(total) else 0.0)
+    return EventScores(precision_, recall_, f1_, int(true_starts.size), int(found_starts.size))

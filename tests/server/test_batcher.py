@@ -13,6 +13,7 @@ import pytest
 
 from stad.server.batcher import Outputs, WindowBatcher, Windows
 from stad.server.errors import DeadlineExceededError, ResourceExhaustedError, UnavailableError
+from tests.waiting import until
 
 
 def rowwise(windows: Windows) -> Outputs:
@@ -88,8 +89,7 @@ async def test_large_request_is_split_over_batches(executor: ThreadPoolExecutor)
 async def start_queued(batcher: WindowBatcher, batch: Windows) -> asyncio.Task[Outputs]:
     """Start scoring `batch` and wait until it sits in the batcher's queue."""
     task = asyncio.create_task(batcher.score(batch))
-    while batcher.pending_windows < batch.shape[0]:
-        await asyncio.sleep(0.001)
+    await until(lambda: batcher.pending_windows >= batch.shape[0], "the batch is queued")
     return task
 
 
@@ -185,7 +185,6 @@ async def test_stream_left_early_drops_the_pieces_not_computed(executor: ThreadP
         first, _ = await anext(pieces)
     released.set()  # the second batch was already computing; the other eight are dropped
     assert first.shape[0] == 4
-    while batcher.pending_windows or batcher.batches_run < 2:
-        await asyncio.sleep(0.001)
+    await until(lambda: not batcher.pending_windows and batcher.batches_run >= 2, "the queue drained")
     assert batcher.windows_run == 8
     await batcher.close()

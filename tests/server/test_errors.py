@@ -23,6 +23,7 @@ from stad.server.scoring import BatchingSettings, ScoringEngine
 from stad.server.scoring_service import ScoringServicer
 from stad.v1 import models_pb2, models_pb2_grpc, scoring_pb2, scoring_pb2_grpc, series_pb2
 from tests.server.conftest import CHANNELS, MODEL, MakeServer, make_values, series_message
+from tests.waiting import until
 
 
 async def score_error(
@@ -119,8 +120,7 @@ async def test_queue_full_while_others_wait(make_server: MakeServer) -> None:
     )
     stub = scoring_pb2_grpc.ScoringServiceStub(channel)
     first = asyncio.ensure_future(stub.Score(request_with(series_message(make_values(96, 1)))))  # 11 windows
-    while server.engine.pending_windows < 11:
-        await asyncio.sleep(0.01)
+    await until(lambda: server.engine.pending_windows >= 11, "11 windows queued")
     error = await score_error(channel, request_with(series_message(make_values(64, 2))))  # 7 more
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "queue of pump/1 is full" in str(error.details())
@@ -166,11 +166,7 @@ async def test_a_bad_series_drops_the_other_series_windows(make_server: MakeServ
     error = await score_error(channel, request)
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "series 1: the series has 10 steps" in str(error.details())
-    for _ in range(100):  # the cancel reaches the queue within a few loop turns
-        if server.engine.pending_windows == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert server.engine.pending_windows == 0  # series 0 left the queue, not computed
+    await until(lambda: server.engine.pending_windows == 0, "series 0 left the queue")
     assert sum(b.windows_run for b in server.engine._batchers.values()) == 0
 
 
@@ -181,8 +177,7 @@ async def test_deadline_passed_in_queue_is_deadline_exceeded(make_server: MakeSe
     assert await counted(server, "Score", "DEADLINE_EXCEEDED") == 1  # the code the caller got
     assert server.metrics.requests.labels(method="Score", outcome="CANCELLED")._value.get() == 0
     server.engine.flush()
-    while server.engine.pending_windows:
-        await asyncio.sleep(0.01)
+    await until(lambda: not server.engine.pending_windows, "the queue drained")
     assert sum(b.windows_run for b in server.engine._batchers.values()) == 0  # dropped before compute
 
 
@@ -191,13 +186,11 @@ async def test_cancelled_call_is_seen_as_cancelled(make_server: MakeServer) -> N
     call = scoring_pb2_grpc.ScoringServiceStub(channel).Score(
         request_with(series_message(make_values(40, 0)))
     )
-    while server.engine.pending_windows == 0:
-        await asyncio.sleep(0.01)
+    await until(lambda: server.engine.pending_windows > 0, "the call's windows are queued")
     call.cancel()
     assert await call.code() is grpc.StatusCode.CANCELLED
     assert await counted(server, "Score", "CANCELLED") == 1
-    while server.engine.pending_windows:
-        await asyncio.sleep(0.01)
+    await until(lambda: not server.engine.pending_windows, "the queue drained")
     assert sum(b.windows_run for b in server.engine._batchers.values()) == 0
 
 

@@ -29,6 +29,7 @@ from stad.server.detector import Detector
 from stad.server.embedded import EmbeddedServer
 from stad.v1 import models_pb2, models_pb2_grpc, scoring_pb2, scoring_pb2_grpc
 from tests.server.conftest import MODEL, MakeServer, make_values, series_message
+from tests.waiting import until
 
 
 async def health_status(channel: aio.Channel, service: str) -> int:
@@ -133,8 +134,7 @@ async def test_call_cut_off_by_the_end_of_the_grace_counts_as_unavailable(make_s
     call = scoring_pb2_grpc.ScoringServiceStub(channel).Score(
         scoring_pb2.ScoreRequest(model=MODEL, series=[series_message(make_values(40, 3))])
     )
-    while server.engine.pending_windows == 0:
-        await asyncio.sleep(0.01)
+    await until(lambda: server.engine.pending_windows > 0, "the call's windows are queued")
     stopping = asyncio.ensure_future(server.stop(grace_s=0.2))
     threading.Timer(2.0, release.set).start()  # stop() then waits for the device thread
     assert await call.code() is grpc.StatusCode.UNAVAILABLE

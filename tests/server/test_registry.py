@@ -132,7 +132,11 @@ async def test_model_service(make_server: MakeServer, model_dir: Path, saved_mod
 
 
 async def test_stopped_server_stays_stopped(served: tuple[StadServer, aio.Channel]) -> None:
-    server, _ = served
+    server, channel = served
+    stub = models_pb2_grpc.ModelServiceStub(channel)
+    await stub.ListModels(models_pb2.ListModelsRequest(), timeout=10)  # serving before the stop
     await server.stop(grace_s=1)
     await server.stop(grace_s=1)  # idempotent
-    assert server.guard.draining
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stub.ListModels(models_pb2.ListModelsRequest(), timeout=10)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
