@@ -8,7 +8,7 @@
 Modules: config (TOML jobs, connection settings), influxql and flux (the two
 read paths), writer (line protocol), grid (time-grid normalisation),
 checkpoint, retry, events (anomaly episodes), runner (the passes), task
-(wiring), cli (`stad influx ...`), local_influxd (a throwaway influxd), demo.
+(wiring), cli (`stad influx ...`), local_influxd (a throwaway influxd).
 """
 
 from stad.influx_task.cli import main

@@ -33,12 +33,18 @@ def _declare(*flags: str, **keywords: Any) -> None:
 _declare(
     "--server",
     metavar="ADDR",
-    help="server address host:port (default: $STAD_SERVER, else an embedded server)",
+    help="stad server address host:port (default: $STAD_SERVER, else an embedded server; "
+    "for stad influx: the jobs file's [server] target, then $STAD_SERVER)",
 )
 _declare("--token", help="bearer token (default: $STAD_TOKEN)")
 _declare("--tls", action="store_true", help="use TLS with the system's root certificates")
 _declare("--ca-cert", metavar="PEM", help="use TLS trusting this CA certificate")
-_declare("--timeout", type=positive_float, metavar="S", help="deadline of each call in seconds (default: 60)")
+_declare(
+    "--timeout",
+    type=positive_float,
+    metavar="S",
+    help="deadline of each call in seconds (default: 60; stad influx: the jobs file's [server] timeout_s)",
+)
 _declare(
     "--max-message-mb",
     type=positive_int,
