@@ -65,6 +65,7 @@ def fitted() -> Detector:
     return Detector(TINY).fit(coupled_series(1200), channels=["a", "b", "c", "d"])
 
 
+@pytest.mark.slow
 def test_fit_and_score_shapes(fitted: Detector) -> None:
     X = coupled_series(300, seed=1)
     out = fitted.score(X)
@@ -291,6 +292,7 @@ def test_progress_reports_steps_and_eta() -> None:
     assert reports[0].mask_ratio < reports[-1].mask_ratio  # curriculum
 
 
+@pytest.mark.slow
 def test_labels_fine_tune_and_set_threshold() -> None:
     X = coupled_series(1200, seed=9)
     labels = np.zeros(1200, dtype=int)
@@ -391,6 +393,7 @@ def test_residual_weight_zero_keeps_prediction_errors_only(fitted: Detector) -> 
     )
 
 
+@pytest.mark.slow
 def test_without_validation_early_stopping_watches_fixed_masks() -> None:
     # The training loss rises with the mask-ratio curriculum; stopping on it would end
     # training after `patience` epochs. The fixed-mask monitor keeps improving instead.

@@ -296,6 +296,7 @@ def test_serve_runs_the_server_until_terminated(tmp_path: Path, capsys: pytest.C
     assert process.returncode == 0, err
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_train_leaves_the_job_running(stad: Stad, cli_env: str, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "big.csv", make_data(3000, seed=4))
     process = subprocess.Popen(
@@ -327,6 +328,7 @@ def test_ctrl_c_during_train_leaves_the_job_running(stad: Stad, cli_env: str, tm
             stad("jobs", "cancel", job_id)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_jobs_watch_cancels_only_on_yes_at_a_terminal(cli_env: str, train_data: Data) -> None:
     with Client(cli_env) as client:
         job = client.train(

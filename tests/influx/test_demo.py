@@ -12,6 +12,7 @@ from stad.influx_task.local_influxd import Influxd
 from tests.client.support import TINY_FLAGS
 
 
+@pytest.mark.slow
 def test_round_trip_reads_scores_back_and_reports_metrics(
     influxd: Influxd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -509,6 +509,7 @@ def test_a_failing_job_does_not_stop_the_others(
     _assert_no_gap_no_duplicate(influxd.url, database, data)
 
 
+@pytest.mark.slow
 def test_cli_train_pulls_history_and_activates(
     influxd: Influxd,
     server: EmbeddedServer,
@@ -564,6 +565,7 @@ tag_filter = {{ unit = "1" }}
     assert info.active_version == "1"
 
 
+@pytest.mark.slow
 def test_grafana_dashboard_queries_run_on_the_output(
     influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str
 ) -> None:
