@@ -110,10 +110,10 @@ def stad_fitter(settings: dict[str, Any], *, pretrained: Path | None = None, dev
 
     def fit(values: FloatArray) -> Scorer:
         if pretrained is None:
-            detector = Detector(DetectorConfig(**settings), device=device).fit(values)
+            detector = Detector(DetectorConfig.from_flat(settings), device=device).fit(values)
         else:
             detector = Detector.load(pretrained, device=device)
-            detector.config = dataclasses.replace(detector.config, **settings)
+            detector.config = detector.config.replace(**settings)
             detector.fit(values, warm_start=True)
         return _StadScorer(detector)
 
@@ -329,7 +329,7 @@ def _skab_stad(
     normal = datasets.load_skab_anomaly_free()
     pretrain_settings = {**settings, **STAD_SKAB_PRETRAIN, **_parse_settings(args.stad_pretrain)}
     started = time.perf_counter()
-    detector = Detector(DetectorConfig(**pretrain_settings), device=args.device)
+    detector = Detector(DetectorConfig.from_flat(pretrain_settings), device=args.device)
     detector.fit(normal.values, channels=normal.channels)
     pretrain_s = time.perf_counter() - started
     folder = Path(tempfile.mkdtemp(prefix="stad-skab-pretrain-"))

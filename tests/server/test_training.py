@@ -248,7 +248,7 @@ async def test_bad_training_requests(make_server: MakeServer) -> None:
             (spec(patch=5), [data]),
             {},
             grpc.StatusCode.INVALID_ARGUMENT,
-            "bad training setting: window=16 (must be a multiple of patch=5)",
+            "bad training setting window=16: must be a multiple of patch=5",
         ),
         (
             (spec(), [np.where([True, False, True], data, np.nan)]),
