@@ -6,11 +6,9 @@ server's defaults fill in the rest)."""
 from __future__ import annotations
 
 import argparse
-import inspect
 from collections.abc import Callable
 
 from stad.client._types import TrainingSettings
-from stad.client.cli.errors import UsageError
 from stad.client.cli.options import DeprecatedAlias
 from stad.core.detector_config import SETTINGS, SETTINGS_BY_NAME, SettingError, SettingInfo, Value
 
@@ -67,9 +65,6 @@ def _parser(info: SettingInfo) -> Callable[[str], Value]:
 
 def training_settings(args: argparse.Namespace) -> TrainingSettings:
     """The settings the user set, by setting name."""
-    given = {info.name: value for info in SETTINGS if (value := getattr(args, info.name, None)) is not None}
-    accepted = inspect.signature(TrainingSettings).parameters
-    unknown = [flag(name) for name in given if name not in accepted]
-    if unknown:
-        raise UsageError(f"this client cannot send {', '.join(unknown)} yet (an older stad.client)")
-    return TrainingSettings(**given)
+    return TrainingSettings(
+        **{info.name: value for info in SETTINGS if (value := getattr(args, info.name, None)) is not None}
+    )

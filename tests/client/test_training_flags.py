@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 import pytest
 
@@ -95,14 +94,12 @@ def test_a_value_out_of_its_bounds_is_refused_with_the_rule(
     assert f"argument {given[0]}: {rule}" in capsys.readouterr().err
 
 
-def test_a_setting_the_client_cannot_send_yet_is_a_usage_error() -> None:
-    from inspect import signature
-
-    from stad.client.cli.errors import UsageError
-
-    accepted: Any = signature(TrainingSettings).parameters
-    missing = [info for info in SETTINGS if info.name not in accepted and info.kind is not bool]
-    if not missing:
-        pytest.skip("this TrainingSettings takes every setting")
-    with pytest.raises(UsageError, match=flag(missing[0].name)):
-        training_settings(_parse(flag(missing[0].name), str(missing[0].default)))
+def test_every_flag_reaches_the_client_settings() -> None:
+    given: list[str] = []
+    for info in SETTINGS:
+        if info.kind is bool:
+            given.append(flag(info.name) if info.default else f"--no-{flag(info.name)[2:]}")
+        else:
+            given += [flag(info.name), str(info.default)]
+    expected = TrainingSettings(**{info.name: info.default for info in SETTINGS})
+    assert training_settings(_parse(*given)) == expected
