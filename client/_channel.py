@@ -12,11 +12,11 @@ from typing import TypeAlias
 import grpc
 
 from stad.client._exceptions import ClientClosedError, from_rpc_error
+from stad.core.types import MIB
 
 # The largest message either way, in MiB: the server's default, and the same
 # setting name (max_message_mb, STAD_MAX_MESSAGE_MB) as the server's.
 DEFAULT_MAX_MESSAGE_MB = 64
-MIB = 1024 * 1024
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_RETRIES = 3
 # How often a training watch reconnects after UNAVAILABLE, and how often a

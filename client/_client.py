@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2_grpc as _health_pb2_grpc
 from stad.client import _channel, _convert
 from stad.client._exceptions import TrainingFailedError, from_rpc_error
 from stad.client._types import HealthStatus, JobStatus, ModelInfo, ScoreResult, TrainingSettings
+from stad.core.jobs import JobState
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import models_pb2_grpc as _models_pb2_grpc
 from stad.v1 import scoring_pb2_grpc as _scoring_pb2_grpc
@@ -312,7 +313,7 @@ class TrainingJob:
 
 def check_succeeded(status: JobStatus) -> JobStatus:
     """Return the status of a succeeded job; raise TrainingFailedError for any other end."""
-    if status.state.value == "succeeded":
+    if status.state is JobState.SUCCEEDED:
         return status
     reason = f": {status.error}" if status.error else ""
     raise TrainingFailedError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias, TypeVar
 
@@ -15,14 +16,13 @@ from grpc_health.v1 import health_pb2 as _health_pb2
 from stad.client._exceptions import DataError
 from stad.client._types import (
     HealthStatus,
-    JobState,
     JobStatus,
     ModelInfo,
     ModelVersionInfo,
     ScoreResult,
-    TrainingProgress,
     TrainingSettings,
 )
+from stad.core.jobs import JobState, TrainingProgress
 from stad.core.series import SeriesData, make_series, series_to_proto
 from stad.core.types import IntArray
 from stad.v1 import models_pb2 as _models_pb2
@@ -304,34 +304,15 @@ def _time(stamp: _timestamp_pb2.Timestamp) -> datetime | None:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-_JOB_STATES = {
-    _training_pb2.JOB_STATE_QUEUED: JobState.QUEUED,
-    _training_pb2.JOB_STATE_RUNNING: JobState.RUNNING,
-    _training_pb2.JOB_STATE_SUCCEEDED: JobState.SUCCEEDED,
-    _training_pb2.JOB_STATE_FAILED: JobState.FAILED,
-    _training_pb2.JOB_STATE_CANCELLED: JobState.CANCELLED,
-}
-
-
 def job_status(message: _training_pb2.TrainingJob) -> JobStatus:
     progress = None
     if message.HasField("progress"):
-        p = message.progress
-        progress = TrainingProgress(
-            phase=p.phase,
-            epoch=p.epoch,
-            epochs=p.epochs,
-            step=p.step,
-            steps_total=p.steps_total,
-            train_loss=p.train_loss,
-            val_loss=p.val_loss,
-            mask_ratio=p.mask_ratio,
-            eta_s=p.eta_s,
-        )
+        sent = message.progress
+        progress = TrainingProgress(**{f.name: getattr(sent, f.name) for f in fields(TrainingProgress)})
     return JobStatus(
         job_id=message.job_id,
         model=message.model,
-        state=_JOB_STATES.get(message.state, JobState.UNSPECIFIED),
+        state=JobState.from_proto(message.state),
         progress=progress,
         version=message.version or None,
         error=message.error,

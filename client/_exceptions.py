@@ -26,6 +26,8 @@ import re
 
 import grpc
 
+from stad.core.types import MIB
+
 
 class StadError(Exception):
     """Base of every error the client raises."""
@@ -155,4 +157,4 @@ def _explain_message_size(details: str) -> str:
 
 
 def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MiB ({size} bytes)"
+    return f"{size / MIB:.1f} MiB ({size} bytes)"

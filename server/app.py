@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from stad.core.types import MIB
 from stad.server import job_worker
 from stad.server.detector import Detector
 from stad.server.guard import CallGuard
@@ -181,7 +182,7 @@ async def create_server(
         ScoringServicer(engine, guard, max_response_bytes=limit), server
     )
     training_pb2_grpc.add_TrainingServiceServicer_to_server(
-        TrainingServicer(jobs, guard, max_training_bytes=settings.max_training_mb * 1024 * 1024), server
+        TrainingServicer(jobs, guard, max_training_bytes=settings.max_training_mb * MIB), server
     )
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry, guard), server)
     health_servicer = HealthServicer()

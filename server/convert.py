@@ -16,20 +16,12 @@ from stad.core.series import SeriesData, series_from_proto
 from stad.server.detector import saved
 from stad.server.detector.steps import ScoreOutput
 from stad.server.errors import InvalidArgumentError
-from stad.server.jobs import Job, JobState
+from stad.server.jobs import Job
 from stad.server.registry import ModelRecord, VersionRecord
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import scoring_pb2 as _scoring_pb2
 from stad.v1 import series_pb2 as _series_pb2
 from stad.v1 import training_pb2 as _training_pb2
-
-_JOB_STATES = {
-    JobState.QUEUED: _training_pb2.JOB_STATE_QUEUED,
-    JobState.RUNNING: _training_pb2.JOB_STATE_RUNNING,
-    JobState.SUCCEEDED: _training_pb2.JOB_STATE_SUCCEEDED,
-    JobState.FAILED: _training_pb2.JOB_STATE_FAILED,
-    JobState.CANCELLED: _training_pb2.JOB_STATE_CANCELLED,
-}
 
 
 def series_list(messages: Sequence[_series_pb2.Series]) -> list[SeriesData]:
@@ -139,7 +131,7 @@ def job_message(job: Job) -> _training_pb2.TrainingJob:
     message = _training_pb2.TrainingJob(
         job_id=job.job_id,
         model=job.model,
-        state=_JOB_STATES[job.state],
+        state=job.state.to_proto(),
         version=job.version,
         error=job.error,
         created_at=timestamp(job.created_at_ns),

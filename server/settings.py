@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from stad.core.types import MIB
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -74,7 +76,7 @@ class Settings:
 
     @property
     def max_message_bytes(self) -> int:
-        return self.max_message_mb * 1024 * 1024
+        return self.max_message_mb * MIB
 
     @property
     def server_name(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from stad.server.detector.model import (
 )
 from stad.server.detector.preprocessing import ChannelScaler, as_matrix, extract_windows, window_starts
 from stad.server.detector.train import learning_rate
+from tests import kit
 
 
 @pytest.mark.parametrize(("channels", "patches", "groups"), [(1, 8, 4), (5, 8, 4), (3, 4, 2)])
@@ -135,7 +137,7 @@ def test_learning_rate_warms_up_then_decays() -> None:
 
 
 def _model(channels: int = 3) -> MaskedPredictor:
-    model = MaskedPredictor(ModelConfig(window=16, patch=4, d_model=16, n_heads=2, n_layers=1), channels)
+    model = MaskedPredictor(kit.TINY.model, channels)
     model.init_weights(torch.Generator().manual_seed(0))
     return model.eval()
 
@@ -183,11 +185,9 @@ def test_level_baseline_lets_predictions_follow_an_unseen_level() -> None:
     obs = torch.ones_like(x, dtype=torch.bool)
     hidden = torch.zeros(1, 3, 4, dtype=torch.bool)
     hidden[0, 1, 2] = True
-    plain = MaskedPredictor(ModelConfig(window=16, patch=4, d_model=16, n_heads=2, n_layers=1), 3)
+    plain = MaskedPredictor(kit.TINY.model, 3)
     plain.init_weights(torch.Generator().manual_seed(0))
-    based = MaskedPredictor(
-        ModelConfig(window=16, patch=4, d_model=16, n_heads=2, n_layers=1, level_baseline=True), 3
-    )
+    based = MaskedPredictor(dataclasses.replace(kit.TINY.model, level_baseline=True), 3)
     based.load_state_dict(plain.state_dict())
     with torch.inference_mode():
         without, _ = plain.eval()(x, obs, hidden)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from stad.client._types import JobState
 from stad.client.cli.connect import connect
 from stad.client.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 from stad.client.cli.options import Commands, opt
 from stad.client.cli.output import emit, emit_json, table
 from stad.client.cli.progress import follow, report_job
+from stad.core.jobs import JobState
 
 
 def register(commands: Commands) -> None:

@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from stad.client._client import TrainingJob
-from stad.client._types import JobState, JobStatus
+from stad.client._types import JobStatus
 from stad.client.cli.options import opt
 from stad.client.cli.output import emit_json
+from stad.core.jobs import JobState
 from stad.core.progress import Progress, TrainingDisplay, duration
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from stad.client._types import JobState
 from stad.client.cli.connect import connect, server_given
 from stad.client.cli.data import add_data_options, read
 from stad.client.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from stad.client.cli.options import Commands, opt
 from stad.client.cli.progress import follow, report_job
 from stad.client.cli.training_flags import add_training_flags, training_settings
+from stad.core.jobs import JobState
 
 
 def register(commands: Commands) -> None:

@@ -21,8 +21,7 @@ import grpc
 import numpy as np
 import pytest
 
-from stad.client import Client, DataError, JobState, JobStatus, ScoreResult
-from stad.client._types import TrainingProgress
+from stad.client import Client, DataError, JobState, JobStatus, ScoreResult, TrainingProgress
 from stad.client.cli import join_chunks, main
 from stad.core.detector_config import SETTINGS
 from stad.core.progress import Progress, TrainingDisplay
@@ -30,13 +29,12 @@ from tests.client.support import (
     CHANNELS,
     MODEL,
     SPARE,
-    TINY,
-    TINY_FLAGS,
     Data,
     make_data,
     wait_until_running,
     write_csv,
 )
+from tests.kit import PER_STEP_FIELDS, TINY_FLAGS, TINY_SETTINGS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STAD = [sys.executable, "-m", "stad.client.cli"]
@@ -360,7 +358,7 @@ def test_ctrl_c_during_jobs_watch_cancels_only_on_yes_at_a_terminal(cli_env: str
             job.cancel()
 
 
-LONG = replace(TINY, epochs=500)
+LONG = replace(TINY_SETTINGS, epochs=500)
 
 
 def _assert_detached(err: str, job_id: str) -> None:
@@ -427,16 +425,8 @@ def test_join_chunks_reassembles_streamed_chunks(server: str, trained: JobStatus
         )
 
     def piece(start: int, stop: int) -> ScoreResult:
-        fields = (
-            "timestamps_ns",
-            "score",
-            "raw_score",
-            "is_anomaly",
-            "severity",
-            "contributions",
-            "expected",
-        )
-        return replace(whole, start_step=start, **{name: getattr(whole, name)[start:stop] for name in fields})
+        per_step = {name: getattr(whole, name)[start:stop] for name in PER_STEP_FIELDS}
+        return replace(whole, start_step=start, **per_step)
 
     joined = join_chunks([piece(120, 200), piece(0, 50), piece(50, 120)])
     for name in ("timestamps_ns", "score", "is_anomaly", "contributions", "expected"):

@@ -29,17 +29,17 @@ from stad.client import (
     make_series,
 )
 from stad.core.series import series_to_proto
+from stad.core.types import MIB
 from tests.client.support import (
     BIG_STEPS,
     CHANNELS,
-    MIB,
     MODEL,
     SPARE,
-    TINY,
     Data,
     make_data,
     wait_until_running,
 )
+from tests.kit import TINY_SETTINGS
 
 
 def test_health_is_serving(client: Client) -> None:
@@ -190,7 +190,7 @@ def test_cancel_ends_the_job_cancelled(client: Client) -> None:
         data.values,
         channels=CHANNELS,
         model="tiny-cancelled",
-        settings=replace(TINY, epochs=500),
+        settings=replace(TINY_SETTINGS, epochs=500),
     )
     wait_until_running(job)
     job.cancel()
@@ -269,7 +269,7 @@ def test_training_upload_fits_a_small_max_message_size(
         timestamps=big_train_data.timestamps_ns,
         channels=CHANNELS,
         labels=big_train_data.labels,
-        settings=TINY,
+        settings=TINY_SETTINGS,
         activate=True,
         description="",
         max_message_bytes=MIB,

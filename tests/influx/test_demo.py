@@ -9,7 +9,7 @@ import pytest
 
 from stad.demo.influx import round_trip
 from stad.influx_task.local_influxd import Influxd
-from tests.client.support import TINY_FLAGS
+from tests.kit import TINY_FLAGS
 
 
 @pytest.mark.slow

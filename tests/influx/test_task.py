@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stad.client import Client, TrainingSettings
+from stad.client import Client
 from stad.core.demo_data import DemoData, generate
 from stad.core.series import make_series
 from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettings, TaskConfig
@@ -28,12 +28,12 @@ from stad.influx_task.task import Task
 from stad.influx_task.transport import Transport
 from stad.influx_task.writer import LineWriter, Point
 from stad.server.embedded import EmbeddedServer
+from tests.kit import TINY_SETTINGS
 
 STEP_S = 600
 STEP = STEP_S * 10**9
 STEPS = 400
 CONTEXT = 32
-TINY = TrainingSettings(epochs=1, window=16, patch=4, d_model=16, n_layers=1, n_heads=2, seed=0)
 UNITS = ("1", "2")
 
 
@@ -135,7 +135,7 @@ def trained(influxd: Influxd, server: EmbeddedServer) -> tuple[str, DemoData]:
             "pumps",
             int(data.timestamps_ns[0]),
             quiet_stop,
-            settings=TINY,
+            settings=TINY_SETTINGS,
             on_status=lambda s: seen.append(s.state.value),
             timeout_s=300,
         )
