@@ -23,6 +23,7 @@ from stad.client._types import (
     TrainingSettings,
 )
 from stad.core.jobs import JobState, TrainingProgress
+from stad.core.quoting import quote, quote_names
 from stad.core.series import SeriesData, make_series, series_to_proto
 from stad.core.types import IntArray
 from stad.v1 import models_pb2 as _models_pb2
@@ -108,7 +109,7 @@ def to_series(
             frame = frame.drop(columns=dated)
         other = [str(name) for name in frame.columns if frame[name].dtype.kind not in "biuf"]
         if other:
-            raise DataError(f"DataFrame columns must be numeric channels; not numeric: {other}")
+            raise DataError(f"DataFrame columns must be numeric channels; not numeric: {quote_names(other)}")
         if channels is None:
             channels = [str(name) for name in frame.columns]
         values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -209,7 +210,10 @@ def training_requests(
             raise DataError(f"labels must be 0 or 1, got {raw[bad[0]].item()} at step {int(bad[0])}")
     spec = _training_pb2.TrainingSpec(model=model, activate=activate, description=description)
     for name, value in (settings or TrainingSettings()).given().items():
-        setattr(spec, name, value)
+        try:
+            setattr(spec, name, value)
+        except (ValueError, TypeError) as exc:  # protobuf: out of its int32/int64 range
+            raise DataError(f"training setting {name}={quote(value)} is out of range: {exc}") from exc
     rows = training_chunk_steps(len(series.channels), max_message_bytes)
     for start in range(0, series.steps, rows):
         stop = min(start + rows, series.steps)

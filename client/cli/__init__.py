@@ -9,6 +9,5 @@ print one line `Name: message` on stderr (a traceback only with --debug).
 """
 
 from stad.client.cli.app import build_parser, main
-from stad.client.cli.scoring import join_chunks
 
-__all__ = ["build_parser", "join_chunks", "main"]
+__all__ = ["build_parser", "main"]

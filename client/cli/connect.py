@@ -14,6 +14,7 @@ from stad.client._channel import DEFAULT_MAX_MESSAGE_MB, DEFAULT_TIMEOUT_S
 from stad.client._client import Client
 from stad.client.cli.errors import UsageError, import_extra
 from stad.client.cli.options import opt, positive_int
+from stad.core.tokens import read_tokens
 
 
 def default_home() -> Path:
@@ -39,10 +40,20 @@ def connect(args: argparse.Namespace, *, long_running: bool = False) -> Iterator
     max_message_mb = _max_message_mb(args)
     if server_given(args):
         tls: bool | str | None = opt(args, "ca_cert") or bool(opt(args, "tls"))
-        token = opt(args, "token") or os.environ.get("STAD_TOKEN") or None
+        client_cert, client_key = opt(args, "client_cert"), opt(args, "client_key")
+        if (client_cert or client_key) and not tls:
+            raise UsageError("--client-cert and --client-key need --tls or --ca-cert")
         target = opt(args, "server") or os.environ["STAD_SERVER"]
         try:
-            client = Client(target, token=token, tls=tls, timeout_s=timeout_s, max_message_mb=max_message_mb)
+            client = Client(
+                target,
+                token=_token(args),
+                tls=tls,
+                client_cert=client_cert,
+                client_key=client_key,
+                timeout_s=timeout_s,
+                max_message_mb=max_message_mb,
+            )
         except ValueError as exc:  # a bad token or an unreadable CA file
             raise UsageError(str(exc)) from exc
         with client:
@@ -63,6 +74,26 @@ def connect(args: argparse.Namespace, *, long_running: bool = False) -> Iterator
         Client(server.target, timeout_s=timeout_s, max_message_mb=max_message_mb) as client,
     ):
         yield client
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, else --token-file's first token, else $STAD_TOKEN, else $STAD_TOKEN_FILE's."""
+    if opt(args, "token"):
+        return str(args.token)
+    if opt(args, "token_file"):
+        return _first_token(args.token_file)
+    if os.environ.get("STAD_TOKEN"):
+        return os.environ["STAD_TOKEN"]
+    if os.environ.get("STAD_TOKEN_FILE"):
+        return _first_token(os.environ["STAD_TOKEN_FILE"])
+    return None
+
+
+def _first_token(path: str) -> str:
+    try:
+        return read_tokens(path)[0]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _max_message_mb(args: argparse.Namespace) -> int:

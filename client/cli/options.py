@@ -37,8 +37,19 @@ _declare(
     "for stad influx: the jobs file's [server] target, then $STAD_SERVER)",
 )
 _declare("--token", help="bearer token (default: $STAD_TOKEN)")
+_declare(
+    "--token-file",
+    metavar="FILE",
+    help="read the bearer token from the first line of FILE, out of `ps` (default: $STAD_TOKEN_FILE)",
+)
 _declare("--tls", action="store_true", help="use TLS with the system's root certificates")
 _declare("--ca-cert", metavar="PEM", help="use TLS trusting this CA certificate")
+_declare(
+    "--client-cert",
+    metavar="PEM",
+    help="present this client certificate, for servers run with --client-ca (default: $STAD_CLIENT_CERT)",
+)
+_declare("--client-key", metavar="PEM", help="the key of --client-cert (default: $STAD_CLIENT_KEY)")
 _declare(
     "--timeout",
     type=positive_float,

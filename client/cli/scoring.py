@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stad.client._chunks import join_results
 from stad.client._client import Client
 from stad.client._exceptions import DataError
 from stad.client._types import ScoreResult
@@ -19,7 +19,7 @@ from stad.client.cli.data import add_data_options, read
 from stad.client.cli.errors import EXIT_OK
 from stad.client.cli.options import Commands, opt
 from stad.client.cli.output import emit_json, number, table
-from stad.client.data_files import DataTable, format_times, write_scores
+from stad.client.data_files import DataTable, check_data_path, check_output_path, format_times, write_scores
 
 
 def register(commands: Commands) -> None:
@@ -51,7 +51,8 @@ def _score_table(
 ) -> tuple[DataTable, ScoreResult]:
     channels = None if args.channels else _model_channels(client, args.model, args.version)
     data = read(args, channels=channels, label_column=label_column)
-    # streamed, so that no single response message has to hold a long file's scores
+    # streamed, so that no single response message has to hold a long file's scores (and
+    # in chunks of calls when long, so that no request has to hold the whole file)
     chunks = client.stream_score(
         data.values,
         timestamps=data.timestamps_ns,
@@ -60,25 +61,7 @@ def _score_table(
         version=args.version,
         threshold=args.threshold,
     )
-    return data, join_chunks(list(chunks))
-
-
-def join_chunks(chunks: Sequence[ScoreResult]) -> ScoreResult:
-    """One result from streamed chunks of consecutive steps of one series."""
-    if not chunks:
-        raise DataError("the server returned no scores")
-    ordered = sorted(chunks, key=lambda chunk: chunk.start_step)
-    first = ordered[0]
-    return replace(
-        first,
-        timestamps_ns=np.concatenate([c.timestamps_ns for c in ordered]),
-        score=np.concatenate([c.score for c in ordered]),
-        raw_score=np.concatenate([c.raw_score for c in ordered]),
-        is_anomaly=np.concatenate([c.is_anomaly for c in ordered]),
-        severity=np.concatenate([c.severity for c in ordered]),
-        contributions=np.concatenate([c.contributions for c in ordered]),  # (N, C)
-        expected=np.concatenate([c.expected for c in ordered]),  # (N, C)
-    )
+    return data, join_results(list(chunks))
 
 
 def _span_rows(data: DataTable, result: ScoreResult) -> list[dict[str, Any]]:
@@ -103,6 +86,10 @@ def _plot(args: argparse.Namespace, data: DataTable, result: ScoreResult, labels
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    check_data_path(args.file)  # these before connecting and scoring, which may take long
+    for path in (args.output, args.plot):
+        if path:
+            check_output_path(path)
     with connect(args, long_running=True) as client:
         data, result = _score_table(client, args, label_column=None)
     if args.output:

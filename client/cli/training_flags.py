@@ -8,9 +8,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from google.protobuf.descriptor import FieldDescriptor
+
 from stad.client._types import TrainingSettings
 from stad.client.cli.options import DeprecatedAlias
 from stad.core.detector_config import SETTINGS, SETTINGS_BY_NAME, SettingError, SettingInfo, Value
+from stad.v1 import training_pb2 as _training_pb2
 
 # old flag: the setting it means (the old `stad train` spelling)
 DEPRECATED_FLAGS = {"--layers": "n_layers", "--heads": "n_heads"}
@@ -53,14 +56,29 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser(info: SettingInfo) -> Callable[[str], Value]:
+    low, high = _int_range(info.name) if info.kind is int else (None, None)
+
     def parse(text: str) -> Value:
         try:
-            return info.check(info.kind(text))
+            value = info.check(info.kind(text))
         except (ValueError, SettingError) as exc:
             raise argparse.ArgumentTypeError(f"{info.rule}, got {text}") from exc
+        if low is not None and high is not None and not low <= value <= high:  # what the proto holds
+            floor = low if info.low is None else int(info.low)
+            raise argparse.ArgumentTypeError(f"must be an integer in [{floor}, {high}], got {text}")
+        return value
 
     parse.__name__ = info.kind.__name__
     return parse
+
+
+def _int_range(name: str) -> tuple[int, int]:
+    """The range of the setting's integer field in stad.v1.TrainingSpec (int32 or int64)."""
+    bits = 64 if _FIELDS[name].type == FieldDescriptor.TYPE_INT64 else 32
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+_FIELDS = _training_pb2.TrainingSpec.DESCRIPTOR.fields_by_name
 
 
 def training_settings(args: argparse.Namespace) -> TrainingSettings:

@@ -88,8 +88,9 @@ async def test_max_message_mb_bounds_responses_and_upload_chunks(
 ) -> None:
     data = make_data(20_000, seed=6)  # scores of about 1.6 MiB in one Score response
     async with AsyncClient(server, max_message_mb=1) as small:
+        assert (await small.score(data.values, channels=CHANNELS, model=MODEL)).steps == 20_000  # in calls
         with pytest.raises(ResourceExhausted, match="max_message_mb"):
-            await small.score(data.values, channels=CHANNELS, model=MODEL)
+            await small.score_many([make_series(data.values, channels=CHANNELS)], model=MODEL)  # one call
     async with AsyncClient(server, max_message_mb=4) as larger:
         assert (await larger.score(data.values, channels=CHANNELS, model=MODEL)).steps == 20_000
     async with AsyncClient(small_server, max_message_mb=1) as client:

@@ -247,8 +247,11 @@ def test_constructor_rejects_bad_arguments() -> None:
 
 def test_max_message_mb_bounds_what_the_client_receives(server: str, trained: JobStatus) -> None:
     data = make_data(20_000, seed=6)  # scores of about 1.6 MiB in one Score response
-    with Client(server, max_message_mb=1) as small, pytest.raises(ResourceExhausted) as caught:
-        small.score(data.values, timestamps=data.timestamps_ns, channels=CHANNELS, model=MODEL)
+    series = make_series(data.values, channels=CHANNELS, timestamps_ns=data.timestamps_ns)
+    with Client(server, max_message_mb=1) as small:
+        assert small.score(series, model=MODEL).steps == 20_000  # in calls that fit
+        with pytest.raises(ResourceExhausted) as caught:
+            small.score_many([series], model=MODEL)  # one call
     message = str(caught.value)
     assert message.startswith("the response is 1.6 MiB"), message
     assert "client's max message size of 1.0 MiB" in message

@@ -83,6 +83,8 @@ def test_the_old_flag_names_still_work_with_a_warning(capsys: pytest.CaptureFixt
         (["--epochs", "0"], "must be an integer >= 1, got 0"),
         (["--patch", "2.5"], "must be an integer >= 1, got 2.5"),
         (["--val-fraction", "0.95"], "must be a number in [0, 0.9], got 0.95"),
+        (["--epochs", str(2**31)], f"must be an integer in [1, {2**31 - 1}], got {2**31}"),  # int32
+        (["--seed", str(2**63)], f"must be an integer in [0, {2**63 - 1}], got {2**63}"),  # int64
     ],
 )
 def test_a_value_out_of_its_bounds_is_refused_with_the_rule(

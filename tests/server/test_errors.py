@@ -107,15 +107,6 @@ async def test_no_active_version_is_failed_precondition(
     assert response.version == "1"
 
 
-async def test_request_larger_than_the_queue_is_resource_exhausted(make_server: MakeServer) -> None:
-    server, channel = await make_server(max_batch_windows=8, max_queue_windows=8)
-    # 400 steps make 49 windows (window 16, stride 8)
-    error = await score_error(channel, request_with(series_message(make_values(400, 3))))
-    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "needs 49 windows" in str(error.details())
-    assert server.engine.pending_windows == 0
-
-
 async def test_queue_full_while_others_wait(make_server: MakeServer) -> None:
     server, channel = await make_server(
         max_batch_windows=16, max_queue_windows=16, max_queue_delay_ms=600_000
