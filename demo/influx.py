@@ -111,7 +111,7 @@ timeout_s = 600
 [state]
 checkpoint = "{out / "checkpoints.json"}"
 
-[[jobs]]
+[[pipelines]]
 name = "demo"
 database = "{DATABASE}"
 measurement = "station"
@@ -204,12 +204,12 @@ def round_trip(
         with ServerProcess(out / "models", device=device) as server:
             print(f"started `stad serve` at {server.target}")
             config = str(_jobs_toml(url, server.target, data, out))
-            job = ("--config", config, "--job", "demo")
+            pipeline = ("--config", config, "--pipeline", "demo")
             history = ("--start", str(int(data.timestamps_ns[0])), "--stop", str(quiet_end))
             rest = ("--start", str(quiet_end), "--stop", str(int(data.timestamps_ns[-1]) + step))
             settings = ("--epochs", str(epochs), "--seed", str(seed), *train_flags)
-            _stad("influx", "train", *job, *history, *settings)
-            _stad("influx", "backfill", *job, *rest)
+            _stad("influx", "train", *pipeline, *history, *settings)
+            _stad("influx", "backfill", *pipeline, *rest)
         scores = _read_scores(url, data, quiet_end)
     index = np.searchsorted(data.timestamps_ns, scores["time"])
     metrics = evaluate(scores["score"], data.labels[index], predictions=scores["is_anomaly"])
