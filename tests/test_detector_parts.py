@@ -102,6 +102,18 @@ def test_smooth_trailing_matches_naive_mean() -> None:
     np.testing.assert_array_equal(steps.smooth_trailing(raw, 1), raw)
 
 
+@pytest.mark.parametrize("span", [2, 5, 64])
+def test_a_trailing_mean_depends_only_on_the_values_it_covers(span: int) -> None:
+    raw = np.random.default_rng(span).random(1000) * 10
+    whole = steps.smooth_trailing(raw, span)
+    pieces = steps.TrailingMean(span)
+    joined = np.concatenate([pieces.add(raw[a:b]) for a, b in ((0, 1), (1, 7), (7, 300), (300, 1000))])
+    np.testing.assert_array_equal(joined, whole)
+    for start in (1, 123, 977 - span):  # a series given from a later step: full windows bit for bit
+        later = steps.smooth_trailing(raw[start:], span)
+        np.testing.assert_array_equal(later[span - 1 :], whole[start + span - 1 :])
+
+
 def test_best_f1_threshold_matches_brute_force() -> None:
     rng = np.random.default_rng(1)
     for _ in range(20):
