@@ -11,9 +11,9 @@ GENERATED := protos/stad/v1/scoring_pb2.py
 # source files, so that mypy, pyright and IDEs resolve `stad.server.x` to server/x.py.
 # Adding, removing or renaming a module must relink it: the stamp depends on the list.
 PACKAGE_FILES := build/package-files.txt
-$(shell mkdir -p build && find core client server influx_task protos/stad -name '*.py' -not -name '*_pb2*' | sort > build/.package-files.new && (cmp -s build/.package-files.new $(PACKAGE_FILES) || mv build/.package-files.new $(PACKAGE_FILES)); rm -f build/.package-files.new)
+$(shell mkdir -p build && find core client server influx_task demo protos/stad -name '*.py' -not -name '*_pb2*' | sort > build/.package-files.new && (cmp -s build/.package-files.new $(PACKAGE_FILES) || mv build/.package-files.new $(PACKAGE_FILES)); rm -f build/.package-files.new)
 
-.PHONY: setup protos test test-quick lint typecheck pytest demo bench-accuracy bench-speed bench-serving bench-influx bench-long-series clean
+.PHONY: setup protos test test-quick lint typecheck pytest demo bench-accuracy bench-speed bench-serving bench-influx bench-long-series bench-chaos clean
 
 setup: $(STAMP) $(GENERATED)
 
@@ -35,7 +35,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy -p stad.core -p stad.client -p stad.server -p stad.influx_task -p bench -p scripts
+	$(BIN)/mypy -p stad.core -p stad.client -p stad.server -p stad.influx_task -p stad.demo -p bench -p scripts
 
 pytest: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -45,7 +45,7 @@ test-quick: setup
 	$(BIN)/python -m pytest -q -m "not slow and not influx" $(PYTEST_ARGS)
 
 demo: setup
-	$(BIN)/python -m stad.client.demo $(DEMO_ARGS)
+	$(BIN)/python -m stad.demo $(DEMO_ARGS)
 
 bench-accuracy: setup
 	$(BIN)/python -m bench.accuracy
@@ -61,6 +61,9 @@ bench-influx: setup
 
 bench-long-series: setup
 	$(BIN)/python -m bench.long_series
+
+bench-chaos: setup
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo_out protos/stad/v1/*_pb2*.py protos/stad/v1/*_pb2*.pyi

@@ -86,22 +86,12 @@ class AsyncClient(_channel.ClientBase):
         self,
         method: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp],
         request: _Req,
-        *,
-        idempotent: bool,
     ) -> _Resp:
         self._check_open()
-        deadline = _channel.deadline_after(self._timeout_s)
-        attempt = 0
-        while True:
-            try:
-                return await method(request, timeout=_channel.remaining_s(deadline), metadata=self._metadata)
-            except grpc.RpcError as exc:
-                await asyncio.sleep(
-                    _channel.retry_delay(
-                        exc, deadline=deadline, idempotent=idempotent, attempt=attempt, retries=self._retries
-                    )
-                )
-                attempt += 1
+        try:
+            return await method(request, timeout=self._timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
 
     async def _exchange(
         self,
@@ -111,7 +101,7 @@ class AsyncClient(_channel.ClientBase):
         """Run an idempotent request/response exchange (such as a paged List) to its result."""
         request = next(exchange)
         while True:
-            response = await self._unary(method, request, idempotent=True)
+            response = await self._unary(method, request)
             try:
                 request = exchange.send(response)
             except StopIteration as stop:
@@ -161,7 +151,7 @@ class AsyncClient(_channel.ClientBase):
         request = _convert.score_request(
             series, model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
         )
-        return _convert.score_results(await self._unary(self._scoring.Score, request, idempotent=True))
+        return _convert.score_results(await self._unary(self._scoring.Score, request))
 
     async def stream_score(
         self,
@@ -253,12 +243,12 @@ class AsyncClient(_channel.ClientBase):
 
     async def _get_job(self, job_id: str) -> JobStatus:
         request = _training_pb2.GetTrainingRequest(job_id=job_id)
-        response = await self._unary(self._training.GetTraining, request, idempotent=True)
+        response = await self._unary(self._training.GetTraining, request)
         return _convert.job_status(response)
 
     async def _cancel_job(self, job_id: str) -> JobStatus:
         request = _training_pb2.CancelTrainingRequest(job_id=job_id)
-        response = await self._unary(self._training.CancelTraining, request, idempotent=True)
+        response = await self._unary(self._training.CancelTraining, request)
         return _convert.job_status(response)
 
     async def _watch_job(self, job_id: str, timeout_s: float | None) -> AsyncIterator[JobStatus]:
@@ -290,20 +280,20 @@ class AsyncClient(_channel.ClientBase):
 
     async def model(self, name: str, *, version: str | None = None) -> ModelInfo:
         request = _models_pb2.GetModelRequest(name=name, version=version or "")
-        return _convert.model_info(await self._unary(self._models.GetModel, request, idempotent=True))
+        return _convert.model_info(await self._unary(self._models.GetModel, request))
 
     async def delete_model(self, name: str, *, version: str | None = None) -> None:
         request = _models_pb2.DeleteModelRequest(name=name, version=version or "")
-        await self._unary(self._models.DeleteModel, request, idempotent=False)
+        await self._unary(self._models.DeleteModel, request)
 
     async def activate(self, name: str, version: str) -> ModelInfo:
         request = _models_pb2.SetActiveVersionRequest(name=name, version=version)
-        response = await self._unary(self._models.SetActiveVersion, request, idempotent=True)
+        response = await self._unary(self._models.SetActiveVersion, request)
         return _convert.model_info(response)
 
     async def health(self, service: str = "") -> HealthStatus:
         request = _health_pb2.HealthCheckRequest(service=service)
-        response = await self._unary(self._health.Check, request, idempotent=True)
+        response = await self._unary(self._health.Check, request)
         return _convert.health_status(response, service=service)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -28,8 +29,42 @@ POLL_S = 0.5
 TLSOption: TypeAlias = bool | str | os.PathLike[str] | grpc.ChannelCredentials | None
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+# The unary calls that are safe to repeat, by service: gRPC's retry policy repeats them.
+IDEMPOTENT_METHODS = {
+    "stad.v1.ScoringService": ("Score",),
+    "stad.v1.ModelService": ("ListModels", "GetModel", "SetActiveVersion"),
+    "stad.v1.TrainingService": ("GetTraining", "ListTrainings", "CancelTraining"),
+    "grpc.health.v1.Health": ("Check",),
+}
+
+
+def service_config(retries: int) -> str:
+    """gRPC's own retry policy: an idempotent call that fails UNAVAILABLE is tried up to `retries`
+    more times (gRPC allows 4 at most), with exponential backoff and jitter from 0.1 s to 2 s,
+    all within the call's deadline."""
+    names = [
+        {"service": service, "method": method}
+        for service, methods in IDEMPOTENT_METHODS.items()
+        for method in methods
+    ]
+    policy = {
+        "maxAttempts": min(retries, 4) + 1,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "2s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": policy}]})
+
+
+def channel_options(max_message_bytes: int, retries: int = DEFAULT_RETRIES) -> list[tuple[str, int | str]]:
+    retry: list[tuple[str, int | str]] = (
+        [("grpc.enable_retries", 1), ("grpc.service_config", service_config(retries))]
+        if retries > 0
+        else [("grpc.enable_retries", 0)]
+    )
     return [
+        *retry,
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         # Ping an idle connection only while calls are open (e.g. a long watch),
@@ -100,12 +135,8 @@ def call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def backoff_s(attempt: int) -> float:
-    """Delay before retry number `attempt` (0-based): exponential with full jitter, max 2 s."""
+    """Delay before reconnect number `attempt` (0-based): exponential with full jitter, max 2 s."""
     return random.uniform(0.0, min(2.0, 0.1 * 2**attempt))
-
-
-def should_retry(exc: grpc.RpcError, *, idempotent: bool, attempt: int, retries: int) -> bool:
-    return idempotent and attempt < retries and exc.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def deadline_after(timeout_s: float | None) -> float | None:
@@ -116,17 +147,6 @@ def deadline_after(timeout_s: float | None) -> float | None:
 def remaining_s(deadline: float | None) -> float | None:
     """The time left before `deadline` as a call timeout (at least 1 ms)."""
     return None if deadline is None else max(0.001, deadline - time.monotonic())
-
-
-def retry_delay(
-    exc: grpc.RpcError, *, deadline: float | None, idempotent: bool, attempt: int, retries: int
-) -> float:
-    """The delay before retrying a failed unary call; raises the client's error when it is not retried."""
-    delay = backoff_s(attempt)
-    in_time = deadline is None or time.monotonic() + delay < deadline
-    if in_time and should_retry(exc, idempotent=idempotent, attempt=attempt, retries=retries):
-        return delay
-    raise from_rpc_error(exc) from exc
 
 
 def reconnect_delay(exc: grpc.RpcError, reconnects: int) -> float:
@@ -160,9 +180,8 @@ class ClientBase:
         self.target = target
         self._metadata = call_metadata(token)
         self._timeout_s = timeout_s
-        self._retries = retries
         self.max_message_bytes = max_message_mb * MIB
-        self._channel_options = channel_options(self.max_message_bytes)
+        self._channel_options = channel_options(self.max_message_bytes, retries)
         self._owns_channel = not channel_given
         self._closed = False
 

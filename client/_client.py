@@ -33,7 +33,8 @@ class Client(_channel.ClientBase):
 
     `channel` injects a ready channel (tests, custom interceptors); the client
     then does not close it. Unary calls get a deadline of `timeout_s`;
-    idempotent ones are retried with backoff on UNAVAILABLE up to `retries` times.
+    idempotent ones are retried on UNAVAILABLE up to `retries` times (at most 4) by gRPC's own
+    retry policy in the channel's service config (an injected channel keeps its own).
     `max_message_mb` bounds each message either way, like the server's setting
     of that name; training uploads are cut into chunks that fit it.
     `tls`: True (the system's root certificates), a CA certificate's path, or
@@ -97,22 +98,12 @@ class Client(_channel.ClientBase):
         self,
         method: grpc.UnaryUnaryMultiCallable[_Req, _Resp],
         request: _Req,
-        *,
-        idempotent: bool,
     ) -> _Resp:
         self._check_open()
-        deadline = _channel.deadline_after(self._timeout_s)
-        attempt = 0
-        while True:
-            try:
-                return method(request, timeout=_channel.remaining_s(deadline), metadata=self._metadata)
-            except grpc.RpcError as exc:
-                time.sleep(
-                    _channel.retry_delay(
-                        exc, deadline=deadline, idempotent=idempotent, attempt=attempt, retries=self._retries
-                    )
-                )
-                attempt += 1
+        try:
+            return method(request, timeout=self._timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
 
     def _exchange(
         self, method: grpc.UnaryUnaryMultiCallable[_Req, _Resp], exchange: _convert.Exchange[_Req, _Resp, _T]
@@ -120,7 +111,7 @@ class Client(_channel.ClientBase):
         """Run an idempotent request/response exchange (such as a paged List) to its result."""
         request = next(exchange)
         while True:
-            response = self._unary(method, request, idempotent=True)
+            response = self._unary(method, request)
             try:
                 request = exchange.send(response)
             except StopIteration as stop:
@@ -175,7 +166,7 @@ class Client(_channel.ClientBase):
         request = _convert.score_request(
             series, model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
         )
-        return _convert.score_results(self._unary(self._scoring.Score, request, idempotent=True))
+        return _convert.score_results(self._unary(self._scoring.Score, request))
 
     def stream_score(
         self,
@@ -270,11 +261,11 @@ class Client(_channel.ClientBase):
 
     def _get_job(self, job_id: str) -> JobStatus:
         request = _training_pb2.GetTrainingRequest(job_id=job_id)
-        return _convert.job_status(self._unary(self._training.GetTraining, request, idempotent=True))
+        return _convert.job_status(self._unary(self._training.GetTraining, request))
 
     def _cancel_job(self, job_id: str) -> JobStatus:
         request = _training_pb2.CancelTrainingRequest(job_id=job_id)
-        response = self._unary(self._training.CancelTraining, request, idempotent=True)
+        response = self._unary(self._training.CancelTraining, request)
         return _convert.job_status(response)
 
     def _watch_job(self, job_id: str, timeout_s: float | None) -> Iterator[JobStatus]:
@@ -307,22 +298,22 @@ class Client(_channel.ClientBase):
 
     def model(self, name: str, *, version: str | None = None) -> ModelInfo:
         request = _models_pb2.GetModelRequest(name=name, version=version or "")
-        return _convert.model_info(self._unary(self._models.GetModel, request, idempotent=True))
+        return _convert.model_info(self._unary(self._models.GetModel, request))
 
     def delete_model(self, name: str, *, version: str | None = None) -> None:
         """Delete one version, or the whole model when no version is given."""
         request = _models_pb2.DeleteModelRequest(name=name, version=version or "")
-        self._unary(self._models.DeleteModel, request, idempotent=False)
+        self._unary(self._models.DeleteModel, request)
 
     def activate(self, name: str, version: str) -> ModelInfo:
         """Make `version` the active version of model `name`."""
         request = _models_pb2.SetActiveVersionRequest(name=name, version=version)
-        return _convert.model_info(self._unary(self._models.SetActiveVersion, request, idempotent=True))
+        return _convert.model_info(self._unary(self._models.SetActiveVersion, request))
 
     def health(self, service: str = "") -> HealthStatus:
         """The standard gRPC health check ("" is the whole server)."""
         request = _health_pb2.HealthCheckRequest(service=service)
-        response = self._unary(self._health.Check, request, idempotent=True)
+        response = self._unary(self._health.Check, request)
         return _convert.health_status(response, service=service)
 
 

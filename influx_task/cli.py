@@ -3,7 +3,7 @@
     stad influx once     --config jobs.toml
     stad influx run      --config jobs.toml [--shard 0/2]
     stad influx backfill --config jobs.toml --pipeline pumps --start 2024-01-01T00:00:00Z --stop now
-    stad influx train    --config jobs.toml --pipeline pumps --start -7d --stop -1d --activate
+    stad influx train    --config jobs.toml --pipeline pumps --start -7d --stop -1d --no-activate
     stad influx check    --config jobs.toml
 
 Errors print as `Name: message` on stderr with exit status 1. SIGTERM (and
@@ -21,9 +21,12 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from stad.client.cli.options import add_global_options
+from stad.client.cli.training_flags import add_training_flags, training_settings
 from stad.core.progress import Progress, TrainingDisplay
 from stad.influx_task.config import load_config
 from stad.influx_task.retry import Interrupted
@@ -45,11 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     connection.add_argument("--username", help="InfluxDB 1.x user (else INFLUX_USERNAME)")
     connection.add_argument("--password", help="InfluxDB 1.x password (else INFLUX_PASSWORD)")
     connection.add_argument("--write-api", choices=["auto", "v1", "v2"], help="write endpoint")
-    connection.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    add_global_options(connection, names=("json",), default=None)
     connection.add_argument("-v", "--verbose", action="store_true", help="log each pass and retry")
     common = argparse.ArgumentParser(add_help=False, parents=[connection])
     common.add_argument("--config", required=True, help="pipelines TOML file (see jobs.example.toml)")
-    common.add_argument("--server", help="stad server target host:port (else STAD_SERVER, else the file)")
+    add_global_options(common, names=("server", "timeout"), default=None)
     common.add_argument("--shard", default="0/1", help="i/n: handle the series whose key hashes to i")
 
     parser = argparse.ArgumentParser(prog="stad influx", description=__doc__.split("\n")[0])
@@ -90,10 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--stop", default="now")
     backfill.add_argument("--no-progress", action="store_true")
     backfill.add_argument("--restart", action="store_true", help="ignore the progress of an earlier run")
-    train.add_argument("--activate", action="store_true", help="make the new version active")
-    for name in ("epochs", "window", "patch", "d_model", "n_layers", "n_heads", "batch_size", "seed"):
-        train.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
-    train.add_argument("--timeout-s", type=float, default=None)
+    add_training_flags(train)
     return parser
 
 
@@ -171,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "import":
             return _import(args, overrides)
         config = load_config(args.config, connection_overrides=overrides, server_target=args.server)
+        if args.timeout is not None:
+            config = replace(config, server=replace(config.server, timeout_s=args.timeout))
         with Task(config, shard=Shard.parse(args.shard), stop=stop) as task:
             if args.command == "run":
                 return _run(task, args)
@@ -315,11 +317,7 @@ def _backfill(task: Task, args: argparse.Namespace, start: int, stop_ns: int, re
 
 
 def _train(task: Task, args: argparse.Namespace, start: int, stop_ns: int) -> int:
-    from stad.client import TrainingSettings
-
-    names = ("epochs", "window", "patch", "d_model", "n_layers", "n_heads", "batch_size", "seed")
-    settings = TrainingSettings(**{n: getattr(args, n) for n in names})
-
+    settings = training_settings(args)
     with Progress(f"training {args.pipeline}") as progress:
         final = task.train(
             args.pipeline,
@@ -328,7 +326,6 @@ def _train(task: Task, args: argparse.Namespace, start: int, stop_ns: int) -> in
             activate=args.activate,
             settings=settings,
             on_status=TrainingDisplay(progress).update,
-            timeout_s=args.timeout_s,
         )
     if args.json:
         print(json.dumps({"model": final.model, "version": final.version, "steps": final.steps}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -48,6 +49,7 @@ SERVICE_NAMES = (
     models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
 )
 JOBS_DIR = ".jobs"
+CUT_OFF_S = 1.0  # how long calls ended at the end of the grace get to send their status
 
 
 class StartupError(Exception):
@@ -118,8 +120,13 @@ class StadServer:
                 await asyncio.wait_for(self.guard.wait_idle(), max(0.0, grace - (loop.time() - began)))
             except TimeoutError:
                 log.warning(
-                    "%d calls still in flight after %.1f s; cancelling them", self.guard.in_flight, grace
+                    "%d calls still in flight after %.1f s; ending them with UNAVAILABLE",
+                    self.guard.in_flight,
+                    grace,
                 )
+                self.guard.cut_off()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.guard.wait_idle(), CUT_OFF_S)
         # Our calls are done (or out of time); what is left is health watches and
         # reflection streams, which need not hold the shutdown for the rest of the grace.
         await self.grpc_server.stop(min(1.0, max(0.0, grace - (loop.time() - began))))
@@ -149,6 +156,7 @@ async def create_server(
         lambda path: Detector.load(path, device=device),
         max_cached=settings.max_cached_models,
     )
+    registry.remove_staging()
     metrics = ServerMetrics(device_memory=_device_memory if device.startswith("cuda") else None)
     guard = CallGuard(metrics)
     bad_calls = RateLimitedLog(calls_log)
@@ -170,6 +178,9 @@ async def create_server(
         device=device,
         max_concurrent=settings.max_concurrent_jobs,
         max_queued=settings.max_queued_jobs,
+        max_queued_bytes=settings.max_queued_mb * MIB,
+        limits=settings.job_limits,
+        max_job_s=settings.max_job_s,
         metrics=metrics,
         runner=job_runner,
         torch_threads=threads_for_torch(settings.torch_threads),

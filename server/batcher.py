@@ -6,7 +6,10 @@ Requests put windows (N, L, C) in a FIFO queue. A batch forms when the queue hol
 compute function runs in an executor, off the event loop, on whole batches; its
 result is a tuple of arrays with one row per window, which is split back per
 request (`score`: all at once; `stream`: piece by piece as the batches run).
-Requests whose deadline passed while queued are dropped before compute.
+Requests whose deadline passed while queued are dropped before compute, and a
+request whose deadline cannot be met is refused at once (RESOURCE_EXHAUSTED): the
+batchers of all model versions share one device thread and one `ComputeLoad`,
+which measures the compute rate and counts the windows waiting for it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,82 @@ from stad.server.errors import DeadlineExceededError, ResourceExhaustedError, Un
 Windows = npt.NDArray[np.float32]  # (N, L, C)
 Outputs = tuple[np.ndarray, ...]  # each (N, ...)
 BatchFn = Callable[[Windows], Outputs]
+
+
+# Share of a request's remaining time its windows may wait and compute in; the rest is left
+# for assembling, encoding and sending the response, which the prediction does not cover.
+ADMISSION_SHARE = 0.7
+
+
+class ComputeLoad:
+    """The device thread's backlog and measured speed, shared by every batcher.
+
+    A request's wait is predicted as (windows waiting + the batch on the device + its own)
+    x seconds per window, plus a learnt extra:
+
+    - seconds per window: a moving average over the batches run of the time from one
+      batch's end to the next one's while a backlog waited (the device's real throughput,
+      with whatever slows it on a shared CPU; compute time alone when it was idle). It
+      follows a slowdown fast and a speed-up slowly, and one batch raises it at most
+      RISE_LIMIT times, so that a single stall does not refuse everything.
+    - the extra: what predictions missed for the requests that finished (event-loop time
+      around compute), its moving average plus four moving deviations, as TCP sets a
+      retransmission timeout from round trips (RFC 6298), so that waits are rarely longer.
+
+    Until a batch has run the speed is unknown and every request is admitted.
+    """
+
+    SMOOTHING = 0.2  # weight of the newest measurement in the moving averages
+    DEVIATIONS = 4.0
+    SLOWER_WEIGHT = 0.5  # weight of a batch slower than the average
+    RISE_LIMIT = 4.0
+
+    def __init__(self) -> None:
+        self.pending_windows = 0
+        self.seconds_per_window: float | None = None
+        self.overhead_s = 0.0  # moving average of waits beyond the prediction
+        self.overhead_deviation_s = 0.0
+        self._last_end: float | None = None
+        self._backlog_at_last_end = 0
+
+    def observe(self, windows: int, compute_s: float, now: float) -> None:
+        """A batch of `windows` took `compute_s` of compute and ended at `now` (loop time)."""
+        seconds = compute_s
+        if self._last_end is not None and self._backlog_at_last_end > 0:
+            seconds = max(compute_s, now - self._last_end)
+        self._last_end, self._backlog_at_last_end = now, self.pending_windows
+        latest = seconds / max(1, windows)
+        average = self.seconds_per_window
+        if average is None:
+            self.seconds_per_window = latest
+        elif latest > average:
+            latest = min(latest, self.RISE_LIMIT * average)
+            self.seconds_per_window = average + self.SLOWER_WEIGHT * (latest - average)
+        else:
+            self.seconds_per_window = _moving(average, latest)
+
+    def observe_wait(self, predicted_s: float, waited_s: float) -> None:
+        """A request predicted to wait `predicted_s` (unscaled) had its windows after `waited_s`."""
+        excess = max(0.0, waited_s - predicted_s)
+        self.overhead_deviation_s = _moving(self.overhead_deviation_s, abs(excess - self.overhead_s))
+        self.overhead_s = _moving(self.overhead_s, excess)
+
+    def predicted_wait_s(self, windows: int, batch_windows: int) -> float | None:
+        """Unscaled seconds until `windows` more would be computed (None: not measured yet)."""
+        if self.seconds_per_window is None:
+            return None
+        return (self.pending_windows + batch_windows + windows) * self.seconds_per_window
+
+    def expected_wait_s(self, windows: int, batch_windows: int) -> float | None:
+        """The prediction plus what finished requests waited beyond theirs, from above."""
+        predicted = self.predicted_wait_s(windows, batch_windows)
+        if predicted is None:
+            return None
+        return predicted + self.overhead_s + self.DEVIATIONS * self.overhead_deviation_s
+
+
+def _moving(average: float | None, latest: float) -> float:
+    return latest if average is None else average + ComputeLoad.SMOOTHING * (latest - average)
 
 
 class BatchObserver(Protocol):
@@ -61,6 +140,7 @@ class WindowBatcher:
         executor: Executor,
         observer: BatchObserver | None = None,
         name: str = "model",
+        load: ComputeLoad | None = None,
     ) -> None:
         if max_batch_windows < 1:
             raise ValueError(f"max_batch_windows must be at least 1, got {max_batch_windows}")
@@ -77,6 +157,7 @@ class WindowBatcher:
         self._executor = executor
         self._observer = observer
         self.name = name
+        self._load = load or ComputeLoad()
         self._queue: deque[_Item] = deque()
         self._pending = 0
         self._arrived = asyncio.Event()
@@ -105,11 +186,16 @@ class WindowBatcher:
         closing the iterator) drops the pieces not computed yet; close it with
         `contextlib.aclosing` when you may stop before the end.
         """
+        loop = asyncio.get_running_loop()
+        predicted = self._load.predicted_wait_s(int(windows.shape[0]), self.max_batch_windows)
         items = self._enqueue(windows, deadline)
+        began = loop.time()
         try:
             for item in items:
                 yield await item.future
         finally:
+            if predicted is not None:  # also when it failed: late requests teach the most
+                self._load.observe_wait(predicted, loop.time() - began)
             for item in items:
                 item.future.cancel()  # no-op when done
 
@@ -131,6 +217,7 @@ class WindowBatcher:
                 f"this request adds {count}, limit {self.max_queue_windows}; retry later"
             )
         loop = asyncio.get_running_loop()
+        self._check_deadline(count, deadline, loop.time())
         self._ensure_worker()
         items = []
         for start in range(0, count, self.max_batch_windows):
@@ -142,6 +229,23 @@ class WindowBatcher:
         self._add_pending(count)
         self._arrived.set()
         return items
+
+    def _check_deadline(self, count: int, deadline: float | None, now: float) -> None:
+        """Refuse a request its deadline leaves too little time for, at the measured speed."""
+        if deadline is None:
+            return
+        wait_s = self._load.expected_wait_s(count, self.max_batch_windows)
+        if wait_s is None:
+            return
+        wait_s += self.max_queue_delay_s
+        if wait_s > ADMISSION_SHARE * (deadline - now):
+            speed = 1.0 / max(self._load.seconds_per_window or 0.0, 1e-12)
+            raise ResourceExhaustedError(
+                f"the deadline cannot be met: {self._load.pending_windows} windows are waiting "
+                f"before this request's {count}, about {1000 * wait_s:.0f} ms at the measured "
+                f"{speed:.0f} windows/s, and {1000 * max(0.0, deadline - now):.0f} ms remain; "
+                "retry later, elsewhere, or with a longer deadline"
+            )
 
     def _on_done(self, future: asyncio.Future[Outputs]) -> None:
         if future.cancelled():
@@ -169,6 +273,7 @@ class WindowBatcher:
 
     def _add_pending(self, delta: int) -> None:
         self._pending += delta
+        self._load.pending_windows += delta
         if self._observer is not None:
             self._observer.pending_changed(delta)
 
@@ -247,6 +352,7 @@ class WindowBatcher:
             return
         self.batches_run += 1
         self.windows_run += int(windows.shape[0])
+        self._load.observe(int(windows.shape[0]), seconds, loop.time())
         if self._observer is not None:
             self._observer.batch_done(int(windows.shape[0]), seconds)
         start = 0

@@ -40,12 +40,21 @@ class CallGuard:
         self._metrics = metrics
         self.draining = False
         self.in_flight = 0
+        self._cutting_off = False
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
     async def wait_idle(self) -> None:
         """Return once no call is in flight."""
         await self._idle.wait()
+
+    def cut_off(self) -> None:
+        """End every call in flight with UNAVAILABLE (the end of the shutdown grace): clients
+        retry UNAVAILABLE, where gRPC's own cancellation would give them CANCELLED."""
+        self._cutting_off = True
+        for task in list(self._tasks):
+            task.cancel()
 
     async def unary(
         self, method: str, context: aio.ServicerContext[Any, Any], body: Callable[[], Awaitable[R]]
@@ -78,8 +87,8 @@ class CallGuard:
         except BaseException as exc:
             outcome.code, message = self._failure(exc, context)
             outcome.message = shorten(message)  # past gRPC's metadata limit the caller gets no message
-            if not isinstance(exc, Exception):
-                raise
+            if not isinstance(exc, Exception) and not self._cutting_off:
+                raise  # after cut_off, the caller aborts with UNAVAILABLE
         finally:
             self._leave(method, outcome.code, began)
 
@@ -92,6 +101,8 @@ class CallGuard:
     ) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, _Refused):
             return exc.code, str(exc)
+        if self._cutting_off and isinstance(exc, asyncio.CancelledError):
+            return grpc.StatusCode.UNAVAILABLE, "the server stopped before the call finished; retry"
         if isinstance(exc, asyncio.CancelledError) and not isinstance(exc, RequestCutOff):
             # gRPC cancelled the call; what the caller got depends on why
             if _deadline_passed(context):
@@ -103,10 +114,14 @@ class CallGuard:
     def _enter(self, method: str) -> float:
         self.in_flight += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         return time.perf_counter()
 
     def _leave(self, method: str, outcome: grpc.StatusCode, began: float) -> None:
         self.in_flight -= 1
+        self._tasks.discard(asyncio.current_task())
         if self.in_flight == 0:
             self._idle.set()
         self._metrics.requests.labels(method=method, outcome=outcome.name).inc()

@@ -4,8 +4,9 @@ Layout (beside the jobs' working directories, inside the registry's hidden `.job
 
     <model-dir>/.jobs/<job-id>.json      the job's last recorded state (never its data)
 
-Each record is written to a temporary file and renamed over the old one, so a
-reader sees a whole record or the previous one. A record that cannot be read or
+Each record is written to a temporary file, flushed to disk and renamed over the
+old one (see durable), so a reader sees a whole record or the previous one, even
+after a power loss. A record that cannot be read or
 parsed is skipped with a warning: history is a convenience, never a reason not
 to serve.
 """
@@ -14,11 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+from stad.server.durable import remove_staging, write_atomic
 
 log = logging.getLogger("stad.server.jobs")
 
@@ -39,14 +40,23 @@ class JobJournal:
     def write(self, job_id: str, record: Mapping[str, Any]) -> None:
         """Replace the job's record atomically; a failure is logged, not raised."""
         target = self.path(job_id)
-        staging = self.directory / f".{job_id}.{uuid.uuid4().hex}.tmp"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            staging.write_text(json.dumps(record))
-            os.replace(staging, target)
+            write_atomic(target, json.dumps(record))
         except (OSError, TypeError, ValueError) as exc:
             log.warning("cannot record training job %s in %s: %s", job_id, target, exc)
-            staging.unlink(missing_ok=True)
+
+    def read(self, job_id: str) -> dict[str, Any] | None:
+        """The job's record as written, or None when there is none or it cannot be read."""
+        try:
+            record = json.loads(self.path(job_id).read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def remove_staging(self) -> None:
+        """Delete half-written records a crash left behind."""
+        remove_staging(self.directory)
 
     def remove(self, job_id: str) -> None:
         try:

@@ -5,9 +5,15 @@ wait in FIFO order. A child that raises, crashes, is killed or is cancelled ends
 its job as FAILED or CANCELLED and nothing else: scoring runs in the parent,
 and only the parent writes the registry, after the child reports a saved model.
 
+A queued job's data waits on disk, in its directory under the work dir, not in
+memory; `max_queued_bytes` bounds it as `max_queued` bounds the count, and the
+directory is removed when the job ends. Each job is first checked against the
+operator's limits (see job_limits) and may run at most `max_job_s` seconds.
+
 Every job is recorded in a journal on disk (see job_journal), so the history of
 the newest `max_history` finished jobs survives a restart. Jobs that were queued
-or running when the server went away come back FAILED: their data is gone.
+or running when the server went away come back FAILED: their data is gone, and
+so is any job directory a crash left behind.
 """
 
 from __future__ import annotations
@@ -35,12 +41,20 @@ import numpy as np
 import numpy.typing as npt
 
 from stad.core.jobs import JOB_STATES, JobState
+from stad.core.quoting import quote
+from stad.core.types import MIB
 from stad.server import job_worker
 from stad.server.detector import saved
-from stad.server.errors import NotFoundError, ResourceExhaustedError, UnavailableError
+from stad.server.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
 from stad.server.job_journal import JobJournal
+from stad.server.job_limits import JobLimits
 from stad.server.metrics import ServerMetrics
-from stad.server.registry import Registry
+from stad.server.registry import MAX_DESCRIPTION_CHARS, Registry
 
 log = logging.getLogger("stad.server.jobs")
 
@@ -48,6 +62,7 @@ MAX_JOB_HISTORY = 1000
 RECORD_PROGRESS_INTERVAL_S = 1.0  # progress alone rewrites a job's record at most this often
 RESTART_REASON = "the server stopped before the job finished (restart)"
 JOB_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+MAX_CHANNEL_NAME_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,16 @@ class Job:
     warnings: list[dict[str, str]] = field(default_factory=list)  # DataWarning.to_dict() of the fit
 
 
+@dataclass(frozen=True)
+class _Queued:
+    """What a queued job keeps in memory; its data waits on disk."""
+
+    model: str
+    description: str
+    activate: bool
+    data_bytes: int
+
+
 @dataclass
 class _Running:
     process: multiprocessing.process.BaseProcess
@@ -100,6 +125,9 @@ class JobManager:
         device: str = "cpu",
         max_concurrent: int = 1,
         max_queued: int = 64,
+        max_queued_bytes: int = 4096 * MIB,
+        limits: JobLimits | None = None,
+        max_job_s: float = 6 * 3600.0,
         metrics: ServerMetrics | None = None,
         runner: job_worker.JobRunner = job_worker.run,
         cancel_timeout_s: float = 15.0,
@@ -114,6 +142,11 @@ class JobManager:
         self._device = device
         self._max_concurrent = max_concurrent
         self._max_queued = max_queued
+        self._max_queued_bytes = max_queued_bytes
+        self._limits = limits or JobLimits()
+        self._max_job_s = max_job_s
+        self._spilling_bytes = 0  # data of jobs being written to disk, not queued yet
+        self._spilling_jobs = 0
         self._metrics = metrics
         self._runner = runner
         self._cancel_timeout_s = cancel_timeout_s
@@ -123,7 +156,7 @@ class JobManager:
         self._journal = JobJournal(self._work_dir)
         self._recorded: dict[str, tuple[JobState, float]] = {}  # job id -> state, monotonic time
         self._jobs: dict[str, Job] = {}
-        self._requests: dict[str, TrainingRequest] = {}
+        self._queued: dict[str, _Queued] = {}
         self._queue: deque[str] = deque()
         self._running: dict[str, _Running] = {}
         self._cancels: dict[str, Any] = {}  # job id -> multiprocessing Event, once it is starting
@@ -139,7 +172,7 @@ class JobManager:
         try:
             return self._jobs[job_id]
         except KeyError:
-            raise NotFoundError(f"unknown training job {job_id!r}") from None
+            raise NotFoundError(f"unknown training job {quote(job_id)}") from None
 
     def list(self, model: str = "") -> list[Job]:
         """Jobs newest first, optionally of one model only."""
@@ -162,13 +195,29 @@ class JobManager:
 
     # -- commands --------------------------------------------------------------------
 
+    @property
+    def queued_bytes(self) -> int:
+        """Training data of queued jobs (on disk), and of jobs being queued."""
+        return self._spilling_bytes + sum(self._queued[job_id].data_bytes for job_id in self._queue)
+
     async def submit(self, request: TrainingRequest) -> Job:
+        """Check the request against the limits, write its data to disk, and queue it."""
         if self._closed:
             raise UnavailableError("the server is shutting down; no new training jobs")
-        if len(self._queue) >= self._max_queued:
+        check_request_text(request)
+        self._limits.check(request.config, len(request.channels), int(request.values.shape[0]))
+        waiting = len(self._queue) + self._spilling_jobs
+        if waiting >= self._max_queued:
             raise ResourceExhaustedError(
-                f"training queue is full: {len(self._queue)} jobs waiting "
-                f"(max_queued_jobs={self._max_queued}); retry later"
+                f"training queue is full: {waiting} jobs waiting "
+                f"(max_queued_jobs={self._max_queued}, --max-queued-jobs); retry later"
+            )
+        size = request_bytes(request)
+        if self.queued_bytes + size > self._max_queued_bytes:
+            raise ResourceExhaustedError(
+                f"training queue is full: {self.queued_bytes / MIB:,.1f} MiB of data waiting, this "
+                f"job adds {size / MIB:,.1f} MiB, limit {self._max_queued_bytes / MIB:,.0f} MiB "
+                "(--max-queued-mb); retry later"
             )
         job = Job(
             job_id=uuid.uuid4().hex,
@@ -176,8 +225,9 @@ class JobManager:
             steps=int(request.values.shape[0]),
             channels=request.channels,
         )
+        await self._spill(job, request, size)
         self._jobs[job.job_id] = job
-        self._requests[job.job_id] = request
+        self._queued[job.job_id] = _Queued(request.model, request.description, request.activate, size)
         self._queue.append(job.job_id)
         log.info(
             "training job %s queued: model %r, %d steps x %d channels",
@@ -190,6 +240,33 @@ class JobManager:
         self._start_queued()
         return job
 
+    async def _spill(self, job: Job, request: TrainingRequest, size: int) -> None:
+        """Write the job's data to its directory; its record goes first, so that a replica
+        starting meanwhile knows whose directory it is."""
+        directory = self._work_dir / job.job_id
+        self._spilling_bytes += size
+        self._spilling_jobs += 1
+        try:
+            self._journal.write(job.job_id, self._job_record(job))
+            await asyncio.to_thread(_write_job_files, directory, request)
+        except OSError as exc:
+            log.warning("cannot store the data of training job %s in %s: %s", job.job_id, directory, exc)
+            await self._discard(job.job_id)
+            raise ResourceExhaustedError(
+                "the server has no room to store this job's training data; retry later"
+            ) from None
+        finally:
+            self._spilling_bytes -= size
+            self._spilling_jobs -= 1
+        if self._closed:
+            await self._discard(job.job_id)
+            raise UnavailableError("the server is shutting down; no new training jobs")
+
+    async def _discard(self, job_id: str) -> None:
+        """Forget a job that was never queued: its data and its record."""
+        await asyncio.to_thread(shutil.rmtree, self._work_dir / job_id, True)
+        self._journal.remove(job_id)
+
     async def cancel(self, job_id: str) -> Job:
         """Cancel a queued or running job; returns it once it has finished."""
         job = self.get(job_id)
@@ -197,7 +274,7 @@ class JobManager:
             return job
         if job_id in self._queue:
             self._queue.remove(job_id)
-            self._requests.pop(job_id, None)
+            self._queued.pop(job_id, None)
             await self._finish(job, JobState.CANCELLED, error=self._cancel_reason("before it started"))
             return job
         self._cancels[job_id].set()  # the child checks it between training steps
@@ -237,11 +314,10 @@ class JobManager:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, job: Job) -> None:
-        request = self._requests.pop(job.job_id)
+        request = self._queued.pop(job.job_id)
         directory = self._work_dir / job.job_id
         cancel = self._cancels[job.job_id]
         try:
-            await asyncio.to_thread(_write_job_files, directory, request)
             if cancel.is_set():
                 await self._finish(job, JobState.CANCELLED, error=self._cancel_reason("before it started"))
                 return
@@ -266,7 +342,6 @@ class JobManager:
         finally:
             self._running.pop(job.job_id, None)
             self._cancels.pop(job.job_id, None)
-            shutil.rmtree(directory, ignore_errors=True)
             self._start_queued()
 
     async def _follow(
@@ -274,7 +349,7 @@ class JobManager:
         job: Job,
         process: multiprocessing.process.BaseProcess,
         reader: Connection,
-        request: TrainingRequest,
+        request: _Queued,
         cancel: Any,
     ) -> None:
         loop = asyncio.get_running_loop()
@@ -283,15 +358,34 @@ class JobManager:
             target=_pump, args=(reader, loop, messages), name=f"stad-job-{job.job_id[:8]}", daemon=True
         )
         thread.start()
+        over_budget_at = loop.time() + self._max_job_s
+        over_budget = False
         while True:
-            kind, payload = await messages.get()
+            try:
+                kind, payload = await asyncio.wait_for(
+                    messages.get(), None if over_budget else max(0.0, over_budget_at - loop.time())
+                )
+            except TimeoutError:
+                over_budget = True
+                log.warning(
+                    "training job %s ran past its budget of %g s; killing it", job.job_id, self._max_job_s
+                )
+                process.kill()  # the next message is EOF
+                continue
             if kind == "progress":
                 job.progress = dict(payload)
                 await self._changed_job(job)
                 continue
             break
         await asyncio.to_thread(process.join)
-        if kind == "done":
+        if over_budget and kind != "done":
+            await self._finish(
+                job,
+                JobState.FAILED,
+                error=f"the job ran past the server's wall-clock budget of {self._max_job_s:g} s "
+                "per training job (--max-job-s)",
+            )
+        elif kind == "done":
             job.warnings = await asyncio.to_thread(saved.read_warnings, Path(payload))
             version = await asyncio.to_thread(
                 self._registry.register,
@@ -312,6 +406,8 @@ class JobManager:
         return f"cancelled {when}" + (" (the server shut down)" if self._closed else "")
 
     async def _finish(self, job: Job, state: JobState, *, version: str = "", error: str = "") -> None:
+        """Remove the job's data, then mark it finished."""
+        await asyncio.to_thread(shutil.rmtree, self._work_dir / job.job_id, True)
         _mark_finished(job, state, version=version, error=error)
         _log_finished(job)
         await self._changed_job(job)
@@ -375,11 +471,29 @@ class JobManager:
                 continue
             if not job.state.finished:
                 _mark_finished(job, JobState.FAILED, error=RESTART_REASON)
-                shutil.rmtree(self._work_dir / job.job_id, ignore_errors=True)
                 self._journal.write(job.job_id, self._job_record(job))
             self._jobs[job.job_id] = job
+        self._remove_leftovers()
         self._prune_history()
         self._count_states()
+
+    def _remove_leftovers(self) -> None:
+        """Delete job directories and half-written records a crash left behind: every job
+        directory but those of another replica's unfinished jobs."""
+        self._journal.remove_staging()
+        if not self._work_dir.is_dir():
+            return
+        for entry in self._work_dir.iterdir():
+            if not entry.is_dir() or self._another_replicas_live_job(entry.name):
+                continue
+            log.info("removing the data of ended training job %s", entry.name)
+            shutil.rmtree(entry, ignore_errors=True)
+
+    def _another_replicas_live_job(self, job_id: str) -> bool:
+        record = self._journal.read(job_id)
+        if record is None or record.get("server", self._server_id) == self._server_id:
+            return False
+        return record.get("state") in (JobState.QUEUED.value, JobState.RUNNING.value)
 
     def _prune_history(self) -> None:
         """Forget the oldest finished jobs beyond `max_history`, in memory and on disk."""
@@ -454,6 +568,26 @@ def _pump(reader: Connection, loop: asyncio.AbstractEventLoop, out: asyncio.Queu
         if kind != "progress":
             reader.close()
             return
+
+
+def check_request_text(request: TrainingRequest) -> None:
+    """Free text a job carries into the registry and every listing is bounded."""
+    if len(request.description) > MAX_DESCRIPTION_CHARS:
+        raise InvalidArgumentError(
+            f"description has {len(request.description):,} characters, more than {MAX_DESCRIPTION_CHARS:,}"
+        )
+    for index, name in enumerate(request.channels):
+        if len(name) > MAX_CHANNEL_NAME_CHARS:
+            raise InvalidArgumentError(
+                f"channel {index} has a name of {len(name):,} characters, more than "
+                f"{MAX_CHANNEL_NAME_CHARS}: {quote(name)}"
+            )
+
+
+def request_bytes(request: TrainingRequest) -> int:
+    """The size of a request's arrays, as they wait on disk."""
+    arrays = (request.values, request.labels, request.timestamps_ns)
+    return sum(array.nbytes for array in arrays if array is not None)
 
 
 def _write_job_files(directory: Path, request: TrainingRequest) -> None:

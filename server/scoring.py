@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from stad.core.series import SeriesData, align_channels
-from stad.server.batcher import Outputs, WindowBatcher, Windows
+from stad.server.batcher import ComputeLoad, Outputs, WindowBatcher, Windows
 from stad.server.detector.steps import ScoreOutput, WindowOutput
 from stad.server.errors import InvalidArgumentError
 from stad.server.metrics import ServerMetrics
@@ -76,6 +76,7 @@ class ScoringEngine:
         self._metrics = metrics
         self._device = device
         self._batchers: dict[tuple[str, str], WindowBatcher] = {}
+        self.load = ComputeLoad()  # one device thread serves every batcher
 
     @property
     def pending_windows(self) -> int:
@@ -192,6 +193,7 @@ class ScoringEngine:
                 executor=self._executor,
                 observer=self._metrics.observer(f"{model}/{version}"),
                 name=f"{model}/{version}",
+                load=self.load,
             )
         return self._batchers[key]
 

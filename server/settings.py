@@ -16,6 +16,7 @@ from pathlib import Path
 
 from stad.core.tokens import read_tokens
 from stad.core.types import MIB
+from stad.server.job_limits import JobLimits
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -43,6 +44,13 @@ class Settings:
     max_concurrent_jobs: int = 1
     max_queued_jobs: int = 64
     max_training_mb: int = 512
+    max_queued_mb: int = 4096
+    max_parameters: int = JobLimits.max_parameters
+    max_channels: int = JobLimits.max_channels
+    max_window: int = JobLimits.max_window
+    max_epochs: int = JobLimits.max_epochs
+    max_job_memory_mb: int = JobLimits.max_job_memory_mb
+    max_job_s: float = 6 * 3600.0
     max_cached_models: int = 8
     torch_threads: int = 0  # 0: auto, see threads_for_torch
     server_id: str = ""  # "": this host's name
@@ -57,6 +65,12 @@ class Settings:
             "max_concurrent_jobs",
             "max_queued_jobs",
             "max_training_mb",
+            "max_queued_mb",
+            "max_parameters",
+            "max_channels",
+            "max_window",
+            "max_epochs",
+            "max_job_memory_mb",
             "max_cached_models",
             "max_concurrent_rpcs",
         ):
@@ -67,6 +81,8 @@ class Settings:
             raise ValueError(f"torch_threads must be >= 0, got {self.torch_threads}")
         if self.max_queue_delay_ms < 0:
             raise ValueError(f"max_queue_delay_ms must be >= 0, got {self.max_queue_delay_ms}")
+        if not self.max_job_s > 0:
+            raise ValueError(f"max_job_s must be > 0, got {self.max_job_s}")
         if self.grace_s < 0:
             raise ValueError(f"grace_s must be >= 0, got {self.grace_s}")
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
@@ -91,6 +107,16 @@ class Settings:
         if self.token_file is not None:
             tokens += read_tokens(self.token_file)
         return tokens
+
+    @property
+    def job_limits(self) -> JobLimits:
+        return JobLimits(
+            max_parameters=self.max_parameters,
+            max_channels=self.max_channels,
+            max_window=self.max_window,
+            max_epochs=self.max_epochs,
+            max_job_memory_mb=self.max_job_memory_mb,
+        )
 
     @property
     def server_name(self) -> str:
@@ -134,6 +160,20 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "max_concurrent_jobs": (int, "training jobs running at once (default 1)"),
     "max_queued_jobs": (int, "training jobs waiting at most (default 64)"),
     "max_training_mb": (int, "largest training data set in MiB of float64 values (default 512)"),
+    "max_queued_mb": (
+        int,
+        "training data of queued jobs in MiB at most, kept on disk in the model dir (default 4096)",
+    ),
+    "max_parameters": (int, "network parameters of a job's model at most (default 50,000,000)"),
+    "max_channels": (int, "channels of a training job at most (default 1024)"),
+    "max_window": (int, "window (steps) of a training job at most (default 4096)"),
+    "max_epochs": (int, "epochs and finetune_epochs of a training job at most (default 10000)"),
+    "max_job_memory_mb": (
+        int,
+        "estimated peak memory of one training job in MiB at most; larger jobs are refused "
+        "before they start (default 8192)",
+    ),
+    "max_job_s": (float, "wall-clock seconds a training job may run; then it fails (default 21600)"),
     "max_cached_models": (int, "loaded model versions kept in memory (default 8)"),
     "torch_threads": (
         int,

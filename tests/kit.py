@@ -24,15 +24,12 @@ TINY_FLAT: dict[str, Value] = {
 }
 TINY_SETTINGS = TrainingSettings(**TINY_FLAT)  # type: ignore[arg-type]
 
-# `stad train` spells these settings its own way until its flags are derived from the settings (branch cli).
-_FLAG_SPELLING = {"n_layers": "--layers", "n_heads": "--heads"}
-
 
 def cli_flags(settings: Mapping[str, Value]) -> list[str]:
-    """`stad train` flags that set these settings."""
+    """`stad train` / `stad influx train` flags that set these settings."""
     flags: list[str] = []
     for name, value in settings.items():
-        flags += [_FLAG_SPELLING.get(name, "--" + name.replace("_", "-")), str(value)]
+        flags += ["--" + name.replace("_", "-"), str(value)]
     return flags
 
 

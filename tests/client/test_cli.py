@@ -84,7 +84,8 @@ def test_train_shows_progress_and_reports_json(stad: Stad, tmp_path: Path, train
     path = write_csv(tmp_path / "train.csv", train_data, with_time=False)
     run = stad("train", str(path), "--model", "cli-trained", *TINY_FLAGS, "--epochs", "2", "--json")
     assert run.code == 0, run.err
-    assert "epoch 1/2" in run.err and "epoch 2/2" in run.err  # the progress bar, a line per epoch
+    assert "epoch 1/2" in run.err and "epoch 2/2" in run.err  # the progress display, a line per epoch
+    assert "\r" not in run.err  # stderr is no terminal here
     assert "loss" in run.err and "ETA" in run.err
     assert "warning: errors and threshold calibrated on the 320 training steps themselves" in run.err
     job = run.json()
@@ -453,6 +454,69 @@ def test_influx_subcommand_is_handed_to_the_task_cli(capsys: pytest.CaptureFixtu
     assert "usage: stad influx" in capsys.readouterr().out  # the task's own parser answered
     assert main(["influx", "once"]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+def test_global_options_work_before_and_after_the_command(stad: Stad, server: str) -> None:
+    expected = {"status": "SERVING", "serving": True}
+    assert stad("--json", "health").json() == expected
+    assert stad("health", "--json").json() == expected
+    assert stad("--server", "127.0.0.1:1", "--timeout", "2", "health").code == 1  # the option is used
+    assert stad("--server", "127.0.0.1:1", "health", "--server", server).code == 0  # the later one wins
+    assert stad("--json", "models", "list").json() == stad("models", "list", "--json").json()
+
+
+def _unreachable_influx_jobs(tmp_path: Path) -> Path:
+    config = tmp_path / "jobs.toml"
+    config.write_text(f"""
+[influx]
+url = "http://127.0.0.1:1"
+[retry]
+max_attempts = 1
+deadline_s = 5
+[state]
+checkpoint = "{tmp_path / "checkpoints.json"}"
+[[pipelines]]
+name = "pumps"
+database = "plant"
+measurement = "pump"
+fields = ["flow"]
+model = "pumps"
+interval = "1m"
+""")
+    return config
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_global_options_reach_influx_subcommands(stad: Stad, tmp_path: Path, before: bool) -> None:
+    pytest.importorskip("influxdb_client")
+    options = ["--json", "--server", "127.0.0.1:1", "--timeout", "5"]
+    command = ["influx", "status", "--config", str(_unreachable_influx_jobs(tmp_path))]
+    run = stad(*options, *command) if before else stad(*command, *options)
+    assert run.code == 0, run.err
+    assert run.json() == {"pumps": {"series": {}, "last_error": ""}}  # JSON: --json reached it
+
+
+def test_global_options_influx_does_not_use_are_refused(stad: Stad) -> None:
+    run = stad("--tls", "influx", "once", "--config", "jobs.toml")
+    assert run.code == 2
+    assert _error_line(run).startswith("UsageError: stad influx does not use --tls")
+    assert stad("--json", "serve").code == 2
+
+
+def test_only_stad_and_os_errors_are_reported_as_one_line(
+    stad: Stad, trained: JobStatus, test_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unwritable = stad("score", str(test_csv), "--model", MODEL, "-o", "/no/such/dir/scores.csv")
+    assert unwritable.code == 1
+    line = _error_line(unwritable)  # the OSError's own class name, e.g. FileNotFoundError
+    assert line.split(": ")[0].endswith("Error") and "/no/such/dir" in line
+
+    def broken(args: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("stad.client.cli.health.cmd_health", broken)
+    with pytest.raises(RuntimeError, match="a bug"):  # a bug shows its traceback
+        stad("health")
 
 
 def test_score_streams_a_response_over_the_servers_max_message_size(

@@ -24,7 +24,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 def test_client_and_cli_import_without_torch() -> None:
     result = _run(
         """
-        import stad.client, stad.client.cli, stad.client.data_files, stad.client.plots, stad.client.demo
+        import stad.client, stad.client.cli, stad.client.data_files, stad.client.plots
         assert sys.modules["torch"] is None
         loaded = sorted(name for name in sys.modules if name.startswith("torch."))
         assert not loaded, loaded

@@ -21,7 +21,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 def test_an_out_of_range_training_flag_is_named(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, err = run(capsys, "train", str(tmp_path / "x.csv"), "-m", "m", "--epochs", "2147483648")
     assert code == 2
-    assert "argument --epochs: must be in 1..2147483647, got 2147483648" in err
+    assert "argument --epochs: must be an integer in [1, 2147483647], got 2147483648" in err
     code, err = run(capsys, "train", str(tmp_path / "x.csv"), "-m", "m", "--seed", str(2**63))
     assert code == 2 and "argument --seed" in err
 

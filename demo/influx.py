@@ -1,6 +1,7 @@
-"""The InfluxDB round trip of the demo: demo series into InfluxDB, train, run the task, read back.
+"""The InfluxDB round trip of the demo: demo series into InfluxDB, train and score through
+`stad influx` against a `stad serve` process, read the scores back.
 
-    python -m stad.influx_task.demo [--out demo_out/influx] [--epochs 3]
+    python -m stad.demo.influx [--out demo_out/influx] [--epochs 3]
 
 Uses the InfluxDB 1.x at INFLUX_URL when it answers /ping, else starts a
 throwaway `influxd` on loopback when one is on the PATH; with neither it says
@@ -13,30 +14,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import sys
 import tempfile
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from stad.client import TrainingSettings
+from stad.client import cli
 from stad.core.demo_data import DemoData, generate
-from stad.influx_task.config import Connection, Pipeline, RetrySettings, ServerSettings, TaskConfig
-from stad.influx_task.influxql import InfluxQLReader
+from stad.core.metrics import evaluate
+from stad.demo.server import ServerProcess
 from stad.influx_task.local_influxd import Influxd, influxd_path
-from stad.influx_task.points import Point
-from stad.influx_task.transport import InfluxError, Transport
-from stad.influx_task.writer import LineWriter
 
 DATABASE = "stad_demo"
+MODEL = "demo_influx"
 HOW_TO = (
     "no InfluxDB: set INFLUX_URL to a reachable InfluxDB 1.x, or install one "
     "(Debian/Ubuntu: apt-get install influxdb) so that `influxd` is on the PATH"
 )
+LINES_PER_WRITE = 5000
+
+
+class RoundTripFailed(RuntimeError):
+    """A step of the round trip failed; the message says which."""
 
 
 def _answers(url: str) -> bool:
@@ -67,29 +74,73 @@ def influxdb() -> Iterator[str | None]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _load(transport: Transport, data: DemoData) -> None:
-    InfluxQLReader(transport).query(f'CREATE DATABASE "{DATABASE}"', post=True)
-    points = [
-        Point(
-            "station",
-            {"site": "demo"},
-            {name: float(data.values[t, c]) for c, name in enumerate(data.channels)},
-            int(data.timestamps_ns[t]),
-        )
+def _http(url: str, path: str, params: dict[str, str], body: bytes | None = None) -> Any:
+    """One call of InfluxDB 1.x's HTTP API; the decoded JSON answer (None when empty)."""
+    request = urllib.request.Request(f"{url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}", data=body)
+    with urllib.request.urlopen(request, timeout=120) as response:
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+def _load(url: str, data: DemoData) -> None:
+    """The demo series as measurement `station`, tag site=demo, one field per channel."""
+    _http(url, "/query", {"q": f'CREATE DATABASE "{DATABASE}"'}, body=b"")
+    lines = [
+        "station,site=demo "
+        + ",".join(f"{name}={float(data.values[t, c])!r}" for c, name in enumerate(data.channels))
+        + f" {int(data.timestamps_ns[t])}"
         for t in range(data.values.shape[0])
     ]
-    LineWriter(transport, batch_lines=5000).write(points, database=DATABASE)
+    for first in range(0, len(lines), LINES_PER_WRITE):
+        body = "\n".join(lines[first : first + LINES_PER_WRITE]).encode()
+        _http(url, "/write", {"db": DATABASE, "precision": "ns"}, body=body)
 
 
-def _read_scores(transport: Transport, data: DemoData, start: int) -> dict[str, np.ndarray]:
+def _jobs_toml(url: str, target: str, data: DemoData, out: Path) -> Path:
+    step_s = int(data.timestamps_ns[1] - data.timestamps_ns[0]) // 10**9
+    path = out / "jobs.toml"
+    path.write_text(f"""
+[influx]
+url = "{url}"
+timeout_ms = 120000
+
+[server]
+target = "{target}"
+timeout_s = 600
+
+[state]
+checkpoint = "{out / "checkpoints.json"}"
+
+[[pipelines]]
+name = "demo"
+database = "{DATABASE}"
+measurement = "station"
+fields = {json.dumps(list(data.channels))}
+group_by = ["site"]
+model = "{MODEL}"
+interval = "{step_s}s"
+context = 128
+""")
+    return path
+
+
+def _stad(*args: str) -> None:
+    print(f"\n$ stad {' '.join(args)}", flush=True)
+    code = cli.main(list(args))
+    if code != 0:
+        raise RoundTripFailed(f"`stad {' '.join(args)}` exited with {code}")
+
+
+def _read_scores(url: str, data: DemoData, start: int) -> dict[str, np.ndarray]:
     channel = data.channels[0]
-    series = InfluxQLReader(transport).query(
+    query = (
         f'SELECT "score", "threshold", "is_anomaly", "expected_{channel}" FROM "anomaly_scores" '
-        f"WHERE time >= {start} AND \"site\" = 'demo'",
-        database=DATABASE,
+        f"WHERE time >= {start} AND \"site\" = 'demo'"
     )
+    answer = _http(url, "/query", {"db": DATABASE, "q": query, "epoch": "ns"})
+    series = answer["results"][0].get("series") if answer else None
     if not series:
-        raise InfluxError("no anomaly_scores came back")
+        raise RoundTripFailed("no anomaly_scores came back")
     rows = series[0]["values"]
     return {
         "time": np.array([r[0] for r in rows], dtype=np.int64),
@@ -104,21 +155,19 @@ def _plot(path: Path, data: DemoData, scores: dict[str, np.ndarray], first: int)
     from matplotlib.figure import Figure
 
     x = data.timestamps_ns[first:].astype("datetime64[ns]")
-    labels = data.labels[first:]
+    times = scores["time"].astype("datetime64[ns]")
     figure = Figure(figsize=(14, 6))
     top, bottom = figure.subplots(2, 1, sharex=True)
     top.plot(x, data.values[first:, 0], lw=0.6, label=f"observed {data.channels[0]}")
-    top.plot(scores["time"].astype("datetime64[ns]"), scores["expected"], lw=0.6, label="expected")
-    bottom.plot(scores["time"].astype("datetime64[ns]"), scores["score"], lw=0.6, label="score")
-    bottom.plot(
-        scores["time"].astype("datetime64[ns]"), scores["threshold"], "r--", lw=0.8, label="threshold"
-    )
+    top.plot(times, scores["expected"], lw=0.6, label="expected")
+    bottom.plot(times, scores["score"], lw=0.6, label="score")
+    bottom.plot(times, scores["threshold"], "r--", lw=0.8, label="threshold")
     for axis in (top, bottom):
         axis.fill_between(
             x,
             0,
             1,
-            where=labels,
+            where=data.labels[first:],
             transform=axis.get_xaxis_transform(),
             alpha=0.15,
             color="red",
@@ -135,80 +184,53 @@ def round_trip(
     epochs: int = 3,
     seed: int = 0,
     steps: int | None = None,
-    settings: TrainingSettings | None = None,
+    train_flags: Sequence[str] = (),
+    device: str = "auto",
 ) -> int:
     """Run the InfluxDB round trip; returns an exit status (0 also when no InfluxDB is found).
 
-    `steps` shortens the demo series and `settings` replaces the training settings (tests use both).
+    `steps` shortens the demo series and `train_flags` adds `stad influx train` flags (tests use both).
     """
-    from stad.core.metrics import evaluate
-    from stad.influx_task.task import Task
-    from stad.server.embedded import EmbeddedServer
-
     with influxdb() as url:
         if url is None:
             print(HOW_TO)
             return 0
         out.mkdir(parents=True, exist_ok=True)
         data = generate(seed=seed) if steps is None else generate(seed=seed, steps=steps)
-        transport = Transport(Connection(url=url, timeout_ms=120_000))
-        _load(transport, data)
+        _load(url, data)
         print(f"wrote {data.values.shape[0]} points x {len(data.channels)} fields to {url} db={DATABASE}")
         step = int(data.timestamps_ns[1] - data.timestamps_ns[0])
-        pipeline = Pipeline(
-            name="demo",
-            database=DATABASE,
-            measurement="station",
-            fields=data.channels,
-            model="demo_influx",
-            interval_ns=step,
-            group_by=("site",),
-            context_steps=128,
-        )
-        with EmbeddedServer(out / "models") as server:
-            config = TaskConfig(
-                connection=Connection(url=url, timeout_ms=120_000),
-                server=ServerSettings(target=server.target, timeout_s=600),
-                retry=RetrySettings(),
-                pipelines=(pipeline,),
-            )
-            with Task(config) as task:
-                quiet_end = int(data.timestamps_ns[data.quiet_steps])
-                print("training through the task on the quiet period ...")
-                final = task.train(
-                    "demo",
-                    int(data.timestamps_ns[0]),
-                    quiet_end,
-                    settings=settings or TrainingSettings(epochs=epochs, seed=seed),
-                    timeout_s=3600,
-                )
-                print(f"trained demo_influx version {final.version}")
-                stats = task.backfill("demo", quiet_end, int(data.timestamps_ns[-1]) + step)
-                print(f"task: {stats.steps} steps scored, {stats.points} points written")
-        scores = _read_scores(transport, data, quiet_end)
-        transport.close()
-    first = data.quiet_steps
+        quiet_end = int(data.timestamps_ns[data.quiet_steps])
+        with ServerProcess(out / "models", device=device) as server:
+            print(f"started `stad serve` at {server.target}")
+            config = str(_jobs_toml(url, server.target, data, out))
+            pipeline = ("--config", config, "--pipeline", "demo")
+            history = ("--start", str(int(data.timestamps_ns[0])), "--stop", str(quiet_end))
+            rest = ("--start", str(quiet_end), "--stop", str(int(data.timestamps_ns[-1]) + step))
+            settings = ("--epochs", str(epochs), "--seed", str(seed), *train_flags)
+            _stad("influx", "train", *pipeline, *history, *settings)
+            _stad("influx", "backfill", *pipeline, *rest)
+        scores = _read_scores(url, data, quiet_end)
     index = np.searchsorted(data.timestamps_ns, scores["time"])
-    labels = data.labels[index]
-    metrics = evaluate(scores["score"], labels, predictions=scores["is_anomaly"])
+    metrics = evaluate(scores["score"], data.labels[index], predictions=scores["is_anomaly"])
     print(f"\nscores read back from anomaly_scores: {scores['score'].size} steps")
     for key in ("precision", "recall", "f1", "auc_roc", "auc_pr", "vus_pr", "standard_f1", "pa_f1"):
         print(f"  {key:<14}{metrics[key]:8.3f}")
     plot = out / "influx_scores.png"
-    _plot(plot, data, scores, first)
+    _plot(plot, data, scores, data.quiet_steps)
     print(f"plot: {plot}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stad.influx_task.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m stad.demo.influx", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo_out/influx"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
         return round_trip(args.out, epochs=args.epochs, seed=args.seed)
-    except (InfluxError, OSError, ValueError) as exc:
+    except (OSError, RuntimeError) as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 

@@ -1,7 +1,7 @@
-"""`make demo`: the `stad` CLI end to end on generated data, with an embedded server.
+"""`make demo`: the `stad` CLI end to end on generated data, with an embedded server, then the
+InfluxDB round trip (`stad.demo.influx`).
 
-Steps run in order over one `DemoContext`; each is a function registered in
-`STEPS`, so a later step (e.g. an InfluxDB round trip) is one more entry.
+Steps run in order over one `DemoContext`; each is a function registered in `STEPS`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stad.client import cli
+from stad.demo.influx import round_trip
 
 
 class DemoFailed(RuntimeError):
@@ -130,10 +131,8 @@ def evaluate(ctx: DemoContext) -> None:
 
 
 def influx_round_trip(ctx: DemoContext) -> None:
-    """Load the demo series into InfluxDB, train and score through the task, read the scores back."""
-    from stad.influx_task.demo import round_trip
-
-    if round_trip(ctx.out / "influx", epochs=ctx.epochs, seed=ctx.seed) != 0:
+    """Load the demo series into InfluxDB, train and score through `stad influx`, read the scores back."""
+    if round_trip(ctx.out / "influx", epochs=ctx.epochs, seed=ctx.seed, steps=ctx.data_steps) != 0:
         raise DemoFailed("the InfluxDB round trip failed")
 
 
@@ -153,13 +152,13 @@ def run(ctx: DemoContext, steps: Sequence[tuple[str, Step]] = STEPS) -> None:
         started = time.monotonic()
         try:
             step(ctx)
-        except subprocess.CalledProcessError as exc:
+        except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
             raise DemoFailed(f"step {name!r} failed: {exc}") from exc
         print(f"({name}: {time.monotonic() - started:.1f} s)", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stad.client.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m stad.demo", description=__doc__)
     parser.add_argument(
         "--out", type=Path, default=Path("demo_out"), help="output directory (default demo_out)"
     )

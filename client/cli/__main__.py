@@ -1,0 +1,5 @@
+import sys
+
+from stad.client.cli.app import main
+
+sys.exit(main())

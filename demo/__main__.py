@@ -1,0 +1,5 @@
+import sys
+
+from stad.demo.steps import main
+
+sys.exit(main())
