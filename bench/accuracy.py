@@ -332,6 +332,11 @@ def _work(task: tuple[str, datasets.LabelledSeries, str]) -> tuple[str, str, dic
     return section, series.name, runner(series, device)
 
 
+def _collect(results: dict[str, dict[str, Any]], section: str, name: str, result: dict[str, Any]) -> None:
+    key = {"tsb": datasets.file_id(name), "synthetic": name.split("/", 1)[-1]}.get(section, name)
+    results[section][key] = result
+
+
 def _tasks(chosen: Sequence[str], quick: bool) -> list[tuple[str, datasets.LabelledSeries]]:
     tasks: list[tuple[str, datasets.LabelledSeries]] = []
     if "tsb" in chosen:  # the longest first, so the pool ends together
@@ -351,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (each torch on one thread)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--resume", action="store_true", help="reuse series finished in <out>.partial.jsonl")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     for name in chosen:
@@ -368,18 +374,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             "timing_note": "wall seconds on a shared machine, with `jobs` series fitted at once",
         }
     }
-    tasks = [(section, series, args.device) for section, series in _tasks(chosen, args.quick)]
+    # Each series' result is appended to a journal as it ends; --resume skips those already there.
+    journal = args.out.with_suffix(".partial.jsonl")
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if args.resume and journal.exists():
+        for line in journal.read_text().splitlines():
+            entry = json.loads(line)
+            done[(entry["section"], entry["name"])] = entry["result"]
+    else:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        journal.write_text("")
+    todo = [(sec, series, args.device) for sec, series in _tasks(chosen, args.quick)]
     results: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for (section, name), result in done.items():
+        _collect(results, section, name, result)
+    todo = [task for task in todo if (task[0], task[1].name) not in done]
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for section, name, result in pool.map(_work, tasks):
-            key = datasets.file_id(name) if section == "tsb" else name.split("/", 1)[-1]
-            results[section][key if section != "skab" else name] = result
+        for future in concurrent.futures.as_completed([pool.submit(_work, task) for task in todo]):
+            section, name, result = future.result()
+            _collect(results, section, name, result)
+            with journal.open("a") as handle:
+                handle.write(json.dumps({"section": section, "name": name, "result": result}) + "\n")
     if "skab" in chosen:
-        report["skab"] = skab_section(results["skab"])
+        report["skab"] = skab_section(dict(sorted(results["skab"].items())))
     if "tsb" in chosen:
-        report["tsb_ad_m"] = tsb_section(results["tsb"])
+        report["tsb_ad_m"] = tsb_section(dict(sorted(results["tsb"].items())))
     if "synthetic" in chosen:
-        report["synthetic"] = synthetic_section(results["synthetic"])
+        report["synthetic"] = synthetic_section(dict(sorted(results["synthetic"].items())))
     report["meta"]["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     report["summary"] = summarise(report)
     _print_tables(report)
