@@ -13,7 +13,7 @@ GENERATED := protos/stad/v1/scoring_pb2.py
 PACKAGE_FILES := build/package-files.txt
 $(shell mkdir -p build && find core client server influx_task protos/stad -name '*.py' -not -name '*_pb2*' | sort > build/.package-files.new && (cmp -s build/.package-files.new $(PACKAGE_FILES) || mv build/.package-files.new $(PACKAGE_FILES)); rm -f build/.package-files.new)
 
-.PHONY: setup protos test lint typecheck pytest demo bench-accuracy bench-speed bench-serving bench-influx clean
+.PHONY: setup protos test test-quick lint typecheck pytest demo bench-accuracy bench-speed bench-serving bench-influx clean
 
 setup: $(STAMP) $(GENERATED)
 
@@ -40,6 +40,10 @@ typecheck: setup
 
 pytest: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The fast subset for the edit-test loop: no InfluxDB, no long training runs.
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not slow and not influx" $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/python -m stad.client.demo $(DEMO_ARGS)

@@ -74,7 +74,7 @@ def _free_port() -> int:
 
 def train_model(model_dir: Path) -> Detector:
     """A default-size detector, briefly trained (speed does not depend on the weights)."""
-    config = DetectorConfig(epochs=1, max_windows_per_epoch=256)
+    config = DetectorConfig().replace(epochs=1, max_windows_per_epoch=256)
     channels = [f"c{i}" for i in range(CHANNELS)]
     detector = Detector(config).fit(_values(2000, seed=0), channels=channels)
     with tempfile.TemporaryDirectory() as saved:
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         detector = train_model(model_dir)
         if device == "cuda":
             detector = Detector.load(model_dir / MODEL / "1", device="cuda")
-        window = detector.config.window
+        window = detector.config.model.window
         _, per_batch, full_batch_ms = reference(detector, seconds=1.0)
         best_batch = max(per_batch, key=per_batch.__getitem__)
         print(

@@ -47,12 +47,12 @@ def _series(steps: int, channels: int, seed: int = 0) -> np.ndarray:
 
 
 def _fitted(channels: int, device: str) -> Detector:
-    config = DetectorConfig(epochs=1, val_fraction=0.0, max_windows_per_epoch=64)
+    config = DetectorConfig().replace(epochs=1, val_fraction=0.0, max_windows_per_epoch=64)
     return Detector(config, device=device).fit(_series(400, channels))
 
 
 def score_speed(det: Detector, batch: int, budget_s: float) -> dict[str, float]:
-    plan = det.plan_windows(_series(det.config.window + batch * det.config.stride, len(det.channels_)))
+    plan = det.plan_windows(_series(det.config.model.window + batch * det.config.stride, len(det.channels_)))
     windows = plan.windows[:batch]
     det.score_windows(windows[:8])  # warm-up
     calls, start = 0, time.perf_counter()
@@ -68,7 +68,9 @@ def score_speed(det: Detector, batch: int, budget_s: float) -> dict[str, float]:
 
 def train_speed(channels: int, device: str, epochs: int = 3) -> dict[str, float]:
     """Windows per second through training steps: median step time, epoch-end evaluation excluded."""
-    config = DetectorConfig(epochs=epochs, val_fraction=0.0, patience=epochs, max_windows_per_epoch=256)
+    config = DetectorConfig().replace(
+        epochs=epochs, val_fraction=0.0, patience=epochs, max_windows_per_epoch=256
+    )
     calls: list[float] = []
 
     def tick() -> bool:  # fit checks for cancellation once before every step
@@ -76,13 +78,13 @@ def train_speed(channels: int, device: str, epochs: int = 3) -> dict[str, float]
         return False
 
     Detector(config, device=device).fit(_series(1000, channels), should_stop=tick)
-    per_epoch = config.max_windows_per_epoch // config.batch_size
+    per_epoch = config.training.max_windows_per_epoch // config.training.batch_size
     steps = [
         later - earlier
         for i, (earlier, later) in enumerate(itertools.pairwise(calls))
         if (i + 1) % per_epoch != 0  # the gap after an epoch's last step holds its evaluation
     ]
-    return {"train_windows_per_s": config.batch_size / float(np.median(steps))}
+    return {"train_windows_per_s": config.training.batch_size / float(np.median(steps))}
 
 
 def run(device: str, budget_s: float) -> dict[str, Any]:
@@ -92,9 +94,11 @@ def run(device: str, budget_s: float) -> dict[str, Any]:
         key = f"channels_{channels}"
         result["score"][key] = {f"batch_{b}": score_speed(det, b, budget_s) for b in BATCHES}
         result["train"][key] = train_speed(channels, device)
+    defaults = DetectorConfig()
     result["config"] = {
-        k: getattr(DetectorConfig(), k)
-        for k in ("window", "patch", "d_model", "n_heads", "n_layers", "mask_groups", "stride")
+        **{k: getattr(defaults.model, k) for k in ("window", "patch", "d_model", "n_heads", "n_layers")},
+        "mask_groups": defaults.scoring.mask_groups,
+        "stride": defaults.stride,
     }
     result["torch_threads"] = torch.get_num_threads()
     result["load_average_1m"] = os.getloadavg()[0]  # other work on the machine skews figures

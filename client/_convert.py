@@ -15,7 +15,6 @@ from grpc_health.v1 import health_pb2 as _health_pb2
 from stad.client._exceptions import DataError
 from stad.client._types import (
     HealthStatus,
-    IntArray,
     JobState,
     JobStatus,
     ModelInfo,
@@ -25,6 +24,7 @@ from stad.client._types import (
     TrainingSettings,
 )
 from stad.core.series import SeriesData, make_series, series_to_proto
+from stad.core.types import IntArray
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import scoring_pb2 as _scoring_pb2
 from stad.v1 import series_pb2 as _series_pb2

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import importlib
 import json
-import math
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ from dataclasses import asdict, is_dataclass, replace
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +29,7 @@ from stad.client._client import Client, TrainingJob
 from stad.client._exceptions import DataError, StadError
 from stad.client._types import JobStatus, ModelInfo, ScoreResult, TrainingSettings
 from stad.client.data_files import DataTable, format_times, read_table, write_scores
+from stad.core.progress import Progress, TrainingDisplay, duration
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_STDOUT_CLOSED = 0, 1, 2, 130, 141
 
@@ -90,69 +90,6 @@ def _fmt(value: float) -> str:
     if not np.isfinite(value):
         return "nan"
     return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.4f}"
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return (
-        f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-        if seconds >= 3600
-        else f"{seconds // 60:d}:{seconds % 60:02d}"
-    )
-
-
-class ProgressBar:
-    """Training progress on a stream: one rewritten line on a terminal, a line per epoch otherwise."""
-
-    WIDTH = 24
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._tty = stream.isatty()
-        self._last_key: tuple[object, ...] | None = None
-        self._drawn = False
-
-    def update(self, status: JobStatus) -> None:
-        progress = status.progress
-        key: tuple[object, ...]
-        if progress is None or progress.epochs <= 0:
-            line, key = f"{status.state.value}", (status.state,)
-        else:
-            if progress.steps_total > 0:
-                fraction = min(1.0, progress.step / progress.steps_total)
-            else:
-                fraction = min(1.0, progress.epoch / progress.epochs)
-            filled = round(fraction * self.WIDTH)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            line = (
-                f"{progress.phase or 'train'} epoch {progress.epoch}/{progress.epochs}"
-                f" [{bar}] {fraction:4.0%}"
-                f"  loss {_loss(progress.train_loss)}  val {_loss(progress.val_loss)}"
-                f"  ETA {_duration(progress.eta_s) if fraction >= ETA_FROM_FRACTION else '-'}"
-            )
-            key = (status.state, progress.phase, progress.epoch)
-        if self._tty:
-            self._stream.write("\r" + line.ljust(100)[:100])
-            self._drawn = True
-        elif key != self._last_key:
-            self._stream.write(line + "\n")
-        self._last_key = key
-        self._stream.flush()
-
-    def close(self) -> None:
-        if self._drawn:
-            self._stream.write("\n")
-            self._stream.flush()
-            self._drawn = False
-
-
-# Before this share of a job is done, its ETA is mostly start-up noise.
-ETA_FROM_FRACTION = 0.05
-
-
-def _loss(value: float) -> str:
-    """A loss for the progress line; "-" before the first one (or with no validation split)."""
-    return "-" if math.isnan(value) else f"{value:.4f}"
 
 
 # -- connecting ------------------------------------------------------------------
@@ -356,15 +293,16 @@ def _follow(job: TrainingJob, *, embedded: bool) -> JobStatus | None:
     answer, or no terminal, leaves it running on the server and stops watching. A
     job on the embedded server cannot outlive stad, so there "no" keeps watching.
     """
-    bar = ProgressBar(sys.stderr)
+    progress = Progress()
+    display = TrainingDisplay(progress)
     while True:
         try:
             for status in job.watch():
-                bar.update(status)
-            bar.close()
+                display.update(status)
+            progress.close()
             return job.status
         except KeyboardInterrupt:
-            bar.close()
+            progress.close()
             if _confirm(f"cancel training job {job.job_id}? [y/N] "):
                 status = job.cancel()
                 print(f"job {job.job_id}: {status.state.value}", file=sys.stderr)
@@ -410,7 +348,7 @@ def _report_job(args: argparse.Namespace, status: JobStatus, seconds: float | No
         _emit_json(status)
         return
     if status.state.value == "succeeded":
-        took = f" in {_duration(seconds)}" if seconds is not None else ""
+        took = f" in {duration(seconds)}" if seconds is not None else ""
         print(f"job {status.job_id}: {status.model} version {status.version} trained{took}")
     else:
         reason = f": {status.error}" if status.error else ""

@@ -15,7 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from stad.client._exceptions import DataError
-from stad.client._types import FloatArray, IntArray, ScoreResult
+from stad.client._types import ScoreResult
+from stad.core.types import FloatArray, IntArray
 
 TIME_NAMES = ("time", "timestamp", "datetime", "date", "ts", "_time")
 PARQUET_SUFFIXES = (".parquet", ".pq")

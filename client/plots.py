@@ -16,8 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from stad.client._exceptions import DataError
-from stad.client._types import FloatArray, ScoreResult, flag_spans
+from stad.client._types import ScoreResult, flag_spans
 from stad.client.data_files import DataTable
+from stad.core.types import FloatArray
 
 MAX_CHANNEL_PANELS = 6
 MAX_ANNOTATED_SPANS = 6

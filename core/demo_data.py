@@ -31,11 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
+from stad.core.types import BoolArray, FloatArray, IntArray
 
 KINDS = ("spike", "level_shift", "variance_change", "pattern_change", "correlation_break")
 DEFAULT_START = "2026-01-05T00:00:00"  # a Monday, UTC

@@ -109,6 +109,11 @@ class ModelConfig(_Group):
     ff_mult: int = setting(2, "MLP width as a multiple of d_model", low=1)
     level_baseline: bool = setting(False, "predict relative to each channel's visible mean in the window")
 
+    @property
+    def n_patches(self) -> int:
+        """Patch tokens per channel in a window (N = L / P)."""
+        return self.window // self.patch
+
 
 @dataclass(frozen=True)
 class TrainingConfig(_Group):
@@ -213,6 +218,16 @@ class DetectorConfig:
             raise SettingError("d_model", m.d_model, f"must be a multiple of n_heads={m.n_heads}")
         if s.score_stride > m.window:
             raise SettingError("score_stride", s.score_stride, f"must be <= window={m.window}")
+
+    @property
+    def groups(self) -> int:
+        """Scoring mask groups used: mask_groups, at most the patches per window."""
+        return min(self.scoring.mask_groups, self.model.n_patches)
+
+    @property
+    def stride(self) -> int:
+        """Steps between scoring windows: score_stride, or window / 2 when it is 0."""
+        return self.scoring.score_stride or max(1, self.model.window // 2)
 
     @classmethod
     def from_flat(cls, values: Mapping[str, object]) -> DetectorConfig:

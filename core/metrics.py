@@ -27,8 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
+from stad.core.types import BoolArray, FloatArray
 
 DEFAULT_SLIDING_WINDOW = 100
 VUS_THRESHOLDS = 250

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from stad.core.progress import Progress, TrainingDisplay
 from stad.influx_task.config import load_config, parse_time_ns
 from stad.influx_task.runner import PassStats, Shard
 from stad.influx_task.transport import InfluxError
@@ -117,30 +118,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(task: Task, args: argparse.Namespace, start: int, stop_ns: int) -> int:
-    from stad.client import JobStatus, TrainingSettings
+    from stad.client import TrainingSettings
 
     names = ("epochs", "window", "patch", "d_model", "n_layers", "n_heads", "batch_size", "seed")
     settings = TrainingSettings(**{n: getattr(args, n) for n in names})
 
-    def show(status: JobStatus) -> None:
-        progress = status.progress
-        detail = ""
-        if progress is not None:
-            detail = (
-                f" {progress.phase} epoch {progress.epoch}/{progress.epochs} loss {progress.train_loss:.4f}"
-            )
-        print(f"\rtraining {status.job_id}: {status.state.value}{detail}   ", end="", file=sys.stderr)
-
-    final = task.train(
-        args.job,
-        start,
-        stop_ns,
-        activate=args.activate,
-        settings=settings,
-        on_status=show,
-        timeout_s=args.timeout_s,
-    )
-    print(file=sys.stderr)
+    with Progress(f"training {args.job}") as progress:
+        final = task.train(
+            args.job,
+            start,
+            stop_ns,
+            activate=args.activate,
+            settings=settings,
+            on_status=TrainingDisplay(progress).update,
+            timeout_s=args.timeout_s,
+        )
     print(f"trained {final.model} version {final.version} on {final.steps} steps")
     return 0
 

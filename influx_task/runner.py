@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from stad.core.progress import Progress
 from stad.core.series import SeriesData, make_series
 from stad.influx_task.checkpoint import Checkpoint, CheckpointStore
 from stad.influx_task.config import Job
@@ -118,29 +118,6 @@ class PassStats:
     steps: int = 0
     points: int = 0
     series: set[str] = field(default_factory=set)
-
-
-class Progress:
-    """A one-line progress bar on a text stream."""
-
-    def __init__(self, total: int, *, stream: TextIO | None = None, label: str = "") -> None:
-        self.total = max(total, 1)
-        self.done = 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.label = label
-        self.started = time.monotonic()
-
-    def advance(self, amount: int) -> None:
-        self.done = min(self.total, self.done + amount)
-        share = self.done / self.total
-        rate = self.done / max(time.monotonic() - self.started, 1e-9)
-        bar = "#" * int(share * 30)
-        self.stream.write(
-            f"\r{self.label} [{bar:<30}] {share:6.1%} {self.done}/{self.total} steps ({rate:,.0f}/s)"
-        )
-        if self.done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 def build_points(

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Self
 
 from stad.client import Client, DeadlineExceeded, JobStatus, ResourceExhausted, TrainingSettings, Unavailable
+from stad.core.progress import Progress
 from stad.core.series import SeriesData
 from stad.influx_task import transport as _transport
 from stad.influx_task.checkpoint import CheckpointStore, FileCheckpointStore, InfluxCheckpointStore
@@ -22,7 +23,6 @@ from stad.influx_task.runner import (
     ChunkReport,
     JobRunner,
     PassStats,
-    Progress,
     Reader,
     Scores,
     Shard,
@@ -171,8 +171,10 @@ class Task:
     def backfill(self, job_name: str, start_ns: int, stop_ns: int, *, progress: bool = True) -> PassStats:
         job = self.config.job(job_name)
         total = max(0, (stop_ns - start_ns) // job.interval_ns)
-        bar = Progress(total, label=f"backfill {job.name}") if progress else None
-        return self.runner(job).backfill(start_ns, stop_ns, progress=bar)
+        if not progress:
+            return self.runner(job).backfill(start_ns, stop_ns)
+        with Progress(f"backfill {job.name}", total=total) as bar:
+            return self.runner(job).backfill(start_ns, stop_ns, progress=bar)
 
     def train(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Sequence
@@ -12,7 +13,8 @@ import numpy.typing as npt
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stad.core.series import SeriesData, series_from_proto
-from stad.server.detector import ScoreOutput
+from stad.server.detector import saved
+from stad.server.detector.steps import ScoreOutput
 from stad.server.errors import InvalidArgumentError
 from stad.server.jobs import Job, JobState
 from stad.server.registry import ModelRecord, VersionRecord
@@ -97,7 +99,13 @@ def timestamp(ns: int) -> Timestamp:
 
 
 def version_message(record: VersionRecord) -> _models_pb2.ModelVersion:
+    """The version's record with its metadata in the current format (as it was saved when
+    that is unreadable, so that a listing still shows it)."""
     meta = record.metadata
+    window = 0
+    with contextlib.suppress(ValueError):
+        meta = saved.upgrade(meta)
+        window = saved.config_of(meta).model.window
     span = meta.get("training_range") or {}
     metrics = {
         key: float(value)
@@ -108,7 +116,7 @@ def version_message(record: VersionRecord) -> _models_pb2.ModelVersion:
         version=record.version,
         created_at=timestamp(record.created_at_ns),
         channels=list(meta.get("channels", [])),
-        window=int((meta.get("config") or {}).get("window", 0)),
+        window=window,
         threshold=float((meta.get("thresholds") or {}).get("threshold", 0.0)),
         train_start_ns=int(span.get("start_ns") or 0),
         train_end_ns=int(span.get("end_ns") or 0),

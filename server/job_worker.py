@@ -66,7 +66,7 @@ def _train(directory: Path, conn: Connection, cancel: Event, device: str, fault:
         if fault == "raise":
             raise RuntimeError("injected training failure (test-only job_fault='raise')")
 
-    detector = Detector(DetectorConfig(**request["config"]), device=device)
+    detector = Detector(DetectorConfig.from_flat(request["config"]), device=device)
     try:
         detector.fit(
             values,

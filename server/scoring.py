@@ -7,16 +7,19 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from stad.core.series import SeriesData, align_channels
 from stad.server.batcher import Outputs, WindowBatcher, Windows
-from stad.server.detector import Detector, ScoreOutput, WindowOutput
+from stad.server.detector.steps import ScoreOutput, WindowOutput
 from stad.server.errors import InvalidArgumentError
 from stad.server.metrics import ServerMetrics
 from stad.server.registry import Registry, check_model_name
+
+if TYPE_CHECKING:
+    from stad.server.detector import Detector
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -153,7 +156,7 @@ class ScoringEngine:
         ):
             async for outputs in parts:
                 window_output = WindowOutput(outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None)
-                folded_steps = len(window_output) * detector.config.window
+                folded_steps = len(window_output) * detector.config.model.window
                 with _naming_series(index):
                     chunk = await _off_loop_if_large(folded_steps, assembler.add, window_output)
                 if chunk is not None:

@@ -8,6 +8,7 @@ from typing import Any
 from grpc import aio
 
 from stad.core.series import SeriesData
+from stad.core.types import MIB
 from stad.server import convert
 from stad.server.detector import Detector
 from stad.server.errors import ResourceExhaustedError
@@ -16,7 +17,6 @@ from stad.server.scoring import ScoringEngine, check_request, interleave, step_r
 from stad.v1 import scoring_pb2 as _scoring_pb2
 from stad.v1 import scoring_pb2_grpc as _scoring_pb2_grpc
 
-MIB = 1024 * 1024
 # A streamed message is at most about this big, and fits the max message size when that is smaller.
 STREAM_CHUNK_BYTES = MIB
 

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 from grpc import aio
 
+from stad.core.detector_config import DetectorConfig, SettingError
 from stad.core.series import SeriesData, align_channels, make_series, series_from_proto
+from stad.core.types import MIB
 from stad.server import convert, paging
-from stad.server.detector import DetectorConfig
 from stad.server.errors import InvalidArgumentError, RequestCutOff, ResourceExhaustedError
 from stad.server.guard import CallGuard
 from stad.server.jobs import JobManager, TrainingRequest
@@ -136,7 +137,7 @@ async def collect_training_request(
         total_bytes += chunk.values.nbytes
         if total_bytes > max_bytes:
             over_limit = (
-                f"training data is over the server's limit of {max_bytes // (1024 * 1024)} MiB "
+                f"training data is over the server's limit of {max_bytes // MIB} MiB "
                 f"(max_training_mb) after {sum(c.steps for c in chunks) + chunk.steps} steps"
             )
             chunks.clear()
@@ -160,9 +161,9 @@ async def collect_training_request(
         raise InvalidArgumentError("no training data: send data in the StartTrainingRequest messages")
     config = convert.spec_config(spec)
     try:
-        parsed = DetectorConfig(**config)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"bad training setting: {str(exc).removeprefix('bad config: ')}") from exc
+        parsed = DetectorConfig.from_flat(config)
+    except SettingError as exc:
+        raise InvalidArgumentError(f"bad training setting {exc}") from exc
     stamps = [c.timestamps_ns for c in chunks]
     if any(s is None for s in stamps) and not all(s is None for s in stamps):
         raise InvalidArgumentError("either every data chunk has timestamps or none does")
@@ -174,9 +175,9 @@ async def collect_training_request(
         )
     except ValueError as exc:
         raise InvalidArgumentError(f"training data: {exc}") from exc
-    if series.steps < parsed.window:
+    if series.steps < parsed.model.window:
         raise InvalidArgumentError(
-            f"training data has {series.steps} steps, fewer than one window of {parsed.window}"
+            f"training data has {series.steps} steps, fewer than one window of {parsed.model.window}"
         )
     check_every_channel_observed(series)
     return TrainingRequest(

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from stad.server import calibration
 from stad.server.detector import (
     Detector,
     DetectorConfig,
@@ -21,8 +22,9 @@ from stad.server.detector import (
     TrainingProgress,
     WindowOutput,
 )
+from stad.server.detector.steps import smooth_trailing
 
-TINY = DetectorConfig(
+TINY = DetectorConfig().replace(
     window=32,
     patch=4,
     d_model=32,
@@ -65,6 +67,7 @@ def fitted() -> Detector:
     return Detector(TINY).fit(coupled_series(1200), channels=["a", "b", "c", "d"])
 
 
+@pytest.mark.slow
 def test_fit_and_score_shapes(fitted: Detector) -> None:
     X = coupled_series(300, seed=1)
     out = fitted.score(X)
@@ -152,7 +155,7 @@ def test_nan_is_missing_and_stays_local(fitted: Detector) -> None:
 def test_constant_channel() -> None:
     X = coupled_series(400)
     X[:, 2] = 7.0
-    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
+    cfg = DetectorConfig().replace(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
     det = Detector(cfg).fit(X)
     Y = coupled_series(200, seed=1)
     Y[:, 2] = 7.0
@@ -210,7 +213,7 @@ def test_bad_input_raises_value_error(fitted: Detector) -> None:
 )
 def test_bad_config_raises_value_error(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"{field}="):
-        DetectorConfig(**{field: value})  # type: ignore[arg-type]
+        DetectorConfig().replace(**{field: value})
 
 
 def test_save_load_round_trip(fitted: Detector, tmp_path: Path) -> None:
@@ -236,7 +239,9 @@ def test_save_load_round_trip(fitted: Detector, tmp_path: Path) -> None:
     ):
         assert key in meta
     assert meta["channels"] == ["a", "b", "c", "d"]
-    assert meta["config"]["window"] == 32
+    assert meta["format_version"] == 2
+    assert meta["config"] == fitted.config.to_dict()
+    assert meta["config"]["model"]["window"] == 32
 
     loaded = Detector.load(tmp_path / "model")
     X = coupled_series(300, seed=8)
@@ -250,16 +255,57 @@ def test_save_load_round_trip(fitted: Detector, tmp_path: Path) -> None:
         Detector.load(tmp_path / "nowhere")
 
 
+def _rewrite_metadata(directory: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = directory / "metadata.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+
+
+def test_a_model_saved_with_a_flat_config_loads_and_scores_the_same(fitted: Detector, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "model")
+
+    def to_version_1(meta: dict[str, Any]) -> None:
+        meta.update(format_version=1, config=fitted.config.to_flat())
+
+    _rewrite_metadata(tmp_path / "model", to_version_1)
+    loaded = Detector.load(tmp_path / "model")
+    assert loaded.config == fitted.config
+    assert loaded.metadata_["format_version"] == 2
+    assert loaded.metadata_["config"] == fitted.config.to_dict()
+    X = coupled_series(200, seed=8)
+    np.testing.assert_array_equal(loaded.score(X).score, fitted.score(X).score)
+
+
+@pytest.mark.parametrize(
+    ("version", "config", "message"),
+    [
+        (1, {"window": 32, "wndow": 16}, r"wndow=16: is not a detector setting"),
+        (2, {"model": {"window": 32}, "extra": {}}, r"extra=\{\}: is not a config group"),
+        (2, {"scoring": {"window": 32}}, r"scoring.window=32: is not a setting of this group"),
+        (2, {"model": {"window": -1}}, r"window=-1: must be an integer >= 2"),
+        (3, {}, r"unsupported format 'stad-detector' version 3"),
+    ],
+)
+def test_unknown_or_bad_saved_settings_are_refused(
+    fitted: Detector, tmp_path: Path, version: int, config: dict[str, Any], message: str
+) -> None:
+    fitted.save(tmp_path / "model")
+    _rewrite_metadata(tmp_path / "model", lambda meta: meta.update(format_version=version, config=config))
+    with pytest.raises(ValueError, match=message):
+        Detector.load(tmp_path / "model")
+
+
 def _weights(det: Detector) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in det.model_.state_dict().items()}
 
 
 def test_same_seed_same_weights() -> None:
-    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
+    cfg = DetectorConfig().replace(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
     X = coupled_series(300)
     first = _weights(Detector(cfg).fit(X))
     second = _weights(Detector(cfg).fit(X))
-    other = _weights(Detector(DetectorConfig(**{**vars(cfg), "seed": 1})).fit(X))
+    other = _weights(Detector(cfg.replace(seed=1)).fit(X))
     for name, tensor in first.items():
         assert torch.equal(tensor, second[name]), name
     assert any(not torch.equal(t, other[n]) for n, t in first.items())
@@ -279,7 +325,9 @@ def test_cancellation_raises() -> None:
 
 def test_progress_reports_steps_and_eta() -> None:
     reports: list[TrainingProgress] = []
-    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=3, patience=10)
+    cfg = DetectorConfig().replace(
+        window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=3, patience=10
+    )
     Detector(cfg).fit(coupled_series(400), progress=reports.append)
     assert len(reports) >= 3
     steps = [r.step for r in reports]
@@ -291,6 +339,7 @@ def test_progress_reports_steps_and_eta() -> None:
     assert reports[0].mask_ratio < reports[-1].mask_ratio  # curriculum
 
 
+@pytest.mark.slow
 def test_labels_fine_tune_and_set_threshold() -> None:
     X = coupled_series(1200, seed=9)
     labels = np.zeros(1200, dtype=int)
@@ -298,7 +347,7 @@ def test_labels_fine_tune_and_set_threshold() -> None:
         X[start : start + 30, 1] += 30.0
         labels[start : start + 30] = 1
     reports: list[TrainingProgress] = []
-    cfg = DetectorConfig(
+    cfg = DetectorConfig().replace(
         window=32,
         patch=4,
         d_model=16,
@@ -316,17 +365,17 @@ def test_labels_fine_tune_and_set_threshold() -> None:
     assert thresholds["method"] == "best_f1" and thresholds["best_f1"] > 0.8
     assert det.metadata_["has_head"] is True
     out = det.score(X)
-    assert out.threshold == det.threshold_ != DetectorConfig().threshold_factor
+    assert out.threshold == det.threshold_ != DetectorConfig().scoring.threshold_factor
     hit = out.is_anomaly[labels == 1].mean()
     false = out.is_anomaly[labels == 0].mean()
     assert hit > 0.7 and false < 0.1
 
 
 def test_warm_start_continues_from_weights() -> None:
-    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
+    cfg = DetectorConfig().replace(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
     det = Detector(cfg).fit(coupled_series(400))
     before = _weights(det)
-    det.config = DetectorConfig(**{**vars(cfg), "epochs": 1, "learning_rate": 1e-9})
+    det.config = cfg.replace(epochs=1, learning_rate=1e-9)
     det.fit(coupled_series(400, seed=10), warm_start=True)
     after = _weights(det)
     for name, tensor in before.items():
@@ -337,7 +386,7 @@ def test_warm_start_continues_from_weights() -> None:
         det.fit(coupled_series(400)[:, :3], warm_start=True)
     # A cancelled warm start leaves the fitted detector as it was.
     scores = det.score(coupled_series(200)).score
-    det.config = DetectorConfig(**{**vars(cfg), "epochs": 3, "learning_rate": 1e-2})
+    det.config = cfg.replace(epochs=3, learning_rate=1e-2)
     calls: list[int] = []
 
     def stop_after_two_steps() -> bool:
@@ -350,7 +399,9 @@ def test_warm_start_continues_from_weights() -> None:
 
 
 def test_spatial_weight_zero_skips_whole_channel_family() -> None:
-    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=1, spatial_weight=0.0)
+    cfg = DetectorConfig().replace(
+        window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=1, spatial_weight=0.0
+    )
     det = Detector(cfg).fit(coupled_series(300))
     windows = det.plan_windows(coupled_series(200, seed=1)).windows
     families = det._forward_windows(windows)
@@ -363,7 +414,9 @@ def test_spatial_weight_zero_skips_whole_channel_family() -> None:
 def test_residual_term_flags_an_unseen_combination_of_ordinary_values() -> None:
     # Channels a and c move in opposite directions in training; holding both at a
     # level each has often had, but together, breaks the coupling without a step.
-    cfg = DetectorConfig(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=1, residual_weight=0.5)
+    cfg = DetectorConfig().replace(
+        window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=1, residual_weight=0.5
+    )
     det = Detector(cfg).fit(coupled_series(400))
     assert det.subspace_ is not None
     X = coupled_series(300, seed=1)
@@ -375,7 +428,7 @@ def test_residual_term_flags_an_unseen_combination_of_ordinary_values() -> None:
     # The term is fitted on the training split and put on the prediction errors' scale.
     plan = det.plan_windows(coupled_series(200, seed=2))
     families = det._forward_windows(plan.windows)
-    expected = 0.5 * det._combine(families.temporal, families.spatial, None) + (
+    expected = 0.5 * det.scorer_.combine(families.temporal, families.spatial, None) + (
         0.5 * families.residual / det.residual_scale_
     )
     np.testing.assert_allclose(det.score_windows(plan.windows).errors, expected, rtol=1e-5)
@@ -386,16 +439,17 @@ def test_residual_weight_zero_keeps_prediction_errors_only(fitted: Detector) -> 
     families = fitted._forward_windows(plan.windows)
     np.testing.assert_allclose(
         fitted.score_windows(plan.windows).errors,
-        fitted._combine(families.temporal, families.spatial, None),
+        fitted.scorer_.combine(families.temporal, families.spatial, None),
         rtol=1e-6,
     )
 
 
+@pytest.mark.slow
 def test_without_validation_early_stopping_watches_fixed_masks() -> None:
     # The training loss rises with the mask-ratio curriculum; stopping on it would end
     # training after `patience` epochs. The fixed-mask monitor keeps improving instead.
     reports: list[TrainingProgress] = []
-    cfg = DetectorConfig(**{**vars(TINY), "val_fraction": 0.0, "patience": 2, "epochs": 6})
+    cfg = TINY.replace(val_fraction=0.0, patience=2, epochs=6)
     det = Detector(cfg).fit(coupled_series(600), progress=reports.append)
     metrics = det.metadata_["training_metrics"]
     assert metrics["epochs_run"] == 6 and metrics["val_windows"] == 0
@@ -413,10 +467,17 @@ def assert_outputs_equal(one: ScoreOutput, other: ScoreOutput) -> None:
         assert getattr(one, name) == getattr(other, name), name
 
 
+def with_smoothing(fitted: Detector, smoothing: int) -> Detector:
+    """A copy of the fitted detector that smooths its scores over `smoothing` steps."""
+    detector = copy.deepcopy(fitted)
+    detector.config = fitted.config.replace(smoothing=smoothing)
+    detector.scorer_ = dataclasses.replace(fitted.scorer_, config=detector.config)
+    return detector
+
+
 @pytest.mark.parametrize("smoothing", [1, 9])
 def test_assembler_chunks_join_to_assemble(fitted: Detector, smoothing: int) -> None:
-    detector = copy.deepcopy(fitted)
-    detector.config.smoothing = smoothing
+    detector = with_smoothing(fitted, smoothing)
     X = coupled_series(700, seed=8)
     X[100:130, 1] = np.nan
     X[400, :] = np.nan  # a step with nothing observed
@@ -441,12 +502,11 @@ def test_assembler_chunks_join_to_assemble(fitted: Detector, smoothing: int) -> 
 
 
 def test_assembled_smoothing_is_the_trailing_mean_of_the_unsmoothed_score(fitted: Detector) -> None:
-    smoothed = copy.deepcopy(fitted)
-    smoothed.config.smoothing = 9
+    smoothed = with_smoothing(fitted, 9)
     X = coupled_series(300, seed=9)
     unsmoothed_raw = fitted.score(X, batch_size=5).raw_score
     np.testing.assert_array_equal(
-        smoothed.score(X, batch_size=5).raw_score, calibration.smooth_trailing(unsmoothed_raw, 9)
+        smoothed.score(X, batch_size=5).raw_score, smooth_trailing(unsmoothed_raw, 9)
     )
 
 

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from stad.server import calibration
-from stad.server.model import MaskedPredictor, ModelConfig
-from stad.server.preprocessing import (
-    ChannelScaler,
-    as_matrix,
+from stad.core.detector_config import ModelConfig, TrainingConfig
+from stad.server.detector import steps
+from stad.server.detector.model import (
+    MaskedPredictor,
     channel_masks,
-    extract_windows,
     group_masks,
+    predict_masked,
     random_masks,
-    window_starts,
 )
-from stad.server.training import learning_rate, predict_masked
+from stad.server.detector.preprocessing import ChannelScaler, as_matrix, extract_windows, window_starts
+from stad.server.detector.train import learning_rate
 
 
 @pytest.mark.parametrize(("channels", "patches", "groups"), [(1, 8, 4), (5, 8, 4), (3, 4, 2)])
@@ -53,13 +54,13 @@ def test_random_masks_ratio_and_never_empty() -> None:
 
 
 def test_window_starts_cover_every_step() -> None:
-    for steps, window, stride in [(100, 32, 16), (32, 32, 16), (101, 32, 32), (1000, 64, 1)]:
-        starts = window_starts(steps, window, stride)
-        covered = np.zeros(steps, dtype=int)
+    for n_steps, window, stride in [(100, 32, 16), (32, 32, 16), (101, 32, 32), (1000, 64, 1)]:
+        starts = window_starts(n_steps, window, stride)
+        covered = np.zeros(n_steps, dtype=int)
         for s in starts:
             covered[s : s + window] += 1
         assert (covered >= 1).all()
-        assert starts[-1] == steps - window
+        assert starts[-1] == n_steps - window
     X = np.arange(20.0).reshape(10, 2)
     w = extract_windows(X, np.array([0, 6]), 4)
     assert w.shape == (2, 4, 2) and w.dtype == np.float32
@@ -93,10 +94,10 @@ def test_as_matrix_messages() -> None:
 
 def test_smooth_trailing_matches_naive_mean() -> None:
     raw = np.random.default_rng(0).random(50)
-    out = calibration.smooth_trailing(raw, 5)
+    out = steps.smooth_trailing(raw, 5)
     naive = np.array([raw[max(0, i - 4) : i + 1].mean() for i in range(50)])
     np.testing.assert_allclose(out, naive)
-    np.testing.assert_array_equal(calibration.smooth_trailing(raw, 1), raw)
+    np.testing.assert_array_equal(steps.smooth_trailing(raw, 1), raw)
 
 
 def test_best_f1_threshold_matches_brute_force() -> None:
@@ -105,7 +106,7 @@ def test_best_f1_threshold_matches_brute_force() -> None:
         labels = rng.random(200) < 0.2
         labels[0] = True
         score = rng.random(200) + labels * rng.random() + np.round(rng.random(200), 1) * 0.1
-        threshold, f1 = calibration.best_f1_threshold(score, labels)
+        threshold, f1 = steps.best_f1_threshold(score, labels)
         best = 0.0
         for t in np.unique(score):
             pred = score >= t
@@ -115,20 +116,18 @@ def test_best_f1_threshold_matches_brute_force() -> None:
         pred = score >= threshold
         assert 2 * (pred & labels).sum() / (pred.sum() + labels.sum()) == pytest.approx(best)
     with pytest.raises(ValueError, match="no anomalies"):
-        calibration.best_f1_threshold(np.ones(3), np.zeros(3, dtype=bool))
+        steps.best_f1_threshold(np.ones(3), np.zeros(3, dtype=bool))
 
 
 def test_severity_and_reference() -> None:
-    sev = calibration.severity(np.array([0.0, 1.0, 2.0, 100.0, -1.0]))
+    sev = steps.severity(np.array([0.0, 1.0, 2.0, 100.0, -1.0]))
     np.testing.assert_allclose(sev, [0.0, 50.0, 75.0, 100.0, 0.0])
-    assert calibration.reference_scale(np.zeros(10), 0.99) == calibration.MIN_REFERENCE
-    assert calibration.reference_scale(np.arange(101.0), 0.5) == pytest.approx(50.0)
+    assert steps.reference_scale(np.zeros(10), 0.99) == steps.MIN_REFERENCE
+    assert steps.reference_scale(np.arange(101.0), 0.5) == pytest.approx(50.0)
 
 
 def test_learning_rate_warms_up_then_decays() -> None:
-    from stad.server.detector import DetectorConfig
-
-    cfg = DetectorConfig(learning_rate=1e-3, warmup_fraction=0.1)
+    cfg = TrainingConfig(learning_rate=1e-3, warmup_fraction=0.1)
     lrs = [learning_rate(s, 100, cfg) for s in range(100)]
     assert lrs[0] < lrs[5] < lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
@@ -136,9 +135,7 @@ def test_learning_rate_warms_up_then_decays() -> None:
 
 
 def _model(channels: int = 3) -> MaskedPredictor:
-    model = MaskedPredictor(
-        ModelConfig(n_channels=channels, window=16, patch=4, d_model=16, n_heads=2, n_layers=1)
-    )
+    model = MaskedPredictor(ModelConfig(window=16, patch=4, d_model=16, n_heads=2, n_layers=1), channels)
     model.init_weights(torch.Generator().manual_seed(0))
     return model.eval()
 
@@ -156,8 +153,8 @@ def test_forward_checks_input_shapes() -> None:
         model(x, obs[:, :8], hidden)
     with pytest.raises(ValueError, match="hidden must have shape"):
         model(x, obs, hidden[:, :2])
-    with pytest.raises(ValueError, match="window"):
-        ModelConfig(n_channels=2, window=10, patch=4)
+    with pytest.raises(ValueError, match="n_channels"):
+        MaskedPredictor(ModelConfig(), 0)
 
 
 def test_hidden_values_do_not_leak_into_their_prediction() -> None:
@@ -186,10 +183,10 @@ def test_level_baseline_lets_predictions_follow_an_unseen_level() -> None:
     obs = torch.ones_like(x, dtype=torch.bool)
     hidden = torch.zeros(1, 3, 4, dtype=torch.bool)
     hidden[0, 1, 2] = True
-    plain = MaskedPredictor(ModelConfig(n_channels=3, window=16, patch=4, d_model=16, n_heads=2, n_layers=1))
+    plain = MaskedPredictor(ModelConfig(window=16, patch=4, d_model=16, n_heads=2, n_layers=1), 3)
     plain.init_weights(torch.Generator().manual_seed(0))
     based = MaskedPredictor(
-        ModelConfig(n_channels=3, window=16, patch=4, d_model=16, n_heads=2, n_layers=1, level_baseline=True)
+        ModelConfig(window=16, patch=4, d_model=16, n_heads=2, n_layers=1, level_baseline=True), 3
     )
     based.load_state_dict(plain.state_dict())
     with torch.inference_mode():
@@ -202,3 +199,13 @@ def test_level_baseline_lets_predictions_follow_an_unseen_level() -> None:
     with torch.inference_mode():
         alone, _ = based(x, obs, hidden)
     assert (alone[0, :, 1] - 50).abs().min() > 40
+
+
+def test_step_scoring_and_saved_format_import_without_torch() -> None:
+    # Batching, assembly and streaming need only NumPy from the detector.
+    code = (
+        "import sys; import stad.server.detector.steps, stad.server.detector.saved, stad.server.scoring; "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -75,6 +75,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_matches_reference(name: str) -> None:
     (scores, labels), window = CASES[name]

@@ -23,7 +23,8 @@ import pytest
 
 from stad.client import Client, DataError, JobState, JobStatus, ScoreResult
 from stad.client._types import TrainingProgress
-from stad.client.cli import ProgressBar, join_chunks, main
+from stad.client.cli import join_chunks, main
+from stad.core.progress import Progress, TrainingDisplay
 from tests.client.support import (
     CHANNELS,
     MODEL,
@@ -294,6 +295,7 @@ def test_serve_runs_the_server_until_terminated(tmp_path: Path, capsys: pytest.C
     assert process.returncode == 0, err
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_train_leaves_the_job_running(stad: Stad, cli_env: str, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "big.csv", make_data(3000, seed=4))
     process = subprocess.Popen(
@@ -325,6 +327,7 @@ def test_ctrl_c_during_train_leaves_the_job_running(stad: Stad, cli_env: str, tm
             stad("jobs", "cancel", job_id)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_jobs_watch_cancels_only_on_yes_at_a_terminal(cli_env: str, train_data: Data) -> None:
     with Client(cli_env) as client:
         job = client.train(
@@ -504,5 +507,5 @@ def test_progress_line_shows_dashes_for_what_is_not_known_yet(
     progress = TrainingProgress("pretrain", 1, 10, step, 100, 0.5, val_loss, 0.15, 120.0)
     status = JobStatus("j", "m", JobState.RUNNING, progress, None, "", None, None, None, 400)
     stream = io.StringIO()
-    ProgressBar(stream).update(status)
+    TrainingDisplay(Progress(stream=stream)).update(status)
     assert stream.getvalue().rstrip().endswith(expected), stream.getvalue()

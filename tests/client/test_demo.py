@@ -19,6 +19,7 @@ def shorten_training(ctx: DemoContext) -> None:
     ctx.train_csv.write_text("".join(lines[: TRAIN_ROWS + 1]))
 
 
+@pytest.mark.slow
 def test_demo_runs_every_step_through_the_cli(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

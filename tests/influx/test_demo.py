@@ -13,6 +13,7 @@ from stad.influx_task.local_influxd import Influxd
 TINY = TrainingSettings(epochs=1, window=16, patch=4, d_model=16, n_layers=1, n_heads=2, seed=0)
 
 
+@pytest.mark.slow
 def test_round_trip_reads_scores_back_and_reports_metrics(
     influxd: Influxd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

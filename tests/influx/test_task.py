@@ -487,7 +487,7 @@ chunk_steps = 100
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "100.0% 200/200 steps" in captured.err
+    assert "100% 200/200 steps" in captured.err and "\r" not in captured.err  # stderr is no terminal
     assert "pumps: 2 chunks, 400 steps scored" in captured.out
     times = sorted({int(r["time"]) for r in _scores(influxd.url, database)})  # type: ignore[call-overload]
     assert times == data.timestamps_ns[100:300].tolist()
@@ -509,6 +509,7 @@ def test_a_failing_job_does_not_stop_the_others(
     _assert_no_gap_no_duplicate(influxd.url, database, data)
 
 
+@pytest.mark.slow
 def test_cli_train_pulls_history_and_activates(
     influxd: Influxd,
     server: EmbeddedServer,
@@ -564,6 +565,7 @@ tag_filter = {{ unit = "1" }}
     assert info.active_version == "1"
 
 
+@pytest.mark.slow
 def test_grafana_dashboard_queries_run_on_the_output(
     influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str
 ) -> None:

@@ -61,7 +61,7 @@ def series_message(
 def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny detector trained once per session, saved as a directory."""
     directory = tmp_path_factory.mktemp("saved") / "model"
-    config = DetectorConfig(**TINY, max_windows_per_epoch=256)  # type: ignore[arg-type]
+    config = DetectorConfig.from_flat({**TINY, "max_windows_per_epoch": 256})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # far faster on a busy shared CPU
     try:

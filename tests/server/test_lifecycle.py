@@ -150,6 +150,7 @@ def test_main_rejects_bad_settings(capsys: pytest.CaptureFixture[str], tmp_path:
     assert "device must be one of" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 async def test_serve_command_runs_until_sigterm(model_dir: Path) -> None:
     env = {**os.environ, "STAD_MODEL_DIR": str(model_dir), "STAD_MAX_BATCH_WINDOWS": "8"}
     process = await asyncio.create_subprocess_exec(
@@ -260,6 +261,7 @@ def busy_port() -> Iterator[int]:
         yield other.getsockname()[1]
 
 
+@pytest.mark.slow
 async def test_ports_in_use_are_one_line_naming_the_flag(model_dir: Path, busy_port: int) -> None:
     common = ("--model-dir", str(model_dir))
     stderr = await asyncio.to_thread(
@@ -275,6 +277,7 @@ async def test_ports_in_use_are_one_line_naming_the_flag(model_dir: Path, busy_p
     )
 
 
+@pytest.mark.slow
 def test_model_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     a_file = tmp_path / "models"
     a_file.write_text("")

@@ -93,6 +93,7 @@ def logged(caplog: pytest.LogCaptureFixture, job_id: str) -> list[str]:
     return [record.getMessage() for record in caplog.records if job_id in record.getMessage()]
 
 
+@pytest.mark.slow
 async def test_train_watch_and_the_new_version_serves(
     make_server: MakeServer, job_log: pytest.LogCaptureFixture
 ) -> None:
@@ -130,6 +131,7 @@ async def test_train_watch_and_the_new_version_serves(
     assert server.metrics.training_jobs.labels(state="succeeded")._value.get() == 1
 
 
+@pytest.mark.slow
 async def test_cancel_queued_and_running_jobs(
     make_server: MakeServer, job_log: pytest.LogCaptureFixture
 ) -> None:
@@ -167,6 +169,7 @@ async def test_cancel_queued_and_running_jobs(
     ("fault", "reason"),
     [("exit", "exited with code 70"), ("raise", "injected training failure")],
 )
+@pytest.mark.slow
 async def test_crashing_job_leaves_server_serving_and_registry_intact(
     make_server: MakeServer, model_dir: Path, fault: str, reason: str, job_log: pytest.LogCaptureFixture
 ) -> None:
@@ -245,7 +248,7 @@ async def test_bad_training_requests(make_server: MakeServer) -> None:
             (spec(patch=5), [data]),
             {},
             grpc.StatusCode.INVALID_ARGUMENT,
-            "bad training setting: window=16 (must be a multiple of patch=5)",
+            "bad training setting window=16: must be a multiple of patch=5",
         ),
         (
             (spec(), [np.where([True, False, True], data, np.nan)]),
@@ -329,6 +332,7 @@ def write_record(jobs_dir: Path, record: dict[str, Any]) -> str:
     return str(record["job_id"])
 
 
+@pytest.mark.slow
 async def test_job_history_survives_a_restart(make_server: MakeServer, model_dir: Path) -> None:
     server, channel = await make_server()
     job = await start(channel, spec(activate=True), [make_values(400, seed=3)])
@@ -397,6 +401,7 @@ async def test_job_history_is_bounded(model_dir: Path) -> None:
     await manager.close()
 
 
+@pytest.mark.slow
 async def test_replicas_sharing_a_model_dir_keep_to_their_own_jobs(
     make_server: MakeServer, model_dir: Path
 ) -> None:

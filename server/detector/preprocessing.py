@@ -1,4 +1,4 @@
-"""Input validation, channel scaling, windowing and masks.
+"""Input validation, channel scaling, windowing and the training subspace (NumPy only).
 
 Scaling is per channel with statistics of the training data (mean and
 standard deviation, ignoring NaN), never per window: a per-window
@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
-FloatArray = npt.NDArray[np.float64]
+from stad.core.types import FloatArray
 
 # Scaled values are clipped to this magnitude so a wild reading (or a reading
 # of a channel that was constant in training) cannot overflow the network.
@@ -112,54 +111,6 @@ def extract_windows(
     """(T, C) -> (N, L, C) float32 copies of the windows at `starts`."""
     index = starts[:, None] + np.arange(window)[None, :]  # (N, L)
     return np.ascontiguousarray(array[index], dtype=np.float32)  # (N, L, C)
-
-
-def group_masks(n_channels: int, n_patches: int, groups: int) -> torch.Tensor:
-    """K complementary token masks, (K, C, N) bool: token (c, n) is hidden in group (n + c) % K.
-
-    Every token is hidden in exactly one group; in each group a hidden token's
-    temporal neighbours and most of its peers at the same time are visible.
-    """
-    c = torch.arange(n_channels)[:, None]
-    n = torch.arange(n_patches)[None, :]
-    group = (n + c) % groups  # (C, N)
-    return group[None, :, :] == torch.arange(groups)[:, None, None]  # (K, C, N)
-
-
-def channel_masks(n_channels: int, n_patches: int, groups: int) -> torch.Tensor:
-    """Complementary whole-channel masks, (K_s, C, N) bool: channel c hidden in group c % K_s.
-
-    K_s = min(groups, C); none (K_s = 0) for a single channel. Hidden channels
-    are predicted from their peers alone, which exposes a sensor decoupling
-    from the others even when its own history looks normal.
-    """
-    count = min(groups, n_channels) if n_channels > 1 else 0
-    group = (torch.arange(n_channels) % max(count, 1))[:, None].expand(n_channels, n_patches)
-    return group[None, :, :] == torch.arange(count)[:, None, None]  # (K_s, C, N)
-
-
-def random_masks(
-    batch: int, n_channels: int, n_patches: int, ratio: float, generator: torch.Generator
-) -> torch.Tensor:
-    """(B, C, N) bool training masks, at least one hidden token per window.
-
-    Half the windows (when C > 1) hide whole channels, each with probability
-    `ratio` and never all of them; the others hide single tokens with
-    probability `ratio`. The mix teaches prediction from time and from peers.
-    """
-    hidden = torch.rand((batch, n_channels, n_patches), generator=generator) < ratio
-    if n_channels > 1:
-        by_channel = torch.rand((batch,), generator=generator) < 0.5
-        chan = torch.rand((batch, n_channels), generator=generator) < ratio  # (B, C)
-        keep = torch.randint(0, n_channels, (batch,), generator=generator)
-        chan[torch.arange(batch), keep] = False
-        hidden = torch.where(by_channel[:, None, None], chan[:, :, None], hidden)
-    # Guarantee a target in every window: hide one random token where none is.
-    flat = hidden.reshape(batch, n_channels * n_patches)  # (B, C*N), a view
-    empty = ~flat.any(dim=1)
-    pick = torch.randint(0, n_channels * n_patches, (batch,), generator=generator)
-    flat[empty, pick[empty]] = True
-    return flat.view(batch, n_channels, n_patches)  # (B, C, N)
 
 
 @dataclass

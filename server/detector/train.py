@@ -1,13 +1,7 @@
-"""Training loops: self-supervised masked prediction, then optional supervised fine-tuning.
+"""Training: self-supervised masked pretraining, then optional supervised fine-tuning.
 
-Pretraining hides random tokens with a ratio that grows linearly from
-`mask_ratio_start` to `mask_ratio_end` over the run (curriculum) and regresses
-the hidden points (MSE over observed, non-anomalous points only). Validation
-uses the fixed complementary scoring masks, so its loss is comparable across
-epochs and equals the scoring error. AdamW, linear warm-up then cosine decay
-to 10% of the learning rate, gradient clipping, early stopping on validation
-loss (the best weights are kept). All randomness comes from one
-`torch.Generator`; bf16 autocast is used on CUDA only.
+AdamW with gradient clipping; early stopping keeps the best epoch's weights.
+All randomness comes from one `torch.Generator`; bf16 autocast on CUDA only.
 """
 
 from __future__ import annotations
@@ -17,17 +11,22 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stad.server.model import AnomalyHead, MaskedPredictor
-from stad.server.preprocessing import channel_masks, group_masks, random_masks
-
-if TYPE_CHECKING:
-    from stad.server.detector import DetectorConfig
+from stad.core.detector_config import DetectorConfig, TrainingConfig
+from stad.server.detector.model import (
+    AnomalyHead,
+    MaskedPredictor,
+    autocast,
+    point_mask,
+    predict_masked,
+    random_masks,
+    squared_errors,
+)
 
 # Early stopping without a validation split watches this many training windows.
 MONITOR_WINDOWS = 512
@@ -97,77 +96,14 @@ class WindowSet:
         )
 
 
-def autocast(device: torch.device) -> torch.autocast:
-    """bf16 autocast on CUDA; a disabled context elsewhere."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def point_mask(hidden: Tensor, patch: int) -> Tensor:
-    """Token mask (..., C, N) -> point mask (..., L, C)."""
-    return hidden.repeat_interleave(patch, dim=-1).transpose(-1, -2)  # (..., L, C)
-
-
-@dataclass
-class MaskedPrediction:
-    """Every point predicted while hidden, by two complementary mask families."""
-
-    temporal: Tensor  # (B, L, C) from K diagonal token masks: own history and peers visible
-    spatial: Tensor | None  # (B, L, C) from whole-channel masks: peers only; None if C == 1
-    pooled: Tensor  # (B, N, D) channel-mean features of each token from the pass hiding it
-
-    def family_errors(self, values: Tensor, observed: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(B, L, C) squared errors of each family, 0 where not observed."""
-        spatial = None if self.spatial is None else squared_errors(self.spatial, values, observed)
-        return squared_errors(self.temporal, values, observed), spatial
-
-    def errors(self, values: Tensor, observed: Tensor) -> Tensor:
-        """(B, L, C) squared errors averaged over the families, 0 where not observed."""
-        temporal, spatial = self.family_errors(values, observed)
-        return temporal if spatial is None else 0.5 * (temporal + spatial)
-
-
-def predict_masked(
-    model: MaskedPredictor, values: Tensor, observed: Tensor, groups: int, spatial: bool = True
-) -> MaskedPrediction:
-    """All K + K_s complementary masked passes over (B, L, C) windows in one batched forward.
-
-    spatial=False skips the whole-channel family (K_s = 0). Each window's
-    result depends only on that window.
-    """
-    cfg = model.config
-    b = values.shape[0]
-    temporal = group_masks(cfg.n_channels, cfg.n_patches, groups)  # (K, C, N)
-    spatial_groups = groups if spatial else 0
-    spatial_masks = channel_masks(cfg.n_channels, cfg.n_patches, spatial_groups)  # (K_s, C, N)
-    k, ks = temporal.shape[0], spatial_masks.shape[0]
-    masks = torch.cat((temporal, spatial_masks)).to(values.device)  # (K+K_s, C, N)
-    hidden = masks.repeat_interleave(b, dim=0)  # ((K+K_s)*B, C, N), row g*B + i
-    with autocast(values.device):
-        pred, feats = model(values.repeat(k + ks, 1, 1), observed.repeat(k + ks, 1, 1), hidden)
-    pred = pred.float().view(k + ks, b, cfg.window, cfg.n_channels)  # (K+K_s, B, L, C)
-    pm = point_mask(masks, cfg.patch).to(pred.dtype)[:, None]  # (K+K_s, 1, L, C)
-    chosen = pred * pm
-    feats = feats[: k * b].float().view(k, b, cfg.n_channels, cfg.n_patches, cfg.d_model)
-    tm = masks[:k].to(feats.dtype)[:, None, :, :, None]  # (K, 1, C, N, 1)
-    return MaskedPrediction(
-        temporal=chosen[:k].sum(dim=0),
-        spatial=chosen[k:].sum(dim=0) if ks else None,
-        pooled=(feats * tm).sum(dim=0).mean(dim=1),  # (B, N, D)
-    )
-
-
-def squared_errors(prediction: Tensor, values: Tensor, observed: Tensor) -> Tensor:
-    """(B, L, C) squared errors, 0 where not observed."""
-    return torch.where(observed, (prediction - values) ** 2, torch.zeros_like(values))
-
-
 def _batches(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
 
 
-class _Reporter:
-    """Counts steps, computes the ETA, throttles progress and checks cancellation."""
+class ProgressReporter:
+    """Counts optimiser steps over all phases, computes the ETA, throttles progress
+    reports (at most every PROGRESS_INTERVAL_S, always at epoch end) and checks cancellation."""
 
     def __init__(
         self,
@@ -190,7 +126,18 @@ class _Reporter:
     def advance(self) -> None:
         self.step += 1
 
-    def report(self, *, force: bool, **fields: float | int | str) -> None:
+    def report(
+        self,
+        *,
+        force: bool,
+        phase: str,
+        epoch: int,
+        epochs: int,
+        train_loss: float,
+        val_loss: float,
+        mask_ratio: float,
+    ) -> None:
+        """Send a TrainingProgress for the current step, unless throttled (force: never)."""
         if self.progress is None or self.step == self.last_step_reported:
             return
         now = time.monotonic()
@@ -202,26 +149,26 @@ class _Reporter:
         self.last_step_reported = self.step
         self.progress(
             TrainingProgress(
-                phase=str(fields["phase"]),
-                epoch=int(fields["epoch"]),
-                epochs=int(fields["epochs"]),
+                phase=phase,
+                epoch=epoch,
+                epochs=epochs,
                 step=self.step,
                 steps_total=self.steps_total,
-                train_loss=float(fields["train_loss"]),
-                val_loss=float(fields["val_loss"]),
-                mask_ratio=float(fields["mask_ratio"]),
+                train_loss=float(train_loss),
+                val_loss=float(val_loss),
+                mask_ratio=float(mask_ratio),
                 eta_s=float(eta),
             )
         )
 
 
-def steps_per_epoch(n_windows: int, config: DetectorConfig) -> int:
+def steps_per_epoch(n_windows: int, config: TrainingConfig) -> int:
     used = min(n_windows, config.max_windows_per_epoch or n_windows)
     return max(1, math.ceil(used / config.batch_size))
 
 
-def learning_rate(step: int, total: int, config: DetectorConfig) -> float:
-    """Linear warm-up over warmup_fraction of the steps, then cosine decay to 10%."""
+def learning_rate(step: int, total: int, config: TrainingConfig) -> float:
+    """Linear warm-up over warmup_fraction of the steps, then cosine decay to MIN_LR_FRACTION."""
     warmup = max(1, round(config.warmup_fraction * total))
     if step < warmup:
         return config.learning_rate * (step + 1) / warmup
@@ -246,7 +193,7 @@ def masked_loss(
     return total / max(count, 1)
 
 
-def _optimizer(params: list[nn.Parameter], config: DetectorConfig) -> torch.optim.AdamW:
+def _optimizer(params: list[nn.Parameter], config: TrainingConfig) -> torch.optim.AdamW:
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     return torch.optim.AdamW(
@@ -302,43 +249,51 @@ def pretrain(
     val: WindowSet | None,
     config: DetectorConfig,
     generator: torch.Generator,
-    reporter: _Reporter,
+    reporter: ProgressReporter,
 ) -> dict[str, float | int | bool]:
-    """Self-supervised masked prediction with curriculum and early stopping."""
+    """Self-supervised masked prediction; returns the run's metrics.
+
+    Each batch hides random tokens (`random_masks`) and regresses the hidden points:
+    loss = mean squared error over the hidden points that are observed and not
+    labelled anomalous. The learning rate follows `learning_rate`. Early stopping
+    watches `masked_loss` (the fixed scoring masks) on validation, else on a fixed
+    training sample, since the training loss rises with the mask ratio.
+    """
     device = train.values.device
-    cfg = model.config
-    per_epoch = steps_per_epoch(len(train), config)
-    total = per_epoch * config.epochs
-    optimizer = _optimizer(list(model.parameters()), config)
-    stopping = _EarlyStopping(model, config.patience)
+    cfg, tc = model.config, config.training
+    per_epoch = steps_per_epoch(len(train), tc)
+    total = per_epoch * tc.epochs
+    optimizer = _optimizer(list(model.parameters()), tc)
+    stopping = _EarlyStopping(model, tc.patience)
     epochs_run, step = 0, 0
     train_loss = val_loss = math.nan
-    ratio = config.mask_ratio_start
+    ratio = tc.mask_ratio_start
     dropout_rng = generator
     if device.type != "cpu":
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         dropout_rng = torch.Generator(device=device).manual_seed(seed)
     monitor = val if val is not None else train.evenly(MONITOR_WINDOWS)
-    for epoch in range(config.epochs):
+    for epoch in range(tc.epochs):
         model.train()
-        order = torch.randperm(len(train), generator=generator)[: per_epoch * config.batch_size]
+        order = torch.randperm(len(train), generator=generator)[: per_epoch * tc.batch_size]
         running, seen = 0.0, 0
-        for sl in _batches(order.shape[0], config.batch_size):
+        for sl in _batches(order.shape[0], tc.batch_size):
             reporter.check_stop()
             batch = train.batch(order[sl].to(device))
-            ratio = config.mask_ratio_start + (config.mask_ratio_end - config.mask_ratio_start) * (
+            # Curriculum: the mask ratio grows linearly from start to end over the run.
+            ratio = tc.mask_ratio_start + (tc.mask_ratio_end - tc.mask_ratio_start) * (
                 step / max(1, total - 1)
             )
-            hidden = random_masks(batch.values.shape[0], cfg.n_channels, cfg.n_patches, ratio, generator)
+            hidden = random_masks(batch.values.shape[0], model.n_channels, cfg.n_patches, ratio, generator)
             hidden = hidden.to(device)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total, config)
+                group["lr"] = learning_rate(step, total, tc)
             with autocast(device):
                 pred, _ = model(batch.values, batch.observed, hidden, dropout_rng)
             target = point_mask(hidden, cfg.patch) & batch.target  # (B, L, C)
             err = squared_errors(pred.float(), batch.values, target)
             loss = err.sum() / target.sum().clamp(min=1)
-            _optimizer_step(optimizer, loss, model, config.grad_clip)
+            _optimizer_step(optimizer, loss, model, tc.grad_clip)
             running += float(loss.detach()) * batch.values.shape[0]
             seen += batch.values.shape[0]
             step += 1
@@ -347,22 +302,21 @@ def pretrain(
                 force=False,
                 phase="pretrain",
                 epoch=epoch + 1,
-                epochs=config.epochs,
+                epochs=tc.epochs,
                 train_loss=running / seen,
                 val_loss=val_loss,
                 mask_ratio=ratio,
             )
         epochs_run = epoch + 1
         train_loss = running / max(seen, 1)
-        # The training loss rises with the mask ratio, so early stopping watches
-        # the fixed scoring masks: on validation, else on a fixed training sample.
-        monitored = masked_loss(model, monitor, config.groups, config.batch_size, config.spatial_weight > 0)
+        spatial = config.scoring.spatial_weight > 0
+        monitored = masked_loss(model, monitor, config.groups, tc.batch_size, spatial)
         val_loss = monitored if val is not None else math.nan
         reporter.report(
             force=True,
             phase="pretrain",
             epoch=epoch + 1,
-            epochs=config.epochs,
+            epochs=tc.epochs,
             train_loss=train_loss,
             val_loss=val_loss,
             mask_ratio=ratio,
@@ -373,7 +327,7 @@ def pretrain(
     return {
         "epochs_run": epochs_run,
         "steps": step,
-        "stopped_early": epochs_run < config.epochs,
+        "stopped_early": epochs_run < tc.epochs,
         "final_train_loss": train_loss,
         "best_val_loss" if val is not None else "best_monitor_loss": stopping.best_loss,
         "final_mask_ratio": ratio,
@@ -409,36 +363,36 @@ def finetune(
     val: WindowSet | None,
     config: DetectorConfig,
     generator: torch.Generator,
-    reporter: _Reporter,
+    reporter: ProgressReporter,
 ) -> dict[str, float | int | bool]:
     """Train the head (encoder frozen) with class-weighted BCE on per-step labels."""
-    spatial = config.spatial_weight > 0
-    pooled, errors, labels = head_inputs(model, train, config.groups, config.batch_size, spatial)
+    tc, spatial = config.training, config.scoring.spatial_weight > 0
+    pooled, errors, labels = head_inputs(model, train, config.groups, tc.batch_size, spatial)
     positives = float(labels.sum())
     negatives = float(labels.numel()) - positives
     pos_weight = torch.tensor(negatives / max(positives, 1.0), device=labels.device)
     val_inputs = None
     if val is not None and val.labels is not None:
-        val_inputs = head_inputs(model, val, config.groups, config.batch_size, spatial)
-    optimizer = _optimizer(list(head.parameters()), config)
-    per_epoch = steps_per_epoch(labels.shape[0], config)
-    stopping = _EarlyStopping(head, config.patience)
+        val_inputs = head_inputs(model, val, config.groups, tc.batch_size, spatial)
+    optimizer = _optimizer(list(head.parameters()), tc)
+    per_epoch = steps_per_epoch(labels.shape[0], tc)
+    stopping = _EarlyStopping(head, tc.patience)
     epochs_run = 0
     train_loss = val_loss = math.nan
 
     def bce(p: Tensor, e: Tensor, y: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(head(p, e), y, pos_weight=pos_weight)
 
-    for epoch in range(config.finetune_epochs):
+    for epoch in range(tc.finetune_epochs):
         head.train()
         order = torch.randperm(labels.shape[0], generator=generator)
-        order = order[: per_epoch * config.batch_size]
+        order = order[: per_epoch * tc.batch_size]
         running, seen = 0.0, 0
-        for sl in _batches(order.shape[0], config.batch_size):
+        for sl in _batches(order.shape[0], tc.batch_size):
             reporter.check_stop()
             idx = order[sl].to(labels.device)
             loss = bce(pooled[idx], errors[idx], labels[idx])
-            _optimizer_step(optimizer, loss, head, config.grad_clip)
+            _optimizer_step(optimizer, loss, head, tc.grad_clip)
             running += float(loss.detach()) * idx.shape[0]
             seen += idx.shape[0]
             reporter.advance()
@@ -453,7 +407,7 @@ def finetune(
             force=True,
             phase="finetune",
             epoch=epoch + 1,
-            epochs=config.finetune_epochs,
+            epochs=tc.finetune_epochs,
             train_loss=train_loss,
             val_loss=val_loss,
             mask_ratio=0.0,

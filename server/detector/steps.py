@@ -1,0 +1,397 @@
+"""From per-window model outputs to calibrated per-step scores (NumPy only).
+
+The server batches the windows of many requests (`WindowPlan` in, `WindowOutput`
+out) and a `ScoreAssembler` turns each plan's window results into per-step
+scores, released as soon as no later window covers them. A window's result
+never depends on its batch, and nothing here needs torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from stad.core.detector_config import DetectorConfig
+from stad.core.metrics import best_f1
+from stad.core.types import BoolArray, FloatArray, IntArray
+
+# Floor of the per-channel error scales, so a perfectly predicted channel does not divide by 0.
+MIN_ERROR_SCALE = 1e-6
+# Floor of the reference scale, in raw units, so that a perfectly predicted
+# (e.g. constant) training series does not make every later score infinite.
+MIN_REFERENCE = 1e-6
+
+
+@dataclass
+class WindowPlan:
+    """Windows of one series, ready for `Detector.score_windows`."""
+
+    windows: npt.NDArray[np.float32]  # (N, L, C) scaled, NaN kept
+    starts: IntArray  # (N,) first step of each window
+    missing: BoolArray  # (T, C)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.missing.shape[0])
+
+
+@dataclass
+class WindowOutput:
+    """Per-window results of `Detector.score_windows`; slice with `take`, join with `concatenate`."""
+
+    errors: npt.NDArray[np.float32]  # (N, L, C) combined errors (`StepScorer.combine`), 0 where missing
+    expected: FloatArray  # (N, L, C) predictions in the data's own units
+    probability: npt.NDArray[np.float32] | None = None  # (N, L) head output, if fine-tuned
+
+    def __len__(self) -> int:
+        return int(self.errors.shape[0])
+
+    def take(self, index: slice | IntArray) -> WindowOutput:
+        prob = None if self.probability is None else self.probability[index]
+        return WindowOutput(self.errors[index], self.expected[index], prob)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[WindowOutput]) -> WindowOutput:
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        probs = [p.probability for p in parts]
+        prob = None
+        if all(p is not None for p in probs):
+            prob = np.concatenate([p for p in probs if p is not None])
+        return cls(
+            np.concatenate([p.errors for p in parts]),
+            np.concatenate([p.expected for p in parts]),
+            prob,
+        )
+
+
+@dataclass
+class ScoreOutput:
+    score: FloatArray  # (T,) calibrated, higher = more anomalous, same scale for every model
+    raw_score: FloatArray  # (T,) model units
+    is_anomaly: BoolArray  # (T,) score >= threshold
+    severity: FloatArray  # (T,) 0..100
+    threshold: float  # on the score scale
+    contributions: FloatArray  # (T, C) rows sum to 1 (0 where nothing observed)
+    expected: FloatArray  # (T, C) in the data's own units
+    channels: tuple[str, ...] = field(default_factory=tuple)
+    start_step: int = 0  # the series step of row 0 (an assembler's chunks start later)
+
+    @property
+    def stop_step(self) -> int:
+        return self.start_step + int(self.score.shape[0])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[ScoreOutput]) -> ScoreOutput:
+        """Join consecutive chunks of one series (as a `ScoreAssembler` releases them)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        for before, after in itertools.pairwise(parts):
+            if after.start_step != before.stop_step:
+                raise ValueError(
+                    f"chunk at step {after.start_step} does not follow one ending at {before.stop_step}"
+                )
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        arrays = {
+            name: np.concatenate([getattr(p, name) for p in parts])
+            for name in ("score", "raw_score", "is_anomaly", "severity", "contributions", "expected")
+        }
+        return cls(**arrays, threshold=first.threshold, channels=first.channels, start_step=first.start_step)
+
+
+class StepMeans:
+    """Per-step means of window results, accumulated batch by batch in plan order."""
+
+    def __init__(self, plan: WindowPlan, window: int) -> None:
+        self.plan = plan
+        self.window = window
+        self.sums: dict[str, FloatArray] = {}
+        self.count = np.zeros(plan.n_steps)
+        self.added = 0  # windows of the plan folded in so far
+
+    def add(self, **arrays: npt.NDArray[Any] | None) -> None:
+        """Fold in the next windows' arrays, each (n, L, ...); None entries are skipped."""
+        present = [a for a in arrays.values() if a is not None]
+        n = present[0].shape[0] if present else 0
+        starts = self.plan.starts[self.added : self.added + n]
+        if starts.shape[0] != n:
+            raise ValueError(f"more window results than the plan's {self.plan.starts.shape[0]}")
+        L = self.window
+        for name, array in arrays.items():
+            if array is None:
+                continue
+            total = self.sums.setdefault(name, np.zeros((self.plan.n_steps, *array.shape[2:])))
+            for i, s in enumerate(starts):
+                total[s : s + L] += array[i]
+        for s in starts:
+            self.count[s : s + L] += 1
+        self.added += n
+
+    @property
+    def final_steps(self) -> int:
+        """Steps no later window covers: their means will not change any more."""
+        if self.added == self.plan.starts.shape[0]:
+            return self.plan.n_steps
+        return int(self.plan.starts[self.added])
+
+    def mean_or_none(self, name: str, steps: slice = slice(None)) -> FloatArray | None:
+        if name not in self.sums:
+            return None
+        total = self.sums[name][steps]
+        count = np.maximum(self.count[steps], 1)
+        mean: FloatArray = total / count.reshape(-1, *[1] * (total.ndim - 1))
+        return mean
+
+    def mean(self, name: str, steps: slice = slice(None)) -> FloatArray:
+        mean = self.mean_or_none(name, steps)
+        if mean is None:
+            raise ValueError(f"no window results named {name!r}")
+        return mean
+
+
+class TrailingMean:
+    """Means over a trailing window of `steps` steps (shorter at the start), fed piece
+    by piece: the pieces' results equal one call over the whole series, float for float,
+    because it keeps the running prefix sums of the last `steps` steps."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self._prefix = np.zeros(1)  # prefix sums at steps seen - len + 1 .. seen
+        self._seen = 0
+
+    def add(self, raw: FloatArray) -> FloatArray:
+        """The trailing means of the next raw.shape[0] steps."""
+        if self.steps <= 1:
+            return raw.copy()
+        sums = np.concatenate((self._prefix[:-1], np.cumsum(np.concatenate((self._prefix[-1:], raw)))))
+        first = self._seen - (self._prefix.shape[0] - 1)  # the series step of sums[0]
+        idx = np.arange(self._seen + 1, self._seen + raw.shape[0] + 1)
+        lo = np.maximum(idx - self.steps, 0)
+        out: FloatArray = (sums[idx - first] - sums[lo - first]) / (idx - lo)
+        self._prefix = sums[-(self.steps + 1) :]
+        self._seen += raw.shape[0]
+        return out
+
+
+def smooth_trailing(raw: FloatArray, steps: int) -> FloatArray:
+    """Mean over a trailing window of `steps` steps (shorter at the start)."""
+    return TrailingMean(steps).add(raw)
+
+
+def reference_scale(normal_raw: FloatArray, quantile: float) -> float:
+    """The `quantile` of held-out normal raw scores, floored at MIN_REFERENCE."""
+    if normal_raw.size == 0:
+        raise ValueError("no normal scores to calibrate on")
+    return float(max(np.quantile(normal_raw, quantile), MIN_REFERENCE))
+
+
+def severity(score: FloatArray) -> FloatArray:
+    """100 * (1 - 2**-score): 0..100, monotone in the calibrated score; 50 at score 1, 75 at 2."""
+    out: FloatArray = 100.0 * (1.0 - np.exp2(-np.maximum(score, 0.0)))
+    return out
+
+
+def best_f1_threshold(score: FloatArray, labels: BoolArray) -> tuple[float, float]:
+    """(threshold, F1) of the best point-wise F1 cut of `score >= threshold`.
+
+    The threshold lies midway between the best cut's score and the next lower
+    score, so it generalises a little past the data.
+    """
+    if score.shape != labels.shape:
+        raise ValueError(f"score shape {score.shape} != labels shape {labels.shape}")
+    if not labels.any():
+        raise ValueError("labels contain no anomalies; cannot choose a best-F1 threshold")
+    best = best_f1(score, labels)
+    lower = score[score < best.threshold]
+    threshold = 0.5 * (best.threshold + float(lower.max())) if lower.size else best.threshold
+    return float(threshold), best.f1
+
+
+def step_raw(missing: BoolArray, errors: FloatArray, probability: FloatArray | None) -> FloatArray:
+    """Per-step raw score before smoothing: the mean error over the observed channels
+    (0 if none is observed), or the supervised head's anomaly probability when present."""
+    n_obs = (~missing).sum(axis=1)
+    if probability is None:
+        step: FloatArray = errors.sum(axis=1) / np.maximum(n_obs, 1)
+        return step
+    return np.where(n_obs > 0, probability, 0.0)
+
+
+@dataclass(frozen=True)
+class StepScorer:
+    """A fitted detector's scoring state: from window errors to calibrated step scores."""
+
+    config: DetectorConfig
+    channels: tuple[str, ...]
+    error_scale: FloatArray  # (2, C): the temporal and whole-channel families' mean errors
+    residual_scale: float  # calibration mean residual / calibration mean prediction error
+    reference: float  # raw score that maps to score 1.0
+    threshold: float  # on the score scale
+
+    def combine(
+        self, temporal: npt.NDArray[Any], spatial: npt.NDArray[Any], residual: npt.NDArray[Any] | None
+    ) -> FloatArray:
+        """Each point's error from its families' squared errors (scaled units).
+
+        With w = spatial_weight (0 for one channel) and r = residual_weight:
+        e = (1 - w) * temporal / error_scale[0] + w * spatial / error_scale[1], then
+        e = (1 - r) * e + r * residual / residual_scale (residual None: e alone).
+        """
+        scoring = self.config.scoring
+        w = scoring.spatial_weight if len(self.channels) > 1 else 0.0
+        combined: FloatArray = (1 - w) * temporal / self.error_scale[0] + (w * spatial / self.error_scale[1])
+        r = scoring.residual_weight
+        if residual is not None and r > 0:
+            combined = (1 - r) * combined + r * residual / self.residual_scale
+        return combined
+
+    def score_steps(
+        self, means: StepMeans, steps: slice, smoothing: TrailingMean, threshold: float
+    ) -> ScoreOutput:
+        """Scores of a range of final steps; `smoothing` must have seen the steps before.
+
+        score = raw / reference, raw being `step_raw` smoothed over a trailing window
+        of `smoothing` steps; a step's contributions are its channels' shares of its error.
+        """
+        missing = means.plan.missing[steps]
+        err = means.mean("errors", steps)
+        err[missing] = 0.0
+        raw = smoothing.add(step_raw(missing, err, means.mean_or_none("probability", steps)))
+        score = raw / self.reference
+        totals = err.sum(axis=1, keepdims=True)
+        observed = ~missing
+        uniform = observed / np.maximum(observed.sum(axis=1, keepdims=True), 1)
+        contributions = np.where(totals > 0, err / np.where(totals > 0, totals, 1.0), uniform)
+        return ScoreOutput(
+            score=score,
+            raw_score=raw,
+            is_anomaly=score >= threshold,
+            severity=severity(score),
+            threshold=threshold,
+            contributions=contributions,
+            expected=means.mean("expected", steps),
+            channels=self.channels,
+            start_step=steps.start,
+        )
+
+    def assembler(self, plan: WindowPlan, *, threshold: float | None = None) -> ScoreAssembler:
+        """An incremental `assemble`: window results in, final per-step chunks out."""
+        thr = self.threshold if threshold is None else float(threshold)
+        if not np.isfinite(thr):
+            raise ValueError(f"threshold must be finite, got {threshold}")
+        return ScoreAssembler(self, plan, thr)
+
+    def assemble(
+        self, plan: WindowPlan, output: WindowOutput, *, threshold: float | None = None
+    ) -> ScoreOutput:
+        """Turn the window results of one plan into per-step scores."""
+        assembler = self.assembler(plan, threshold=threshold)
+        if len(output) != plan.starts.shape[0]:
+            raise ValueError(f"output has {len(output)} windows, the plan {plan.starts.shape[0]}")
+        result = assembler.add(output)
+        assert result is not None  # every window is in, so every step is final
+        return result
+
+
+class ScoreAssembler:
+    """Per-step scores of one plan, released in order as soon as they are final.
+
+    Feed `add` the plan's window results in plan order, in pieces of any size. Step t
+    depends only on the windows starting at or before t (smoothing is trailing), so
+    once the windows before k are in, the steps before starts[k] are final; the last
+    window releases the rest. The chunks concatenate to `StepScorer.assemble`'s result.
+    """
+
+    def __init__(self, scorer: StepScorer, plan: WindowPlan, threshold: float) -> None:
+        self._scorer = scorer
+        self._plan = plan
+        self._threshold = threshold
+        self._window = scorer.config.model.window
+        self._means = StepMeans(plan, self._window)
+        self._smoothing = TrailingMean(scorer.config.scoring.smoothing)
+        self.released = 0  # steps released so far
+
+    @property
+    def done(self) -> bool:
+        return self.released == self._plan.n_steps
+
+    def add(self, output: WindowOutput) -> ScoreOutput | None:
+        """Fold in the next windows' results; the newly final steps, or None if none."""
+        shape = (len(output), self._window, self._plan.missing.shape[1])
+        if output.errors.shape != shape or output.expected.shape != shape:
+            raise ValueError(
+                f"output errors {output.errors.shape} / expected {output.expected.shape} "
+                f"are not windows of shape (N, {shape[1]}, {shape[2]})"
+            )
+        self._means.add(errors=output.errors, expected=output.expected, probability=output.probability)
+        stop = self._means.final_steps
+        if stop == self.released:
+            return None
+        chunk = self._scorer.score_steps(
+            self._means, slice(self.released, stop), self._smoothing, self._threshold
+        )
+        self.released = stop
+        return chunk
+
+
+def calibrate(
+    config: DetectorConfig,
+    channels: tuple[str, ...],
+    means: StepMeans,
+    usable: BoolArray,
+    anomalous: BoolArray | None,
+) -> tuple[StepScorer, dict[str, Any]]:
+    """The scorer fitted on the family errors of a series (`means` of "temporal",
+    "spatial", "residual" and maybe "probability"), and the calibration record.
+
+    Only the `usable` steps (held-out normal data) count. error_scale is each
+    family's per-channel mean error over them (1 without normalize_channel_errors);
+    residual_scale gives the residuals the prediction errors' mean, so
+    residual_weight is a plain mixing weight; reference is the threshold_quantile
+    of their smoothed raw scores, so score 1.0 means the same on every model. The
+    threshold is threshold_factor, or with labels the best-F1 threshold over the
+    whole series.
+    """
+    scoring = config.scoring
+    plan = means.plan
+    temporal, spatial = means.mean("temporal"), means.mean("spatial")
+    residual = means.mean("residual")
+    error_scale = np.ones((2, len(channels)))
+    if scoring.normalize_channel_errors:
+        observed = ~plan.missing[usable]
+        for row, per_step in enumerate((temporal[usable], spatial[usable])):
+            sums = np.where(observed, per_step, 0.0).sum(axis=0)
+            mean_err = sums / np.maximum(observed.sum(axis=0), 1)
+            error_scale[row] = np.maximum(mean_err, MIN_ERROR_SCALE)
+    scorer = StepScorer(config, channels, error_scale, residual_scale=1.0, reference=1.0, threshold=1.0)
+    observed = ~plan.missing & usable[:, None]
+    prediction = scorer.combine(temporal, spatial, None)
+    mean_pred = float(prediction[observed].mean()) if observed.any() else 1.0
+    mean_res = float(residual[observed].mean()) if observed.any() else 1.0
+    scorer = dataclasses.replace(
+        scorer, residual_scale=max(mean_res, MIN_ERROR_SCALE) / max(mean_pred, MIN_ERROR_SCALE)
+    )
+    # Combining is linear, so combining per-step means equals scoring's order.
+    err = scorer.combine(temporal, spatial, residual)
+    err[plan.missing] = 0.0
+    raw = smooth_trailing(step_raw(plan.missing, err, means.mean_or_none("probability")), scoring.smoothing)
+    reference = reference_scale(raw[usable], scoring.threshold_quantile)
+    record: dict[str, Any] = {
+        "method": "quantile",
+        "quantile": scoring.threshold_quantile,
+        "reference": reference,
+        "calibration_steps": int(usable.sum()),
+    }
+    threshold = float(scoring.threshold_factor)
+    if anomalous is not None and anomalous.any():
+        threshold, f1 = best_f1_threshold(raw / reference, anomalous)
+        record.update({"method": "best_f1", "best_f1": f1})
+    return dataclasses.replace(scorer, reference=reference, threshold=threshold), record
