@@ -34,6 +34,7 @@ import torch
 from stad.core.detector_config import DetectorConfig
 from stad.core.types import BoolArray, FloatArray
 from stad.server.detector import saved
+from stad.server.detector.choices import DataChoices, choose
 from stad.server.detector.model import AnomalyHead, MaskedPredictor, predict_masked
 from stad.server.detector.preprocessing import (
     ChannelScaler,
@@ -67,6 +68,7 @@ from stad.server.detector.train import (
 # small chunks that stay in cache measured fastest (bench/speed.py).
 SCORE_TOKEN_BUDGET = {"cpu": 1 << 12, "cuda": 1 << 18}
 CALIBRATION_BATCH = 256  # windows per scoring call while calibrating
+HOLDOUT_BLOCKS = 5  # held-out blocks spread over the training series
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Detector:
     channels_: tuple[str, ...]
     subspace_: Subspace | None  # None on models saved before it existed
     scorer_: StepScorer
+    choices_: DataChoices
     calibration_: dict[str, Any]
     metadata_: dict[str, Any]
 
@@ -158,14 +161,13 @@ class Detector:
         normal_rows = data if anomalous is None else data[~anomalous]
         scaler = ChannelScaler.fit(normal_rows if normal_rows.shape[0] >= window else data)
         scaled = scaler.transform(data)
-        n_val = max(round(t * tc.val_fraction), window) if tc.val_fraction > 0 else 0
-        if t - n_val < window:
-            n_val = 0
-        split = t - n_val
-        fit_rows = scaled[:split] if anomalous is None else scaled[:split][~anomalous[:split]]
-        subspace = Subspace.fit(fit_rows if fit_rows.shape[0] else scaled, cfg.scoring.residual_variance)
-        train_set = self._window_set(scaled, anomalous, 0, split, tc.train_stride, device)
-        val_set = self._window_set(scaled, anomalous, split, t, cfg.stride, device) if n_val else None
+        held = holdout_blocks(t, window, tc.val_fraction)
+        n_val = int(held.sum())
+        fit_mask = ~held if anomalous is None else ~held & ~anomalous
+        subspace = Subspace.fit(scaled[fit_mask] if fit_mask.any() else scaled, cfg.scoring.residual_variance)
+        train_set = self._window_set(scaled, anomalous, _runs(~held), tc.train_stride, device)
+        val_set = self._window_set(scaled, anomalous, _runs(held), cfg.stride, device) if n_val else None
+        choices = choose(normal_rows if normal_rows.shape[0] >= window else data, cfg)
 
         generator = torch.Generator().manual_seed(tc.seed)
         if keep_weights:  # train a copy: a cancelled or failed fit leaves self unchanged
@@ -174,7 +176,7 @@ class Detector:
             model = MaskedPredictor(cfg.model, c)
             model.init_weights(generator)
             model = model.to(device)
-        use_head = anomalous is not None and bool(anomalous[:split].any()) and tc.finetune_epochs > 0
+        use_head = anomalous is not None and bool(anomalous[~held].any()) and tc.finetune_epochs > 0
         total = steps_per_epoch(len(train_set), tc) * tc.epochs
         if use_head:
             head_windows = min(len(train_set), HEAD_MAX_WINDOWS)
@@ -194,7 +196,8 @@ class Detector:
         self.scaler_ = scaler
         self.channels_ = names
         self.subspace_ = subspace
-        self._calibrate(data, anomalous, split if n_val >= cfg.scoring.min_calibration_steps else 0)
+        self.choices_ = choices
+        self._calibrate(data, anomalous, held if n_val >= cfg.scoring.min_calibration_steps else None)
         metrics.update(
             fit_s=time.monotonic() - started,
             train_windows=len(train_set),
@@ -209,13 +212,14 @@ class Detector:
         self,
         scaled: FloatArray,
         anomalous: BoolArray | None,
-        start: int,
-        stop: int,
+        runs: Sequence[tuple[int, int]],
         stride: int,
         device: torch.device,
     ) -> WindowSet:
+        """The windows that fit inside the [start, stop) runs, every `stride` steps."""
         window = self.config.model.window
-        starts = window_starts(stop - start, window, stride) + start
+        parts = [window_starts(b - a, window, stride) + a for a, b in runs if b - a >= window]
+        starts = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         series = torch.from_numpy(scaled.astype(np.float32))  # (T, C)
         observed = ~torch.isnan(series)
         target = observed
@@ -233,8 +237,9 @@ class Detector:
             window=window,
         )
 
-    def _calibrate(self, data: FloatArray, anomalous: BoolArray | None, first_step: int) -> None:
-        """Fit the step scorer on the fitted model's errors over data[first_step:]."""
+    def _calibrate(self, data: FloatArray, anomalous: BoolArray | None, held: BoolArray | None) -> None:
+        """Fit the step scorer on the fitted model's errors over the held-out steps `held`
+        (None: too few of them, so over the whole training series)."""
         plan = self.plan_windows(data)
         means = StepMeans(plan, self.config.model.window)
         for i in range(0, plan.windows.shape[0], CALIBRATION_BATCH):
@@ -242,14 +247,27 @@ class Detector:
             means.add(
                 temporal=fam.temporal, spatial=fam.spatial, residual=fam.residual, probability=fam.probability
             )
-        usable = np.zeros(data.shape[0], dtype=bool)
-        usable[first_step:] = True
+        usable = np.ones(data.shape[0], dtype=bool) if held is None else held.copy()
         if anomalous is not None:
             usable &= ~anomalous
         if not usable.any():
             usable[:] = True
-        self.scorer_, record = calibrate(self.config, self.channels_, means, usable, anomalous)
-        record["calibration_source"] = "validation" if first_step else "training series"
+        self.scorer_, record = calibrate(
+            self.config,
+            self.channels_,
+            means,
+            usable,
+            anomalous,
+            scored=self.choices_.scored,
+            span=self.choices_.span,
+        )
+        record["calibration_source"] = "held-out blocks" if held is not None else "training series"
+        if held is None:
+            record["calibration_warning"] = (
+                f"fewer than min_calibration_steps={self.config.scoring.min_calibration_steps} held-out "
+                "steps: calibrated on the whole training series (in-sample errors, so scores run high); "
+                "the training false-alarm bound max_train_flag_rate still holds"
+            )
         self.calibration_ = record
 
     def _metadata(
@@ -265,6 +283,7 @@ class Detector:
             "subspace": None if self.subspace_ is None else self.subspace_.to_dict(),
             "residual_scale": self.residual_scale_,
             "thresholds": {"threshold": self.threshold_, **self.calibration_},
+            "data_choices": self.choices_.to_dict(),
             "training_range": {
                 "steps": n_steps,
                 "start_ns": None if stamps is None else int(stamps[0]),
@@ -438,6 +457,7 @@ class Detector:
             raise ValueError(f"{meta_path}: residual_weight > 0 but no subspace saved")
         thresholds = dict(meta["thresholds"])
         threshold = float(thresholds.pop("threshold"))
+        det.choices_ = DataChoices.from_dict(meta.get("data_choices"), len(channels))
         det.scorer_ = StepScorer(
             config,
             channels,
@@ -445,10 +465,35 @@ class Detector:
             residual_scale=float(meta.get("residual_scale", 1.0)),
             reference=float(thresholds["reference"]),
             threshold=threshold,
+            scored=det.choices_.scored,
+            span=det.choices_.span,
         )
         det.calibration_ = thresholds
         det.metadata_ = meta
         return det
+
+
+def holdout_blocks(n_steps: int, window: int, fraction: float) -> BoolArray:
+    """The held-out steps: `fraction` of the series (at least one window) in up to
+    HOLDOUT_BLOCKS blocks of at least one window each, one at the end of each equal part
+    of the series, so that calibration sees the whole training period, not only its
+    tail. None held out when fraction is 0 or the rest would not hold a window."""
+    held = np.zeros(n_steps, dtype=bool)
+    n_val = max(round(n_steps * fraction), window) if fraction > 0 else 0
+    if n_val == 0 or n_steps - n_val < window:
+        return held
+    blocks = max(1, min(HOLDOUT_BLOCKS, n_val // window))
+    size = n_val // blocks
+    for k in range(1, blocks + 1):
+        end = round(k * n_steps / blocks)
+        held[end - size : end] = True
+    return held
+
+
+def _runs(mask: BoolArray) -> list[tuple[int, int]]:
+    """The [start, stop) runs of True in a 1-D mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def torch_device(name: str) -> torch.device:
