@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from stad.core.detector_config import SETTINGS_BY_NAME, Value
 from stad.core.types import BoolArray, FloatArray, IntArray
 
 
@@ -70,6 +71,13 @@ class ModelVersionInfo:
     metadata: Mapping[str, Any]
     description: str
 
+    @property
+    def config(self) -> Mapping[str, Mapping[str, Any]]:
+        """The detector config the version was trained with, by group (model, training,
+        scoring) and setting name, from its metadata; empty if it has none."""
+        config = self.metadata.get("config")
+        return config if isinstance(config, Mapping) else {}
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -125,32 +133,63 @@ class JobStatus:
     channels: tuple[str, ...] = field(default=())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainingSettings:
-    """Training settings; None leaves the server's default."""
+    """Detector settings for a training job; None leaves the server's default.
 
-    epochs: int | None = None
+    One field per setting of `stad.core.detector_config` (same names; its help and
+    bounds are `SETTINGS_BY_NAME[name]`). The fields are written out rather than
+    generated from the declaration so that mypy and IDEs see their names and types;
+    a test checks that they are exactly the declaration's. Construction checks every
+    given value against its setting's rule (SettingError, a ValueError, naming the
+    setting and the rule); rules between settings (window a multiple of patch) are
+    the server's to check, against its own defaults.
+    """
+
+    # model
     window: int | None = None
     patch: int | None = None
     d_model: int | None = None
-    n_layers: int | None = None
     n_heads: int | None = None
+    n_layers: int | None = None
+    dropout: float | None = None
+    ff_mult: int | None = None
+    level_baseline: bool | None = None
+    # training
+    epochs: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
-    seed: int | None = None
+    weight_decay: float | None = None
+    warmup_fraction: float | None = None
+    grad_clip: float | None = None
     val_fraction: float | None = None
+    patience: int | None = None
+    mask_ratio_start: float | None = None
+    mask_ratio_end: float | None = None
+    seed: int | None = None
     finetune_epochs: int | None = None
+    train_stride: int | None = None
+    max_windows_per_epoch: int | None = None
+    # scoring
     smoothing: int | None = None
     threshold_quantile: float | None = None
+    threshold_factor: float | None = None
+    mask_groups: int | None = None
+    score_stride: int | None = None
+    min_calibration_steps: int | None = None
+    normalize_channel_errors: bool | None = None
+    spatial_weight: float | None = None
+    residual_weight: float | None = None
+    residual_variance: float | None = None
 
-    def given(self) -> dict[str, int | float]:
-        """The settings that are set, by field name."""
-        out: dict[str, int | float] = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if value is not None:
-                out[item.name] = value
-        return out
+    def __post_init__(self) -> None:
+        for name, value in self.given().items():
+            object.__setattr__(self, name, SETTINGS_BY_NAME[name].check(value))
+
+    def given(self) -> dict[str, Value]:
+        """The settings that are set, by name."""
+        values = ((item.name, getattr(self, item.name)) for item in fields(self))
+        return {name: value for name, value in values if value is not None}
 
 
 @dataclass(frozen=True)

@@ -530,6 +530,8 @@ def cmd_models_show(args: argparse.Namespace) -> int:
             f"  threshold {item.threshold:.4g}"
         )
         print(f"    channels: {', '.join(item.channels)}")
+        for group, values in item.config.items():
+            print(f"    {group}: " + ", ".join(f"{name}={value}" for name, value in values.items()))
         print(f"    trained on {item.train_steps} steps")
         if item.description:
             print(f"    {item.description}")

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from stad.server import job_worker
 from stad.server.detector import Detector
 from stad.server.guard import CallGuard
 from stad.server.jobs import JobManager
@@ -127,8 +128,11 @@ class StadServer:
         await self.grpc_server.wait_for_termination()
 
 
-async def create_server(address: str, settings: Settings) -> tuple[StadServer, int]:
-    """Build and start a server listening on `address` (port 0: any free port)."""
+async def create_server(
+    address: str, settings: Settings, *, job_runner: job_worker.JobRunner = job_worker.run
+) -> tuple[StadServer, int]:
+    """Build and start a server listening on `address` (port 0: any free port); `job_runner`
+    runs each training job in its child process (tests pass one that fails)."""
     device = resolve_device(settings.device)
     _check_model_dir(Path(settings.model_dir))
     _check_address_free(address)
@@ -161,7 +165,7 @@ async def create_server(address: str, settings: Settings) -> tuple[StadServer, i
         max_concurrent=settings.max_concurrent_jobs,
         max_queued=settings.max_queued_jobs,
         metrics=metrics,
-        fault=settings.job_fault,
+        runner=job_runner,
         torch_threads=threads_for_torch(settings.torch_threads),
         server_id=settings.server_name,
     )

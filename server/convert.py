@@ -6,12 +6,12 @@ import contextlib
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from stad.core.detector_config import SETTINGS, Value
 from stad.core.series import SeriesData, series_from_proto
 from stad.server.detector import saved
 from stad.server.detector.steps import ScoreOutput
@@ -158,27 +158,10 @@ def job_message(job: Job) -> _training_pb2.TrainingJob:
     return message
 
 
-_SPEC_FIELDS = (
-    "epochs",
-    "window",
-    "patch",
-    "d_model",
-    "n_layers",
-    "n_heads",
-    "batch_size",
-    "learning_rate",
-    "seed",
-    "val_fraction",
-    "finetune_epochs",
-    "smoothing",
-    "threshold_quantile",
-)
-
-
-def spec_config(spec: _training_pb2.TrainingSpec) -> dict[str, Any]:
-    """The DetectorConfig fields the spec sets (unset ones keep the detector's defaults)."""
+def spec_config(spec: _training_pb2.TrainingSpec) -> dict[str, Value]:
+    """The detector settings the spec sets, by name (unset ones keep the server's defaults)."""
     present = {field.name for field, _ in spec.ListFields()}
-    return {name: getattr(spec, name) for name in _SPEC_FIELDS if name in present}
+    return {info.name: getattr(spec, info.name) for info in SETTINGS if info.name in present}
 
 
 def as_labels(values: Sequence[int]) -> npt.NDArray[np.int64]:

@@ -10,14 +10,14 @@ no pickle), starts `run` in a spawned process, and reads messages from the pipe:
 
 Whatever the child does (raise, crash, run out of memory), the parent only ever
 sees one of these messages or the pipe closing; the registry is written by the
-parent alone, after "done".
+parent alone, after "done". `run` is the default `JobRunner` of the JobManager.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
+from collections.abc import Callable
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
@@ -26,17 +26,17 @@ from typing import Any
 
 import numpy as np
 
+# Runs one job in its child process: (job_dir, conn, cancel, device, torch_threads).
+JobRunner = Callable[[str, Connection, Event, str, int], None]
+
 REQUEST_FILE = "request.json"
 VALUES_FILE = "values.npy"
 LABELS_FILE = "labels.npy"
 TIMESTAMPS_FILE = "timestamps_ns.npy"
 MODEL_DIR = "model"
-CRASH_EXIT_CODE = 70
 
 
-def run(
-    job_dir: str, conn: Connection, cancel: Event, device: str, fault: str, torch_threads: int = 0
-) -> None:
+def run(job_dir: str, conn: Connection, cancel: Event, device: str, torch_threads: int = 0) -> None:
     """Train the job in `job_dir`, reporting over `conn`; `cancel` set means stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when jobs end
     try:
@@ -44,14 +44,14 @@ def run(
             import torch
 
             torch.set_num_threads(torch_threads)
-        conn.send(_train(Path(job_dir), conn, cancel, device, fault))
+        conn.send(_train(Path(job_dir), conn, cancel, device))
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
 
 
-def _train(directory: Path, conn: Connection, cancel: Event, device: str, fault: str) -> tuple[str, str]:
+def _train(directory: Path, conn: Connection, cancel: Event, device: str) -> tuple[str, str]:
     from stad.server.detector import Detector, DetectorConfig, TrainingCancelled, TrainingProgress
 
     request: dict[str, Any] = json.loads((directory / REQUEST_FILE).read_text())
@@ -61,10 +61,6 @@ def _train(directory: Path, conn: Connection, cancel: Event, device: str, fault:
 
     def progress(event: TrainingProgress) -> None:
         conn.send(("progress", asdict(event)))
-        if fault == "exit":
-            os._exit(CRASH_EXIT_CODE)  # test-only: die as a crash or the OOM killer would
-        if fault == "raise":
-            raise RuntimeError("injected training failure (test-only job_fault='raise')")
 
     detector = Detector(DetectorConfig.from_flat(request["config"]), device=device)
     try:

@@ -111,7 +111,7 @@ class JobManager:
         max_concurrent: int = 1,
         max_queued: int = 64,
         metrics: ServerMetrics | None = None,
-        fault: str = "",
+        runner: job_worker.JobRunner = job_worker.run,
         cancel_timeout_s: float = 15.0,
         torch_threads: int = 0,
         max_history: int = MAX_JOB_HISTORY,
@@ -125,7 +125,7 @@ class JobManager:
         self._max_concurrent = max_concurrent
         self._max_queued = max_queued
         self._metrics = metrics
-        self._fault = fault
+        self._runner = runner
         self._cancel_timeout_s = cancel_timeout_s
         self._torch_threads = torch_threads
         self._max_history = max_history
@@ -257,8 +257,8 @@ class JobManager:
                 return
             reader, writer = self._context.Pipe(duplex=False)
             process = self._context.Process(
-                target=job_worker.run,
-                args=(str(directory), writer, cancel, self._device, self._fault, self._torch_threads),
+                target=self._runner,
+                args=(str(directory), writer, cancel, self._device, self._torch_threads),
                 name=f"stad-train-{job.job_id[:8]}",
                 daemon=True,
             )

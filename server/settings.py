@@ -40,9 +40,6 @@ class Settings:
     max_cached_models: int = 8
     torch_threads: int = 0  # 0: auto, see threads_for_torch
     server_id: str = ""  # "": this host's name
-    # Test-only: "exit" makes a training job's process die mid-training,
-    # "raise" makes it raise. Not a flag; set from tests only.
-    job_fault: str = ""
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -74,8 +71,6 @@ class Settings:
                 f"max_queue_windows ({self.max_queue_windows}) must be at least "
                 f"max_batch_windows ({self.max_batch_windows})"
             )
-        if self.job_fault not in ("", "exit", "raise"):
-            raise ValueError(f"job_fault must be '', 'exit' or 'raise', got {self.job_fault!r}")
 
     @property
     def max_message_bytes(self) -> int:

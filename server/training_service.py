@@ -1,4 +1,4 @@
-"""stad.v1.TrainingService: collects streamed training data and drives the JobManager."""
+"""stad.v1.TrainingService: turns streamed requests into jobs (see `requests`) and drives the JobManager."""
 
 from __future__ import annotations
 
@@ -6,17 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import numpy as np
 from grpc import aio
 
-from stad.core.detector_config import DetectorConfig, SettingError
-from stad.core.series import SeriesData, align_channels, make_series, series_from_proto
-from stad.core.types import MIB
-from stad.server import convert, paging
-from stad.server.errors import InvalidArgumentError, RequestCutOff, ResourceExhaustedError
+from stad.server import convert, paging, requests
+from stad.server.errors import RequestCutOff
 from stad.server.guard import CallGuard
-from stad.server.jobs import JobManager, TrainingRequest
-from stad.server.registry import check_model_name
+from stad.server.jobs import JobManager
 from stad.v1 import training_pb2 as _training_pb2
 from stad.v1 import training_pb2_grpc as _training_pb2_grpc
 
@@ -34,7 +29,7 @@ class TrainingServicer(_training_pb2_grpc.TrainingServiceServicer):
     ) -> _training_pb2.StartTrainingResponse:
         async def body() -> _training_pb2.StartTrainingResponse:
             messages = _ended_by_client(request_iterator, context)
-            request = await collect_training_request(messages, self._max_bytes)
+            request = await requests.training_request(messages, self._max_bytes)
             job = await self._jobs.submit(request)
             return _training_pb2.StartTrainingResponse(job=convert.job_message(job))
 
@@ -97,101 +92,6 @@ def _offset(token: str) -> int:
     return offset
 
 
-async def collect_training_request(
-    messages: AsyncIterator[_training_pb2.StartTrainingRequest], max_bytes: int
-) -> TrainingRequest:
-    """Validate the streamed spec and data chunks into one TrainingRequest."""
-    spec: _training_pb2.TrainingSpec | None = None
-    chunks: list[SeriesData] = []
-    labels: list[np.ndarray] = []
-    total_bytes = 0
-    index = -1
-    over_limit = ""
-    async for message in messages:
-        index += 1
-        if index == 0:
-            if not message.HasField("spec"):
-                raise InvalidArgumentError("the first StartTrainingRequest must carry the spec")
-            spec = message.spec
-        if over_limit:
-            continue  # read the rest, so the caller sees our status, not a broken stream
-        if not message.HasField("data") or not message.data.values:
-            if message.labels:
-                raise InvalidArgumentError(f"message {index} has labels but no data")
-            continue
-        try:
-            chunk = series_from_proto(message.data)
-        except ValueError as exc:
-            raise InvalidArgumentError(f"data chunk {index}: {exc}") from exc
-        if chunks:
-            if set(chunk.channels) != set(chunks[0].channels):
-                raise InvalidArgumentError(
-                    f"data chunk {index} has channels {list(chunk.channels)}, "
-                    f"the first chunk had {list(chunks[0].channels)}"
-                )
-            chunk = make_series(
-                align_channels(chunk, chunks[0].channels),
-                channels=chunks[0].channels,
-                timestamps_ns=chunk.timestamps_ns,
-            )
-        total_bytes += chunk.values.nbytes
-        if total_bytes > max_bytes:
-            over_limit = (
-                f"training data is over the server's limit of {max_bytes // MIB} MiB "
-                f"(max_training_mb) after {sum(c.steps for c in chunks) + chunk.steps} steps"
-            )
-            chunks.clear()
-            labels.clear()
-            continue
-        if chunks and bool(message.labels) != bool(labels):
-            raise InvalidArgumentError("either every data chunk has labels or none does")
-        if message.labels:
-            if len(message.labels) != chunk.steps:
-                raise InvalidArgumentError(
-                    f"data chunk {index} has {len(message.labels)} labels for {chunk.steps} steps"
-                )
-            labels.append(convert.as_labels(message.labels))
-        chunks.append(chunk)
-    if over_limit:
-        raise ResourceExhaustedError(over_limit)
-    if spec is None:
-        raise InvalidArgumentError("no StartTrainingRequest received: send the spec first")
-    check_model_name(spec.model)
-    if not chunks:
-        raise InvalidArgumentError("no training data: send data in the StartTrainingRequest messages")
-    config = convert.spec_config(spec)
-    try:
-        parsed = DetectorConfig.from_flat(config)
-    except SettingError as exc:
-        raise InvalidArgumentError(f"bad training setting {exc}") from exc
-    stamps = [c.timestamps_ns for c in chunks]
-    if any(s is None for s in stamps) and not all(s is None for s in stamps):
-        raise InvalidArgumentError("either every data chunk has timestamps or none does")
-    try:
-        series = make_series(
-            np.concatenate([c.values for c in chunks]),  # (T, C)
-            channels=chunks[0].channels,
-            timestamps_ns=None if stamps[0] is None else np.concatenate([s for s in stamps if s is not None]),
-        )
-    except ValueError as exc:
-        raise InvalidArgumentError(f"training data: {exc}") from exc
-    if series.steps < parsed.model.window:
-        raise InvalidArgumentError(
-            f"training data has {series.steps} steps, fewer than one window of {parsed.model.window}"
-        )
-    check_every_channel_observed(series)
-    return TrainingRequest(
-        model=spec.model,
-        config=config,
-        values=series.values,
-        channels=series.channels,
-        timestamps_ns=series.timestamps_ns,
-        labels=np.concatenate(labels) if labels else None,
-        activate=spec.activate,
-        description=spec.description,
-    )
-
-
 async def _ended_by_client(
     messages: AsyncIterator[_training_pb2.StartTrainingRequest], context: Context
 ) -> AsyncIterator[_training_pb2.StartTrainingRequest]:
@@ -207,12 +107,3 @@ async def _ended_by_client(
         await context.send_initial_metadata(())
     except (asyncio.CancelledError, Exception) as exc:  # Exception: gRPC's ExecuteBatchError
         raise RequestCutOff("a StartTrainingRequest was over the server's max message size") from exc
-
-
-def check_every_channel_observed(series: SeriesData) -> None:
-    """A model cannot learn a channel without a single value in its training data."""
-    unobserved = [bool(np.isnan(column).all()) for column in series.values.T]
-    if any(unobserved):
-        names = [repr(name) for name, empty in zip(series.channels, unobserved, strict=True) if empty]
-        which = ("channel " if len(names) == 1 else "channels ") + ", ".join(names)
-        raise InvalidArgumentError(f"training data has no observed values (all NaN) in {which}")

@@ -37,6 +37,10 @@ TINY = DetectorConfig().replace(
 )
 
 
+# Smaller still, for tests that only need some training.
+SMALL = DetectorConfig().replace(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
     """Tiny models run faster on one thread than on two contended ones."""
@@ -155,7 +159,7 @@ def test_nan_is_missing_and_stays_local(fitted: Detector) -> None:
 def test_constant_channel() -> None:
     X = coupled_series(400)
     X[:, 2] = 7.0
-    cfg = DetectorConfig().replace(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
+    cfg = SMALL
     det = Detector(cfg).fit(X)
     Y = coupled_series(200, seed=1)
     Y[:, 2] = 7.0
@@ -301,7 +305,7 @@ def _weights(det: Detector) -> dict[str, torch.Tensor]:
 
 
 def test_same_seed_same_weights() -> None:
-    cfg = DetectorConfig().replace(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
+    cfg = SMALL
     X = coupled_series(300)
     first = _weights(Detector(cfg).fit(X))
     second = _weights(Detector(cfg).fit(X))
@@ -325,9 +329,7 @@ def test_cancellation_raises() -> None:
 
 def test_progress_reports_steps_and_eta() -> None:
     reports: list[TrainingProgress] = []
-    cfg = DetectorConfig().replace(
-        window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=3, patience=10
-    )
+    cfg = SMALL.replace(epochs=3, patience=10)
     Detector(cfg).fit(coupled_series(400), progress=reports.append)
     assert len(reports) >= 3
     steps = [r.step for r in reports]
@@ -347,12 +349,7 @@ def test_labels_fine_tune_and_set_threshold() -> None:
         X[start : start + 30, 1] += 30.0
         labels[start : start + 30] = 1
     reports: list[TrainingProgress] = []
-    cfg = DetectorConfig().replace(
-        window=32,
-        patch=4,
-        d_model=16,
-        n_heads=2,
-        n_layers=1,
+    cfg = SMALL.replace(
         epochs=4,
         batch_size=32,
         learning_rate=3e-3,
@@ -372,7 +369,7 @@ def test_labels_fine_tune_and_set_threshold() -> None:
 
 
 def test_warm_start_continues_from_weights() -> None:
-    cfg = DetectorConfig().replace(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
+    cfg = SMALL
     det = Detector(cfg).fit(coupled_series(400))
     before = _weights(det)
     det.config = cfg.replace(epochs=1, learning_rate=1e-9)
@@ -399,9 +396,7 @@ def test_warm_start_continues_from_weights() -> None:
 
 
 def test_spatial_weight_zero_skips_whole_channel_family() -> None:
-    cfg = DetectorConfig().replace(
-        window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=1, spatial_weight=0.0
-    )
+    cfg = SMALL.replace(epochs=1, spatial_weight=0.0)
     det = Detector(cfg).fit(coupled_series(300))
     windows = det.plan_windows(coupled_series(200, seed=1)).windows
     families = det._forward_windows(windows)
@@ -414,9 +409,7 @@ def test_spatial_weight_zero_skips_whole_channel_family() -> None:
 def test_residual_term_flags_an_unseen_combination_of_ordinary_values() -> None:
     # Channels a and c move in opposite directions in training; holding both at a
     # level each has often had, but together, breaks the coupling without a step.
-    cfg = DetectorConfig().replace(
-        window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=1, residual_weight=0.5
-    )
+    cfg = SMALL.replace(epochs=1, residual_weight=0.5)
     det = Detector(cfg).fit(coupled_series(400))
     assert det.subspace_ is not None
     X = coupled_series(300, seed=1)

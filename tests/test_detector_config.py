@@ -1,8 +1,15 @@
 """The one declaration of the detector's settings: validation, flat names, round trips."""
 
-import pytest
+import re
+import typing
+from pathlib import Path
 
+import pytest
+from google.protobuf.descriptor import FieldDescriptor
+
+from stad.client import TrainingSettings
 from stad.core.detector_config import SETTINGS, SETTINGS_BY_NAME, DetectorConfig, SettingError
+from stad.v1 import training_pb2
 
 
 def test_defaults_round_trip_through_plain_data() -> None:
@@ -48,3 +55,50 @@ def test_every_setting_is_declared_once_with_help_and_a_valid_default() -> None:
     for info in SETTINGS:
         assert info.help, info.name
         assert info.check(info.default) == info.default
+
+
+# Where the declaration meets the wire and the client.
+
+PROTO_TYPES = {
+    int: {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64},
+    float: {FieldDescriptor.TYPE_DOUBLE},
+    bool: {FieldDescriptor.TYPE_BOOL},
+}
+SPEC_FIELDS_BESIDE_SETTINGS = {"model", "activate", "description"}
+TRAINING_PROTO = Path(__file__).resolve().parents[1] / "protos" / "stad" / "v1" / "training.proto"
+
+
+def test_training_spec_has_an_optional_field_of_the_right_kind_for_every_setting() -> None:
+    fields = training_pb2.TrainingSpec.DESCRIPTOR.fields_by_name
+    assert set(fields) - SPEC_FIELDS_BESIDE_SETTINGS == set(SETTINGS_BY_NAME)
+    for info in SETTINGS:
+        field = fields[info.name]
+        assert field.type in PROTO_TYPES[info.kind], info.name
+        assert field.has_presence, f"{info.name} must be optional: unset means the server's default"
+
+
+def test_training_spec_documents_each_setting_with_its_help() -> None:
+    text = TRAINING_PROTO.read_text()
+    for info in SETTINGS:
+        declared = re.search(rf"// (.*)\n\s*optional \w+ {info.name} = \d+;", text)
+        assert declared is not None, info.name
+        assert declared.group(1) == info.help
+
+
+def test_training_settings_cover_exactly_the_declaration() -> None:
+    hints = typing.get_type_hints(TrainingSettings)
+    assert set(hints) == set(SETTINGS_BY_NAME)
+    for info in SETTINGS:
+        assert hints[info.name] == info.kind | None, info.name
+    assert TrainingSettings().given() == {}
+
+
+def test_training_settings_check_each_value_on_construction() -> None:
+    settings = TrainingSettings(window=32, learning_rate=1, level_baseline=True)
+    assert settings.given() == {"window": 32, "learning_rate": 1.0, "level_baseline": True}
+    assert isinstance(settings.learning_rate, float)
+    with pytest.raises(SettingError) as info:
+        TrainingSettings(epochs=0)
+    assert (info.value.name, info.value.value, info.value.rule) == ("epochs", 0, "must be an integer >= 1")
+    with pytest.raises(SettingError, match="dropout"):
+        TrainingSettings(dropout=1.5)

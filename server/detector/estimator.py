@@ -33,7 +33,6 @@ import torch
 
 from stad.core.detector_config import DetectorConfig
 from stad.core.types import BoolArray, FloatArray
-from stad.server.detector import saved
 from stad.server.detector.choices import DataChoices, choose
 from stad.server.detector.model import AnomalyHead, MaskedPredictor, predict_masked
 from stad.server.detector.preprocessing import (
@@ -44,6 +43,7 @@ from stad.server.detector.preprocessing import (
     extract_windows,
     window_starts,
 )
+from stad.server.detector.saved import FORMAT, FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, config_of, upgrade
 from stad.server.detector.steps import (
     ScoreAssembler,
     ScoreOutput,
@@ -274,8 +274,8 @@ class Detector:
         self, n_steps: int, stamps: npt.NDArray[Any] | None, metrics: dict[str, Any]
     ) -> dict[str, Any]:
         return {
-            "format": saved.FORMAT,
-            "format_version": saved.FORMAT_VERSION,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
             "channels": list(self.channels_),
             "scaler": self.scaler_.to_dict(),
@@ -417,8 +417,8 @@ class Detector:
             tensors.update(
                 {f"head.{k}": v.detach().cpu().contiguous() for k, v in self.head_.state_dict().items()}
             )
-        save_file(tensors, str(path / saved.WEIGHTS_FILE))
-        (path / saved.METADATA_FILE).write_text(json.dumps(self.metadata_, indent=2, allow_nan=False))
+        save_file(tensors, str(path / WEIGHTS_FILE))
+        (path / METADATA_FILE).write_text(json.dumps(self.metadata_, indent=2, allow_nan=False))
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str = "cpu") -> Detector:
@@ -426,12 +426,12 @@ class Detector:
         from safetensors.torch import load_file
 
         path = Path(directory)
-        meta_path, weights_path = path / saved.METADATA_FILE, path / saved.WEIGHTS_FILE
+        meta_path, weights_path = path / METADATA_FILE, path / WEIGHTS_FILE
         for p in (meta_path, weights_path):
             if not p.is_file():
                 raise ValueError(f"not a saved detector: {p} is missing")
-        meta = saved.upgrade(json.loads(meta_path.read_text()), str(meta_path))
-        config = saved.config_of(meta)
+        meta = upgrade(json.loads(meta_path.read_text()), str(meta_path))
+        config = config_of(meta)
         det = cls(config, device=device)
         dev = torch_device(device)
         channels = tuple(meta["channels"])

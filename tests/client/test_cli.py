@@ -24,6 +24,7 @@ import pytest
 from stad.client import Client, DataError, JobState, JobStatus, ScoreResult
 from stad.client._types import TrainingProgress
 from stad.client.cli import join_chunks, main
+from stad.core.detector_config import SETTINGS
 from stad.core.progress import Progress, TrainingDisplay
 from tests.client.support import (
     CHANNELS,
@@ -191,6 +192,11 @@ def test_models_list_show_activate(stad: Stad, spare: tuple[str, str]) -> None:
     show = stad("models", "show", SPARE)
     assert show.code == 0
     assert f"* version {second} " in show.out and f"  version {first} " in show.out
+    # the whole config of each version, one line per group, every setting by name
+    config_lines = [line.strip() for line in show.out.splitlines() if line.startswith("    model: ")]
+    assert len(config_lines) == 2 and "window=16" in config_lines[0]
+    for info in SETTINGS:
+        assert show.out.count(f" {info.name}=") == 2, info.name
     activate = stad("models", "activate", SPARE, first)
     assert (activate.code, activate.out.strip()) == (0, f"{SPARE}: active version {first}")
     assert f"* version {first} " in stad("models", "show", SPARE).out

@@ -15,8 +15,10 @@ import torch
 from grpc import aio
 
 from stad.core.series import make_series, series_to_proto
+from stad.server import job_worker
 from stad.server.app import StadServer, create_server
 from stad.server.detector import Detector, DetectorConfig
+from stad.server.job_worker import JobRunner
 from stad.server.registry import Registry
 from stad.server.settings import Settings
 from stad.v1 import series_pb2
@@ -89,9 +91,11 @@ async def make_server(model_dir: Path) -> AsyncIterator[MakeServer]:
     """Start servers on 127.0.0.1 port 0 with settings overrides; stops them afterwards."""
     started: list[tuple[StadServer, aio.Channel]] = []
 
-    async def start(**overrides: Any) -> tuple[StadServer, aio.Channel]:
+    async def start(
+        job_runner: JobRunner = job_worker.run, **overrides: Any
+    ) -> tuple[StadServer, aio.Channel]:
         settings = replace(Settings(model_dir=model_dir, device="cpu", torch_threads=1), **overrides)
-        server, port = await create_server("127.0.0.1:0", settings)
+        server, port = await create_server("127.0.0.1:0", settings, job_runner=job_runner)
         limit = 256 * 1024 * 1024
         channel = aio.insecure_channel(
             f"127.0.0.1:{port}",

@@ -15,8 +15,12 @@ import numpy as np
 import pytest
 from grpc import aio
 
+from stad.core.detector_config import DetectorConfig, SettingError
+from stad.core.types import MIB
+from stad.server import requests as training_requests
 from stad.server.app import JOBS_DIR
 from stad.server.detector import Detector
+from stad.server.job_worker import JobRunner
 from stad.server.jobs import RESTART_REASON, JobManager, TrainingRequest
 from stad.server.registry import Registry
 from stad.v1 import (
@@ -27,6 +31,7 @@ from stad.v1 import (
     training_pb2,
     training_pb2_grpc,
 )
+from tests.server import job_faults
 from tests.server.conftest import CHANNELS, MODEL, MakeServer, make_values, series_message
 
 TINY_SPEC = {"window": 16, "patch": 4, "d_model": 16, "n_heads": 2, "n_layers": 1, "batch_size": 32}
@@ -99,7 +104,8 @@ async def test_train_watch_and_the_new_version_serves(
 ) -> None:
     server, channel = await make_server()
     data = make_values(400, seed=3)
-    job = await start(channel, spec(activate=True, description="first"), [data[:250], data[250:]])
+    first = spec(activate=True, description="first", threshold_factor=2.5, level_baseline=True)
+    job = await start(channel, first, [data[:250], data[250:]])
     assert job.state in (State.JOB_STATE_QUEUED, State.JOB_STATE_RUNNING)
     assert job.steps == 400 and tuple(job.channels) == CHANNELS
     events = await watch_until(channel, job.job_id, FINISHED)
@@ -121,8 +127,15 @@ async def test_train_watch_and_the_new_version_serves(
     )
     assert response.version == "1"
     version_dir = server.settings.model_dir / "fresh" / "1"
-    expected = Detector.load(version_dir).score(values)
-    np.testing.assert_array_equal(np.asarray(response.results[0].score), expected.score)
+    trained = Detector.load(version_dir)
+    np.testing.assert_array_equal(np.asarray(response.results[0].score), trained.score(values).score)
+    # every setting of the spec reaches the detector, and the version shows its whole config
+    assert trained.config.scoring.threshold_factor == 2.5 and trained.config.model.level_baseline
+    assert trained.config == DetectorConfig.from_flat(
+        {**TINY_SPEC, "epochs": 1, "threshold_factor": 2.5, "level_baseline": True}
+    )
+    shown = await models_pb2_grpc.ModelServiceStub(channel).GetModel(models_pb2.GetModelRequest(name="fresh"))
+    assert json.loads(shown.versions[0].metadata_json)["config"] == trained.config.to_dict()
 
     listed = await training_pb2_grpc.TrainingServiceStub(channel).ListTrainings(
         training_pb2.ListTrainingsRequest(model="fresh")
@@ -166,14 +179,21 @@ async def test_cancel_queued_and_running_jobs(
 
 
 @pytest.mark.parametrize(
-    ("fault", "reason"),
-    [("exit", "exited with code 70"), ("raise", "injected training failure")],
+    ("runner", "reason"),
+    [
+        (job_faults.crashing, f"exited with code {job_faults.CRASH_EXIT_CODE}"),
+        (job_faults.raising, "RuntimeError: injected training failure"),
+    ],
 )
 @pytest.mark.slow
 async def test_crashing_job_leaves_server_serving_and_registry_intact(
-    make_server: MakeServer, model_dir: Path, fault: str, reason: str, job_log: pytest.LogCaptureFixture
+    make_server: MakeServer,
+    model_dir: Path,
+    runner: JobRunner,
+    reason: str,
+    job_log: pytest.LogCaptureFixture,
 ) -> None:
-    _, channel = await make_server(job_fault=fault)
+    _, channel = await make_server(job_runner=runner)
     before = sorted(p.name for p in (model_dir / MODEL).iterdir())
     job = await start(channel, spec(model=MODEL, activate=True), [make_values(400, seed=1)])
     final = (await watch_until(channel, job.job_id, FINISHED))[-1]
@@ -248,7 +268,13 @@ async def test_bad_training_requests(make_server: MakeServer) -> None:
             (spec(patch=5), [data]),
             {},
             grpc.StatusCode.INVALID_ARGUMENT,
-            "bad training setting window=16: must be a multiple of patch=5",
+            "window=16: must be a multiple of patch=5",
+        ),
+        (
+            (spec(residual_weight=1.5), [data]),
+            {},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "residual_weight=1.5: must be a number in [0, 1]",
         ),
         (
             (spec(), [np.where([True, False, True], data, np.nan)]),
@@ -286,6 +312,20 @@ async def test_bad_training_requests(make_server: MakeServer) -> None:
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     details = str(caught.value.details())
     assert details == "data chunk 0: channel 'pressure' has inf at step 1; use NaN for missing values"
+
+
+async def test_a_bad_setting_is_refused_with_its_field_and_rule_as_data() -> None:
+    async def messages() -> AsyncIterator[training_pb2.StartTrainingRequest]:
+        data = series_message(make_values(100, seed=0))
+        yield training_pb2.StartTrainingRequest(spec=spec(score_stride=17), data=data)
+
+    with pytest.raises(SettingError) as caught:
+        await training_requests.training_request(messages(), max_bytes=MIB)
+    assert (caught.value.name, caught.value.value, caught.value.rule) == (
+        "score_stride",
+        17,
+        "must be <= window=16",
+    )
 
 
 async def test_unknown_job_is_not_found(make_server: MakeServer) -> None:

@@ -1,0 +1,122 @@
+"""Training requests from StartTrainingRequest streams: every check of the spec and the data.
+
+A bad request raises InvalidArgumentError (INVALID_ARGUMENT), a bad setting
+`SettingError` (a ValueError, so INVALID_ARGUMENT too) carrying the field, its
+value and the rule it broke; data over the size limit ResourceExhaustedError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+
+from stad.core.detector_config import DetectorConfig
+from stad.core.series import SeriesData, align_channels, make_series, series_from_proto
+from stad.core.types import MIB
+from stad.server import convert
+from stad.server.errors import InvalidArgumentError, ResourceExhaustedError
+from stad.server.jobs import TrainingRequest
+from stad.server.registry import check_model_name
+from stad.v1 import training_pb2 as _training_pb2
+
+
+async def training_request(
+    messages: AsyncIterator[_training_pb2.StartTrainingRequest], max_bytes: int
+) -> TrainingRequest:
+    """Validate the streamed spec and data chunks into one TrainingRequest."""
+    spec: _training_pb2.TrainingSpec | None = None
+    chunks: list[SeriesData] = []
+    labels: list[np.ndarray] = []
+    total_bytes = 0
+    index = -1
+    over_limit = ""
+    async for message in messages:
+        index += 1
+        if index == 0:
+            if not message.HasField("spec"):
+                raise InvalidArgumentError("the first StartTrainingRequest must carry the spec")
+            spec = message.spec
+        if over_limit:
+            continue  # read the rest, so the caller sees our status, not a broken stream
+        if not message.HasField("data") or not message.data.values:
+            if message.labels:
+                raise InvalidArgumentError(f"message {index} has labels but no data")
+            continue
+        try:
+            chunk = series_from_proto(message.data)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"data chunk {index}: {exc}") from exc
+        if chunks:
+            if set(chunk.channels) != set(chunks[0].channels):
+                raise InvalidArgumentError(
+                    f"data chunk {index} has channels {list(chunk.channels)}, "
+                    f"the first chunk had {list(chunks[0].channels)}"
+                )
+            chunk = make_series(
+                align_channels(chunk, chunks[0].channels),
+                channels=chunks[0].channels,
+                timestamps_ns=chunk.timestamps_ns,
+            )
+        total_bytes += chunk.values.nbytes
+        if total_bytes > max_bytes:
+            over_limit = (
+                f"training data is over the server's limit of {max_bytes // MIB} MiB "
+                f"(max_training_mb) after {sum(c.steps for c in chunks) + chunk.steps} steps"
+            )
+            chunks.clear()
+            labels.clear()
+            continue
+        if chunks and bool(message.labels) != bool(labels):
+            raise InvalidArgumentError("either every data chunk has labels or none does")
+        if message.labels:
+            if len(message.labels) != chunk.steps:
+                raise InvalidArgumentError(
+                    f"data chunk {index} has {len(message.labels)} labels for {chunk.steps} steps"
+                )
+            labels.append(convert.as_labels(message.labels))
+        chunks.append(chunk)
+    if over_limit:
+        raise ResourceExhaustedError(over_limit)
+    if spec is None:
+        raise InvalidArgumentError("no StartTrainingRequest received: send the spec first")
+    check_model_name(spec.model)
+    if not chunks:
+        raise InvalidArgumentError("no training data: send data in the StartTrainingRequest messages")
+    config = convert.spec_config(spec)
+    window = DetectorConfig.from_flat(config).model.window  # SettingError: field, value and rule
+    stamps = [c.timestamps_ns for c in chunks]
+    if any(s is None for s in stamps) and not all(s is None for s in stamps):
+        raise InvalidArgumentError("either every data chunk has timestamps or none does")
+    try:
+        series = make_series(
+            np.concatenate([c.values for c in chunks]),  # (T, C)
+            channels=chunks[0].channels,
+            timestamps_ns=None if stamps[0] is None else np.concatenate([s for s in stamps if s is not None]),
+        )
+    except ValueError as exc:
+        raise InvalidArgumentError(f"training data: {exc}") from exc
+    if series.steps < window:
+        raise InvalidArgumentError(
+            f"training data has {series.steps} steps, fewer than one window of {window}"
+        )
+    check_every_channel_observed(series)
+    return TrainingRequest(
+        model=spec.model,
+        config=config,
+        values=series.values,
+        channels=series.channels,
+        timestamps_ns=series.timestamps_ns,
+        labels=np.concatenate(labels) if labels else None,
+        activate=spec.activate,
+        description=spec.description,
+    )
+
+
+def check_every_channel_observed(series: SeriesData) -> None:
+    """A model cannot learn a channel without a single value in its training data."""
+    unobserved = [bool(np.isnan(column).all()) for column in series.values.T]
+    if any(unobserved):
+        names = [repr(name) for name, empty in zip(series.channels, unobserved, strict=True) if empty]
+        which = ("channel " if len(names) == 1 else "channels ") + ", ".join(names)
+        raise InvalidArgumentError(f"training data has no observed values (all NaN) in {which}")
