@@ -27,6 +27,7 @@ MIN_ERROR_SCALE = 1e-6
 # Floor of the reference scale, in raw units, so that a perfectly predicted
 # (e.g. constant) training series does not make every later score infinite.
 MIN_REFERENCE = 1e-6
+BOUND_MARGIN = 1e-5  # relative, above the highest training score the flag-rate bound leaves unflagged
 
 
 @dataclass
@@ -463,11 +464,14 @@ def calibrate(
 
 
 def bounded_threshold(score: FloatArray, rate: float) -> float:
-    """The lowest threshold at which at most `rate` of `score` is flagged (score >= threshold)."""
+    """A threshold just above the score that `rate` of `score` exceeds, so that at most
+    `rate` of it is flagged (score >= threshold)."""
     if score.size == 0:
         return 0.0
     allowed = math.floor(rate * score.size)
     if allowed >= score.size:
         return float(score.min())
     ranked = np.sort(score)[::-1]
-    return float(np.nextafter(ranked[allowed], np.inf))
+    # Scoring sums float32 window errors where calibration sums float64 step means: a
+    # relative margin keeps a training step tied at the cut below it either way.
+    return float(np.nextafter(ranked[allowed] * (1 + BOUND_MARGIN), np.inf))
