@@ -357,6 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--resume", action="store_true", help="reuse series finished in <out>.partial.jsonl")
+    parser.add_argument(
+        "--report-only", action="store_true", help="with --resume: report the journal's series, run none"
+    )
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     for name in chosen:
@@ -388,18 +391,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for (section, name), result in done.items():
         _collect(results, section, name, result)
-    todo = [task for task in todo if (task[0], task[1].name) not in done]
+    todo = [task for task in todo if (task[0], task[1].name) not in done and not args.report_only]
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for future in concurrent.futures.as_completed([pool.submit(_work, task) for task in todo]):
             section, name, result = future.result()
             _collect(results, section, name, result)
             with journal.open("a") as handle:
                 handle.write(json.dumps({"section": section, "name": name, "result": result}) + "\n")
-    if "skab" in chosen:
+    planned = [task[0] for task in _tasks(chosen, args.quick)] if args.report_only else []
+    report["meta"]["series_reported"] = {name: len(results[name]) for name in SECTIONS}
+    if args.report_only:
+        report["meta"]["series_planned"] = {name: planned.count(name) for name in SECTIONS}
+    if results["skab"]:
         report["skab"] = skab_section(dict(sorted(results["skab"].items())))
-    if "tsb" in chosen:
+    if results["tsb"]:
         report["tsb_ad_m"] = tsb_section(dict(sorted(results["tsb"].items())))
-    if "synthetic" in chosen:
+    if results["synthetic"]:
         report["synthetic"] = synthetic_section(dict(sorted(results["synthetic"].items())))
     report["meta"]["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     report["summary"] = summarise(report)
