@@ -165,9 +165,10 @@ class Detector:
         n_val = int(held.sum())
         fit_mask = ~held if anomalous is None else ~held & ~anomalous
         subspace = Subspace.fit(scaled[fit_mask] if fit_mask.any() else scaled, cfg.scoring.residual_variance)
-        train_set = self._window_set(scaled, anomalous, _runs(~held), tc.train_stride, device)
-        val_set = self._window_set(scaled, anomalous, _runs(held), cfg.stride, device) if n_val else None
         choices = choose(normal_rows if normal_rows.shape[0] >= window else data, cfg)
+        seen = _unscored_as_missing(scaled, choices.scored)
+        train_set = self._window_set(seen, anomalous, _runs(~held), tc.train_stride, device)
+        val_set = self._window_set(seen, anomalous, _runs(held), cfg.stride, device) if n_val else None
 
         generator = torch.Generator().manual_seed(tc.seed)
         if keep_weights:  # train a copy: a cancelled or failed fit leaves self unchanged
@@ -314,8 +315,9 @@ class Detector:
         window = self.config.model.window
         check_length(data, window)
         starts = window_starts(data.shape[0], window, self.config.stride)
-        windows = extract_windows(self.scaler_.transform(data), starts, window)
-        return WindowPlan(windows=windows, starts=starts, missing=np.isnan(data))
+        scaled = _unscored_as_missing(self.scaler_.transform(data), self.choices_.scored)
+        windows = extract_windows(scaled, starts, window)
+        return WindowPlan(windows=windows, starts=starts, missing=np.isnan(scaled))
 
     @torch.inference_mode()
     def score_windows(self, windows: npt.ArrayLike) -> WindowOutput:
@@ -488,6 +490,16 @@ def holdout_blocks(n_steps: int, window: int, fraction: float) -> BoolArray:
         end = round(k * n_steps / blocks)
         held[end - size : end] = True
     return held
+
+
+def _unscored_as_missing(scaled: FloatArray, scored: BoolArray) -> FloatArray:
+    """The scaled series with the unscored (constant in training) channels missing: the
+    network neither learns from them nor sees them when scoring."""
+    if scored.all():
+        return scaled
+    out = scaled.copy()
+    out[:, ~scored] = np.nan
+    return out
 
 
 def _runs(mask: BoolArray) -> list[tuple[int, int]]:
