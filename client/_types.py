@@ -181,6 +181,8 @@ class TrainingSettings:
     spatial_weight: float | None = None
     residual_weight: float | None = None
     residual_variance: float | None = None
+    range_scores: bool | None = None
+    max_train_flag_rate: float | None = None
 
     def __post_init__(self) -> None:
         for name, value in self.given().items():

@@ -7,10 +7,12 @@
 Scoring cuts X into windows of `window` steps every `stride` steps (plus one
 ending at the last step); `predict_masked` predicts every point while hidden,
 and `StepScorer` turns the windows' errors into calibrated per-step scores.
-Fitting scales the channels, trains the network (`pretrain`, then `finetune`
-with labels) and calibrates the scorer on held-out data: the validation split
-when it has at least `min_calibration_steps` steps, else the whole training
-series (labelled anomalies excluded).
+Fitting scales the channels, makes the data choices (`choices.choose`: channel
+kinds, dominant period, range span), trains the network (`pretrain`, then
+`finetune` with labels) on all but the held-out blocks (`holdout_blocks`, spread
+over the series) and calibrates the scorer on those blocks when they hold at
+least `min_calibration_steps` steps, else on the whole training series with a
+warning (labelled anomalies excluded either way).
 """
 
 from __future__ import annotations
@@ -206,7 +208,7 @@ class Detector:
             device=str(device),
             warm_start=keep_weights,
         )
-        self.metadata_ = self._metadata(t, stamps, metrics)
+        self.metadata_ = self._metadata(data, stamps, metrics)
         return self
 
     def _window_set(
@@ -272,8 +274,9 @@ class Detector:
         self.calibration_ = record
 
     def _metadata(
-        self, n_steps: int, stamps: npt.NDArray[Any] | None, metrics: dict[str, Any]
+        self, data: FloatArray, stamps: npt.NDArray[Any] | None, metrics: dict[str, Any]
     ) -> dict[str, Any]:
+        n_steps = data.shape[0]
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -287,6 +290,9 @@ class Detector:
             "data_choices": self.choices_.to_dict(),
             "training_range": {
                 "steps": n_steps,
+                # per channel, for drift checks: the observed values' range in training
+                "channel_min": _finite_or_none_list(np.where(np.isnan(data), np.inf, data).min(axis=0)),
+                "channel_max": _finite_or_none_list(np.where(np.isnan(data), -np.inf, data).max(axis=0)),
                 "start_ns": None if stamps is None else int(stamps[0]),
                 "end_ns": None if stamps is None else int(stamps[-1]),
             },
@@ -369,7 +375,8 @@ class Detector:
             temporal=torch.cat(temporal).numpy(),
             spatial=torch.cat(spatial).numpy(),
             residual=residual,
-            expected=self.scaler_.inverse(torch.cat(preds).numpy()),
+            # A channel constant in training is expected at its constant.
+            expected=self.scaler_.inverse(np.where(self.choices_.scored, torch.cat(preds).numpy(), 0.0)),
             probability=torch.cat(probs).numpy() if probs else None,
         )
 
@@ -500,6 +507,11 @@ def _unscored_as_missing(scaled: FloatArray, scored: BoolArray) -> FloatArray:
     out = scaled.copy()
     out[:, ~scored] = np.nan
     return out
+
+
+def _finite_or_none_list(values: FloatArray) -> list[float | None]:
+    """JSON has no NaN: a channel never observed in training has no range (null)."""
+    return [float(v) if math.isfinite(v) else None for v in values]
 
 
 def _runs(mask: BoolArray) -> list[tuple[int, int]]:
