@@ -13,7 +13,7 @@ GENERATED := protos/stad/v1/scoring_pb2.py
 PACKAGE_FILES := build/package-files.txt
 $(shell mkdir -p build && find core client server influx_task protos/stad -name '*.py' -not -name '*_pb2*' | sort > build/.package-files.new && (cmp -s build/.package-files.new $(PACKAGE_FILES) || mv build/.package-files.new $(PACKAGE_FILES)); rm -f build/.package-files.new)
 
-.PHONY: setup protos test test-quick lint typecheck pytest demo bench-accuracy bench-speed bench-serving bench-influx clean
+.PHONY: setup protos test test-quick lint typecheck pytest demo bench-accuracy bench-speed bench-serving bench-influx bench-long-series clean
 
 setup: $(STAMP) $(GENERATED)
 
@@ -59,6 +59,9 @@ bench-serving: setup
 
 bench-influx: setup
 	$(BIN)/python -m bench.influx
+
+bench-long-series: setup
+	$(BIN)/python -m bench.long_series
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo_out protos/stad/v1/*_pb2*.py protos/stad/v1/*_pb2*.pyi

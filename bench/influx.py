@@ -1,20 +1,20 @@
-"""Backfill throughput of the InfluxDB task against a local influxd, and the raw parts alone.
+"""Throughput of the InfluxDB task's pipeline against a local influxd, beside each stage alone.
 
     make bench-influx            # python -m bench.influx [--series 100 --fields 8 --steps 10000]
 
 One run: a throwaway influxd on loopback, an embedded scoring server with a
 model trained briefly on one series, S series x C fields x T points written.
-Then, side by side on the same data:
-- the task: `backfill` over the whole range (read, score, write, checkpoint-free);
-  steps_per_s = S*T / wall time;
-- the raw parts, each timed alone (into another database): one InfluxQL query of everything (query_s),
-  scoring every series whole through the same server (score_s; all series in
-  as few Score calls as the message limit allows, no context overlap), one write of
-  every anomaly_scores point (write_s); raw_steps_per_s = S*T / their sum.
-overhead_ratio = steps_per_s / raw_steps_per_s (target >= 0.7). Raw and task
+Then, for 1 and for 4 shards (the shards' workers running at once), side by side:
+- each stage alone, the shards in parallel (into another database): one InfluxQL
+  query of everything (query_s), scoring every series whole through the same
+  server (score_s), one write of every anomaly_scores point (write_s); a stage's
+  steps/s = S*T / its seconds;
+- the task: `backfill` over the whole range, its read, score and write stages
+  overlapping; steps_per_s = S*T / wall time.
+pipeline_ratio = end-to-end steps/s / the slowest stage's steps/s (target >= 0.85),
+for 1 shard at the top level and per shard count under `shards`. Stage and task
 runs alternate `--repeats` times and the fastest of each counts, since this
-machine is shared with other work.
-Prints a table and writes bench/results/influx.json.
+machine is shared with other work. Prints a table and writes bench/results/influx.json.
 """
 
 from __future__ import annotations
@@ -24,24 +24,28 @@ import json
 import platform
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.serving import ServerProcess
 from stad.client import Client, TrainingSettings
 from stad.core.demo_data import generate
 from stad.core.series import make_series
-from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettings, TaskConfig
+from stad.influx_task.config import Connection, Pipeline, RetrySettings, ServerSettings, TaskConfig
 from stad.influx_task.grid import to_grid
 from stad.influx_task.influxql import InfluxQLReader
 from stad.influx_task.local_influxd import Influxd, influxd_path
-from stad.influx_task.runner import build_points
+from stad.influx_task.output import score_points
+from stad.influx_task.points import Point
+from stad.influx_task.runner import PassStats, Shard
 from stad.influx_task.task import Task
 from stad.influx_task.transport import Transport
-from stad.influx_task.writer import LineWriter, Point
-from stad.server.embedded import EmbeddedServer
+from stad.influx_task.writer import LineWriter
 
 RESULTS = Path(__file__).parent / "results" / "influx.json"
 STEP_S = 300  # 5-minute steps: the demo generator needs two days of steps at least
@@ -76,14 +80,16 @@ def run(series: int, fields: int, steps: int, chunk_steps: int, repeats: int) ->
     if binary is None:
         raise SystemExit("influxd is not installed (apt-get install influxdb)")
     root = Path(tempfile.mkdtemp(prefix="stad-bench-influx-"))
+    server: ServerProcess | None = None
     try:
-        with Influxd(root / "influxd", binary=binary) as influxd, EmbeddedServer(root / "models") as server:
+        server = ServerProcess(root / "models", max_batch=64, delay_ms=5.0, device="cpu")
+        with Influxd(root / "influxd", binary=binary) as influxd:
             for name in ("bench", "out_task", "out_raw"):
                 influxd.query(f'CREATE DATABASE "{name}"')
             t0 = time.perf_counter()
             channels, start, end = _load(influxd.url, series, fields, steps)
             load_s = time.perf_counter() - t0
-            job = Job(
+            job = Pipeline(
                 name="bench",
                 database="bench",
                 measurement="plant",
@@ -96,12 +102,12 @@ def run(series: int, fields: int, steps: int, chunk_steps: int, repeats: int) ->
                 series_per_call=series,
                 output_database="out_task",
             )
-            trainer = Job(**{**vars(job), "name": "bench_train", "tag_filter": {"unit": ("u000",)}})
+            trainer = Pipeline(**{**vars(job), "name": "bench_train", "tag_filter": {"unit": ("u000",)}})
             config = TaskConfig(
                 connection=Connection(url=influxd.url, timeout_ms=300_000),
-                server=ServerSettings(target=server.target, timeout_s=600),
+                server=ServerSettings(target=f"127.0.0.1:{server.port}", timeout_s=600),
                 retry=RetrySettings(),
-                jobs=(job, trainer),
+                pipelines=(job, trainer),
             )
             with Task(config) as task:
                 t0 = time.perf_counter()
@@ -113,67 +119,131 @@ def run(series: int, fields: int, steps: int, chunk_steps: int, repeats: int) ->
                     timeout_s=1800,
                 )  # one series: training is not measured
                 train_s = time.perf_counter() - t0
+            by_shards = {}
+            for shards in (1, 4):
                 runs = []
-                for _ in range(repeats):  # alternate raw and task so both see the same machine load
-                    raw = _raw(influxd.url, server.target, job, start, end)
-                    t0 = time.perf_counter()
-                    stats = task.backfill("bench", start, end, progress=False)
-                    runs.append({**raw, "task_s": time.perf_counter() - t0})
+                for _ in range(repeats):  # alternate stages and task so both see the same machine load
+                    stages = _stages(influxd.url, f"127.0.0.1:{server.port}", job, start, end, shards)
+                    task_s, stats = _backfill(config, start, end, shards)
+                    runs.append({**stages, "task_s": task_s})
+                by_shards[str(shards)] = _figures(runs, series * steps, stats)
     finally:
+        if server is not None:
+            server.stop()
         shutil.rmtree(root, ignore_errors=True)
-    total = series * steps
-    best = {key: min(r[key] for r in runs) for key in runs[0]}  # least disturbed by other jobs
-    task_s = best["task_s"]
-    steps_per_s = total / task_s
-    raw_s = best["query_s"] + best["score_s"] + best["write_s"]
-    parts = {"query": best["query_s"], "score": best["score_s"], "write": best["write_s"]}
+    one = by_shards["1"]
     return {
         "series": series,
         "fields": fields,
         "steps_per_series": steps,
-        "total_steps": total,
+        "total_steps": series * steps,
         "chunk_steps": chunk_steps,
         "context_steps": job.context_steps,
         "repeats": repeats,
-        "steps_scored_by_task": stats.steps,
-        "points_written_by_task": stats.points,
-        "task_s": round(task_s, 3),
-        "steps_per_s": round(steps_per_s, 1),
-        **{k: round(best[k], 3) for k in ("query_s", "score_s", "write_s")},
-        "raw_steps_per_s": round(total / raw_s, 1),
-        "overhead_ratio": round(steps_per_s / (total / raw_s), 3),
-        "bottleneck": max(parts, key=lambda k: parts[k]),
-        "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs],
+        **{k: one[k] for k in ("steps_per_s", "query_s", "score_s", "write_s", "task_s", "pipeline_ratio")},
+        "bottleneck": one["bottleneck"],
+        "shards": by_shards,
         "load_s": round(load_s, 3),
         "train_s": round(train_s, 3),
         "model": {k: v for k, v in vars(SETTINGS).items() if v is not None},
-        "scoring_device": "cpu (EmbeddedServer device=auto)",
+        "scoring_device": "cpu (`python -m stad.server` in its own process)",
         "influxdb": "influxd 1.6.7 (Debian package), loopback, InfluxQL read path, /write",
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}; shared with other jobs",
     }
 
 
-def _raw(url: str, target: str, job: Job, start: int, end: int) -> dict[str, float]:
-    transport = Transport(Connection(url=url, timeout_ms=600_000))
+def _figures(runs: list[dict[str, float]], total: int, stats: PassStats) -> dict[str, Any]:
+    best = {key: min(r[key] for r in runs) for key in runs[0]}  # least disturbed by other jobs
+    stage_rates = {k: total / best[f"{k}_s"] for k in ("query", "score", "write")}
+    slowest = min(stage_rates, key=lambda k: stage_rates[k])
+    steps_per_s = total / best["task_s"]
+    return {
+        "steps_per_s": round(steps_per_s, 1),
+        **{f"{k}_steps_per_s": round(v, 1) for k, v in stage_rates.items()},
+        **{k: round(best[k], 3) for k in ("query_s", "score_s", "write_s", "task_s")},
+        "bottleneck": slowest,
+        "pipeline_ratio": round(steps_per_s / stage_rates[slowest], 3),
+        "steps_scored_by_task": stats.steps,
+        "points_written_by_task": stats.points,
+        "stage_busy_s_in_task": {k: round(v, 3) for k, v in stats.stage_s.items()},
+        "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs],
+    }
+
+
+def _in_parallel(work: list[Callable[[], Any]]) -> tuple[float, list[Any]]:
+    """Run the calls in threads at once; the wall time and their results."""
+    results: list[Any] = [None] * len(work)
+
+    def call(i: int) -> None:
+        results[i] = work[i]()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(work))]
     t0 = time.perf_counter()
-    blocks = InfluxQLReader(transport).read(job, start, end)
-    query_s = time.perf_counter() - t0
-    grids = [
-        (
-            b,
-            *to_grid(
-                b.timestamps_ns,
-                b.values,
-                start_ns=start,
-                stop_ns=end,
-                interval_ns=job.interval_ns,
-                fill=job.fill,
-            ),
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - t0, results
+
+
+def _backfill(config: TaskConfig, start: int, end: int, shards: int) -> tuple[float, PassStats]:
+    tasks = [Task(config, shard=Shard(i, shards)) for i in range(shards)]
+    try:
+        wall, outcome = _in_parallel(
+            [lambda t=t: t.backfill("bench", start, end, restart=True) for t in tasks]  # type: ignore[misc]
         )
-        for b in blocks
+    finally:
+        for task in tasks:
+            task.close()
+    total = PassStats()
+    for stats in outcome:
+        total.steps += stats.steps
+        total.points += stats.points
+        for key, value in stats.stage_s.items():
+            total.stage_s[key] = max(total.stage_s[key], value)
+    return wall, total
+
+
+def _stages(url: str, target: str, job: Pipeline, start: int, end: int, shards: int) -> dict[str, float]:
+    """Each stage alone over all series, the shards' parts in parallel: its wall time."""
+    transport = Transport(Connection(url=url, timeout_ms=600_000))
+    query_s, parts = _in_parallel(
+        [lambda i=i: _query_part(transport, job, start, end, Shard(i, shards)) for i in range(shards)]  # type: ignore[misc]
+    )
+    score_s, scored = _in_parallel([lambda p=p: _score_part(target, job, p) for p in parts])  # type: ignore[misc]
+    raw_job = Pipeline(**{**vars(job), "output_database": "out_raw"})
+    point_sets = [
+        [
+            point
+            for (block, _, values), result in zip(grids, results, strict=True)
+            for point in score_points(
+                raw_job,
+                dict(block.tags),
+                result,
+                (~np.isnan(values).all(axis=1)) & (result.timestamps_ns >= start) & np.isfinite(result.score),
+            )
+        ]
+        for grids, results in zip(parts, scored, strict=True)
     ]
-    t0 = time.perf_counter()
-    results = []
+    writer = LineWriter(transport, batch_lines=10_000)
+    write_s, _ = _in_parallel([lambda p=p: writer.write(p, database="out_raw") for p in point_sets])  # type: ignore[misc]
+    transport.close()
+    return {"query_s": query_s, "score_s": score_s, "write_s": write_s}
+
+
+def _query_part(transport: Transport, job: Pipeline, start: int, end: int, shard: Shard) -> list[Any]:
+    blocks = InfluxQLReader(transport).read(job, start, end)
+    return [
+        (b, *to_grid(b.timestamps_ns, b.values, start_ns=start, stop_ns=end, interval_ns=job.interval_ns))
+        for b in blocks
+        if shard.owns(f"{job.measurement},unit={b.tags['unit']}")
+    ]
+
+
+def _score_part(target: str, job: Pipeline, grids: list[Any]) -> list[Any]:
+    if not grids:
+        return []
+    results: list[Any] = []
     steps, fields = grids[0][2].shape
     response_bytes = steps * (2 * fields + 5) * 8  # per series: 5 per-step columns + 2 per channel
     per_call = max(1, 32 * 2**20 // response_bytes)  # half the 64 MiB message limit, both ways
@@ -183,17 +253,7 @@ def _raw(url: str, target: str, job: Job, start: int, end: int) -> dict[str, flo
             results += client.score_many(
                 [make_series(v, channels=job.fields, timestamps_ns=t) for _, t, v in group], model=job.model
             )
-    score_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    raw_job = Job(**{**vars(job), "output_database": "out_raw"})
-    points: list[Point] = []
-    for (block, _, values), result in zip(grids, results, strict=True):
-        observed = np.asarray(~np.isnan(values).all(axis=1), dtype=np.bool_)
-        points += build_points(raw_job, dict(block.tags), result, observed, start)[0]
-    LineWriter(transport, batch_lines=10_000).write(points, database="out_raw")
-    write_s = time.perf_counter() - t0
-    transport.close()
-    return {"query_s": query_s, "score_s": score_s, "write_s": write_s}
+    return results
 
 
 def main() -> None:
@@ -211,21 +271,16 @@ def main() -> None:
         result["note"] = args.note
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'metric':<24}{'value':>14}")
+    print(f"{'steps/s':<24}{'1 shard':>14}{'4 shards':>14}")
     for key in (
-        "series",
-        "fields",
-        "steps_per_series",
+        "query_steps_per_s",
+        "score_steps_per_s",
+        "write_steps_per_s",
         "steps_per_s",
-        "raw_steps_per_s",
-        "query_s",
-        "score_s",
-        "write_s",
-        "task_s",
-        "overhead_ratio",
+        "pipeline_ratio",
         "bottleneck",
     ):
-        print(f"{key:<24}{result[key]!s:>14}")
+        print(f"{key:<24}" + "".join(f"{result['shards'][n][key]!s:>14}" for n in ("1", "4")))
     print(f"wrote {args.out}")
 
 

@@ -106,7 +106,9 @@ def reference(detector: Detector, seconds: float) -> tuple[float, dict[int, floa
 class ServerProcess:
     """`python -m stad.server` on a free loopback port."""
 
-    def __init__(self, model_dir: Path, max_batch: int, delay_ms: float, device: str) -> None:
+    def __init__(
+        self, model_dir: Path, max_batch: int, delay_ms: float, device: str, queue_windows: int = 65536
+    ) -> None:
         self.port = _free_port()
         self.metrics_port = _free_port()
         command = [
@@ -126,7 +128,7 @@ class ServerProcess:
             "--max-queue-delay-ms",
             str(delay_ms),
             "--max-queue-windows",
-            "65536",
+            str(queue_windows),
             "--torch-threads",
             str(TORCH_THREADS),
         ]

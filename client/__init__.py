@@ -32,14 +32,13 @@ from stad.client._exceptions import (
 )
 from stad.client._types import (
     HealthStatus,
-    JobState,
     JobStatus,
     ModelInfo,
     ModelVersionInfo,
     ScoreResult,
-    TrainingProgress,
     TrainingSettings,
 )
+from stad.core.jobs import JobState, TrainingProgress
 from stad.core.series import SeriesData, make_series
 
 __all__ = [

@@ -13,12 +13,13 @@ import numpy.typing as npt
 from grpc_health.v1 import health_pb2 as _health_pb2
 from grpc_health.v1 import health_pb2_grpc as _health_pb2_grpc
 
-from stad.client import _channel, _convert
+from stad.client import _channel, _chunks, _convert
 from stad.client._client import check_succeeded
 from stad.client._exceptions import from_rpc_error
 from stad.client._types import HealthStatus, JobStatus, ModelInfo, ScoreResult, TrainingSettings
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import models_pb2_grpc as _models_pb2_grpc
+from stad.v1 import scoring_pb2 as _scoring_pb2
 from stad.v1 import scoring_pb2_grpc as _scoring_pb2_grpc
 from stad.v1 import training_pb2 as _training_pb2
 from stad.v1 import training_pb2_grpc as _training_pb2_grpc
@@ -37,6 +38,8 @@ class AsyncClient(_channel.ClientBase):
         *,
         token: str | None = None,
         tls: _channel.TLSOption = None,
+        client_cert: _channel.PathLike | None = None,
+        client_key: _channel.PathLike | None = None,
         timeout_s: float | None = _channel.DEFAULT_TIMEOUT_S,
         retries: int = _channel.DEFAULT_RETRIES,
         max_message_mb: int = _channel.DEFAULT_MAX_MESSAGE_MB,
@@ -51,7 +54,7 @@ class AsyncClient(_channel.ClientBase):
             channel_given=channel is not None,
         )
         if channel is None:
-            creds = _channel.credentials(tls)
+            creds = _channel.credentials(tls, client_cert=client_cert, client_key=client_key)
             if creds is None:
                 channel = grpc.aio.insecure_channel(target, options=self._channel_options)
             else:
@@ -126,12 +129,25 @@ class AsyncClient(_channel.ClientBase):
         version: str | None = None,
         threshold: float | None = None,
         return_from_ns: int = 0,
+        chunk_steps: int | None = None,
     ) -> ScoreResult:
+        """Score one series of any length, in overlapping chunks when long (see Client.score)."""
         series = _convert.to_series(values, timestamps=timestamps, channels=channels)
-        results = await self.score_many(
-            [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+        size = chunk_steps or _chunks.default_chunk_steps(len(series.channels), self.max_message_bytes)
+        if series.steps <= size:
+            results = await self.score_many(
+                [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+            )
+            return results[0]
+        requests = _chunks.chunk_requests(
+            series,
+            await self.model(model, version=version),
+            version=version,
+            threshold=threshold,
+            return_from_ns=return_from_ns,
+            chunk_steps=size,
         )
-        return results[0]
+        return await self._exchange(self._scoring.Score, _chunks.chunked_score(requests))
 
     async def score_many(
         self,
@@ -157,11 +173,33 @@ class AsyncClient(_channel.ClientBase):
         version: str | None = None,
         threshold: float | None = None,
         return_from_ns: int = 0,
+        chunk_steps: int | None = None,
     ) -> AsyncIterator[ScoreResult]:
+        """Score one series of any length as results of consecutive steps (see Client.stream_score)."""
         series = _convert.to_series(values, timestamps=timestamps, channels=channels)
-        request = _convert.score_request(
-            [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+        size = chunk_steps or _chunks.default_chunk_steps(len(series.channels), self.max_message_bytes)
+        if series.steps <= size:
+            request = _convert.score_request(
+                [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+            )
+            async for result in self._stream_score(request):
+                yield result
+            return
+        requests = _chunks.chunk_requests(
+            series,
+            await self.model(model, version=version),
+            version=version,
+            threshold=threshold,
+            return_from_ns=return_from_ns,
+            chunk_steps=size,
         )
+        for request, call in requests:
+            async for result in self._stream_score(request):
+                kept = _chunks.kept_steps(result, call)
+                if kept.steps:
+                    yield kept
+
+    async def _stream_score(self, request: _scoring_pb2.ScoreRequest) -> AsyncIterator[ScoreResult]:
         self._check_open()
         call = self._scoring.StreamScore(request, timeout=self._timeout_s, metadata=self._metadata)
         try:

@@ -11,11 +11,11 @@ from typing import TypeAlias
 import grpc
 
 from stad.client._exceptions import ClientClosedError, from_rpc_error
+from stad.core.types import MIB
 
 # The largest message either way, in MiB: the server's default, and the same
 # setting name (max_message_mb, STAD_MAX_MESSAGE_MB) as the server's.
 DEFAULT_MAX_MESSAGE_MB = 64
-MIB = 1024 * 1024
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_RETRIES = 3
 # How often a training watch reconnects after UNAVAILABLE, and how often a
@@ -40,19 +40,54 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-def credentials(tls: TLSOption) -> grpc.ChannelCredentials | None:
-    """Channel credentials for a TLS option, None for plaintext."""
+# A client certificate (PEM chain) and its key, read when TLS is on and no paths are given.
+CLIENT_CERT_ENV = "STAD_CLIENT_CERT"
+CLIENT_KEY_ENV = "STAD_CLIENT_KEY"
+
+PathLike: TypeAlias = str | os.PathLike[str]
+
+
+def credentials(
+    tls: TLSOption, *, client_cert: PathLike | None = None, client_key: PathLike | None = None
+) -> grpc.ChannelCredentials | None:
+    """Channel credentials for a TLS option, None for plaintext.
+
+    `client_cert`/`client_key` (else $STAD_CLIENT_CERT/$STAD_CLIENT_KEY) present a client
+    certificate, for servers that require one (mutual TLS); they need TLS on.
+    """
+    given = client_cert is not None or client_key is not None
     if tls is None or tls is False:
+        if given:
+            raise ValueError(
+                "client_cert and client_key need TLS: give tls=True or the CA certificate's path"
+            )
         return None
-    if tls is True:
-        return grpc.ssl_channel_credentials()
     if isinstance(tls, grpc.ChannelCredentials):
+        if given:
+            raise ValueError("give the client certificate inside the ChannelCredentials passed as tls")
         return tls
-    path = Path(tls)
+    if not given:
+        client_cert = os.environ.get(CLIENT_CERT_ENV) or None
+        client_key = os.environ.get(CLIENT_KEY_ENV) or None
+    if (client_cert is None) != (client_key is None):
+        raise ValueError(
+            f"give client_cert and client_key together (or {CLIENT_CERT_ENV} and {CLIENT_KEY_ENV})"
+        )
+    root = None if tls is True else _read_pem(tls, "TLS CA certificate")
+    if client_cert is None or client_key is None:
+        return grpc.ssl_channel_credentials(root_certificates=root)
+    return grpc.ssl_channel_credentials(
+        root_certificates=root,
+        private_key=_read_pem(client_key, "client key"),
+        certificate_chain=_read_pem(client_cert, "client certificate"),
+    )
+
+
+def _read_pem(path: PathLike, what: str) -> bytes:
     try:
-        return grpc.ssl_channel_credentials(root_certificates=path.read_bytes())
+        return Path(path).read_bytes()
     except OSError as exc:
-        raise ValueError(f"cannot read the TLS CA certificate {str(path)!r}: {exc.strerror}") from exc
+        raise ValueError(f"cannot read the {what} {str(path)!r}: {exc.strerror}") from exc
 
 
 def call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:

@@ -12,11 +12,13 @@ import numpy.typing as npt
 from grpc_health.v1 import health_pb2 as _health_pb2
 from grpc_health.v1 import health_pb2_grpc as _health_pb2_grpc
 
-from stad.client import _channel, _convert
+from stad.client import _channel, _chunks, _convert
 from stad.client._exceptions import TrainingFailedError, from_rpc_error
 from stad.client._types import HealthStatus, JobStatus, ModelInfo, ScoreResult, TrainingSettings
+from stad.core.jobs import JobState
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import models_pb2_grpc as _models_pb2_grpc
+from stad.v1 import scoring_pb2 as _scoring_pb2
 from stad.v1 import scoring_pb2_grpc as _scoring_pb2_grpc
 from stad.v1 import training_pb2 as _training_pb2
 from stad.v1 import training_pb2_grpc as _training_pb2_grpc
@@ -34,6 +36,9 @@ class Client(_channel.ClientBase):
     idempotent ones are retried with backoff on UNAVAILABLE up to `retries` times.
     `max_message_mb` bounds each message either way, like the server's setting
     of that name; training uploads are cut into chunks that fit it.
+    `tls`: True (the system's root certificates), a CA certificate's path, or
+    ChannelCredentials; `client_cert`/`client_key` (PEM paths, else $STAD_CLIENT_CERT
+    and $STAD_CLIENT_KEY when TLS is on) present a client certificate (mutual TLS).
     """
 
     def __init__(
@@ -42,6 +47,8 @@ class Client(_channel.ClientBase):
         *,
         token: str | None = None,
         tls: _channel.TLSOption = None,
+        client_cert: _channel.PathLike | None = None,
+        client_key: _channel.PathLike | None = None,
         timeout_s: float | None = _channel.DEFAULT_TIMEOUT_S,
         retries: int = _channel.DEFAULT_RETRIES,
         max_message_mb: int = _channel.DEFAULT_MAX_MESSAGE_MB,
@@ -56,7 +63,7 @@ class Client(_channel.ClientBase):
             channel_given=channel is not None,
         )
         if channel is None:
-            creds = _channel.credentials(tls)
+            creds = _channel.credentials(tls, client_cert=client_cert, client_key=client_key)
             if creds is None:
                 channel = grpc.insecure_channel(target, options=self._channel_options)
             else:
@@ -131,12 +138,29 @@ class Client(_channel.ClientBase):
         version: str | None = None,
         threshold: float | None = None,
         return_from_ns: int = 0,
+        chunk_steps: int | None = None,
     ) -> ScoreResult:
-        """Score one T x C series (numpy array, DataFrame or SeriesData)."""
+        """Score one T x C series (numpy array, DataFrame or SeriesData) of any length.
+
+        A series longer than `chunk_steps` (default: what fits half the max message size)
+        is scored in overlapping chunks, one call each, all with the same model version;
+        the result is the one a single call would give.
+        """
         series = _convert.to_series(values, timestamps=timestamps, channels=channels)
-        return self.score_many(
-            [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
-        )[0]
+        size = chunk_steps or _chunks.default_chunk_steps(len(series.channels), self.max_message_bytes)
+        if series.steps <= size:
+            return self.score_many(
+                [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+            )[0]
+        requests = _chunks.chunk_requests(
+            series,
+            self.model(model, version=version),
+            version=version,
+            threshold=threshold,
+            return_from_ns=return_from_ns,
+            chunk_steps=size,
+        )
+        return self._exchange(self._scoring.Score, _chunks.chunked_score(requests))
 
     def score_many(
         self,
@@ -163,12 +187,34 @@ class Client(_channel.ClientBase):
         version: str | None = None,
         threshold: float | None = None,
         return_from_ns: int = 0,
+        chunk_steps: int | None = None,
     ) -> Iterator[ScoreResult]:
-        """Score one series, yielding chunks of consecutive steps as the server sends them."""
+        """Score one series of any length, yielding results of consecutive steps as the
+        server sends them; a series longer than `chunk_steps` goes in overlapping chunks,
+        one StreamScore call each, as in `score`."""
         series = _convert.to_series(values, timestamps=timestamps, channels=channels)
-        request = _convert.score_request(
-            [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+        size = chunk_steps or _chunks.default_chunk_steps(len(series.channels), self.max_message_bytes)
+        if series.steps <= size:
+            request = _convert.score_request(
+                [series], model=model, version=version, threshold=threshold, return_from_ns=return_from_ns
+            )
+            yield from self._stream_score(request)
+            return
+        requests = _chunks.chunk_requests(
+            series,
+            self.model(model, version=version),
+            version=version,
+            threshold=threshold,
+            return_from_ns=return_from_ns,
+            chunk_steps=size,
         )
+        for request, call in requests:
+            for result in self._stream_score(request):
+                kept = _chunks.kept_steps(result, call)
+                if kept.steps:
+                    yield kept
+
+    def _stream_score(self, request: _scoring_pb2.ScoreRequest) -> Iterator[ScoreResult]:
         self._check_open()
         call = self._scoring.StreamScore(request, timeout=self._timeout_s, metadata=self._metadata)
         try:
@@ -321,7 +367,7 @@ class TrainingJob:
 
 def check_succeeded(status: JobStatus) -> JobStatus:
     """Return the status of a succeeded job; raise TrainingFailedError for any other end."""
-    if status.state.value == "succeeded":
+    if status.state is JobState.SUCCEEDED:
         return status
     reason = f": {status.error}" if status.error else ""
     raise TrainingFailedError(

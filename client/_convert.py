@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias, TypeVar
 
@@ -15,14 +16,14 @@ from grpc_health.v1 import health_pb2 as _health_pb2
 from stad.client._exceptions import DataError
 from stad.client._types import (
     HealthStatus,
-    JobState,
     JobStatus,
     ModelInfo,
     ModelVersionInfo,
     ScoreResult,
-    TrainingProgress,
     TrainingSettings,
 )
+from stad.core.jobs import JobState, TrainingProgress
+from stad.core.quoting import quote, quote_names
 from stad.core.series import SeriesData, make_series, series_to_proto
 from stad.core.types import IntArray
 from stad.v1 import models_pb2 as _models_pb2
@@ -108,7 +109,7 @@ def to_series(
             frame = frame.drop(columns=dated)
         other = [str(name) for name in frame.columns if frame[name].dtype.kind not in "biuf"]
         if other:
-            raise DataError(f"DataFrame columns must be numeric channels; not numeric: {other}")
+            raise DataError(f"DataFrame columns must be numeric channels; not numeric: {quote_names(other)}")
         if channels is None:
             channels = [str(name) for name in frame.columns]
         values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -209,7 +210,10 @@ def training_requests(
             raise DataError(f"labels must be 0 or 1, got {raw[bad[0]].item()} at step {int(bad[0])}")
     spec = _training_pb2.TrainingSpec(model=model, activate=activate, description=description)
     for name, value in (settings or TrainingSettings()).given().items():
-        setattr(spec, name, value)
+        try:
+            setattr(spec, name, value)
+        except (ValueError, TypeError) as exc:  # protobuf: out of its int32/int64 range
+            raise DataError(f"training setting {name}={quote(value)} is out of range: {exc}") from exc
     rows = training_chunk_steps(len(series.channels), max_message_bytes)
     for start in range(0, series.steps, rows):
         stop = min(start + rows, series.steps)
@@ -304,34 +308,15 @@ def _time(stamp: _timestamp_pb2.Timestamp) -> datetime | None:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-_JOB_STATES = {
-    _training_pb2.JOB_STATE_QUEUED: JobState.QUEUED,
-    _training_pb2.JOB_STATE_RUNNING: JobState.RUNNING,
-    _training_pb2.JOB_STATE_SUCCEEDED: JobState.SUCCEEDED,
-    _training_pb2.JOB_STATE_FAILED: JobState.FAILED,
-    _training_pb2.JOB_STATE_CANCELLED: JobState.CANCELLED,
-}
-
-
 def job_status(message: _training_pb2.TrainingJob) -> JobStatus:
     progress = None
     if message.HasField("progress"):
-        p = message.progress
-        progress = TrainingProgress(
-            phase=p.phase,
-            epoch=p.epoch,
-            epochs=p.epochs,
-            step=p.step,
-            steps_total=p.steps_total,
-            train_loss=p.train_loss,
-            val_loss=p.val_loss,
-            mask_ratio=p.mask_ratio,
-            eta_s=p.eta_s,
-        )
+        sent = message.progress
+        progress = TrainingProgress(**{f.name: getattr(sent, f.name) for f in fields(TrainingProgress)})
     return JobStatus(
         job_id=message.job_id,
         model=message.model,
-        state=_JOB_STATES.get(message.state, JobState.UNSPECIFIED),
+        state=JobState.from_proto(message.state),
         progress=progress,
         version=message.version or None,
         error=message.error,

@@ -26,6 +26,9 @@ import re
 
 import grpc
 
+from stad.core.quoting import shorten
+from stad.core.types import MIB
+
 
 class StadError(Exception):
     """Base of every error the client raises."""
@@ -118,7 +121,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ServerError]] = {
 def from_rpc_error(exc: grpc.RpcError) -> ServerError:
     """Translate a gRPC error into the client's hierarchy (raise it `from exc`)."""
     code = exc.code()
-    details = exc.details() or code.name.lower().replace("_", " ")
+    details = shorten(exc.details() or code.name.lower().replace("_", " "))
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         details = _explain_message_size(details)
     return _BY_CODE.get(code, InternalError)(details, code=code)
@@ -155,4 +158,4 @@ def _explain_message_size(details: str) -> str:
 
 
 def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MiB ({size} bytes)"
+    return f"{size / MIB:.1f} MiB ({size} bytes)"

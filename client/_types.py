@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -12,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stad.core.detector_config import SETTINGS_BY_NAME, Value
+from stad.core.jobs import JobState, TrainingProgress
 from stad.core.types import BoolArray, FloatArray, IntArray
 
 
@@ -88,32 +88,6 @@ class ModelInfo:
     @property
     def active(self) -> ModelVersionInfo | None:
         return next((v for v in self.versions if v.version == self.active_version), None)
-
-
-class JobState(enum.Enum):
-    UNSPECIFIED = "unspecified"
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-
-@dataclass(frozen=True)
-class TrainingProgress:
-    phase: str  # "pretrain" or "finetune"
-    epoch: int
-    epochs: int
-    step: int
-    steps_total: int
-    train_loss: float
-    val_loss: float
-    mask_ratio: float
-    eta_s: float
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, is_dataclass, replace
+from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -25,11 +25,21 @@ from typing import Any
 import numpy as np
 
 from stad.client._channel import DEFAULT_MAX_MESSAGE_MB, DEFAULT_TIMEOUT_S
+from stad.client._chunks import join_results
 from stad.client._client import Client, TrainingJob
 from stad.client._exceptions import DataError, StadError
 from stad.client._types import JobStatus, ModelInfo, ScoreResult, TrainingSettings
-from stad.client.data_files import DataTable, format_times, read_table, write_scores
+from stad.client.data_files import (
+    DataTable,
+    check_data_path,
+    check_output_path,
+    format_times,
+    read_table,
+    write_scores,
+)
+from stad.core.jobs import JobState
 from stad.core.progress import Progress, TrainingDisplay, duration
+from stad.core.tokens import read_tokens
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_STDOUT_CLOSED = 0, 1, 2, 130, 141
 
@@ -116,13 +126,22 @@ def connect(args: argparse.Namespace, *, long_running: bool = False) -> Iterator
     whole file, uploading training data) get none unless --timeout is given.
     """
     server = _opt(args, "server") or os.environ.get("STAD_SERVER")
-    token = _opt(args, "token") or os.environ.get("STAD_TOKEN") or None
+    token = _token(args)
     tls: bool | str | None = _opt(args, "ca_cert") or bool(_opt(args, "tls"))
+    client_cert, client_key = _opt(args, "client_cert"), _opt(args, "client_key")
+    if (client_cert or client_key) and not tls:
+        raise UsageError("--client-cert and --client-key need --tls or --ca-cert")
     timeout_s = _opt(args, "timeout") or (None if long_running else DEFAULT_TIMEOUT_S)
     max_message_mb = _max_message_mb(args)
     if server:
         with Client(
-            server, token=token, tls=tls, timeout_s=timeout_s, max_message_mb=max_message_mb
+            server,
+            token=token,
+            tls=tls,
+            client_cert=client_cert,
+            client_key=client_key,
+            timeout_s=timeout_s,
+            max_message_mb=max_message_mb,
         ) as client:
             yield client
         return
@@ -142,6 +161,26 @@ def connect(args: argparse.Namespace, *, long_running: bool = False) -> Iterator
         Client(embedded.target, timeout_s=timeout_s, max_message_mb=max_message_mb) as client,
     ):
         yield client
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, else --token-file's first token, else $STAD_TOKEN, else $STAD_TOKEN_FILE's."""
+    if _opt(args, "token"):
+        return str(args.token)
+    if _opt(args, "token_file"):
+        return _first_token(args.token_file)
+    if os.environ.get("STAD_TOKEN"):
+        return os.environ["STAD_TOKEN"]
+    if os.environ.get("STAD_TOKEN_FILE"):
+        return _first_token(os.environ["STAD_TOKEN_FILE"])
+    return None
+
+
+def _first_token(path: str) -> str:
+    try:
+        return read_tokens(path)[0]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _max_message_mb(args: argparse.Namespace) -> int:
@@ -189,7 +228,8 @@ def _score_table(
 ) -> tuple[DataTable, ScoreResult]:
     channels = None if args.channels else _model_channels(client, args.model, args.version)
     table = _read(args, channels=channels, label_column=label_column)
-    # streamed, so that no single response message has to hold a long file's scores
+    # streamed, so that no single response message has to hold a long file's scores (and
+    # in chunks of calls when long, so that no request has to hold the whole file)
     chunks = client.stream_score(
         table.values,
         timestamps=table.timestamps_ns,
@@ -198,25 +238,7 @@ def _score_table(
         version=args.version,
         threshold=args.threshold,
     )
-    return table, join_chunks(list(chunks))
-
-
-def join_chunks(chunks: Sequence[ScoreResult]) -> ScoreResult:
-    """One result from streamed chunks of consecutive steps of one series."""
-    if not chunks:
-        raise DataError("the server returned no scores")
-    ordered = sorted(chunks, key=lambda chunk: chunk.start_step)
-    first = ordered[0]
-    return replace(
-        first,
-        timestamps_ns=np.concatenate([c.timestamps_ns for c in ordered]),
-        score=np.concatenate([c.score for c in ordered]),
-        raw_score=np.concatenate([c.raw_score for c in ordered]),
-        is_anomaly=np.concatenate([c.is_anomaly for c in ordered]),
-        severity=np.concatenate([c.severity for c in ordered]),
-        contributions=np.concatenate([c.contributions for c in ordered]),  # (N, C)
-        expected=np.concatenate([c.expected for c in ordered]),  # (N, C)
-    )
+    return table, join_results(list(chunks))
 
 
 def _span_rows(table: DataTable, result: ScoreResult, limit: int) -> list[dict[str, Any]]:
@@ -283,7 +305,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if status is None:
             return EXIT_INTERRUPTED
         _report_job(args, status, seconds=time.monotonic() - started)
-        return EXIT_OK if status.state.value == "succeeded" else EXIT_FAILURE
+        return EXIT_OK if status.state is JobState.SUCCEEDED else EXIT_FAILURE
 
 
 def _follow(job: TrainingJob, *, embedded: bool) -> JobStatus | None:
@@ -347,7 +369,7 @@ def _report_job(args: argparse.Namespace, status: JobStatus, seconds: float | No
     if _opt(args, "json"):
         _emit_json(status)
         return
-    if status.state.value == "succeeded":
+    if status.state is JobState.SUCCEEDED:
         took = f" in {duration(seconds)}" if seconds is not None else ""
         print(f"job {status.job_id}: {status.model} version {status.version} trained{took}")
     else:
@@ -356,6 +378,10 @@ def _report_job(args: argparse.Namespace, status: JobStatus, seconds: float | No
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    check_data_path(args.file)  # these before connecting and scoring, which may take long
+    for path in (args.output, args.plot):
+        if path:
+            check_output_path(path)
     with connect(args, long_running=True) as client:
         table, result = _score_table(client, args, label_column=None)
     if args.output:
@@ -585,7 +611,7 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
     if status is None:
         return EXIT_INTERRUPTED
     _report_job(args, status)
-    return EXIT_OK if status.state.value == "succeeded" else EXIT_FAILURE
+    return EXIT_OK if status.state is JobState.SUCCEEDED else EXIT_FAILURE
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
@@ -632,9 +658,24 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--token", default=s, help="bearer token (default: $STAD_TOKEN)")
     group.add_argument(
+        "--token-file",
+        default=s,
+        metavar="FILE",
+        help="read the bearer token from the first line of FILE, out of `ps` (default: $STAD_TOKEN_FILE)",
+    )
+    group.add_argument(
         "--tls", action="store_true", default=s, help="use TLS with the system's root certificates"
     )
     group.add_argument("--ca-cert", default=s, metavar="PEM", help="use TLS trusting this CA certificate")
+    group.add_argument(
+        "--client-cert",
+        default=s,
+        metavar="PEM",
+        help="present this client certificate, for servers run with --client-ca (default: $STAD_CLIENT_CERT)",
+    )
+    group.add_argument(
+        "--client-key", default=s, metavar="PEM", help="the key of --client-cert (default: $STAD_CLIENT_KEY)"
+    )
     group.add_argument(
         "--timeout",
         type=_positive_float,
@@ -663,6 +704,30 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def _bounded_int(text: str, low: int, high: int) -> int:
+    """An int in low..high; argparse names the flag in front of the message."""
+    value = int(text)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {text}")
+    return value
+
+
+def _positive_int32(text: str) -> int:
+    return _bounded_int(text, 1, INT32_MAX)
+
+
+def _int32(text: str) -> int:
+    return _bounded_int(text, -INT32_MAX - 1, INT32_MAX)
+
+
+def _int64(text: str) -> int:
+    return _bounded_int(text, -INT64_MAX - 1, INT64_MAX)
 
 
 def _positive_float(text: str) -> float:
@@ -705,18 +770,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-column", help="0/1 label column: fine-tunes on labels and calibrates the threshold"
     )
     numeric: list[tuple[str, Callable[[str], object]]] = [
-        ("--epochs", _positive_int),
-        ("--window", _positive_int),
-        ("--patch", _positive_int),
-        ("--d-model", _positive_int),
-        ("--layers", _positive_int),
-        ("--heads", _positive_int),
-        ("--batch-size", _positive_int),
+        ("--epochs", _positive_int32),
+        ("--window", _positive_int32),
+        ("--patch", _positive_int32),
+        ("--d-model", _positive_int32),
+        ("--layers", _positive_int32),
+        ("--heads", _positive_int32),
+        ("--batch-size", _positive_int32),
         ("--learning-rate", _positive_float),
-        ("--seed", int),
+        ("--seed", _int64),
         ("--val-fraction", _positive_float),
-        ("--finetune-epochs", int),
-        ("--smoothing", _positive_int),
+        ("--finetune-epochs", _int32),
+        ("--smoothing", _positive_int32),
         ("--threshold-quantile", _positive_float),
     ]
     for flag, kind in numeric:

@@ -6,6 +6,7 @@ or epoch numbers), numeric channel columns, and optionally a 0/1 label column.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy.typing as npt
 
 from stad.client._exceptions import DataError
 from stad.client._types import ScoreResult
+from stad.core.quoting import quote, quote_names
 from stad.core.types import FloatArray, IntArray
 
 TIME_NAMES = ("time", "timestamp", "datetime", "date", "ts", "_time")
@@ -57,9 +59,7 @@ def read_table(
 ) -> DataTable:
     """Read a CSV or Parquet file; raises DataError naming the bad column or value."""
     pd = _pandas()
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"no such file: {str(path)!r}")
+    path = check_data_path(path)
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             frame = pd.read_parquet(path)
@@ -75,7 +75,7 @@ def read_table(
     frame.columns = columns
     for name in (time_column, label_column, *(channels or ())):
         if name is not None and name not in columns:
-            raise DataError(f"no column {name!r} in {path.name}; columns are {columns}")
+            raise DataError(f"no column {quote(name)} in {path.name}; columns are {quote_names(columns)}")
     if time_column is None:
         time_column = _guess_time_column(frame)
     timestamps = None if time_column is None else _parse_time(frame[time_column], time_column)
@@ -90,10 +90,13 @@ def read_table(
             and pd.api.types.is_numeric_dtype(frame[name])
         ]
         if not channels:
-            raise DataError(f"{path.name} has no numeric channel columns; columns are {columns}")
+            raise DataError(f"{path.name} has no numeric channel columns; columns are {quote_names(columns)}")
     for name in channels:
         if not pd.api.types.is_numeric_dtype(frame[name]):
-            raise DataError(f"channel column {name!r} is not numeric (first value {frame[name].iloc[0]!r})")
+            row = _first_bad_row(frame[name], pd.to_numeric(frame[name], errors="coerce"))
+            raise DataError(
+                f"channel column {quote(name)} is not numeric: {quote(frame[name].iloc[row])} at row {row}"
+            )
     values = frame[list(channels)].to_numpy(dtype=np.float64, na_value=np.nan)  # (T, C)
     if np.isinf(values).any():
         row, col = np.argwhere(np.isinf(values))[0]
@@ -105,6 +108,16 @@ def read_table(
         time_column=time_column,
         labels=labels,
     )
+
+
+def check_data_path(path: str | Path) -> Path:
+    """`path` as a Path; DataError unless it is a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{str(path)!r} is a directory, not a data file")
+    if not path.is_file():
+        raise DataError(f"no such file: {str(path)!r}")
+    return path
 
 
 def _guess_time_column(frame: Any) -> str | None:
@@ -140,13 +153,36 @@ def _parse_time(column: Any, name: str) -> IntArray:
             except (ValueError, TypeError):
                 continue
         if parsed is None:
-            raise DataError(f"time column {name!r} is not date-time text (first value {column.iloc[0]!r})")
+            row = _first_bad_row(column, pd.to_datetime(column, utc=True, format="mixed", errors="coerce"))
+            raise DataError(
+                f"time column {quote(name)} is not date-time text: {quote(column.iloc[row])} at row {row}"
+            )
         stamps = np.asarray(parsed.dt.tz_localize(None).dt.as_unit("ns").astype("int64"), dtype=np.int64)
     steps = np.diff(stamps)
     if (steps <= 0).any():
         row = int(np.argmax(steps <= 0)) + 1
         raise DataError(f"time column {name!r} is not strictly increasing at row {row}")
     return stamps
+
+
+def _first_bad_row(column: Any, converted: Any) -> int:
+    """The first row whose value did not convert (NaN/NaT where the column has a value)."""
+    bad = np.flatnonzero(np.asarray(converted.isna()) & np.asarray(column.notna()))
+    return int(bad[0]) if bad.size else 0
+
+
+def check_output_path(path: str | Path) -> None:
+    """Raise DataError unless a file can be written at `path` ('-': stdout), before any work."""
+    if str(path) == "-":
+        return
+    target = Path(path)
+    parent = target.parent
+    if target.is_dir():
+        raise DataError(f"cannot write {str(target)!r}: it is a directory")
+    if not parent.is_dir():
+        raise DataError(f"cannot write {str(target)!r}: no directory {str(parent)!r}")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise DataError(f"cannot write {str(target)!r}: permission denied")
 
 
 def _epoch_to_ns(seconds_or_finer: npt.NDArray[np.float64]) -> IntArray:

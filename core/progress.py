@@ -12,9 +12,10 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from enum import Enum
 from types import TracebackType
 from typing import Protocol, Self, TextIO
+
+from stad.core.jobs import JobState, TrainingProgress
 
 BAR_WIDTH = 24
 
@@ -137,34 +138,13 @@ class Progress:
         self.close()
 
 
-class TrainingSteps(Protocol):
-    """What the display reads of a training job's progress (stad.client.TrainingProgress)."""
-
-    @property
-    def phase(self) -> str: ...
-    @property
-    def epoch(self) -> int: ...
-    @property
-    def epochs(self) -> int: ...
-    @property
-    def step(self) -> int: ...
-    @property
-    def steps_total(self) -> int: ...
-    @property
-    def train_loss(self) -> float: ...
-    @property
-    def val_loss(self) -> float: ...
-    @property
-    def eta_s(self) -> float: ...
-
-
 class TrainingStatus(Protocol):
     """What the display reads of a training job's status (stad.client.JobStatus)."""
 
     @property
-    def state(self) -> Enum: ...
+    def state(self) -> JobState: ...
     @property
-    def progress(self) -> TrainingSteps | None: ...
+    def progress(self) -> TrainingProgress | None: ...
 
 
 # Before this share of a job is done, its ETA is mostly start-up noise.
@@ -192,7 +172,7 @@ class TrainingDisplay:
             else:
                 fraction = min(1.0, steps.epoch / steps.epochs)
             eta = duration(steps.eta_s) if fraction >= ETA_FROM_FRACTION else "-"
-            state = "" if status.state.value == "running" else f"  {status.state.value}"
+            state = "" if status.state is JobState.RUNNING else f"  {status.state.value}"
             key = (status.state, steps.phase, steps.epoch)
             self._progress.show(
                 f"loss {_loss(steps.train_loss)}  val {_loss(steps.val_loss)}  ETA {eta}{state}",

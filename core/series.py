@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from stad.core.quoting import quote_names
 from stad.core.types import FloatArray, IntArray
 from stad.v1 import series_pb2 as _series_pb2
 
@@ -48,7 +49,7 @@ def make_series(
     if len(names) != array.shape[1]:
         raise ValueError(f"{len(names)} channel names for {array.shape[1]} value columns")
     if len(set(names)) != len(names):
-        raise ValueError(f"channel names must be unique, got {list(names)}")
+        raise ValueError(f"channel names must be unique, got {quote_names(names)}")
     if any(not name for name in names):
         raise ValueError("channel names must not be empty")
     if np.isinf(array).any():
@@ -92,13 +93,22 @@ def series_from_proto(message: _series_pb2.Series) -> SeriesData:
     )
 
 
+def check_same_channels(names: Sequence[str], expected: Sequence[str]) -> None:
+    """Raise ValueError unless `names` are the `expected` channels, in any order."""
+    given, wanted = set(names), set(expected)
+    if given == wanted and len(names) == len(expected):
+        return
+    missing = [name for name in expected if name not in given]
+    extra = [name for name in names if name not in wanted]
+    raise ValueError(
+        f"channels differ from the model's: missing {quote_names(missing)}, unexpected {quote_names(extra)}"
+    )
+
+
 def align_channels(series: SeriesData, expected: Sequence[str]) -> FloatArray:
     """Return the values with columns in the order of `expected`, matched by name."""
     if tuple(series.channels) == tuple(expected):
         return series.values
-    missing = [name for name in expected if name not in series.channels]
-    extra = [name for name in series.channels if name not in expected]
-    if missing or extra:
-        raise ValueError(f"channels differ from the model's: missing {missing}, unexpected {extra}")
+    check_same_channels(series.channels, expected)
     index = [series.channels.index(name) for name in expected]
     return series.values[:, index]

@@ -25,11 +25,12 @@ import numpy as np
 
 from stad.client import TrainingSettings
 from stad.core.demo_data import DemoData, generate
-from stad.influx_task.config import Connection, Job, RetrySettings, ServerSettings, TaskConfig
+from stad.influx_task.config import Connection, Pipeline, RetrySettings, ServerSettings, TaskConfig
 from stad.influx_task.influxql import InfluxQLReader
 from stad.influx_task.local_influxd import Influxd, influxd_path
+from stad.influx_task.points import Point
 from stad.influx_task.transport import InfluxError, Transport
-from stad.influx_task.writer import LineWriter, Point
+from stad.influx_task.writer import LineWriter
 
 DATABASE = "stad_demo"
 HOW_TO = (
@@ -154,7 +155,7 @@ def round_trip(
         _load(transport, data)
         print(f"wrote {data.values.shape[0]} points x {len(data.channels)} fields to {url} db={DATABASE}")
         step = int(data.timestamps_ns[1] - data.timestamps_ns[0])
-        job = Job(
+        pipeline = Pipeline(
             name="demo",
             database=DATABASE,
             measurement="station",
@@ -169,7 +170,7 @@ def round_trip(
                 connection=Connection(url=url, timeout_ms=120_000),
                 server=ServerSettings(target=server.target, timeout_s=600),
                 retry=RetrySettings(),
-                jobs=(job,),
+                pipelines=(pipeline,),
             )
             with Task(config) as task:
                 quiet_end = int(data.timestamps_ns[data.quiet_steps])

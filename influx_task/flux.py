@@ -5,23 +5,24 @@ The parser follows the documented annotated CSV format
 `#datatype`, `#group` and `#default` annotation rows, a header row, data rows;
 a new annotation block or a blank line starts a new table schema. Flux labels
 each aggregate window by its stop; `read` shifts labels to window starts.
+
+Why not influxdb-client's own FluxCsvParser: it turns `_time` into a `datetime`
+(microseconds), and grid steps need exact nanoseconds.
 """
 
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from stad.influx_task.config import Connection, Job
+from stad.influx_task.config import Connection, Pipeline
 from stad.influx_task.grid import SeriesBlock, start_labels
+from stad.influx_task.times import ns_from_rfc3339, rfc3339_from_ns
 from stad.influx_task.transport import InfluxError, InfluxUnavailable
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def flux_string(value: str) -> str:
@@ -29,52 +30,28 @@ def flux_string(value: str) -> str:
     return f'"{escaped}"'
 
 
-def rfc3339_from_ns(t_ns: int) -> str:
-    seconds, nanos = divmod(t_ns, 10**9)
-    stamp = (_EPOCH + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{nanos:09d}Z"
-
-
-def ns_from_rfc3339(text: str) -> int:
-    """Parse an RFC3339(Nano) timestamp such as 2021-01-01T00:00:10.5Z exactly to ns."""
-    main, frac = text, ""
-    if "." in text:
-        main, rest = text.split(".", 1)
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        frac, zone = rest[:digits], rest[digits:]
-        main += zone
-    try:
-        moment = dt.datetime.fromisoformat(main.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ValueError(f"bad RFC3339 timestamp {text!r}") from exc
-    if moment.tzinfo is None:
-        raise ValueError(f"RFC3339 timestamp {text!r} has no time zone")
-    whole = (moment - _EPOCH) // dt.timedelta(seconds=1)
-    return int(whole) * 10**9 + int((frac + "000000000")[:9] or 0)
-
-
-def build_flux(job: Job, start_ns: int, stop_ns: int) -> str:
-    """A Flux query for every series of the job over [start_ns, stop_ns), on the grid."""
+def build_flux(pipeline: Pipeline, start_ns: int, stop_ns: int) -> str:
+    """A Flux query for every series of the pipeline over [start_ns, stop_ns), on the grid."""
     if stop_ns <= start_ns:
         raise ValueError(f"empty time range: start {start_ns} >= stop {stop_ns}")
-    bucket = job.database + (f"/{job.retention_policy}" if job.retention_policy else "")
-    fields = " or ".join(f"r._field == {flux_string(f)}" for f in job.fields)
+    bucket = pipeline.database + (f"/{pipeline.retention_policy}" if pipeline.retention_policy else "")
+    fields = " or ".join(f"r._field == {flux_string(f)}" for f in pipeline.fields)
     lines = [
         f"from(bucket: {flux_string(bucket)})",
         f"  |> range(start: {rfc3339_from_ns(start_ns)}, stop: {rfc3339_from_ns(stop_ns)})",
-        f"  |> filter(fn: (r) => r._measurement == {flux_string(job.measurement)})",
+        f"  |> filter(fn: (r) => r._measurement == {flux_string(pipeline.measurement)})",
         f"  |> filter(fn: (r) => {fields})",
     ]
-    for key in sorted(job.tag_filter):
-        options = " or ".join(f"r[{flux_string(key)}] == {flux_string(v)}" for v in job.tag_filter[key])
+    for key in sorted(pipeline.tag_filter):
+        options = " or ".join(f"r[{flux_string(key)}] == {flux_string(v)}" for v in pipeline.tag_filter[key])
         lines.append(f"  |> filter(fn: (r) => {options})")
-    group = ", ".join(flux_string(c) for c in ("_field", *job.output_tag_keys))
-    keep = ", ".join(flux_string(c) for c in ("_time", "_value", "_field", *job.output_tag_keys))
+    group = ", ".join(flux_string(c) for c in ("_field", *pipeline.output_tag_keys))
+    keep = ", ".join(flux_string(c) for c in ("_time", "_value", "_field", *pipeline.output_tag_keys))
     lines.append(f"  |> group(columns: [{group}])")
-    if job.aggregate in ("first", "last"):
+    if pipeline.aggregate in ("first", "last"):
         lines.append('  |> sort(columns: ["_time"])')  # group() interleaves series; selectors need order
     lines += [
-        f"  |> aggregateWindow(every: {job.interval_ns}ns, fn: {job.aggregate}, createEmpty: true)",
+        f"  |> aggregateWindow(every: {pipeline.interval_ns}ns, fn: {pipeline.aggregate}, createEmpty: true)",
         f"  |> keep(columns: [{keep}])",
     ]
     return "\n".join(lines)
@@ -134,13 +111,13 @@ def parse_annotated_csv(text: str) -> Iterator[dict[str, Any]]:
 
 def blocks_from_records(
     records: list[dict[str, Any]],
-    job: Job,
+    pipeline: Pipeline,
     *,
     label: str = "stop",
 ) -> list[SeriesBlock]:
     """Pivot long rows (one per time, field, tag set) into one block per tag set."""
-    tag_keys = job.output_tag_keys
-    columns = {name: i for i, name in enumerate(job.fields)}
+    tag_keys = pipeline.output_tag_keys
+    columns = {name: i for i, name in enumerate(pipeline.fields)}
     cells: dict[tuple[str, ...], dict[int, dict[int, float]]] = {}
     for record in records:
         field = record.get("_field")
@@ -154,14 +131,14 @@ def blocks_from_records(
     for key in sorted(cells):
         by_time = cells[key]
         times = np.array(sorted(by_time), dtype=np.int64)
-        values = np.full((times.size, len(job.fields)), np.nan)  # (T, C)
+        values = np.full((times.size, len(pipeline.fields)), np.nan)  # (T, C)
         for t_index, t in enumerate(times.tolist()):
             for c_index, value in by_time[t].items():
                 values[t_index, c_index] = value
         blocks.append(
             SeriesBlock(
                 tags=dict(zip(tag_keys, key, strict=True)),
-                timestamps_ns=start_labels(times, job.interval_ns, label),
+                timestamps_ns=start_labels(times, pipeline.interval_ns, label),
                 values=values,
             )
         )
@@ -169,7 +146,7 @@ def blocks_from_records(
 
 
 class FluxReader:
-    """Reads job series with Flux through influxdb-client's query API (2.x, 1.8+)."""
+    """Reads pipeline series with Flux through influxdb-client's query API (2.x, 1.8+)."""
 
     def __init__(self, connection: Connection) -> None:
         from influxdb_client.client.influxdb_client import InfluxDBClient
@@ -201,6 +178,6 @@ class FluxReader:
             raise InfluxUnavailable(f"Flux query: {exc}") from exc
         return bytes(response.data).decode()
 
-    def read(self, job: Job, start_ns: int, stop_ns: int) -> list[SeriesBlock]:
-        records = list(parse_annotated_csv(self.query_csv(build_flux(job, start_ns, stop_ns))))
-        return blocks_from_records(records, job, label="stop")
+    def read(self, pipeline: Pipeline, start_ns: int, stop_ns: int) -> list[SeriesBlock]:
+        records = list(parse_annotated_csv(self.query_csv(build_flux(pipeline, start_ns, stop_ns))))
+        return blocks_from_records(records, pipeline, label="stop")

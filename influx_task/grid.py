@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+FILLS = ("null", "previous", "linear")
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -47,13 +48,15 @@ def to_grid(
     start_ns: int,
     stop_ns: int,
     interval_ns: int,
-    fill: str,
+    fill: str = "null",
+    fill_limit: int = 0,
 ) -> tuple[IntArray, FloatArray]:
     """Place start-labelled rows on the grid [start_ns, stop_ns) and apply the fill policy.
 
     fill: "null" leaves NaN in empty steps, "previous" carries the last value
-    forward, "linear" interpolates between neighbours (not past the ends),
-    "none" drops steps where every channel is missing.
+    forward, "linear" interpolates between neighbours (not past the ends); both
+    fill gaps of at most `fill_limit` steps (0: any gap), so a filled value
+    never depends on data further back than that.
     """
     if start_ns % interval_ns or stop_ns % interval_ns:
         raise ValueError(f"grid bounds {start_ns}, {stop_ns} are not multiples of {interval_ns} ns")
@@ -70,34 +73,32 @@ def to_grid(
         grid[index[inside]] = values[inside]
     if fill == "null":
         return grid_times, grid
-    if fill == "none":
-        keep = ~np.isnan(grid).all(axis=1)
-        return grid_times[keep], grid[keep]
+    limit = fill_limit or n_steps
     if fill == "previous":
-        return grid_times, _forward_fill(grid)
+        return grid_times, _forward_fill(grid, limit)
     if fill == "linear":
-        return grid_times, _interpolate(grid)
-    raise ValueError(f"fill must be one of null, previous, linear, none; got {fill!r}")
+        return grid_times, _interpolate(grid, limit)
+    raise ValueError(f"fill must be one of {FILLS}; got {fill!r}")
 
 
-def _forward_fill(grid: FloatArray) -> FloatArray:
+def _forward_fill(grid: FloatArray, limit: int) -> FloatArray:
     out = grid.copy()
+    age = np.zeros(grid.shape[1], dtype=np.int64)  # steps since the carried value was observed
     for t in range(1, out.shape[0]):
-        gaps = np.isnan(out[t])
+        seen = ~np.isnan(grid[t])
+        age = np.where(seen, 0, age + 1)
+        gaps = ~seen & (age <= limit)
         out[t, gaps] = out[t - 1, gaps]
     return out
 
 
-def _interpolate(grid: FloatArray) -> FloatArray:
+def _interpolate(grid: FloatArray, limit: int) -> FloatArray:
     out = grid.copy()
-    steps = np.arange(grid.shape[0])
     for c in range(grid.shape[1]):
-        seen = ~np.isnan(grid[:, c])
-        if seen.sum() < 2:
-            continue
-        first, last = steps[seen][0], steps[seen][-1]
-        inner = slice(first, last + 1)
-        out[inner, c] = np.interp(steps[inner], steps[seen], grid[seen, c])
+        seen = np.flatnonzero(~np.isnan(grid[:, c]))
+        for a, b in zip(seen[:-1].tolist(), seen[1:].tolist(), strict=True):
+            if 1 < b - a <= limit + 1:
+                out[a + 1 : b, c] = np.interp(np.arange(a + 1, b), [a, b], grid[[a, b], c])
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from stad.influx_task.config import Job
+from stad.influx_task.config import Pipeline
 from stad.influx_task.grid import SeriesBlock
 from stad.influx_task.transport import InfluxError, Transport
 
@@ -34,17 +34,21 @@ def tag_condition(tag_filter: dict[str, tuple[str, ...]]) -> str:
     return " AND ".join(parts)
 
 
-def build_select(job: Job, start_ns: int, stop_ns: int) -> str:
-    """One query for every series of the job over [start_ns, stop_ns), aggregated on the grid."""
+def build_select(pipeline: Pipeline, start_ns: int, stop_ns: int) -> str:
+    """One query for every series of the pipeline over [start_ns, stop_ns), aggregated on the grid."""
     if stop_ns <= start_ns:
         raise ValueError(f"empty time range: start {start_ns} >= stop {stop_ns}")
-    columns = ", ".join(f"{job.aggregate}({quote_ident(f)}) AS {quote_ident(f)}" for f in job.fields)
+    columns = ", ".join(
+        f"{pipeline.aggregate}({quote_ident(f)}) AS {quote_ident(f)}" for f in pipeline.fields
+    )
     where = f"time >= {start_ns} AND time < {stop_ns}"
-    condition = tag_condition(dict(job.tag_filter))
+    condition = tag_condition(dict(pipeline.tag_filter))
     if condition:
         where += f" AND {condition}"
-    group = ", ".join([f"time({job.interval_ns}ns)", *(quote_ident(t) for t in job.output_tag_keys)])
-    source = source_clause(job.database, job.retention_policy, job.measurement)
+    group = ", ".join(
+        [f"time({pipeline.interval_ns}ns)", *(quote_ident(t) for t in pipeline.output_tag_keys)]
+    )
+    source = source_clause(pipeline.database, pipeline.retention_policy, pipeline.measurement)
     return f"SELECT {columns} FROM {source} WHERE {where} GROUP BY {group} fill(null)"
 
 
@@ -86,7 +90,7 @@ def blocks_from_series(series: list[dict[str, Any]], fields: tuple[str, ...]) ->
 
 
 class InfluxQLReader:
-    """Reads job series with InfluxQL."""
+    """Reads pipeline series with InfluxQL."""
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
@@ -104,6 +108,6 @@ class InfluxQLReader:
         body = self.transport.request("POST" if post else "GET", "/query", params=params)
         return parse_response(body)
 
-    def read(self, job: Job, start_ns: int, stop_ns: int) -> list[SeriesBlock]:
-        series = self.query(build_select(job, start_ns, stop_ns), database=job.database)
-        return blocks_from_series(series, job.fields)
+    def read(self, pipeline: Pipeline, start_ns: int, stop_ns: int) -> list[SeriesBlock]:
+        series = self.query(build_select(pipeline, start_ns, stop_ns), database=pipeline.database)
+        return blocks_from_series(series, pipeline.fields)

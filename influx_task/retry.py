@@ -5,17 +5,23 @@ retryable, attempts run out or the deadline passes (then the last error is
 raised). An error is retryable when `is_retryable(exc)` says so; it may carry a
 `retry_after_s` attribute (from an HTTP Retry-After header), which then sets the
 wait instead of the backoff (bounded by `policy.retry_after_max_s` and the deadline).
+Setting `stop` ends a wait at once, and the last error is raised as `Interrupted`.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+class Interrupted(Exception):
+    """A retry wait was cut short by the stop event (SIGTERM); the cause is the last error."""
 
 
 @dataclass(frozen=True)
@@ -48,11 +54,13 @@ def retry_call(
     is_retryable: Callable[[BaseException], bool],
     *,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
-    sleep: Callable[[float], object] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
     rng: random.Random | None = None,
+    stop: threading.Event | None = None,
 ) -> T:
     """Call `fn` with retries; `on_retry(exc, attempt, delay_s)` is told before each wait."""
     rng = rng or random.Random()
+    stop = stop or threading.Event()
     start = time.monotonic()
     attempt = 0
     while True:
@@ -70,4 +78,7 @@ def retry_call(
                 raise
             if on_retry is not None:
                 on_retry(exc, attempt, delay)
-            sleep(delay)
+            if sleep is not None:
+                sleep(delay)
+            elif stop.wait(delay):
+                raise Interrupted(f"stopped while waiting to retry after: {exc}") from exc

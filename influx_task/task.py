@@ -1,4 +1,4 @@
-"""Wiring: one Task holds the InfluxDB transport, the scoring client and a JobRunner per job."""
+"""Wiring: one Task holds the InfluxDB transport, the scoring client and a PipelineRunner per pipeline."""
 
 from __future__ import annotations
 
@@ -7,27 +7,30 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from stad.client import Client, DeadlineExceeded, JobStatus, ResourceExhausted, TrainingSettings, Unavailable
-from stad.core.progress import Progress
 from stad.core.series import SeriesData
 from stad.influx_task import transport as _transport
 from stad.influx_task.checkpoint import CheckpointStore, FileCheckpointStore, InfluxCheckpointStore
-from stad.influx_task.config import Job, TaskConfig
+from stad.influx_task.config import Pipeline, TaskConfig
 from stad.influx_task.flux import FluxReader
+from stad.influx_task.geometry import Geometry, geometry_from_metadata
+from stad.influx_task.history import WrittenHistory
 from stad.influx_task.influxql import InfluxQLReader
+from stad.influx_task.metrics import TaskMetrics
+from stad.influx_task.output import Scores
 from stad.influx_task.retry import RetryPolicy
 from stad.influx_task.runner import (
     NO_SHARD,
     ChunkReport,
-    JobRunner,
     PassStats,
+    PipelineRunner,
     Reader,
-    Scores,
     Shard,
     concatenate_for_training,
 )
+from stad.influx_task.times import rfc3339_from_ns
 from stad.influx_task.writer import LineWriter
 
 log = logging.getLogger("stad.influx_task")
@@ -44,16 +47,27 @@ class ClientScorer:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    def __call__(self, series: Sequence[SeriesData], *, job: Job, return_from_ns: int) -> list[Scores]:
+    def __call__(
+        self, series: Sequence[SeriesData], *, pipeline: Pipeline, return_from_ns: int
+    ) -> list[Scores]:
         return list(
             self.client.score_many(
                 series,
-                model=job.model,
-                version=job.version,
-                threshold=job.threshold,
+                model=pipeline.model,
+                version=pipeline.version,
+                threshold=pipeline.threshold,
                 return_from_ns=return_from_ns,
             )
         )
+
+    def geometry(self, pipeline: Pipeline) -> Geometry:
+        """The scoring windows of the version the pipeline uses (its own, else the active one)."""
+        info = self.client.model(pipeline.model, version=pipeline.version)
+        wanted = pipeline.version or info.active_version
+        version = next((v for v in info.versions if v.version == wanted), None)
+        if version is None:
+            raise ValueError(f"model {pipeline.model!r} has no version {wanted!r} to score with")
+        return geometry_from_metadata(version.metadata, pipeline.interval_ns)
 
 
 class Task:
@@ -69,8 +83,10 @@ class Task:
         stop: threading.Event | None = None,
         on_chunk: Callable[[ChunkReport], None] | None = None,
         on_retry: Callable[[BaseException, int, float], None] | None = None,
+        metrics: TaskMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.shard = shard
         self.now_ns = now_ns
         self.stop = stop or threading.Event()
@@ -108,77 +124,149 @@ class Task:
             self.client.close()
         self.transport.close()
 
-    def _reader(self, job: Job) -> Reader:
-        if job.read_path == "influxql":
+    def _reader(self, pipeline: Pipeline) -> Reader:
+        if pipeline.read_path == "influxql":
             return self.influxql
         if self._flux is None:
             self._flux = FluxReader(self.config.connection)
         return self._flux
 
-    def _store(self, job: Job) -> CheckpointStore:
+    def _store(self, pipeline: Pipeline) -> CheckpointStore:
         if self.config.checkpoint_store == "influx":
-            return InfluxCheckpointStore(
-                self.influxql,
-                self.writer,
-                database=job.out_database,
-                retention_policy=job.output_retention_policy,
-            )
+            return InfluxCheckpointStore(self.influxql, self.writer, database=pipeline.out_database)
         return FileCheckpointStore(self.config.checkpoint_store)
 
-    def runner(self, job: Job) -> JobRunner:
-        return JobRunner(
-            job,
-            reader=self._reader(job),
+    def runner(self, pipeline: Pipeline) -> PipelineRunner:
+        return PipelineRunner(
+            pipeline,
+            reader=self._reader(pipeline),
             writer=self.writer,
-            store=self._store(job),
+            store=self._store(pipeline),
             scorer=ClientScorer(self.client),
             retry=self.retry,
             is_retryable=is_retryable,
+            episodes=WrittenHistory(self.influxql),
             shard=self.shard,
             now_ns=self.now_ns,
             stop=self.stop,
-            on_chunk=self.on_chunk,
-            on_retry=self.on_retry,
+            on_chunk=lambda report: self._chunk_done(pipeline, report),
+            on_retry=lambda exc, attempt, delay: self._retrying(pipeline, exc, attempt, delay),
         )
 
-    def once(self, jobs: list[str] | None = None) -> dict[str, PassStats | Exception]:
-        """One pass over every job (or the named ones); a failing job does not stop the others."""
-        selected = [self.config.job(name) for name in jobs] if jobs else list(self.config.jobs)
+    def _chunk_done(self, pipeline: Pipeline, report: ChunkReport) -> None:
+        if self.metrics is not None:
+            self.metrics.chunk(pipeline.name, report.read, report.steps, report.points)
+        if self.on_chunk is not None:
+            self.on_chunk(report)
+
+    def _retrying(self, pipeline: Pipeline, exc: BaseException, attempt: int, delay_s: float) -> None:
+        if self.metrics is not None:
+            self.metrics.retry(pipeline.name)
+        if self.on_retry is not None:
+            self.on_retry(exc, attempt, delay_s)
+
+    def probe(self) -> None:
+        """One try at InfluxDB and the scoring server, no retries: a connection that never
+        worked (a typo'd URL, a wrong token) fails at once instead of being retried."""
+        try:
+            self.transport.request("GET", "/ping", params={})
+        except _transport.InfluxError as exc:
+            raise ConnectionError(f"cannot reach InfluxDB at {self.config.connection.url}: {exc}") from exc
+        try:
+            self.client.health()
+        except (Unavailable, DeadlineExceeded) as exc:
+            raise ConnectionError(
+                f"cannot reach the stad server at {self.config.server.target}: {exc}"
+            ) from exc
+
+    def check(self, pipeline: Pipeline) -> ChunkReport:
+        """A dry run of one chunk (read, score, write nothing): what `stad influx check` does."""
+        return self.runner(pipeline).dry_run()
+
+    def once(self, names: list[str] | None = None) -> dict[str, PassStats | Exception]:
+        """One pass over every pipeline (or the named ones); a failing pipeline does not stop the others."""
+        selected = [self.config.pipeline(n) for n in names] if names else list(self.config.pipelines)
         outcome: dict[str, PassStats | Exception] = {}
-        for job in selected:
+        for pipeline in selected:
             if self.stop.is_set():
                 break
+            started = time.monotonic()
             try:
-                outcome[job.name] = self.runner(job).run_once()
+                stats = outcome[pipeline.name] = self.runner(pipeline).run_once()
             except Exception as exc:
-                log.error("job %s failed: %s: %s", job.name, type(exc).__name__, exc)
-                outcome[job.name] = exc
+                log.error("pipeline %s failed: %s: %s", pipeline.name, type(exc).__name__, exc)
+                outcome[pipeline.name] = exc
+                self._record(pipeline, f"{type(exc).__name__}: {exc}", time.monotonic() - started)
+                continue
+            self._record(pipeline, "", time.monotonic() - started, stats.lag_s)
+            log.info(
+                "pipeline %s: %d series, %d steps, %d points, lag %.0f s, %.2f s%s",
+                pipeline.name,
+                len(stats.series),
+                stats.steps,
+                stats.points,
+                stats.lag_s,
+                time.monotonic() - started,
+                f", rescored late data of {len(stats.rescored)} series" if stats.rescored else "",
+            )
         return outcome
 
-    def run(self) -> None:
-        """Pass over each job every `every` until `stop` is set."""
-        due = {job.name: 0.0 for job in self.config.jobs}
-        if not due:
-            raise ValueError("no jobs configured")
-        while not self.stop.is_set():
-            for job in self.config.jobs:
-                if self.stop.is_set() or time.monotonic() < due[job.name]:
-                    continue
-                due[job.name] = time.monotonic() + job.every_ns / 1e9
-                self.once([job.name])
-            self.stop.wait(max(0.0, min(due.values()) - time.monotonic()))
+    def _record(self, pipeline: Pipeline, error: str, seconds: float, lag_s: float | None = None) -> None:
+        """Keep the pass's outcome for `status` and the metrics; InfluxDB being down is not
+        worth a failure here."""
+        if self.metrics is not None:
+            self.metrics.pass_done(pipeline.name, error, seconds=seconds, lag_s=lag_s)
+        try:
+            self._store(pipeline).record_outcome(pipeline.name, error[:1000])
+        except (_transport.InfluxError, OSError) as exc:
+            log.warning("pipeline %s: cannot record the pass's outcome: %s", pipeline.name, exc)
 
-    def backfill(self, job_name: str, start_ns: int, stop_ns: int, *, progress: bool = True) -> PassStats:
-        job = self.config.job(job_name)
-        total = max(0, (stop_ns - start_ns) // job.interval_ns)
-        if not progress:
-            return self.runner(job).backfill(start_ns, stop_ns)
-        with Progress(f"backfill {job.name}", total=total) as bar:
-            return self.runner(job).backfill(start_ns, stop_ns, progress=bar)
+    def status(self, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Per pipeline: each owned series' checkpoint and lag behind now - offset, the last error."""
+        selected = [self.config.pipeline(n) for n in names] if names else list(self.config.pipelines)
+        report: dict[str, dict[str, Any]] = {}
+        for pipeline in selected:
+            store = self._store(pipeline)
+            runner = self.runner(pipeline)
+            horizon = runner.horizon_ns()
+            series = {
+                key: {
+                    "next": rfc3339_from_ns(c.next_ns),
+                    "next_ns": c.next_ns,
+                    "lag_s": max(0, horizon - c.next_ns) / 1e9,
+                    "episode_open": c.episode is not None,
+                }
+                for key, c in sorted(store.load(pipeline.name).items())
+                if self.shard.owns(key)
+            }
+            report[pipeline.name] = {"series": series, "last_error": store.last_error(pipeline.name)}
+        return report
+
+    def run(self, on_pass: Callable[[str, PassStats | Exception], None] | None = None) -> None:
+        """Pass over each pipeline every `every` until `stop` is set; `on_pass` hears each outcome."""
+        due = {pipeline.name: 0.0 for pipeline in self.config.pipelines}
+        if not due:
+            raise ValueError("no pipelines configured")
+        while not self.stop.is_set():
+            if self.metrics is not None:
+                self.metrics.beat()
+            for pipeline in self.config.pipelines:
+                if self.stop.is_set() or time.monotonic() < due[pipeline.name]:
+                    continue
+                due[pipeline.name] = time.monotonic() + pipeline.every_ns / 1e9
+                for name, outcome in self.once([pipeline.name]).items():
+                    if on_pass is not None:
+                        on_pass(name, outcome)
+            # wake at least every 30 s, so that liveness sees the loop turn
+            self.stop.wait(min(30.0, max(0.0, min(due.values()) - time.monotonic())))
+
+    def backfill(self, name: str, start_ns: int, stop_ns: int, *, restart: bool = False) -> PassStats:
+        """Score one pipeline over [start, stop) (see PipelineRunner.backfill)."""
+        return self.runner(self.config.pipeline(name)).backfill(start_ns, stop_ns, restart=restart)
 
     def train(
         self,
-        job_name: str,
+        name: str,
         start_ns: int,
         stop_ns: int,
         *,
@@ -187,16 +275,16 @@ class Task:
         on_status: Callable[[JobStatus], None] | None = None,
         timeout_s: float | None = None,
     ) -> JobStatus:
-        """Pull the job's history over [start, stop), train a new version, wait for it."""
-        job = self.config.job(job_name)
-        series = self.runner(job).training_series(start_ns, stop_ns)
+        """Pull the pipeline's history over [start, stop), train a new version, wait for it."""
+        pipeline = self.config.pipeline(name)
+        series = self.runner(pipeline).training_series(start_ns, stop_ns)
         data = concatenate_for_training(series)
         handle = self.client.train(
             data,
-            model=job.model,
+            model=pipeline.model,
             settings=settings,
             activate=activate,
-            description=f"stad influx train --job {job.name}",
+            description=f"stad influx train --pipeline {pipeline.name}",
         )
         for status in handle.watch(timeout_s=timeout_s):
             if on_status is not None:

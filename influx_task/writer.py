@@ -1,64 +1,23 @@
 """Line-protocol writes, synchronous and checked: `/write` (1.x) or `/api/v2/write`.
 
 A write returns only after InfluxDB answered 204; anything else raises
-InfluxError (InfluxUnavailable for 5xx/429/connection errors, retryable).
+InfluxError (InfluxUnavailable for 5xx/429/connection errors, retryable). The one
+exception: points older than the retention policy keeps, which InfluxDB drops
+(HTTP 400/422 "points beyond retention policy dropped"), count as written: they
+would be deleted at once anyway, and retrying them would stall the task for good.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import logging
+import re
+from collections.abc import Iterable, Sequence
 
-from stad.influx_task.transport import Transport
+from stad.influx_task.points import Point, to_line
+from stad.influx_task.transport import InfluxError, Transport
 
-FieldValue = float | int | bool | str
-
-
-@dataclass(frozen=True)
-class Point:
-    measurement: str
-    tags: Mapping[str, str]
-    fields: Mapping[str, FieldValue]
-    time_ns: int
-
-
-def _escape_key(text: str) -> str:
-    return text.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
-
-
-def _escape_measurement(text: str) -> str:
-    return text.replace(",", "\\,").replace(" ", "\\ ")
-
-
-def _format_field(value: FieldValue) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        return None if not math.isfinite(value) else repr(value)
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
-
-
-def to_line(point: Point) -> str | None:
-    """One line of line protocol; None when no field has a writable value (NaN is skipped)."""
-    if not point.measurement:
-        raise ValueError("point has an empty measurement name")
-    fields = []
-    for key in point.fields:
-        text = _format_field(point.fields[key])
-        if text is not None:
-            fields.append(f"{_escape_key(key)}={text}")
-    if not fields:
-        return None
-    head = _escape_measurement(point.measurement)
-    for key in sorted(point.tags):
-        value = point.tags[key]
-        if value != "":
-            head += f",{_escape_key(key)}={_escape_key(value)}"
-    return f"{head} {','.join(fields)} {int(point.time_ns)}"
+log = logging.getLogger("stad.influx_task")
+_BEYOND_RETENTION = re.compile(r"points beyond retention policy dropped=(\d+)")
 
 
 class LineWriter:
@@ -69,6 +28,23 @@ class LineWriter:
             raise ValueError(f"batch_lines must be positive, got {batch_lines}")
         self.transport = transport
         self.batch_lines = batch_lines
+        self.dropped_by_retention = 0  # points InfluxDB dropped as older than the retention policy
+
+    def _post(self, path: str, params: dict[str, str], body: bytes, headers: dict[str, str]) -> None:
+        try:
+            self.transport.request("POST", path, params=params, body=body, headers=headers)
+        except InfluxError as exc:
+            found = _BEYOND_RETENTION.search(str(exc))
+            if exc.status not in (400, 422) or found is None:
+                raise
+            if self.dropped_by_retention == 0:
+                log.warning(
+                    "InfluxDB dropped points older than the retention policy of %s; they count as "
+                    "written (said once): %s",
+                    params.get("rp") or params.get("bucket") or params.get("db"),
+                    exc,
+                )
+            self.dropped_by_retention += int(found.group(1))
 
     def write_lines(
         self, lines: Sequence[str], *, database: str, retention_policy: str | None = None
@@ -80,12 +56,12 @@ class LineWriter:
             if connection.uses_v2_write:
                 bucket = database + (f"/{retention_policy}" if retention_policy else "")
                 params = {"bucket": bucket, "org": connection.org or "", "precision": "ns"}
-                self.transport.request("POST", "/api/v2/write", params=params, body=body, headers=headers)
+                self._post("/api/v2/write", params, body, headers)
             else:
                 params = {"db": database, "precision": "ns"}
                 if retention_policy:
                     params["rp"] = retention_policy
-                self.transport.request("POST", "/write", params=params, body=body, headers=headers)
+                self._post("/write", params, body, headers)
 
     def write(self, points: Iterable[Point], *, database: str, retention_policy: str | None = None) -> int:
         """Write the points; returns how many lines were sent."""

@@ -17,9 +17,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from stad.core.types import MIB
 from stad.server import job_worker
 from stad.server.detector import Detector
 from stad.server.guard import CallGuard
+from stad.server.intercept import DecodeCheck, RateLimitedLog, TokenCheck
+from stad.server.intercept import log as calls_log
 from stad.server.jobs import JobManager
 from stad.server.metrics import ServerMetrics
 from stad.server.model_service import ModelServicer
@@ -134,6 +137,8 @@ async def create_server(
     """Build and start a server listening on `address` (port 0: any free port); `job_runner`
     runs each training job in its child process (tests pass one that fails)."""
     device = resolve_device(settings.device)
+    tokens = settings.accepted_tokens()  # a bad token file fails start-up, before anything else
+    credentials = _server_credentials(settings)
     _check_model_dir(Path(settings.model_dir))
     _check_address_free(address)
     import torch
@@ -145,7 +150,8 @@ async def create_server(
         max_cached=settings.max_cached_models,
     )
     metrics = ServerMetrics(device_memory=_device_memory if device.startswith("cuda") else None)
-    guard = CallGuard(metrics, token=settings.token)
+    guard = CallGuard(metrics)
+    bad_calls = RateLimitedLog(calls_log)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stad-compute")
     engine = ScoringEngine(
         registry,
@@ -171,17 +177,19 @@ async def create_server(
     )
     limit = settings.max_message_bytes
     server = aio.server(
+        interceptors=[TokenCheck(tokens, metrics, bad_calls), DecodeCheck(bad_calls)],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     scoring_pb2_grpc.add_ScoringServiceServicer_to_server(
         ScoringServicer(engine, guard, max_response_bytes=limit), server
     )
     training_pb2_grpc.add_TrainingServiceServicer_to_server(
-        TrainingServicer(jobs, guard, max_training_bytes=settings.max_training_mb * 1024 * 1024), server
+        TrainingServicer(jobs, guard, max_training_bytes=settings.max_training_mb * MIB), server
     )
     models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry, guard), server)
     health_servicer = HealthServicer()
@@ -193,7 +201,7 @@ async def create_server(
         settings, server, health_servicer, guard, engine, jobs, metrics, executor, registry, device
     )
     try:
-        stad_server.port = _listen(server, address, settings)
+        stad_server.port = _listen(server, address, credentials)
         await server.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -238,13 +246,33 @@ def _check_address_free(address: str) -> None:
                 raise StartupError(f"cannot listen on {address!r} (--address): {exc.strerror}") from exc
 
 
-def _listen(server: aio.Server, address: str, settings: Settings) -> int:
-    """Bind `address`; returns the port."""
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from --tls-cert/--tls-key, requiring client certificates signed by
+    --client-ca when given; None: plaintext."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    key = _read_pem(settings.tls_key, "--tls-key")
+    chain = _read_pem(settings.tls_cert, "--tls-cert")
+    if settings.client_ca is None:
+        return grpc.ssl_server_credentials([(key, chain)])
+    return grpc.ssl_server_credentials(
+        [(key, chain)],
+        root_certificates=_read_pem(settings.client_ca, "--client-ca"),
+        require_client_auth=True,
+    )
+
+
+def _read_pem(path: Path, flag: str) -> bytes:
     try:
-        if settings.tls_cert is not None and settings.tls_key is not None:
-            credentials = grpc.ssl_server_credentials(
-                [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())]
-            )
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise StartupError(f"cannot read {str(path)!r} ({flag}): {exc.strerror or exc}") from exc
+
+
+def _listen(server: aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Bind `address` (TLS with `credentials`); returns the port."""
+    try:
+        if credentials is not None:
             port = server.add_secure_port(address, credentials)
         else:
             port = server.add_insecure_port(address)

@@ -12,24 +12,17 @@ import numpy.typing as npt
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from stad.core.detector_config import SETTINGS, Value
-from stad.core.series import SeriesData, series_from_proto
+from stad.core.quoting import quote, quote_names
+from stad.core.series import SeriesData, check_same_channels, series_from_proto
 from stad.server.detector import saved
 from stad.server.detector.steps import ScoreOutput
 from stad.server.errors import InvalidArgumentError
-from stad.server.jobs import Job, JobState
+from stad.server.jobs import Job
 from stad.server.registry import ModelRecord, VersionRecord
 from stad.v1 import models_pb2 as _models_pb2
 from stad.v1 import scoring_pb2 as _scoring_pb2
 from stad.v1 import series_pb2 as _series_pb2
 from stad.v1 import training_pb2 as _training_pb2
-
-_JOB_STATES = {
-    JobState.QUEUED: _training_pb2.JOB_STATE_QUEUED,
-    JobState.RUNNING: _training_pb2.JOB_STATE_RUNNING,
-    JobState.SUCCEEDED: _training_pb2.JOB_STATE_SUCCEEDED,
-    JobState.FAILED: _training_pb2.JOB_STATE_FAILED,
-    JobState.CANCELLED: _training_pb2.JOB_STATE_CANCELLED,
-}
 
 
 def series_list(messages: Sequence[_series_pb2.Series]) -> list[SeriesData]:
@@ -139,7 +132,7 @@ def job_message(job: Job) -> _training_pb2.TrainingJob:
     message = _training_pb2.TrainingJob(
         job_id=job.job_id,
         model=job.model,
-        state=_JOB_STATES[job.state],
+        state=job.state.to_proto(),
         version=job.version,
         error=job.error,
         created_at=timestamp(job.created_at_ns),
@@ -164,5 +157,57 @@ def spec_config(spec: _training_pb2.TrainingSpec) -> dict[str, Value]:
     return {info.name: getattr(spec, info.name) for info in SETTINGS if info.name in present}
 
 
-def as_labels(values: Sequence[int]) -> npt.NDArray[np.int64]:
-    return np.asarray(values, dtype=np.int64)
+def as_labels(values: Sequence[int], *, chunk: int) -> npt.NDArray[np.int64]:
+    """The labels of data chunk `chunk`, which must be 0 (normal) or 1 (anomalous)."""
+    labels = np.asarray(values, dtype=np.int64)
+    bad = np.flatnonzero((labels != 0) & (labels != 1))
+    if bad.size:
+        raise InvalidArgumentError(
+            f"data chunk {chunk}: labels must be 0 or 1, got {labels[bad[0]]} at its step {bad[0]}"
+        )
+    return labels
+
+
+def check_series_channels(series: Sequence[SeriesData], expected: Sequence[str]) -> None:
+    """Every series has the model's channels (by name, in any order); checked before
+    anything is sized or queued, so a request that is wrong and large is told it is wrong."""
+    for index, data in enumerate(series):
+        try:
+            check_same_channels(data.channels, expected)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"series {index}: {exc}") from exc
+
+
+def check_chunk_channels(chunk: int, names: Sequence[str], first: Sequence[str]) -> None:
+    """A training data chunk names the channels of the first chunk, in any order."""
+    if set(names) != set(first) or len(names) != len(first):
+        raise InvalidArgumentError(
+            f"data chunk {chunk} has channels {quote_names(names)}, the first chunk had {quote_names(first)}"
+        )
+
+
+# Values per block when checking training data: bounds the temporaries to a few MiB.
+SCALING_CHECK_BLOCK_VALUES = 1 << 19
+
+
+def check_scalable(series: SeriesData) -> None:
+    """Training values whose per-channel mean and spread are finite in float64, as the
+    detector's scaler (ChannelScaler.fit) needs: values near 1e308 overflow them.
+    Reads the values in blocks of rows, so that no copy of the whole data is made."""
+    values = series.values  # (T, C)
+    rows = max(1, SCALING_CHECK_BLOCK_VALUES // values.shape[1])
+    blocks = [values[start : start + rows] for start in range(0, values.shape[0], rows)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = sum((np.nansum(block, axis=0) for block in blocks), np.zeros(values.shape[1]))
+        counts = sum(((~np.isnan(block)).sum(axis=0) for block in blocks), np.zeros(values.shape[1]))
+        mean = sums / np.maximum(counts, 1)
+        spread = sum((np.nansum((block - mean) ** 2, axis=0) for block in blocks), np.zeros(values.shape[1]))
+    bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(spread)))
+    if bad.size:
+        column = series.values[:, bad[0]]
+        step = int(np.nanargmax(np.abs(column)))
+        raise InvalidArgumentError(
+            f"training values of channel {quote(series.channels[bad[0]])} are too large to scale "
+            f"(their mean or spread overflows float64): {column[step]:g} at step {step}; "
+            "rescale them (e.g. change units)"
+        )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import logging
 import multiprocessing
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from stad.core.jobs import JOB_STATES, JobState
 from stad.server import job_worker
 from stad.server.errors import NotFoundError, ResourceExhaustedError, UnavailableError
 from stad.server.job_journal import JobJournal
@@ -47,18 +47,6 @@ MAX_JOB_HISTORY = 1000
 RECORD_PROGRESS_INTERVAL_S = 1.0  # progress alone rewrites a job's record at most this often
 RESTART_REASON = "the server stopped before the job finished (restart)"
 JOB_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
-
-
-class JobState(enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -341,7 +329,7 @@ class JobManager:
     def _count_states(self) -> None:
         if self._metrics is None:
             return
-        counts = {state: 0 for state in JobState}
+        counts = {state: 0 for state in JOB_STATES}
         for each in self._jobs.values():
             counts[each.state] += 1
         for state, count in counts.items():
@@ -431,12 +419,15 @@ def _job_from_record(job_id: str, record: dict[str, Any]) -> Job:
     progress = record["progress"]
     if not isinstance(progress, dict):
         raise TypeError(f"progress is {type(progress).__name__}, not an object")
+    state = JobState(record["state"])
+    if state not in JOB_STATES:
+        raise ValueError(f"{state.value!r} is not a state a job is recorded in")
     return Job(
         job_id=job_id,
         model=str(record["model"]),
         steps=int(record["steps"]),
         channels=tuple(str(channel) for channel in record["channels"]),
-        state=JobState(record["state"]),
+        state=state,
         progress={str(k): v for k, v in progress.items() if isinstance(v, (int, float, str))},
         version=str(record["version"]),
         error=str(record["error"]),

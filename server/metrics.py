@@ -13,7 +13,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+from stad.core.jobs import JOB_STATES
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -73,7 +74,7 @@ class ServerMetrics:
             registry=self.registry,
         )
         for state in JOB_STATES:
-            self.training_jobs.labels(state=state).set(0)
+            self.training_jobs.labels(state=state.value).set(0)
         self.device_memory = Gauge(
             "stad_device_memory_bytes",
             "Memory allocated on the CUDA device (0 on CPU).",

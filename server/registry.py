@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from stad.core.quoting import quote
 from stad.server.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-.]{1,64}")
@@ -62,7 +63,7 @@ class ModelRecord:
 def check_model_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name) or name.startswith("."):
         raise InvalidArgumentError(
-            f"bad model name {name!r}: use 1-64 letters, digits, '-', '_' or '.', not starting with '.'"
+            f"bad model name {quote(name)}: use 1-64 letters, digits, '-', '_' or '.', not starting with '.'"
         )
     return name
 

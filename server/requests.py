@@ -7,11 +7,13 @@ value and the rule it broke; data over the size limit ResourceExhaustedError.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import numpy as np
 
 from stad.core.detector_config import DetectorConfig
+from stad.core.quoting import quote_names
 from stad.core.series import SeriesData, align_channels, make_series, series_from_proto
 from stad.core.types import MIB
 from stad.server import convert
@@ -28,6 +30,7 @@ async def training_request(
     spec: _training_pb2.TrainingSpec | None = None
     chunks: list[SeriesData] = []
     labels: list[np.ndarray] = []
+    first_channels: list[str] | None = None
     total_bytes = 0
     index = -1
     over_limit = ""
@@ -37,22 +40,22 @@ async def training_request(
             if not message.HasField("spec"):
                 raise InvalidArgumentError("the first StartTrainingRequest must carry the spec")
             spec = message.spec
-        if over_limit:
-            continue  # read the rest, so the caller sees our status, not a broken stream
         if not message.HasField("data") or not message.data.values:
             if message.labels:
                 raise InvalidArgumentError(f"message {index} has labels but no data")
             continue
+        # names and labels are checked even past the size limit: a wrong request is told so
+        if first_channels is None:
+            first_channels = list(message.data.channels)
+        convert.check_chunk_channels(index, message.data.channels, first_channels)
+        chunk_labels = convert.as_labels(message.labels, chunk=index) if message.labels else None
+        if over_limit:
+            continue  # read the rest, so the caller sees our status, not a broken stream
         try:
             chunk = series_from_proto(message.data)
         except ValueError as exc:
             raise InvalidArgumentError(f"data chunk {index}: {exc}") from exc
         if chunks:
-            if set(chunk.channels) != set(chunks[0].channels):
-                raise InvalidArgumentError(
-                    f"data chunk {index} has channels {list(chunk.channels)}, "
-                    f"the first chunk had {list(chunks[0].channels)}"
-                )
             chunk = make_series(
                 align_channels(chunk, chunks[0].channels),
                 channels=chunks[0].channels,
@@ -69,12 +72,12 @@ async def training_request(
             continue
         if chunks and bool(message.labels) != bool(labels):
             raise InvalidArgumentError("either every data chunk has labels or none does")
-        if message.labels:
-            if len(message.labels) != chunk.steps:
+        if chunk_labels is not None:
+            if len(chunk_labels) != chunk.steps:
                 raise InvalidArgumentError(
-                    f"data chunk {index} has {len(message.labels)} labels for {chunk.steps} steps"
+                    f"data chunk {index} has {len(chunk_labels)} labels for {chunk.steps} steps"
                 )
-            labels.append(convert.as_labels(message.labels))
+            labels.append(chunk_labels)
         chunks.append(chunk)
     if over_limit:
         raise ResourceExhaustedError(over_limit)
@@ -101,6 +104,7 @@ async def training_request(
             f"training data has {series.steps} steps, fewer than one window of {window}"
         )
     check_every_channel_observed(series)
+    await asyncio.to_thread(convert.check_scalable, series)  # reads all the data: off the event loop
     return TrainingRequest(
         model=spec.model,
         config=config,
@@ -117,6 +121,6 @@ def check_every_channel_observed(series: SeriesData) -> None:
     """A model cannot learn a channel without a single value in its training data."""
     unobserved = [bool(np.isnan(column).all()) for column in series.values.T]
     if any(unobserved):
-        names = [repr(name) for name, empty in zip(series.channels, unobserved, strict=True) if empty]
-        which = ("channel " if len(names) == 1 else "channels ") + ", ".join(names)
+        names = [name for name, empty in zip(series.channels, unobserved, strict=True) if empty]
+        which = ("channel " if len(names) == 1 else "channels ") + quote_names(names).strip("[]")
         raise InvalidArgumentError(f"training data has no observed values (all NaN) in {which}")

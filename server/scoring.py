@@ -124,9 +124,14 @@ class ScoringEngine:
             for task in tasks:
                 task.cancel()  # no-op when done
 
+    @property
+    def request_windows(self) -> int:
+        """Windows one request may have queued at once: half the queue, leaving room for others."""
+        return max(self._batching.max_batch_windows, self._batching.max_queue_windows // 2)
+
     def request_budget(self) -> WindowBudget:
-        """A fresh budget for one request: at most half the queue, leaving room for others."""
-        return WindowBudget(max(self._batching.max_batch_windows, self._batching.max_queue_windows // 2))
+        """A fresh budget for one request (see request_windows)."""
+        return WindowBudget(self.request_windows)
 
     async def stream_series(
         self,
@@ -143,24 +148,31 @@ class ScoringEngine:
         """Score one series (request index `index`) with an already resolved version, in
         consecutive chunks of steps, each as soon as its steps are final.
 
-        The request's budget is held until the last chunk is taken.
+        A series of more windows than one request may queue (request_windows) is queued
+        in turns of that many, each once the one before is taken; the request's budget
+        is held for a turn until its last chunk is taken.
         """
         with _naming_series(index):
             values = align_channels(series, detector.channels_)
             plan = detector.plan_windows(values)
             assembler = detector.assembler(plan, threshold=threshold)
         batcher = self._batcher(model, version)
-        async with (
-            budget.take(len(plan.windows)) if budget else contextlib.nullcontext(),
-            contextlib.aclosing(batcher.stream(plan.windows, deadline=deadline)) as parts,
-        ):
-            async for outputs in parts:
-                window_output = WindowOutput(outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None)
-                folded_steps = len(window_output) * detector.config.model.window
-                with _naming_series(index):
-                    chunk = await _off_loop_if_large(folded_steps, assembler.add, window_output)
-                if chunk is not None:
-                    yield chunk
+        turn = self.request_windows
+        for first in range(0, len(plan.windows), turn):
+            windows = plan.windows[first : first + turn]  # (n, L, C) view
+            async with (
+                budget.take(len(windows)) if budget else contextlib.nullcontext(),
+                contextlib.aclosing(batcher.stream(windows, deadline=deadline)) as parts,
+            ):
+                async for outputs in parts:
+                    window_output = WindowOutput(
+                        outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None
+                    )
+                    folded_steps = len(window_output) * detector.config.model.window
+                    with _naming_series(index):
+                        chunk = await _off_loop_if_large(folded_steps, assembler.add, window_output)
+                    if chunk is not None:
+                        yield chunk
 
     def flush(self) -> None:
         for batcher in self._batchers.values():

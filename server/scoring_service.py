@@ -42,6 +42,7 @@ class ScoringServicer(_scoring_pb2_grpc.ScoringServiceServicer):
     ) -> _scoring_pb2.ScoreResponse:
         series, threshold = _decode(request)
         version, detector = await self._engine.resolve(request.model, request.version)
+        convert.check_series_channels(series, detector.channels_)
         firsts = [convert.first_step_from(data, request.return_from_ns) for data in series]
         self._check_response_size(request, version, detector, series, firsts)
         outputs = await self._engine.score(
@@ -93,6 +94,7 @@ class ScoringServicer(_scoring_pb2_grpc.ScoringServiceServicer):
         chunks of different series interleave."""
         series, threshold = _decode(request)
         version, detector = await self._engine.resolve(request.model, request.version)
+        convert.check_series_channels(series, detector.channels_)
         deadline = deadline_of(context)
         budget = self._engine.request_budget()
         sources = [

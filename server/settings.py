@@ -14,6 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from stad.core.tokens import read_tokens
+from stad.core.types import MIB
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -31,8 +34,11 @@ class Settings:
     max_queue_windows: int = 8192
     max_message_mb: int = 64
     token: str | None = None
+    token_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    client_ca: Path | None = None
+    max_concurrent_rpcs: int = 256
     grace_s: float = 10.0
     max_concurrent_jobs: int = 1
     max_queued_jobs: int = 64
@@ -52,6 +58,7 @@ class Settings:
             "max_queued_jobs",
             "max_training_mb",
             "max_cached_models",
+            "max_concurrent_rpcs",
         ):
             value = getattr(self, name)
             if value < 1:
@@ -66,6 +73,8 @@ class Settings:
             raise ValueError(f"metrics_port must be in 0..65535, got {self.metrics_port}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
+        if self.client_ca is not None and self.tls_cert is None:
+            raise ValueError("client_ca needs tls_cert and tls_key: client certificates need TLS")
         if self.max_queue_windows < self.max_batch_windows:
             raise ValueError(
                 f"max_queue_windows ({self.max_queue_windows}) must be at least "
@@ -74,7 +83,14 @@ class Settings:
 
     @property
     def max_message_bytes(self) -> int:
-        return self.max_message_mb * 1024 * 1024
+        return self.max_message_mb * MIB
+
+    def accepted_tokens(self) -> list[str]:
+        """Every accepted bearer token (none: calls need no token); reads --token-file."""
+        tokens = [self.token] if self.token is not None else []
+        if self.token_file is not None:
+            tokens += read_tokens(self.token_file)
+        return tokens
 
     @property
     def server_name(self) -> str:
@@ -97,8 +113,23 @@ _FLAGS: dict[str, tuple[type, str]] = {
         "require 'authorization: Bearer TOKEN' metadata on every stad.v1 call (health checks "
         "and reflection stay open, so probes work without it)",
     ),
+    "token_file": (
+        Path,
+        "file of accepted bearer tokens, one a line ('#' comments allowed): keeps them out of "
+        "`ps`; several lines let clients move to a new token (with --token too, both are accepted)",
+    ),
     "tls_cert": (Path, "PEM certificate chain; serve TLS (with --tls-key)"),
     "tls_key": (Path, "PEM private key for --tls-cert"),
+    "client_ca": (
+        Path,
+        "PEM CA certificates: require every client to present a certificate signed by one "
+        "(mutual TLS; needs --tls-cert)",
+    ),
+    "max_concurrent_rpcs": (
+        int,
+        "calls in progress at most, open ones (health, reflection) included; more get "
+        "RESOURCE_EXHAUSTED at once (default 256)",
+    ),
     "grace_s": (float, "seconds in-flight calls get to finish on shutdown (default 10)"),
     "max_concurrent_jobs": (int, "training jobs running at once (default 1)"),
     "max_queued_jobs": (int, "training jobs waiting at most (default 64)"),

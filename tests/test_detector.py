@@ -23,22 +23,12 @@ from stad.server.detector import (
     WindowOutput,
 )
 from stad.server.detector.steps import range_max, smooth_trailing
+from tests import kit
 
-TINY = DetectorConfig().replace(
-    window=32,
-    patch=4,
-    d_model=32,
-    n_heads=4,
-    n_layers=2,
-    epochs=8,
-    batch_size=32,
-    learning_rate=3e-3,
-    seed=3,
-)
-
-
-# Smaller still, for tests that only need some training.
-SMALL = DetectorConfig().replace(window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2)
+# The kit's tiny config, big enough to learn the coupled series below.
+TINY = kit.TINY.replace(window=32, d_model=32, n_heads=4, n_layers=2, epochs=8, learning_rate=3e-3, seed=3)
+# Smaller, for tests that only need some training.
+SMALL = kit.TINY.replace(window=32, epochs=2, batch_size=64)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,20 +40,17 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+# Four channels: two copies of one cycle, its negative, and the cycle a quarter on.
+COUPLED_FOUR = (
+    kit.Wave(period=40, level=10),
+    kit.Wave(period=40, level=100, amplitude=20, noise=1.0),
+    kit.Wave(period=40, amplitude=-1),
+    kit.Wave(period=40, phase=kit.QUARTER),
+)
+
+
 def coupled_series(steps: int, seed: int = 0) -> np.ndarray:
-    """Four channels: two copies of one cycle, its negative, and a phase-shifted cycle."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(steps)
-    base = np.sin(2 * np.pi * t / 40)
-    columns = [
-        10 + base,
-        100 + 20 * base,
-        -base,
-        np.cos(2 * np.pi * t / 40),
-    ]
-    noise = 0.05 * rng.normal(size=(steps, 4)) * np.array([1, 20, 1, 1])
-    series: np.ndarray = np.stack(columns, axis=1) + noise
-    return series
+    return kit.make_values(steps, seed, waves=COUPLED_FOUR)
 
 
 @pytest.fixture(scope="module")

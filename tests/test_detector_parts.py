@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from stad.server.detector.model import (
 )
 from stad.server.detector.preprocessing import ChannelScaler, as_matrix, extract_windows, window_starts
 from stad.server.detector.train import learning_rate
+from tests import kit
 
 
 @pytest.mark.parametrize(("channels", "patches", "groups"), [(1, 8, 4), (5, 8, 4), (3, 4, 2)])
@@ -100,6 +102,18 @@ def test_smooth_trailing_matches_naive_mean() -> None:
     np.testing.assert_array_equal(steps.smooth_trailing(raw, 1), raw)
 
 
+@pytest.mark.parametrize("span", [2, 5, 64])
+def test_a_trailing_mean_depends_only_on_the_values_it_covers(span: int) -> None:
+    raw = np.random.default_rng(span).random(1000) * 10
+    whole = steps.smooth_trailing(raw, span)
+    pieces = steps.TrailingMean(span)
+    joined = np.concatenate([pieces.add(raw[a:b]) for a, b in ((0, 1), (1, 7), (7, 300), (300, 1000))])
+    np.testing.assert_array_equal(joined, whole)
+    for start in (1, 123, 977 - span):  # a series given from a later step: full windows bit for bit
+        later = steps.smooth_trailing(raw[start:], span)
+        np.testing.assert_array_equal(later[span - 1 :], whole[start + span - 1 :])
+
+
 def test_best_f1_threshold_matches_brute_force() -> None:
     rng = np.random.default_rng(1)
     for _ in range(20):
@@ -135,7 +149,7 @@ def test_learning_rate_warms_up_then_decays() -> None:
 
 
 def _model(channels: int = 3) -> MaskedPredictor:
-    model = MaskedPredictor(ModelConfig(window=16, patch=4, d_model=16, n_heads=2, n_layers=1), channels)
+    model = MaskedPredictor(kit.TINY.model, channels)
     model.init_weights(torch.Generator().manual_seed(0))
     return model.eval()
 
@@ -183,11 +197,9 @@ def test_level_baseline_lets_predictions_follow_an_unseen_level() -> None:
     obs = torch.ones_like(x, dtype=torch.bool)
     hidden = torch.zeros(1, 3, 4, dtype=torch.bool)
     hidden[0, 1, 2] = True
-    plain = MaskedPredictor(ModelConfig(window=16, patch=4, d_model=16, n_heads=2, n_layers=1), 3)
+    plain = MaskedPredictor(kit.TINY.model, 3)
     plain.init_weights(torch.Generator().manual_seed(0))
-    based = MaskedPredictor(
-        ModelConfig(window=16, patch=4, d_model=16, n_heads=2, n_layers=1, level_baseline=True), 3
-    )
+    based = MaskedPredictor(dataclasses.replace(kit.TINY.model, level_baseline=True), 3)
     based.load_state_dict(plain.state_dict())
     with torch.inference_mode():
         without, _ = plain.eval()(x, obs, hidden)

@@ -23,17 +23,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from stad.core.detector_config import DetectorConfig, SettingError
+from stad.core.jobs import TrainingProgress
 from stad.server.detector.steps import ScoreAssembler, ScoreOutput, WindowOutput, WindowPlan
 
 if TYPE_CHECKING:
     from stad.server.detector.estimator import Detector
-    from stad.server.detector.train import ProgressReporter, TrainingCancelled, TrainingProgress
+    from stad.server.detector.train import ProgressReporter, TrainingCancelled
 
 _LAZY = {
     "Detector": "stad.server.detector.estimator",
     "ProgressReporter": "stad.server.detector.train",
     "TrainingCancelled": "stad.server.detector.train",
-    "TrainingProgress": "stad.server.detector.train",
 }
 
 __all__ = [

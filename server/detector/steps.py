@@ -161,25 +161,29 @@ class StepMeans:
 
 class TrailingMean:
     """Means over a trailing window of `steps` steps (shorter at the start), fed piece
-    by piece: the pieces' results equal one call over the whole series, float for float,
-    because it keeps the running prefix sums of the last `steps` steps."""
+    by piece. Each full window is summed oldest first, so a step's mean depends only on
+    the `steps` values it covers, float for float: not on the pieces, nor on where the
+    series given to scoring started (the InfluxDB task and the chunking client rely on it)."""
 
     def __init__(self, steps: int) -> None:
         self.steps = steps
-        self._prefix = np.zeros(1)  # prefix sums at steps seen - len + 1 .. seen
-        self._seen = 0
+        self._history = np.zeros(0)  # the last steps - 1 raw values
 
     def add(self, raw: FloatArray) -> FloatArray:
         """The trailing means of the next raw.shape[0] steps."""
         if self.steps <= 1:
             return raw.copy()
-        sums = np.concatenate((self._prefix[:-1], np.cumsum(np.concatenate((self._prefix[-1:], raw)))))
-        first = self._seen - (self._prefix.shape[0] - 1)  # the series step of sums[0]
-        idx = np.arange(self._seen + 1, self._seen + raw.shape[0] + 1)
-        lo = np.maximum(idx - self.steps, 0)
-        out: FloatArray = (sums[idx - first] - sums[lo - first]) / (idx - lo)
-        self._prefix = sums[-(self.steps + 1) :]
-        self._seen += raw.shape[0]
+        joined = np.concatenate((self._history, raw))
+        n, before = raw.shape[0], self._history.shape[0]
+        count = np.minimum(np.arange(before + 1, before + n + 1), self.steps).astype(np.float64)
+        total = np.zeros(n)
+        for lag in range(self.steps - 1, -1, -1):  # oldest first: a fixed order per window
+            stop = before + n - lag
+            start = max(before - lag, 0)
+            if stop > start:
+                total[n - (stop - start) :] += joined[start:stop]
+        out: FloatArray = total / count
+        self._history = joined[max(0, joined.shape[0] - (self.steps - 1)) :]
         return out
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stad.core.detector_config import DetectorConfig, TrainingConfig
+from stad.core.jobs import TrainingProgress
 from stad.server.detector.model import (
     AnomalyHead,
     MaskedPredictor,
@@ -35,21 +36,6 @@ HEAD_MAX_WINDOWS = 8192
 # How often (seconds) progress is reported within an epoch; always at epoch end.
 PROGRESS_INTERVAL_S = 0.5
 MIN_LR_FRACTION = 0.1
-
-
-@dataclass
-class TrainingProgress:
-    """One progress report; steps count optimiser steps over all phases."""
-
-    phase: str  # "pretrain" or "finetune"
-    epoch: int
-    epochs: int
-    step: int
-    steps_total: int
-    train_loss: float
-    val_loss: float
-    mask_ratio: float
-    eta_s: float
 
 
 class TrainingCancelled(Exception):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from stad.client import Client, JobStatus
-from tests.client.support import BIG_STEPS, CHANNELS, MODEL, SPARE, TINY, Data, make_data
+from tests.client.support import BIG_STEPS, CHANNELS, MODEL, SPARE, Data, make_data
+from tests.kit import TINY_SETTINGS
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +49,7 @@ def small_trained(small_server: str, big_train_data: Data) -> JobStatus:
             timestamps=big_train_data.timestamps_ns,
             channels=CHANNELS,
             model=MODEL,
-            settings=TINY,
+            settings=TINY_SETTINGS,
         )
         return job.wait(timeout_s=300)
 
@@ -72,7 +73,7 @@ def training_events(server: str, train_data: Data) -> list[JobStatus]:
             timestamps=train_data.timestamps_ns,
             channels=CHANNELS,
             model=MODEL,
-            settings=replace(TINY, epochs=2),
+            settings=replace(TINY_SETTINGS, epochs=2),
         )
         return list(job.watch(timeout_s=300))
 
@@ -89,7 +90,9 @@ def spare(server: str, train_data: Data) -> tuple[str, str]:
     with Client(server) as client:
         versions = []
         for _ in range(2):
-            status = client.train(train_data.values, channels=CHANNELS, model=SPARE, settings=TINY).wait()
+            status = client.train(
+                train_data.values, channels=CHANNELS, model=SPARE, settings=TINY_SETTINGS
+            ).wait()
             assert status.version is not None
             versions.append(status.version)
     return versions[0], versions[1]

@@ -1,4 +1,4 @@
-"""Test data and tiny training settings shared by the client and CLI tests."""
+"""Test data shared by the client and CLI tests."""
 
 from __future__ import annotations
 
@@ -8,22 +8,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from stad.client import TrainingJob, TrainingSettings
+from stad.client import TrainingJob
+from tests.kit import make_values
 
 CHANNELS = ("a", "b", "c")
 MODEL = "tiny"
 SPARE = "spare"
-# Tiny settings: training takes seconds on a CPU.
-TINY = TrainingSettings(
-    epochs=1, window=16, patch=4, d_model=16, n_heads=2, n_layers=1, batch_size=32, seed=0
-)
-TINY_FLAGS = [
-    "--epochs", "1", "--window", "16", "--patch", "4", "--d-model", "16",
-    "--heads", "2", "--layers", "1", "--batch-size", "32", "--seed", "0",
-]  # fmt: skip
 # Steps of three channels with timestamps: more than 1 MiB as one message.
 BIG_STEPS = 40_000
-MIB = 1024 * 1024
 START_NS = 1_700_000_000 * 10**9
 STEP_NS = 60 * 10**9
 
@@ -36,18 +28,14 @@ class Data:
 
 
 def make_data(steps: int, *, seed: int, anomaly: tuple[int, int] | None = None) -> Data:
-    """Three coupled sinusoids with noise; `anomaly` adds a level shift on channel b."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(steps)
-    base = np.sin(2 * np.pi * t / 24)
-    values = np.stack([base, 0.5 * base + 1.0, np.cos(2 * np.pi * t / 24)], axis=1)  # (T, 3)
-    values += rng.normal(0.0, 0.05, size=values.shape)
+    """The kit's three coupled channels, timestamped; `anomaly` adds a level shift on channel b."""
+    values = make_values(steps, seed)
     labels = np.zeros(steps, dtype=np.int64)
     if anomaly is not None:
         start, stop = anomaly
         values[start:stop, 1] += 4.0
         labels[start:stop] = 1
-    stamps = START_NS + t.astype(np.int64) * STEP_NS
+    stamps = START_NS + np.arange(steps, dtype=np.int64) * STEP_NS
     return Data(values=values, timestamps_ns=stamps, labels=labels)
 
 

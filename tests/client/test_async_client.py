@@ -16,7 +16,8 @@ from stad.client import (
     ResourceExhausted,
     make_series,
 )
-from tests.client.support import BIG_STEPS, CHANNELS, MODEL, TINY, Data, make_data
+from tests.client.support import BIG_STEPS, CHANNELS, MODEL, Data, make_data
+from tests.kit import TINY_SETTINGS
 
 
 async def test_health(server: str) -> None:
@@ -26,7 +27,9 @@ async def test_health(server: str) -> None:
 
 async def test_train_watch_and_wait(server: str, train_data: Data) -> None:
     async with AsyncClient(server) as client:
-        job = await client.train(train_data.values, channels=CHANNELS, model="tiny-async", settings=TINY)
+        job = await client.train(
+            train_data.values, channels=CHANNELS, model="tiny-async", settings=TINY_SETTINGS
+        )
         states = [status.state async for status in job.watch(timeout_s=300)]
         assert states[-1] is JobState.SUCCEEDED
         done = await job.wait()
@@ -85,8 +88,9 @@ async def test_max_message_mb_bounds_responses_and_upload_chunks(
 ) -> None:
     data = make_data(20_000, seed=6)  # scores of about 1.6 MiB in one Score response
     async with AsyncClient(server, max_message_mb=1) as small:
+        assert (await small.score(data.values, channels=CHANNELS, model=MODEL)).steps == 20_000  # in calls
         with pytest.raises(ResourceExhausted, match="max_message_mb"):
-            await small.score(data.values, channels=CHANNELS, model=MODEL)
+            await small.score_many([make_series(data.values, channels=CHANNELS)], model=MODEL)  # one call
     async with AsyncClient(server, max_message_mb=4) as larger:
         assert (await larger.score(data.values, channels=CHANNELS, model=MODEL)).steps == 20_000
     async with AsyncClient(small_server, max_message_mb=1) as client:
@@ -95,7 +99,7 @@ async def test_max_message_mb_bounds_responses_and_upload_chunks(
             timestamps=big_train_data.timestamps_ns,
             channels=CHANNELS,
             model="big-async",
-            settings=TINY,
+            settings=TINY_SETTINGS,
         )
         assert (await job.wait(timeout_s=300)).steps == BIG_STEPS
         await client.delete_model("big-async")

@@ -29,17 +29,17 @@ from stad.client import (
     make_series,
 )
 from stad.core.series import series_to_proto
+from stad.core.types import MIB
 from tests.client.support import (
     BIG_STEPS,
     CHANNELS,
-    MIB,
     MODEL,
     SPARE,
-    TINY,
     Data,
     make_data,
     wait_until_running,
 )
+from tests.kit import TINY_SETTINGS
 
 
 def test_health_is_serving(client: Client) -> None:
@@ -190,7 +190,7 @@ def test_cancel_ends_the_job_cancelled(client: Client) -> None:
         data.values,
         channels=CHANNELS,
         model="tiny-cancelled",
-        settings=replace(TINY, epochs=500),
+        settings=replace(TINY_SETTINGS, epochs=500),
     )
     wait_until_running(job)
     job.cancel()
@@ -247,8 +247,11 @@ def test_constructor_rejects_bad_arguments() -> None:
 
 def test_max_message_mb_bounds_what_the_client_receives(server: str, trained: JobStatus) -> None:
     data = make_data(20_000, seed=6)  # scores of about 1.6 MiB in one Score response
-    with Client(server, max_message_mb=1) as small, pytest.raises(ResourceExhausted) as caught:
-        small.score(data.values, timestamps=data.timestamps_ns, channels=CHANNELS, model=MODEL)
+    series = make_series(data.values, channels=CHANNELS, timestamps_ns=data.timestamps_ns)
+    with Client(server, max_message_mb=1) as small:
+        assert small.score(series, model=MODEL).steps == 20_000  # in calls that fit
+        with pytest.raises(ResourceExhausted) as caught:
+            small.score_many([series], model=MODEL)  # one call
     message = str(caught.value)
     assert message.startswith("the response is 1.6 MiB"), message
     assert "client's max message size of 1.0 MiB" in message
@@ -269,7 +272,7 @@ def test_training_upload_fits_a_small_max_message_size(
         timestamps=big_train_data.timestamps_ns,
         channels=CHANNELS,
         labels=big_train_data.labels,
-        settings=TINY,
+        settings=TINY_SETTINGS,
         activate=True,
         description="",
         max_message_bytes=MIB,

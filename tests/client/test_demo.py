@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stad.client.demo import STEPS, DemoContext, run
-from tests.client.support import TINY_FLAGS
+from tests.kit import TINY_FLAGS
 
 TRAIN_ROWS = 400
 

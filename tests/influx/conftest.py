@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from stad.core.demo_data import DemoData
 from stad.influx_task.local_influxd import Influxd, influxd_path
+from stad.influx_task.task import Task
+from stad.server.embedded import EmbeddedServer
+from tests.influx import kit
 
 
 def _binary() -> str:
@@ -44,3 +48,38 @@ def database(influxd: Influxd, request: pytest.FixtureRequest) -> str:
     influxd.query(f'DROP DATABASE "{name}"')
     influxd.query(f'CREATE DATABASE "{name}"')
     return name
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def server(model_dir: Path) -> Iterator[EmbeddedServer]:
+    with EmbeddedServer(model_dir, device="cpu") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def trained(influxd: Influxd, server: EmbeddedServer) -> tuple[str, DemoData]:
+    """Demo series in influxd and a model trained through the task on their quiet period."""
+    database = "e2e"
+    influxd.query(f'CREATE DATABASE "{database}"')
+    data = kit.demo()
+    kit.write_demo(influxd.url, database, data)
+    job = kit.pipeline(database, data)
+    seen: list[str] = []
+    with Task(kit.config(influxd.url, server.target, (job,))) as task:
+        quiet_stop = int(data.timestamps_ns[data.quiet_steps])
+        final = task.train(
+            "pumps",
+            int(data.timestamps_ns[0]),
+            quiet_stop,
+            settings=kit.TINY,
+            on_status=lambda s: seen.append(s.state.value),
+            timeout_s=300,
+        )
+    assert final.version and final.steps == 2 * data.quiet_steps
+    assert seen[-1] == "succeeded"
+    return database, data

@@ -5,21 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stad.influx_task.config import Job
+from stad.influx_task.config import Pipeline
 from stad.influx_task.flux import (
     blocks_from_records,
     build_flux,
-    ns_from_rfc3339,
     parse_annotated_csv,
-    rfc3339_from_ns,
 )
+from stad.influx_task.times import ns_from_rfc3339, rfc3339_from_ns
 from stad.influx_task.transport import InfluxError
 
 S = 10**9
 T0 = 1_700_000_000 * S
 
 
-def _job(**extra: object) -> Job:
+def _job(**extra: object) -> Pipeline:
     base: dict[str, object] = dict(
         name="j",
         database="db",
@@ -30,7 +29,7 @@ def _job(**extra: object) -> Job:
         group_by=("site",),
     )
     base.update(extra)
-    return Job(**base)  # type: ignore[arg-type]
+    return Pipeline(**base)  # type: ignore[arg-type]
 
 
 def test_rfc3339_round_trip_keeps_nanoseconds() -> None:

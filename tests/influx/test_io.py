@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 
 from stad.influx_task.checkpoint import Checkpoint, FileCheckpointStore, InfluxCheckpointStore
-from stad.influx_task.config import Connection, Job
+from stad.influx_task.config import Connection, Pipeline
 from stad.influx_task.events import Episode
 from stad.influx_task.flux import FluxReader
 from stad.influx_task.influxql import InfluxQLReader, build_select
 from stad.influx_task.local_influxd import Influxd, free_port
+from stad.influx_task.points import Point, to_line
 from stad.influx_task.retry import RetryPolicy, retry_call
 from stad.influx_task.transport import InfluxError, InfluxUnavailable, Transport, is_retryable
-from stad.influx_task.writer import LineWriter, Point, to_line
+from stad.influx_task.writer import LineWriter
 
 S = 10**9
 T0 = 1_700_000_000 * S
@@ -34,7 +35,7 @@ def transport(influxd: Influxd) -> Iterator[Transport]:
     t.close()
 
 
-def _job(database: str, **extra: object) -> Job:
+def _job(database: str, **extra: object) -> Pipeline:
     base: dict[str, object] = dict(
         name="j",
         database=database,
@@ -45,7 +46,7 @@ def _job(database: str, **extra: object) -> Job:
         group_by=("site",),
     )
     base.update(extra)
-    return Job(**base)  # type: ignore[arg-type]
+    return Pipeline(**base)  # type: ignore[arg-type]
 
 
 def test_influxql_reads_grid_means_per_tag_set(transport: Transport, database: str) -> None:

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stad.influx_task.config import load_config, parse_duration_ns, parse_time_ns
+from stad.influx_task.config import ConfigError, load_config
 from stad.influx_task.events import track_episodes
 from stad.influx_task.grid import start_labels, to_grid
 from stad.influx_task.retry import RetryPolicy, retry_call
 from stad.influx_task.runner import Shard
+from stad.influx_task.times import parse_duration_ns, parse_time_ns
 from stad.influx_task.transport import InfluxUnavailable, is_retryable, parse_retry_after
 
 S = 10**9
@@ -25,7 +26,7 @@ org = "acme"
 [server]
 target = "scorer:50051"
 
-[[jobs]]
+[[pipelines]]
 name = "pumps"
 bucket = "plant"
 measurement = "pump"
@@ -40,17 +41,17 @@ group_by = ["unit"]
 """
 
 
-def test_load_config_merges_flags_toml_env(tmp_path: Path) -> None:
+def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     path = tmp_path / "jobs.toml"
     path.write_text(TOML)
-    env = {"INFLUX_URL": "http://env:8086", "INFLUXDB_V2_TOKEN": "tok", "INFLUX_ORG": "envorg"}
+    env = {"INFLUX_URL": "http://env:8086", "INFLUXDB_V2_TOKEN": "tok", "STAD_SERVER": "envserver:1"}
     config = load_config(path, environ=env)
-    assert config.connection.url == "http://toml:8086"  # TOML over environment
-    assert config.connection.token == "tok"  # environment fills what TOML lacks
-    assert config.connection.org == "acme"
+    assert config.connection.url == "http://env:8086"  # environment over the file
+    assert config.connection.token == "tok"
+    assert config.connection.org == "acme"  # the file fills what the environment lacks
     assert config.connection.uses_v2_write
-    assert config.server.target == "scorer:50051"
-    job = config.job("pumps")
+    assert config.server.target == "envserver:1"
+    job = config.pipeline("pumps")
     assert (job.database, job.interval_ns, job.every_ns, job.offset_ns) == ("plant", 10 * S, 60 * S, 30 * S)
     assert job.output_tag_keys == ("site", "unit")
     flagged = load_config(
@@ -58,11 +59,57 @@ def test_load_config_merges_flags_toml_env(tmp_path: Path) -> None:
     )
     assert flagged.connection.url == "http://flag:1" and flagged.connection.token == "tok"
     assert flagged.server.target == "x:1"
+    assert load_config(path, environ={}).connection.url == "http://toml:8086"
     bare = load_config(
         None, environ={"INFLUXDB_V2_URL": "http://v2:8086", "INFLUX_USERNAME": "u", "INFLUX_PASSWORD": "p"}
     )
     assert bare.connection.url == "http://v2:8086" and bare.connection.username == "u"
     assert not bare.connection.uses_v2_write
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('target = "scorer:50051"', 'targt = "scorer:50051"', "[server]: unknown key 'targt'"),
+        (
+            "[server]",
+            "[retry]\nbase_ms = '200'\n[server]",
+            "[retry] base_ms: expected an integer, got a string '200'",
+        ),
+        ("[server]", "[retry]\nbsae_ms = 200\n[server]", "[retry]: unknown key 'bsae_ms'"),
+        ('group_by = ["unit"]', 'group_by = "unit"', "group_by: expected a list of strings"),
+        ('fields = ["a", "b"]', 'fields = "a"', "fields: expected a list of strings"),
+        ('every = "1m"', 'every = "1m"\noutput_measurement = "a\\nb"', "output_measurement 'a\\nb'"),
+        ('every = "1m"', 'every = "1m"\ncontxt = 5', "[[pipelines]] 'pumps': unknown key 'contxt'"),
+        ('every = "1m"', "every = 60.5", "every: expected a duration"),
+        ('model = "pumps"', "", "missing required key(s) ['model']"),
+        ("[influx]", "[influxdb]", "unknown table(s) ['influxdb']"),
+        ('fill = "null"', 'fill = "none"', "fill must be one of"),
+    ],
+)
+def test_config_typos_are_one_line_errors_naming_table_and_key(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    text = TOML + 'fill = "null"\n' if old == 'fill = "null"' else TOML
+    assert old in text
+    path = tmp_path / "jobs.toml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_old_jobs_key_still_loads_with_a_deprecation_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text(TOML.replace("[[pipelines]]", "[[jobs]]"))
+    assert load_config(path, environ={}).pipeline("pumps").measurement == "pump"
+    assert "[[jobs]] is deprecated; rename it [[pipelines]]" in caplog.text
+    path.write_text(TOML + TOML[TOML.index("[[pipelines]]") :].replace("[[pipelines]]", "[[jobs]]"))
+    with pytest.raises(ConfigError, match="both"):
+        load_config(path, environ={})
 
 
 @pytest.mark.parametrize(
@@ -113,8 +160,14 @@ def test_grid_fill_policies() -> None:
     _, linear = to_grid(times, values, start_ns=0, stop_ns=60 * S, interval_ns=10 * S, fill="linear")
     np.testing.assert_allclose(linear[:, 0], [1, 2, 3, 4, 5, 6])
     np.testing.assert_array_equal(linear[:2, 1], [np.nan, np.nan])  # never extrapolated
-    kept, _ = to_grid(times, values, start_ns=0, stop_ns=60 * S, interval_ns=10 * S, fill="none")
-    assert kept.tolist() == times.tolist()
+    _, limited = to_grid(
+        times, values, start_ns=0, stop_ns=60 * S, interval_ns=10 * S, fill="previous", fill_limit=1
+    )
+    np.testing.assert_array_equal(limited[:, 0], [1, 1, 3, 3, np.nan, 6])  # a gap of 2 > 1 stays open
+    _, limited = to_grid(
+        times, values, start_ns=0, stop_ns=60 * S, interval_ns=10 * S, fill="linear", fill_limit=1
+    )
+    np.testing.assert_array_equal(limited[:, 0], [1, 2, 3, np.nan, np.nan, 6])
     with pytest.raises(ValueError, match="not on the"):
         to_grid(times + 1, values, start_ns=0, stop_ns=60 * S, interval_ns=10 * S, fill="null")
     assert start_labels(np.array([10 * S]), 10 * S, "stop").tolist() == [0]
@@ -209,7 +262,7 @@ def test_shards_partition_series() -> None:
 
 def test_example_jobs_file_loads() -> None:
     config = load_config(Path(__file__).parents[2] / "jobs.example.toml", environ={})
-    job = config.job("pumps")
+    job = config.pipeline("pumps")
     assert job.fields == ("flow", "pressure", "current", "motor_temp")
     assert job.offset_ns == 120 * S and job.context_steps == 128
 

@@ -15,41 +15,20 @@ import torch
 from grpc import aio
 
 from stad.core.series import make_series, series_to_proto
+from stad.core.types import MIB
 from stad.server import job_worker
 from stad.server.app import StadServer, create_server
-from stad.server.detector import Detector, DetectorConfig
+from stad.server.detector import Detector
 from stad.server.job_worker import JobRunner
 from stad.server.registry import Registry
 from stad.server.settings import Settings
 from stad.v1 import series_pb2
+from tests.kit import TINY, make_values
 
 CHANNELS = ("temp", "pressure", "flow")
 MODEL = "pump"
-TINY = {
-    "window": 16,
-    "patch": 4,
-    "d_model": 16,
-    "n_heads": 2,
-    "n_layers": 1,
-    "epochs": 1,
-    "batch_size": 32,
-}
 
 MakeServer = Callable[..., Awaitable[tuple[StadServer, aio.Channel]]]
-
-
-def make_values(steps: int, seed: int) -> npt.NDArray[np.float64]:
-    """(steps, 3) sensor-like series: two periodic channels and noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(steps)
-    return np.stack(
-        [
-            np.sin(t / 5) + 0.05 * rng.normal(size=steps),
-            np.cos(t / 7) + 0.05 * rng.normal(size=steps),
-            0.1 * rng.normal(size=steps),
-        ],
-        axis=1,
-    )  # (T, 3)
 
 
 def series_message(
@@ -63,7 +42,7 @@ def series_message(
 def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny detector trained once per session, saved as a directory."""
     directory = tmp_path_factory.mktemp("saved") / "model"
-    config = DetectorConfig.from_flat({**TINY, "max_windows_per_epoch": 256})
+    config = TINY.replace(max_windows_per_epoch=256)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # far faster on a busy shared CPU
     try:
@@ -96,7 +75,7 @@ async def make_server(model_dir: Path) -> AsyncIterator[MakeServer]:
     ) -> tuple[StadServer, aio.Channel]:
         settings = replace(Settings(model_dir=model_dir, device="cpu", torch_threads=1), **overrides)
         server, port = await create_server("127.0.0.1:0", settings, job_runner=job_runner)
-        limit = 256 * 1024 * 1024
+        limit = 256 * MIB
         channel = aio.insecure_channel(
             f"127.0.0.1:{port}",
             options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)],

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from grpc import aio
 
+from stad.core.types import MIB
 from stad.server import convert
 from stad.server.app import StadServer
 from stad.server.detector import Detector
@@ -22,7 +23,8 @@ from stad.server.registry import Registry
 from stad.server.scoring import BatchingSettings, ScoringEngine
 from stad.server.scoring_service import ScoringServicer
 from stad.v1 import models_pb2, models_pb2_grpc, scoring_pb2, scoring_pb2_grpc, series_pb2
-from tests.server.conftest import CHANNELS, MODEL, MakeServer, make_values, series_message
+from tests.kit import make_values
+from tests.server.conftest import CHANNELS, MODEL, MakeServer, series_message
 from tests.waiting import until
 
 
@@ -105,15 +107,6 @@ async def test_no_active_version_is_failed_precondition(
     assert response.version == "1"
 
 
-async def test_request_larger_than_the_queue_is_resource_exhausted(make_server: MakeServer) -> None:
-    server, channel = await make_server(max_batch_windows=8, max_queue_windows=8)
-    # 400 steps make 49 windows (window 16, stride 8)
-    error = await score_error(channel, request_with(series_message(make_values(400, 3))))
-    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "needs 49 windows" in str(error.details())
-    assert server.engine.pending_windows == 0
-
-
 async def test_queue_full_while_others_wait(make_server: MakeServer) -> None:
     server, channel = await make_server(
         max_batch_windows=16, max_queue_windows=16, max_queue_delay_ms=600_000
@@ -139,7 +132,7 @@ async def test_message_over_the_limit_is_resource_exhausted(make_server: MakeSer
 async def test_served_response_over_the_limit_points_to_stream_score(make_server: MakeServer) -> None:
     server, channel = await make_server(max_message_mb=1)
     request = request_with(series_message(make_values(20_000, 0)))  # request 0.5 MB, response ~1.8 MB
-    assert request.ByteSize() < 1024 * 1024
+    assert request.ByteSize() < MIB
     error = await score_error(channel, request)
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "use StreamScore" in str(error.details())
@@ -216,7 +209,7 @@ async def test_token_is_required_when_set(make_server: MakeServer) -> None:
 
 
 def test_values_are_really_too_big_for_one_mib() -> None:
-    assert series_message(make_values(50_000, 0)).ByteSize() > 1024 * 1024
+    assert series_message(make_values(50_000, 0)).ByteSize() > MIB
     assert np.isfinite(make_values(10, 0)).all()
 
 

@@ -28,7 +28,8 @@ from stad.server.app import SERVICE_NAMES, StadServer, main
 from stad.server.detector import Detector
 from stad.server.embedded import EmbeddedServer
 from stad.v1 import models_pb2, models_pb2_grpc, scoring_pb2, scoring_pb2_grpc
-from tests.server.conftest import MODEL, MakeServer, make_values, series_message
+from tests.kit import make_values
+from tests.server.conftest import MODEL, MakeServer, series_message
 from tests.waiting import until
 
 

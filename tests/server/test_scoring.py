@@ -16,7 +16,8 @@ from stad.server.detector import Detector, ScoreOutput
 from stad.server.registry import Registry
 from stad.server.scoring import HostStaging, WindowCompute
 from stad.v1 import scoring_pb2, scoring_pb2_grpc
-from tests.server.conftest import CHANNELS, MODEL, MakeServer, make_values, series_message
+from tests.kit import PER_STEP_FIELDS, make_values
+from tests.server.conftest import CHANNELS, MODEL, MakeServer, series_message
 
 
 def assert_same(result: scoring_pb2.SeriesScores, expected: ScoreOutput, start: int = 0) -> None:
@@ -90,17 +91,6 @@ async def test_return_from_skips_earlier_steps(
     assert result.start_step == 60
     assert result.timestamps_ns[0] == t0 + 60 * 10**9
     assert_same(result, detector.score(values), start=60)
-
-
-PER_STEP_FIELDS = (
-    "timestamps_ns",
-    "score",
-    "raw_score",
-    "is_anomaly",
-    "severity",
-    "contributions",
-    "expected",
-)
 
 
 def joined(parts: list[scoring_pb2.SeriesScores]) -> scoring_pb2.SeriesScores:

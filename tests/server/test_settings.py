@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from stad.core.types import MIB
 from stad.server.settings import Settings, build_parser, parse_settings
 
 
@@ -16,7 +17,7 @@ def test_flags_win_over_environment_which_wins_over_defaults() -> None:
     assert settings.max_batch_windows == 16
     assert settings.grace_s == 2.5
     assert settings.metrics_port == 9100
-    assert settings.max_message_mb == 64 and settings.max_message_bytes == 64 * 1024 * 1024
+    assert settings.max_message_mb == 64 and settings.max_message_bytes == 64 * MIB
     assert settings.max_queue_delay_ms == Settings(model_dir=Path("x")).max_queue_delay_ms
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from grpc import aio
 
-from stad.core.detector_config import DetectorConfig, SettingError
+from stad.core.detector_config import SettingError
 from stad.core.types import MIB
 from stad.server import requests as training_requests
 from stad.server.app import JOBS_DIR
@@ -31,16 +31,16 @@ from stad.v1 import (
     training_pb2,
     training_pb2_grpc,
 )
+from tests.kit import TINY, TINY_FLAT, make_values
 from tests.server import job_faults
-from tests.server.conftest import CHANNELS, MODEL, MakeServer, make_values, series_message
+from tests.server.conftest import CHANNELS, MODEL, MakeServer, series_message
 
-TINY_SPEC = {"window": 16, "patch": 4, "d_model": 16, "n_heads": 2, "n_layers": 1, "batch_size": 32}
 State = training_pb2.JobState
 
 
 def spec(model: str = "fresh", epochs: int = 1, **kw: object) -> training_pb2.TrainingSpec:
-    fields = {**TINY_SPEC, **kw}
-    return training_pb2.TrainingSpec(model=model, epochs=epochs, **fields)  # type: ignore[arg-type]
+    fields = {**TINY_FLAT, "epochs": epochs, **kw}
+    return training_pb2.TrainingSpec(model=model, **fields)  # type: ignore[arg-type]
 
 
 async def requests(
@@ -131,9 +131,7 @@ async def test_train_watch_and_the_new_version_serves(
     np.testing.assert_array_equal(np.asarray(response.results[0].score), trained.score(values).score)
     # every setting of the spec reaches the detector, and the version shows its whole config
     assert trained.config.scoring.threshold_factor == 2.5 and trained.config.model.level_baseline
-    assert trained.config == DetectorConfig.from_flat(
-        {**TINY_SPEC, "epochs": 1, "threshold_factor": 2.5, "level_baseline": True}
-    )
+    assert trained.config == TINY.replace(threshold_factor=2.5, level_baseline=True)
     shown = await models_pb2_grpc.ModelServiceStub(channel).GetModel(models_pb2.GetModelRequest(name="fresh"))
     assert json.loads(shown.versions[0].metadata_json)["config"] == trained.config.to_dict()
 
@@ -406,10 +404,11 @@ async def test_jobs_cut_off_by_a_restart_come_back_failed(
     (jobs_dir / running / "values.npy").write_bytes(b"left behind")
     (jobs_dir / f"{uuid.uuid4().hex}.json").write_text("{not json")
     (jobs_dir / f"{uuid.uuid4().hex}.json").write_text(json.dumps({"state": "succeeded"}))
+    write_record(jobs_dir, journal_record("unspecified"))  # a client's word for a state it cannot read
 
     with caplog.at_level(logging.WARNING, logger="stad.server.jobs"):
         _, channel = await make_server()
-    assert sum("skipping unreadable training job record" in r.message for r in caplog.records) == 2
+    assert sum("skipping unreadable training job record" in r.message for r in caplog.records) == 3
 
     stub = training_pb2_grpc.TrainingServiceStub(channel)
     listed = await stub.ListTrainings(training_pb2.ListTrainingsRequest())

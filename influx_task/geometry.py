@@ -1,0 +1,82 @@
+"""Where scoring windows fall, so that a step's score depends on the series and the model alone.
+
+The server cuts what it is sent into windows of `window` steps every `stride`
+steps from the first step sent, plus one ending at the last step. The task
+sends every series from a step whose index (time / interval) is a multiple of
+`stride` and up to a window end on that same grid, so every window lies on one
+grid fixed by the epoch, whatever the chunk or pass. A step's score is the mean
+over the windows covering it, smoothed over the `smoothing` steps up to it, so
+it is final once the last window starting at or before it has all its data:
+steps before `align_down(horizon - window, stride) + stride` of a series whose
+data is final up to `horizon`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def align_down(t_ns: int, step_ns: int) -> int:
+    return (t_ns // step_ns) * step_ns
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A model's scoring windows, in grid steps of `interval_ns`."""
+
+    window: int
+    stride: int
+    smoothing: int
+    interval_ns: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.stride <= self.window or self.smoothing < 1 or self.interval_ns <= 0:
+            raise ValueError(f"bad scoring geometry {self}")
+
+    @property
+    def block_ns(self) -> int:
+        """The window grid's pitch: windows start at multiples of this."""
+        return self.stride * self.interval_ns
+
+    def lead_steps(self, context: int) -> int:
+        """Steps to send before a step so that every window and smoothing step it needs is there."""
+        return max(context, self.window - self.stride + self.smoothing - 1)
+
+    def send_from(self, first_ns: int, context: int) -> int:
+        """Where to start the series sent to score steps from `first_ns` on (on the window grid)."""
+        return align_down(first_ns - self.lead_steps(context) * self.interval_ns, self.block_ns)
+
+    def send_until(self, horizon_ns: int) -> int:
+        """End of the last whole grid window within data final up to `horizon_ns` (exclusive)."""
+        return align_down(horizon_ns - self.window * self.interval_ns, self.block_ns) + (
+            self.window * self.interval_ns
+        )
+
+    def final_until(self, horizon_ns: int) -> int:
+        """Steps before this have every window they need within data final up to `horizon_ns`."""
+        return align_down(horizon_ns - self.window * self.interval_ns, self.block_ns) + self.block_ns
+
+
+def _find(config: Mapping[str, Any], key: str) -> Any:
+    """A setting from a saved detector config, flat or nested by concern."""
+    if key in config:
+        return config[key]
+    for value in config.values():
+        if isinstance(value, Mapping) and key in value:
+            return value[key]
+    return None
+
+
+def geometry_from_metadata(metadata: Mapping[str, Any], interval_ns: int) -> Geometry:
+    """The geometry a saved model scores with (its `config` metadata)."""
+    config = metadata.get("config")
+    if not isinstance(config, Mapping):
+        raise ValueError("the model's metadata has no detector config")
+    window = _find(config, "window")
+    if not isinstance(window, int) or window < 2:
+        raise ValueError(f"the model's metadata has no usable window: {window!r}")
+    stride = int(_find(config, "score_stride") or 0) or max(1, window // 2)
+    smoothing = int(_find(config, "smoothing") or 1)
+    return Geometry(window=window, stride=stride, smoothing=smoothing, interval_ns=interval_ns)

@@ -1,0 +1,372 @@
+"""Correctness against a real influxd and a real gRPC server: scores that do not depend on
+chunks or passes, no scores from a missing tail, late data, retention, backfill's episodes,
+resumable and interruptible backfills, and the fill policy."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from stad.core.demo_data import DemoData
+from stad.influx_task.local_influxd import Influxd
+from stad.influx_task.runner import ChunkReport, PassStats
+from stad.influx_task.task import Task
+from stad.server.embedded import EmbeddedServer
+from tests.influx import kit
+from tests.influx.kit import SETTLE, STEP, STEPS, UNITS
+
+FIRST = 40  # the first step every variant scores
+
+Written = dict[tuple[str, int], dict[str, object]]
+
+
+def _final(data: DemoData) -> int:
+    return int(data.timestamps_ns[-1]) + SETTLE
+
+
+def _passes(
+    influxd: Influxd,
+    target: str,
+    source: str,
+    out: str,
+    data: DemoData,
+    clocks: Sequence[int],
+    **extra: object,
+) -> list[PassStats]:
+    """`once` at each clock, the first starting at step FIRST, scores going to database `out`."""
+    influxd.query(f'DROP DATABASE "{out}"')
+    influxd.query(f'CREATE DATABASE "{out}"')
+    lookback = clocks[0] - int(data.timestamps_ns[FIRST])
+    job = kit.pipeline(source, data, output_database=out, initial_lookback_ns=lookback, **extra)
+    clock = [clocks[0]]
+    outcome = []
+    with Task(kit.config(influxd.url, target, (job,)), now_ns=lambda: clock[0]) as task:
+        for now in clocks:
+            clock[0] = now
+            stats = task.once()["pumps"]
+            assert not isinstance(stats, Exception), stats
+            outcome.append(stats)
+    return outcome
+
+
+def _output(influxd: Influxd, out: str) -> tuple[Written, Written]:
+    return kit.written(influxd.url, out, "anomaly_scores"), kit.written(influxd.url, out, "anomaly_events")
+
+
+@pytest.fixture(scope="module")
+def reference(
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData]
+) -> tuple[Written, Written]:
+    """One pass over all of the data, in one chunk: what every other way must write."""
+    source, data = trained
+    _passes(influxd, server.target, source, "reference", data, [_final(data)])
+    scores, events = _output(influxd, "reference")
+    assert len(scores) == 2 * (STEPS - FIRST)
+    assert events, "the demo data should raise at least one episode"
+    return scores, events
+
+
+@pytest.mark.parametrize(
+    ("clock_steps", "extra"),
+    [
+        ([None], {"chunk_steps": 7}),
+        ([97, 150, 151, 260, None], {"chunk_steps": 23}),
+        ([60, 333, None], {"chunk_steps": 50, "series_per_call": 1}),
+        ([200, 310, None], {"chunk_steps": 1000, "lateness_ns": 5 * STEP}),
+    ],
+)
+def test_scores_and_episodes_do_not_depend_on_chunks_or_passes(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    reference: tuple[Written, Written],
+    clock_steps: list[int | None],
+    extra: dict[str, object],
+) -> None:
+    source, data = trained
+    clocks = [_final(data) if s is None else int(data.timestamps_ns[s]) + STEP // 3 for s in clock_steps]
+    _passes(influxd, server.target, source, "variant", data, clocks, **extra)
+    scores, events = _output(influxd, "variant")
+    if "lateness_ns" in extra:  # the last steps wait out the lateness: compare what is written
+        assert len(scores) > 2 * (STEPS - FIRST - 20)
+        assert scores == {k: reference[0][k] for k in scores}
+    else:
+        assert scores == reference[0]  # bit for bit, every field of every step
+        assert events == reference[1]
+
+
+def test_backfill_in_small_chunks_writes_what_one_pass_writes(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    reference: tuple[Written, Written],
+) -> None:
+    source, data = trained
+    influxd.query('CREATE DATABASE "backfilled"')
+    job = kit.pipeline(source, data, output_database="backfilled", chunk_steps=11)
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: _final(data)) as task:
+        stats = task.backfill("pumps", int(data.timestamps_ns[FIRST]), _final(data))
+    assert not stats.interrupted
+    assert _output(influxd, "backfilled") == reference
+
+
+def test_steps_after_the_last_observed_one_wait_for_data_or_lateness(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    reference: tuple[Written, Written],
+    database: str,
+) -> None:
+    data = trained[1]
+    kit.write_rows(influxd.url, database, data, range(201))  # the feed stops after step 200
+    lateness = 10 * STEP
+    clock = [int(data.timestamps_ns[200]) + 3 * STEP]
+    job = kit.pipeline(
+        database,
+        data,
+        output_database=database,
+        lateness_ns=lateness,
+        initial_lookback_ns=clock[0] - int(data.timestamps_ns[FIRST]),
+    )
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: clock[0]) as task:
+        task.once()
+        held = kit.written(influxd.url, database, "anomaly_scores")
+        last = max(t for _, t in held)
+        assert last < int(data.timestamps_ns[200])  # the last steps wait for their windows' data
+        assert held == {k: reference[0][k] for k in held}  # none saw the missing tail as data
+        kit.write_rows(influxd.url, database, data, range(201, 260))  # the feed resumes
+        clock[0] = int(data.timestamps_ns[240])
+        task.once()
+        resumed = kit.written(influxd.url, database, "anomaly_scores")
+        assert max(t for _, t in resumed) > int(data.timestamps_ns[200])
+        assert resumed == {k: reference[0][k] for k in resumed}
+        clock[0] = int(data.timestamps_ns[259]) + lateness + SETTLE  # the feed stopped for good
+        task.once()
+    final = kit.written(influxd.url, database, "anomaly_scores")
+    assert sorted({t for _, t in final}) == data.timestamps_ns[FIRST:260].tolist()
+
+
+def test_late_points_within_the_horizon_are_rescored_beyond_it_backfill_is_named(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    reference: tuple[Written, Written],
+    database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = trained[1]
+    hole, old_hole = range(330, 336), range(250, 253)
+    kit.write_rows(influxd.url, database, data, range(STEPS), shift=0.0)
+    influxd.query(
+        f'DELETE FROM "pump" WHERE time >= {int(data.timestamps_ns[hole[0]])} AND '
+        f"time <= {int(data.timestamps_ns[hole[-1]])}",
+        database,
+    )
+    influxd.query(
+        f'DELETE FROM "pump" WHERE time >= {int(data.timestamps_ns[old_hole[0]])} AND '
+        f"time <= {int(data.timestamps_ns[old_hole[-1]])}",
+        database,
+    )
+    final = _final(data)
+    job = kit.pipeline(
+        database,
+        data,
+        output_database=database,
+        lateness_ns=100 * STEP,
+        chunk_steps=40,
+        initial_lookback_ns=final - int(data.timestamps_ns[FIRST]),
+    )
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: final) as task:
+        first = task.once()["pumps"]
+        assert isinstance(first, PassStats) and not first.rescored
+        before = kit.written(influxd.url, database, "anomaly_scores")
+        assert not {int(data.timestamps_ns[t]) for t in (*hole, *old_hole)} & {t for _, t in before}
+        kit.write_rows(influxd.url, database, data, hole)  # late, within the horizon
+        kit.write_rows(influxd.url, database, data, old_hole)  # late, beyond it
+        with caplog.at_level(logging.WARNING, logger="stad.influx_task"):
+            second = task.once()["pumps"]
+        assert isinstance(second, PassStats)
+        assert second.rescored == {f"pump,plant=p1,unit={u}" for u in UNITS}
+        after = kit.written(influxd.url, database, "anomaly_scores")
+        late_steps = {int(data.timestamps_ns[t]) for t in hole}
+        assert late_steps <= {t for _, t in after}
+        rescored = {k: v for k, v in after.items() if k[1] >= int(data.timestamps_ns[300])}
+        assert rescored == {k: reference[0][k] for k in rescored}  # as if never late
+        assert "beyond the lateness horizon" in caplog.text and "stad influx backfill" in caplog.text
+        assert not {int(data.timestamps_ns[t]) for t in old_hole} & {t for _, t in after}
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="stad.influx_task"):
+            third = task.once()["pumps"]
+        assert isinstance(third, PassStats) and not third.rescored
+        assert "beyond the lateness horizon" not in caplog.text  # said once
+        task.backfill("pumps", int(data.timestamps_ns[230]), int(data.timestamps_ns[280]))
+    healed = kit.written(influxd.url, database, "anomaly_scores")
+    assert {int(data.timestamps_ns[t]) for t in old_hole} <= {t for _, t in healed}
+    assert healed == {k: reference[0][k] for k in healed}
+
+
+def test_points_dropped_by_a_short_retention_count_as_written(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = trained[1]
+    kit.write_demo(influxd.url, database, data)
+    influxd.query(f'CREATE RETENTION POLICY "short" ON "{database}" DURATION 1h REPLICATION 1')
+    final = _final(data)
+    job = kit.pipeline(database, data, output_retention_policy="short", chunk_steps=100)
+    with (
+        caplog.at_level(logging.WARNING, logger="stad.influx_task"),
+        Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: final) as task,
+    ):
+        first = task.once()["pumps"]
+        second = task.once()["pumps"]
+    assert isinstance(first, PassStats) and first.steps == 2 * STEPS  # all older than 1 h: dropped
+    assert isinstance(second, PassStats) and second.steps == 0  # the checkpoint advanced
+    assert caplog.text.count("older than the retention policy") == 1
+    assert kit.query(influxd.url, database, 'SELECT * FROM "short"."anomaly_scores"') == []
+
+
+def test_a_partial_backfill_leaves_episodes_whole(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    reference: tuple[Written, Written],
+) -> None:
+    source, data = trained
+    _passes(influxd, server.target, source, "episodes", data, [_final(data)])
+    long_ones = sorted(
+        (t, int(e["end_time"]))  # type: ignore[call-overload]
+        for (_, t), e in reference[1].items()
+        if int(e["end_time"]) - t >= 2 * STEP  # type: ignore[call-overload]
+    )
+    assert len(long_ones) >= 2, reference[1]
+    (a_start, _), (b_start, _) = long_ones[0], long_ones[-1]
+    job = kit.pipeline(source, data, output_database="episodes", chunk_steps=13)
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: _final(data)) as task:
+        task.backfill("pumps", a_start + STEP, b_start + STEP)  # starts and stops inside episodes
+    assert _output(influxd, "episodes") == reference
+
+
+def test_backfill_resumes_where_it_was_interrupted(
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str
+) -> None:
+    data = trained[1]
+    kit.write_demo(influxd.url, database, data)
+    job = kit.pipeline(database, data, chunk_steps=20)
+    start, stop = int(data.timestamps_ns[FIRST]), int(data.timestamps_ns[-1]) + STEP
+    halt = threading.Event()
+    chunks: list[ChunkReport] = []
+
+    def after_chunk(report: ChunkReport) -> None:
+        chunks.append(report)
+        if len(chunks) == 3:
+            halt.set()
+
+    config = kit.config(influxd.url, server.target, (job,))
+    with Task(config, now_ns=lambda: _final(data), stop=halt, on_chunk=after_chunk) as task:
+        cut = task.backfill("pumps", start, stop)
+    # the chunks already read when it stopped are finished; the rest is left
+    assert cut.interrupted and 3 <= len(chunks) < (STEPS - FIRST) // 20
+    with Task(config, now_ns=lambda: _final(data)) as task:
+        rest = task.backfill("pumps", start, stop)
+        again = task.backfill("pumps", start, stop)
+        redo = task.backfill("pumps", start, stop, restart=True)
+    total = 2 * (STEPS - FIRST)
+    assert not rest.interrupted and cut.steps + rest.steps == total  # nothing scored twice
+    assert again.steps == 0 and redo.steps == total
+
+
+def test_sigterm_during_backfill_exits_non_zero_saying_so(
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str, tmp_path: Path
+) -> None:
+    data = trained[1]
+    kit.write_demo(influxd.url, database, data)
+    config = tmp_path / "jobs.toml"
+    config.write_text(f"{kit.pipeline_toml(database, data)}\ncontext = {kit.CONTEXT}\nchunk_steps = 3\n")
+    command = [
+        *(sys.executable, "-m", "stad.influx_task", "backfill", "--config", str(config)),
+        *("--url", influxd.url, "--server", server.target, "--pipeline", "pumps", "--no-progress"),
+        *("--start", str(int(data.timestamps_ns[0])), "--stop", str(int(data.timestamps_ns[-1]))),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not kit.query(influxd.url, database, 'SELECT * FROM "stad_checkpoint"'):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no backfill progress within 120 s"
+            time.sleep(0.05)  # polling the condition, bounded by the deadline
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGTERM, err.decode()
+    assert "interrupted by signal 15" in err.decode() and "resume" in err.decode()
+
+
+@pytest.mark.parametrize("fill", ["previous", "linear"])
+def test_filled_steps_feed_the_model_but_get_no_score(
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str, fill: str
+) -> None:
+    data = trained[1]
+    hole = range(150, 153)
+    kit.write_rows(influxd.url, database, data, range(hole.start))
+    kit.write_rows(influxd.url, database, data, range(hole.stop, STEPS))
+    job = kit.pipeline(
+        database, data, fill=fill, initial_lookback_ns=_final(data) - int(data.timestamps_ns[FIRST])
+    )
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: _final(data)) as task:
+        task.once()
+    times = {t for _, t in kit.written(influxd.url, database, "anomaly_scores")}
+    expected = set(data.timestamps_ns[FIRST:].tolist()) - {int(data.timestamps_ns[t]) for t in hole}
+    assert times == expected
+
+
+def test_a_failed_write_mid_pipeline_leaves_no_checkpoint_ahead_of_the_data(
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], database: str
+) -> None:
+    from stad.influx_task.transport import InfluxError
+
+    data = trained[1]
+    kit.write_demo(influxd.url, database, data)
+    final = _final(data)
+    job = kit.pipeline(database, data, chunk_steps=25, initial_lookback_ns=final - int(data.timestamps_ns[0]))
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: final) as task:
+        write = task.writer.write
+        calls = [0]
+
+        def fail_on_the_fifth(points: object, **where: object) -> int:
+            calls[0] += 1
+            if calls[0] == 5:
+                raise InfluxError("injected: a write refused", status=400)
+            return write(points, **where)  # type: ignore[arg-type]
+
+        task.writer.write = fail_on_the_fifth  # type: ignore[method-assign]
+        outcome = task.once()["pumps"]
+    assert isinstance(outcome, InfluxError) and "injected" in str(outcome)
+    found = kit.query(
+        influxd.url, database, 'SELECT last("next_ns") FROM "stad_checkpoint" GROUP BY "series"'
+    )
+    done = {s["tags"]["series"]: int(s["values"][0][1]) for s in found}
+    assert set(done) == {f"pump,plant=p1,unit={u}" for u in UNITS}
+    scores = kit.written(influxd.url, database, "anomaly_scores")
+    for unit in UNITS:
+        times = sorted(t for u, t in scores if u == unit)
+        # exactly the steps before the checkpoint: the chunks after the failed one were not written
+        assert times == [t for t in data.timestamps_ns.tolist() if t < done[f"pump,plant=p1,unit={unit}"]]
+        assert 0 < len(times) < STEPS
