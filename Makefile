@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml setup.py $(PACKAGE_FILES)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e '.[server,influx,cli,dev]' --config-settings editable_mode=strict
-	$(BIN)/pip install -q --no-deps tsb-ad==1.5
+# Both pin old numpy/scipy; their real imports are in the dev extra.
+	$(BIN)/pip install -q --no-deps tsb-ad==1.5 timeeval-gutentag==1.5.0
 	touch $@
 
 protos $(GENERATED): $(STAMP) $(wildcard protos/stad/v1/*.proto)

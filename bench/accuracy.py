@@ -1,351 +1,420 @@
-"""`make bench-accuracy`: stad against PCA and IsolationForest, side by side, in one run.
+"""`make bench-accuracy`: stad with its defaults against baselines rerun by tsb-ad, in one run.
 
-- SKAB under its own protocol: per file, fit on the first 400 rows with an
-  automatic threshold from them (no labels), predict every row; one confusion
-  matrix pooled over all rows of all 34 files: F1 = TP / (TP + (FP + FN) / 2),
-  FAR = FP / (FP + TN), MAR = FN / (FN + TP). stad may first pretrain once,
-  self-supervised, on SKAB's unlabelled anomaly-free.csv and warm-start each
-  per-file fit from those weights (recorded as `skab.stad.warm_start`).
-- TSB-AD-M Genesis under TSB-AD's protocol: fit on the first 4,055 rows, score
-  every row; metrics from the reference `TSB_AD.evaluation.metrics.get_metrics`
-  with the sliding window from the period of channel 0.
+stad runs exactly as `stad train FILE` does with no flags: `Detector()` (every
+setting at its `DetectorConfig` default), fitted on the training rows, then
+scored with the threshold it chose itself. Only the data split is the
+protocol's:
 
-Writes bench/results/accuracy.json and prints a table with published figures.
+- SKAB (34 files): fit on the first 400 rows of each file, predict every row;
+  one confusion matrix pooled over all rows of all files:
+  F1 = TP / (TP + (FP + FN) / 2), FAR = FP / (FP + TN), MAR = FN / (FN + TP).
+- TSB-AD-M (the nine files in ../shared/data/tsb-ad-m): fit on the `tr_N`
+  prefix, score every row; metrics by TSB-AD's own `get_metrics` with the
+  sliding window from the period of channel 0.
+- Synthetic (bench/synthetic.yaml, GutenTAG): fit on the clean training
+  series, score the test series; metrics as for TSB-AD-M.
 
-    python -m bench.accuracy [--datasets skab,genesis] [--methods stad,pca,iforest]
-                             [--stad KEY=VALUE ...] [--no-pretrain] [--out PATH]
+Baselines (PCA, IForest, KMeansAD) are rerun on the scored series by the
+`tsb-ad` package's own code (bench/baselines.py); published figures
+(bench/published.py) are shown beside them. Writes bench/results/accuracy.json,
+ending with a `summary` of the issue's targets, and prints tables.
+
+    python -m bench.accuracy [--quick] [--only skab,tsb,synthetic] [--out PATH]
+
+`--quick` (or STAD_BENCH_QUICK=1) runs a fixed subset for iteration: 6 SKAB
+files, 3 TSB-AD-M files and 2 synthetic kinds.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import concurrent.futures
 import dataclasses
 import json
 import os
 import platform
-import shutil
-import tempfile
+import statistics
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from bench import baselines, datasets
+from bench import baselines, datasets, published, synthetic
+from bench.accuracy_metrics import event_row, reference_metrics
 from stad.core import metrics
 
-FloatArray = npt.NDArray[np.float64]
-
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
-METHODS = ("stad", "pca", "iforest")
-
-# stad settings per benchmark (DetectorConfig fields). SKAB: chosen by sweeping
-# smoothing, threshold and error normalisation on SKAB itself (see README); it keeps
-# residual_weight 0 (0.5 lowered its F1 to 0.73).
-STAD_SKAB: dict[str, Any] = {
-    "window": 32,
-    "patch": 4,
-    "epochs": 1,  # per file, warm-started from the pretrained weights
-    "smoothing": 60,  # SKAB's faults last minutes: a one-minute trailing mean
-    "threshold_quantile": 1.0,  # the highest smoothed score on the file's 400 training rows ...
-    "threshold_factor": 1.5,  # ... times 1.5
-    "normalize_channel_errors": False,
-    "seed": 0,
-}
-STAD_SKAB_PRETRAIN: dict[str, Any] = {"epochs": 15}
-STAD_GENESIS: dict[str, Any] = {
-    "window": 64,
-    "patch": 16,
-    "epochs": 20,
-    "max_windows_per_epoch": 1024,
-    "smoothing": 1,
-    # Genesis's anomalies are states never seen in training, held steadily: the per-step
-    # subspace residual carries most of the score. Both chosen on Genesis itself (see README).
-    "residual_weight": 0.8,
-    "residual_variance": 0.95,
-    "seed": 0,
-}
-
-# Published SKAB outlier-detection leaderboard: F1, FAR %, MAR %.
-SKAB_PUBLISHED = {
-    "Conv-AE": (0.78, 13.55, 28.02),
-    "MSET": (0.78, 39.73, 14.13),
-    "T-squared+Q (PCA)": (0.76, 26.62, 24.92),
-    "LSTM-AE": (0.74, 29.96, 25.92),
-    "Isolation forest": (0.29, None, None),
-}
-GENESIS_PUBLISHED = ("KMeansAD", "OFA", "Donut", "CNN", "IForest", "PCA", "AnomalyTransformer")
+SECTIONS = ("skab", "tsb", "synthetic")
+QUICK_ENV = "STAD_BENCH_QUICK"
+QUICK_SKAB_EVERY = 6  # every 6th SKAB file
+QUICK_TSB = frozenset({"006", "008", "148"})
+QUICK_SYNTHETIC = frozenset({"level", "pattern"})
+SUMMARY_KEYS = (
+    "skab_f1",
+    "skab_far",
+    "skab_mar",
+    "tsb_mean_vus_pr",
+    "tsb_best_baseline_mean_vus_pr",
+    "tsb_files_below_a_published_method",
+    "synthetic_min_margin",
+    "median_fit_s",
+    "max_train_flag_rate",
+)
 
 
-class Scorer(Protocol):
-    """A fitted model: per-step scores (higher = more anomalous) and a threshold on them."""
+@dataclasses.dataclass
+class StadRun:
+    """stad's scores and flags on one series, and what the fit chose."""
 
-    threshold_: float
-
-    def score(self, values: FloatArray) -> FloatArray: ...
-
-
-Fitter = Callable[[FloatArray], Scorer]
-
-
-class _StadScorer:
-    """A fitted stad Detector seen through the Scorer protocol (calibrated scores)."""
-
-    def __init__(self, detector: Any) -> None:
-        self.detector = detector
-        self.threshold_ = float(detector.threshold_)
-
-    def score(self, values: FloatArray) -> FloatArray:
-        result: FloatArray = np.asarray(self.detector.score(values).score, dtype=np.float64)
-        return result
+    scores: np.ndarray[Any, np.dtype[np.float64]]
+    flags: np.ndarray[Any, np.dtype[np.bool_]]
+    train_flag_rate: float
+    fit_s: float
+    score_s: float
+    threshold: float
+    model: dict[str, Any]
 
 
-def stad_fitter(settings: dict[str, Any], *, pretrained: Path | None = None, device: str = "cpu") -> Fitter:
-    """Fit a fresh Detector, or warm-start one from the weights saved at `pretrained`."""
-    from stad.server.detector import Detector, DetectorConfig
+def run_stad(series: datasets.LabelledSeries, device: str) -> StadRun:
+    """Fit stad with its defaults on the series' training data and score the series."""
+    from stad.server.detector import Detector
 
-    def fit(values: FloatArray) -> Scorer:
-        if pretrained is None:
-            detector = Detector(DetectorConfig.from_flat(settings), device=device).fit(values)
-        else:
-            detector = Detector.load(pretrained, device=device)
-            detector.config = detector.config.replace(**settings)
-            detector.fit(values, warm_start=True)
-        return _StadScorer(detector)
-
-    return fit
-
-
-def baseline_fitter(name: str) -> Fitter:
-    if name == "pca":
-        return lambda values: baselines.PCABaseline().fit(values)
-    if name == "iforest":
-        return lambda values: baselines.IForestBaseline().fit(values)
-    raise ValueError(f"unknown baseline {name!r}; expected pca or iforest")
-
-
-def run_skab(fit: Fitter, files: Sequence[datasets.LabelledSeries]) -> dict[str, Any]:
-    """SKAB's protocol for one method: pooled confusion over all rows of all files."""
-    pooled = metrics.Confusion(0, 0, 0, 0)
-    fit_s = score_s = 0.0
-    per_file = {}
-    for series in files:
-        started = time.perf_counter()
-        model = fit(series.values[: series.train_size])
-        fitted = time.perf_counter()
-        flagged = model.score(series.values) >= model.threshold_
-        score_s += time.perf_counter() - fitted
-        fit_s += fitted - started
-        counts = metrics.confusion_matrix(series.labels, flagged)
-        per_file[series.name] = round(counts.f1, 4)
-        pooled = pooled + counts
-    return {
-        "f1": pooled.f1,
-        "far": pooled.far,
-        "mar": pooled.mar,
-        "precision": pooled.precision,
-        "recall": pooled.recall,
-        "fit_s": fit_s,
-        "score_s": score_s,
-        "confusion": dataclasses.asdict(pooled),
-        "per_file_f1": per_file,
-    }
-
-
-def reference_metrics(scores: FloatArray, labels: npt.NDArray[np.bool_], window: int) -> dict[str, float]:
-    """TSB-AD's own get_metrics (tsb-ad 1.5), the benchmark's reference implementation."""
-    from TSB_AD.evaluation.metrics import get_metrics
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sklearn warns on thresholds that flag nothing
-        result = get_metrics(scores, labels.astype(int), slidingWindow=window)
-    return {
-        "vus_pr": float(result["VUS-PR"]),
-        "vus_roc": float(result["VUS-ROC"]),
-        "auc_pr": float(result["AUC-PR"]),
-        "auc_roc": float(result["AUC-ROC"]),
-        "standard_f1": float(result["Standard-F1"]),
-        "pa_f1_point_adjusted": float(result["PA-F1"]),
-    }
-
-
-def run_genesis(fit: Fitter, series: datasets.LabelledSeries, window: int) -> dict[str, Any]:
     started = time.perf_counter()
-    model = fit(series.values[: series.train_size])
+    detector = Detector(device=device).fit(series.train, channels=series.channels)
     fitted = time.perf_counter()
-    scores = model.score(series.values)
+    out = detector.score(series.values)
     scored = time.perf_counter()
-    result: dict[str, Any] = reference_metrics(scores, series.labels, window)
-    ours = metrics.vus_pr(scores, series.labels, sliding_window=window)
-    if abs(ours - result["vus_pr"]) > 1e-9:
-        raise RuntimeError(f"stad.core.metrics VUS-PR {ours} != reference {result['vus_pr']}")
-    result.update(fit_s=fitted - started, score_s=scored - fitted)
+    if series.train_in_values:
+        train_flags = out.is_anomaly[: series.train_size]
+    else:
+        train_flags = detector.score(series.train).is_anomaly
+    meta = detector.metadata_
+    return StadRun(
+        scores=np.asarray(out.score, dtype=np.float64),
+        flags=np.asarray(out.is_anomaly, dtype=bool),
+        train_flag_rate=float(train_flags.mean()),
+        fit_s=fitted - started,
+        score_s=scored - fitted,
+        threshold=float(out.threshold),
+        model={key: meta[key] for key in ("config", "thresholds", "training_metrics") if key in meta}
+        | {key: value for key, value in meta.items() if key.startswith("data_")},
+    )
+
+
+# ------------------------------------------------------------------------------------------ SKAB
+def skab_file(series: datasets.LabelledSeries, device: str) -> dict[str, Any]:
+    """stad and the tsb-ad baselines on one SKAB file: its row and each method's confusion counts."""
+    run = run_stad(series, device)
+    counts = metrics.confusion_matrix(series.labels, run.flags)
+    confusions = {"stad": dataclasses.asdict(counts)}
+    baselines_f1: dict[str, float] = {}
+    started = time.perf_counter()
+    for name in baselines.METHODS:
+        flags = baselines.tsb_ad_flags(baselines.tsb_ad_scores(name, series.values))
+        base_counts = metrics.confusion_matrix(series.labels, flags)
+        confusions[name] = dataclasses.asdict(base_counts)
+        baselines_f1[name] = base_counts.f1
+    print(
+        f"skab {series.name:<10} stad f1 {counts.f1:.3f} train flags {run.train_flag_rate:.3f} "
+        f"fit {run.fit_s:.1f}s",
+        flush=True,
+    )
+    return {
+        "f1": counts.f1,
+        "far": counts.far,
+        "mar": counts.mar,
+        **event_row(series.labels, run.flags),
+        "train_flag_rate": run.train_flag_rate,
+        "fit_s": run.fit_s,
+        "score_s": run.score_s,
+        "baselines_f1": baselines_f1,
+        "baselines_s": time.perf_counter() - started,
+        "confusions": confusions,
+    }
+
+
+def skab_section(per_file: dict[str, Any]) -> dict[str, Any]:
+    """SKAB's protocol: one confusion matrix per method pooled over every row of every file."""
+    pooled: dict[str, Any] = {}
+    for name in ("stad", *baselines.METHODS):
+        total = metrics.Confusion(0, 0, 0, 0)
+        for row in per_file.values():
+            total += metrics.Confusion(**row["confusions"][name])
+        pooled[name] = {
+            "f1": total.f1,
+            "far": total.far,
+            "mar": total.mar,
+            "confusion": dataclasses.asdict(total),
+        }
+    pooled["stad"].update(
+        fit_s=sum(row["fit_s"] for row in per_file.values()),
+        score_s=sum(row["score_s"] for row in per_file.values()),
+    )
+    return {
+        "protocol": "fit on the first 400 rows of each file, predict every row, pooled confusion",
+        "baseline_protocol": "tsb-ad code on the whole file, flags above mean + 3 std (not SKAB's protocol)",
+        "files": len(per_file),
+        "pooled": pooled,
+        "per_file": per_file,
+        "published": {
+            k: {"f1": v[0], "far_pct": v[1], "mar_pct": v[2]} for k, v in published.SKAB_LEADERBOARD.items()
+        },
+    }
+
+
+# ----------------------------------------------------------------------- TSB-AD-M and synthetic
+def _method_row(
+    scores: np.ndarray[Any, np.dtype[np.float64]],
+    flags: np.ndarray[Any, np.dtype[np.bool_]],
+    series: datasets.LabelledSeries,
+    window: int,
+) -> dict[str, Any]:
+    row: dict[str, Any] = reference_metrics(scores, series.labels, window)
+    row.update(event_row(series.labels, flags))
+    return row
+
+
+def run_scored_series(series: datasets.LabelledSeries, device: str) -> dict[str, Any]:
+    """stad and every baseline on one series, with TSB-AD's metrics."""
+    window = metrics.find_period(series.values[:, 0])
+    run = run_stad(series, device)
+    stad_row = _method_row(run.scores, run.flags, series, window)
+    ours = metrics.vus_pr(run.scores, series.labels, sliding_window=window)
+    if abs(ours - stad_row["vus_pr"]) > 1e-9:
+        raise RuntimeError(f"stad.core.metrics VUS-PR {ours} != TSB-AD's {stad_row['vus_pr']}")
+    stad_row.update(
+        train_flag_rate=run.train_flag_rate,
+        flag_rate=float(run.flags.mean()),
+        threshold=run.threshold,
+        fit_s=run.fit_s,
+        score_s=run.score_s,
+        model=run.model,
+    )
+    rows: dict[str, Any] = {"stad": stad_row}
+    for name in baselines.METHODS:
+        started = time.perf_counter()
+        scores = baselines.tsb_ad_scores(name, series.values)
+        elapsed = time.perf_counter() - started
+        rows[name] = _method_row(scores, baselines.tsb_ad_flags(scores), series, window)
+        rows[name]["fit_and_score_s"] = elapsed
+    return {
+        "name": series.name,
+        "steps": int(series.values.shape[0]),
+        "channels": int(series.values.shape[1]),
+        "train_steps": int(series.train.shape[0]),
+        "sliding_window": window,
+        "methods": rows,
+    }
+
+
+def _print_series(tag: str, result: dict[str, Any]) -> None:
+    vus = {name: row["vus_pr"] for name, row in result["methods"].items()}
+    stad = result["methods"]["stad"]
+    print(
+        f"{tag:<10} VUS-PR "
+        + " ".join(f"{k} {v:.3f}" for k, v in vus.items())
+        + f" | train flags {stad['train_flag_rate']:.3f} fit {stad['fit_s']:.1f}s",
+        flush=True,
+    )
+
+
+def tsb_file(series: datasets.LabelledSeries, device: str) -> dict[str, Any]:
+    """One TSB-AD-M file: every method, the published figures and stad's rank among them."""
+    fid = datasets.file_id(series.name)
+    result = run_scored_series(series, device)
+    paper = published.TSB_AD_M_VUS_PR[fid]
+    stad_vus = result["methods"]["stad"]["vus_pr"]
+    better = sorted(name for name, value in paper.items() if value > stad_vus)
+    result["published_vus_pr"] = paper
+    result["stad_rank_among_published"] = 1 + len(better)
+    result["published_methods"] = len(paper)
+    result["published_above_stad"] = better
+    _print_series(f"tsb {fid}", result)
     return result
 
 
-def genesis_published() -> dict[str, float]:
-    path = datasets.data_dir() / "tsb-ad-m" / "published_vus_pr.csv"
-    with path.open(newline="") as handle:
-        row = next(csv.DictReader(handle))
-    return {name: float(row[name]) for name in GENESIS_PUBLISHED if name in row}
+def tsb_section(per_file: dict[str, Any]) -> dict[str, Any]:
+    names = ("stad", *baselines.METHODS)
+    means = {n: statistics.fmean(r["methods"][n]["vus_pr"] for r in per_file.values()) for n in names}
+    return {
+        "protocol": "stad: fit on the tr_N prefix, score every row; baselines: tsb-ad code on the whole file",
+        "files": per_file,
+        "mean_vus_pr": means,
+    }
 
 
-def _parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
-    settings: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep:
-            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
-        settings[key] = json.loads(text) if text not in ("true", "false") else text == "true"
-    return settings
+def synthetic_kind(series: datasets.LabelledSeries, device: str) -> dict[str, Any]:
+    """One synthetic series: every method and stad's margin over the best baseline."""
+    result = run_scored_series(series, device)
+    best = max(baselines.METHODS, key=lambda n: result["methods"][n]["vus_pr"])
+    result["best_baseline"] = best
+    result["margin_over_best_baseline"] = (
+        result["methods"]["stad"]["vus_pr"] - result["methods"][best]["vus_pr"]
+    )
+    _print_series(series.name, result)
+    return result
 
 
-def _print_skab(results: dict[str, Any]) -> None:
-    print("\nSKAB (34 files, fit on first 400 rows each, pooled confusion)")
-    print(f"{'method':<32}{'F1':>7}{'FAR %':>8}{'MAR %':>8}{'fit s':>9}{'score s':>9}")
-    for name, row in results.items():
-        print(
-            f"{name:<32}{row['f1']:>7.3f}{100 * row['far']:>8.2f}{100 * row['mar']:>8.2f}"
-            f"{row['fit_s']:>9.1f}{row['score_s']:>9.1f}"
+def synthetic_section(per_kind: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "protocol": "stad: fit on the clean training series, score the test series; baselines: "
+        "tsb-ad code on the test series",
+        "config": "bench/synthetic.yaml",
+        "seed": synthetic.SEED,
+        "kinds": per_kind,
+    }
+
+
+# ------------------------------------------------------------------------------------ summary
+def summarise(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, from whatever sections ran (None where a section did not)."""
+    summary: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
+    flag_rates: list[float] = []
+    if "skab" in report:
+        stad = report["skab"]["pooled"]["stad"]
+        summary.update(skab_f1=stad["f1"], skab_far=stad["far"], skab_mar=stad["mar"])
+        flag_rates += [row["train_flag_rate"] for row in report["skab"]["per_file"].values()]
+    if "tsb_ad_m" in report:
+        tsb = report["tsb_ad_m"]
+        means = tsb["mean_vus_pr"]
+        files = tsb["files"].values()
+        summary.update(
+            tsb_mean_vus_pr=means["stad"],
+            tsb_best_baseline_mean_vus_pr=max(means[n] for n in baselines.METHODS),
+            tsb_files_below_a_published_method=sum(1 for r in files if r["published_above_stad"]),
+            median_fit_s=statistics.median(r["methods"]["stad"]["fit_s"] for r in files),
         )
-    for name, (f1, far, mar) in SKAB_PUBLISHED.items():
-        far_text = f"{far:>8.2f}" if far is not None else f"{'-':>8}"
-        mar_text = f"{mar:>8.2f}" if mar is not None else f"{'-':>8}"
-        print(f"{name + ' (published)':<32}{f1:>7.2f}{far_text}{mar_text}")
+        flag_rates += [r["methods"]["stad"]["train_flag_rate"] for r in files]
+    if "synthetic" in report:
+        kinds = report["synthetic"]["kinds"].values()
+        summary["synthetic_min_margin"] = min(r["margin_over_best_baseline"] for r in kinds)
+        flag_rates += [r["methods"]["stad"]["train_flag_rate"] for r in kinds]
+    if flag_rates:
+        summary["max_train_flag_rate"] = max(flag_rates)
+    return summary
 
 
-def _print_genesis(results: dict[str, Any], published: dict[str, float], window: int) -> None:
-    print(f"\nTSB-AD-M 001 Genesis (fit on first 4,055 rows; sliding window {window})")
-    print(f"{'method':<32}{'VUS-PR':>8}{'AUC-PR':>8}{'AUC-ROC':>9}{'Std-F1':>8}{'fit s':>8}{'score s':>9}")
-    for name, row in results.items():
-        print(
-            f"{name:<32}{row['vus_pr']:>8.3f}{row['auc_pr']:>8.3f}{row['auc_roc']:>9.3f}"
-            f"{row['standard_f1']:>8.3f}{row['fit_s']:>8.1f}{row['score_s']:>9.1f}"
-        )
-    for name, value in published.items():
-        print(f"{name + ' (published)':<32}{value:>8.3f}")
-    if "stad" in results and "KMeansAD" in published:
-        gap = published["KMeansAD"] - results["stad"]["vus_pr"]
-        print(f"stad VUS-PR is {gap:.3f} below KMeansAD's published {published['KMeansAD']:.3f}")
+def _cell(value: float | None) -> str:
+    return f"{'-':>7}" if value is None else f"{value:>7.3f}"
+
+
+def _print_tables(report: dict[str, Any]) -> None:
+    if "skab" in report:
+        skab = report["skab"]
+        print(f"\nSKAB ({skab['files']} files, pooled)          F1   FAR %  MAR %")
+        for name, row in skab["pooled"].items():
+            print(f"{name:<32}{row['f1']:>6.3f}{100 * row['far']:>7.2f}{100 * row['mar']:>7.2f}")
+        for name, row in skab["published"].items():
+            far = "-" if row["far_pct"] is None else f"{row['far_pct']:.2f}"
+            mar = "-" if row["mar_pct"] is None else f"{row['mar_pct']:.2f}"
+            print(f"{name + ' (published)':<32}{row['f1']:>6.2f}{far:>7}{mar:>7}")
+    for key, label in (("tsb_ad_m", "files"), ("synthetic", "kinds")):
+        if key not in report:
+            continue
+        print(f"\n{key}: VUS-PR / AUC-PR / AUC-ROC / Std-F1 / event F1 / fit s")
+        for tag, result in report[key][label].items():
+            for name, row in result["methods"].items():
+                fit = row.get("fit_s", row.get("fit_and_score_s", 0.0))
+                cells = [row[k] for k in ("vus_pr", "auc_pr", "auc_roc", "standard_f1", "event_f1")]
+                print(f"{tag:<10}{name:<10}" + "".join(_cell(v) for v in cells) + f"{fit:>8.1f}")
+    print("\nsummary:", json.dumps(report["summary"], indent=2))
+
+
+def _work(task: tuple[str, datasets.LabelledSeries, str]) -> tuple[str, str, dict[str, Any]]:
+    """One series of one section, in a worker process (torch on one thread)."""
+    import torch
+
+    torch.set_num_threads(1)
+    section, series, device = task
+    runner = {"skab": skab_file, "tsb": tsb_file, "synthetic": synthetic_kind}[section]
+    return section, series.name, runner(series, device)
+
+
+def _collect(results: dict[str, dict[str, Any]], section: str, name: str, result: dict[str, Any]) -> None:
+    key = {"tsb": datasets.file_id(name), "synthetic": name.split("/", 1)[-1]}.get(section, name)
+    results[section][key] = result
+
+
+def _tasks(chosen: Sequence[str], quick: bool) -> list[tuple[str, datasets.LabelledSeries]]:
+    tasks: list[tuple[str, datasets.LabelledSeries]] = []
+    if "tsb" in chosen:  # the longest first, so the pool ends together
+        tasks += [("tsb", s) for s in datasets.load_tsb_ad_m(QUICK_TSB if quick else None)]
+    if "synthetic" in chosen:
+        tasks += [("synthetic", s) for s in synthetic.load_synthetic(QUICK_SYNTHETIC if quick else None)]
+    if "skab" in chosen:
+        files = datasets.load_skab()
+        tasks += [("skab", s) for s in (files[::QUICK_SKAB_EVERY] if quick else files)]
+    return tasks
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__)
-    parser.add_argument("--datasets", default="skab,genesis")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument(
-        "--stad",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="DetectorConfig override for both benchmarks (JSON values)",
-    )
-    parser.add_argument("--stad-skab", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--stad-genesis", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument(
-        "--stad-pretrain",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides for the SKAB pretraining run on anomaly-free.csv",
-    )
-    parser.add_argument("--no-pretrain", action="store_true", help="fit stad from scratch on each SKAB file")
-    parser.add_argument(
-        "--skab-files", type=int, default=0, help="only the first N SKAB files (tuning; 0 = all 34)"
-    )
+    parser.add_argument("--only", default=",".join(SECTIONS), help="sections: skab,tsb,synthetic")
+    parser.add_argument("--quick", action="store_true", default=os.environ.get(QUICK_ENV) == "1")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (each torch on one thread)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--resume", action="store_true", help="reuse series finished in <out>.partial.jsonl")
+    parser.add_argument(
+        "--report-only", action="store_true", help="with --resume: report the journal's series, run none"
+    )
     args = parser.parse_args(argv)
-    chosen = [name.strip() for name in args.datasets.split(",") if name.strip()]
-    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
-    for name in methods:
-        if name not in METHODS:
-            raise SystemExit(f"unknown method {name!r}; expected some of {', '.join(METHODS)}")
-    common = _parse_settings(args.stad)
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    for name in chosen:
+        if name not in SECTIONS:
+            raise SystemExit(f"unknown section {name!r}; expected some of {', '.join(SECTIONS)}")
     report: dict[str, Any] = {
         "meta": {
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": platform.platform(),
             "cpu_count": os.cpu_count(),
+            "jobs": args.jobs,
             "device": args.device,
+            "quick": args.quick,
+            "stad_settings": "Detector() defaults, as `stad train FILE` with no flags",
+            "timing_note": "wall seconds on a shared machine, with `jobs` series fitted at once",
         }
     }
-
-    if "skab" in chosen:
-        files = datasets.load_skab()
-        if args.skab_files:
-            files = files[: args.skab_files]
-        settings = {**STAD_SKAB, **common, **_parse_settings(args.stad_skab)}
-        skab: dict[str, Any] = {}
-        for name in methods:
-            if name == "stad":
-                skab[name] = _skab_stad(files, settings, args)
-            else:
-                skab[name] = run_skab(baseline_fitter(name), files)
-            print(f"skab {name}: f1 {skab[name]['f1']:.3f}", flush=True)
-        report["skab"] = skab
-        report["meta"]["skab_files"] = len(files)
-        _print_skab(skab)
-
-    if "genesis" in chosen:
-        series = datasets.load_genesis()
-        window = metrics.find_period(series.values[:, 0])
-        settings = {**STAD_GENESIS, **common, **_parse_settings(args.stad_genesis)}
-        genesis: dict[str, Any] = {}
-        for name in methods:
-            fit = stad_fitter(settings, device=args.device) if name == "stad" else baseline_fitter(name)
-            genesis[name] = run_genesis(fit, series, window)
-            if name == "stad":
-                genesis[name]["config"] = settings
-            print(f"genesis {name}: vus_pr {genesis[name]['vus_pr']:.3f}", flush=True)
-        report["genesis"] = genesis
-        report["meta"]["genesis_sliding_window"] = window
-        published = genesis_published()
-        report["meta"]["genesis_published_vus_pr"] = published
-        _print_genesis(genesis, published, window)
-
-    report["meta"]["skab_published"] = {k: list(v) for k, v in SKAB_PUBLISHED.items()}
+    # Each series' result is appended to a journal as it ends; --resume skips those already there.
+    journal = args.out.with_suffix(".partial.jsonl")
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if args.resume and journal.exists():
+        for line in journal.read_text().splitlines():
+            entry = json.loads(line)
+            done[(entry["section"], entry["name"])] = entry["result"]
+    else:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        journal.write_text("")
+    todo = [(sec, series, args.device) for sec, series in _tasks(chosen, args.quick)]
+    results: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for (section, name), result in done.items():
+        _collect(results, section, name, result)
+    todo = [task for task in todo if (task[0], task[1].name) not in done and not args.report_only]
+    with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for future in concurrent.futures.as_completed([pool.submit(_work, task) for task in todo]):
+            section, name, result = future.result()
+            _collect(results, section, name, result)
+            with journal.open("a") as handle:
+                handle.write(json.dumps({"section": section, "name": name, "result": result}) + "\n")
+    planned = [task[0] for task in _tasks(chosen, args.quick)] if args.report_only else []
+    report["meta"]["series_reported"] = {name: len(results[name]) for name in SECTIONS}
+    if args.report_only:
+        report["meta"]["series_planned"] = {name: planned.count(name) for name in SECTIONS}
+    if results["skab"]:
+        report["skab"] = skab_section(dict(sorted(results["skab"].items())))
+    if results["tsb"]:
+        report["tsb_ad_m"] = tsb_section(dict(sorted(results["tsb"].items())))
+    if results["synthetic"]:
+        report["synthetic"] = synthetic_section(dict(sorted(results["synthetic"].items())))
     report["meta"]["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    report["summary"] = summarise(report)
+    _print_tables(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0
-
-
-def _skab_stad(
-    files: Sequence[datasets.LabelledSeries], settings: dict[str, Any], args: argparse.Namespace
-) -> dict[str, Any]:
-    """stad on SKAB, optionally warm-started from one pretraining run on anomaly-free.csv."""
-    if args.no_pretrain:
-        result = run_skab(stad_fitter(settings, device=args.device), files)
-        result.update(warm_start=False, pretrain_s=0.0, config=settings)
-        return result
-    from stad.server.detector import Detector, DetectorConfig
-
-    normal = datasets.load_skab_anomaly_free()
-    pretrain_settings = {**settings, **STAD_SKAB_PRETRAIN, **_parse_settings(args.stad_pretrain)}
-    started = time.perf_counter()
-    detector = Detector(DetectorConfig.from_flat(pretrain_settings), device=args.device)
-    detector.fit(normal.values, channels=normal.channels)
-    pretrain_s = time.perf_counter() - started
-    folder = Path(tempfile.mkdtemp(prefix="stad-skab-pretrain-"))
-    try:
-        detector.save(folder)
-        result = run_skab(stad_fitter(settings, pretrained=folder, device=args.device), files)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    result.update(
-        warm_start=True,
-        pretrain_s=pretrain_s,
-        total_s=pretrain_s + result["fit_s"] + result["score_s"],
-        config=settings,
-        pretrain_config=pretrain_settings,
-    )
-    return result
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Loaders for the benchmark data in ../shared/data (SKAB and TSB-AD-M Genesis).
+"""Loaders for the benchmark data in ../shared/data (SKAB and the nine TSB-AD-M files).
 
 The data stays outside the repository (its licences differ from ours). The
 folder is `../shared/data` relative to the repository root unless the
@@ -22,12 +22,16 @@ IntArray = npt.NDArray[np.int64]
 
 DATA_DIR_ENV = "STAD_DATA_DIR"
 SKAB_GROUPS = ("valve1", "valve2", "other")
-GENESIS_FILE = "tsb-ad-m/001_Genesis_id_1_Sensor_tr_4055_1st_15538.csv"
+TSB_AD_M_DIR = "tsb-ad-m"
 
 
 @dataclass(frozen=True)
 class LabelledSeries:
-    """One benchmark series: values (T, C), labels (T,), and where training ends."""
+    """One benchmark series: the values scored (T, C) with their labels (T,), and the training data.
+
+    The training data is the first `train_size` rows of `values` (SKAB, TSB-AD-M), or
+    a separate clean series `separate_train` (the synthetic set).
+    """
 
     name: str
     values: FloatArray  # (T, C)
@@ -35,6 +39,18 @@ class LabelledSeries:
     channels: tuple[str, ...]
     train_size: int
     timestamps_ns: IntArray | None = None  # (T,)
+    separate_train: FloatArray | None = None  # (T0, C)
+
+    @property
+    def train(self) -> FloatArray:
+        if self.separate_train is not None:
+            return self.separate_train
+        return self.values[: self.train_size]
+
+    @property
+    def train_in_values(self) -> bool:
+        """Whether the training rows are the first rows of `values` (scored with them)."""
+        return self.separate_train is None
 
 
 def data_dir() -> Path:
@@ -99,22 +115,17 @@ def load_skab(train_size: int = 400) -> list[LabelledSeries]:
     return series
 
 
-def load_skab_anomaly_free() -> LabelledSeries:
-    """SKAB's unlabelled normal recording (for self-supervised pretraining)."""
-    sensors, stamps, values, _ = _read_skab(_existing("skab/anomaly-free/anomaly-free.csv"))
-    return LabelledSeries(
-        name="anomaly-free/anomaly-free",
-        values=values,
-        labels=np.zeros(values.shape[0], dtype=np.bool_),
-        channels=tuple(sensors),
-        train_size=values.shape[0],
-        timestamps_ns=stamps,
-    )
+def tsb_ad_m_files() -> list[Path]:
+    """The TSB-AD-M csv files (`<id>_..._tr_<N>_1st_<M>.csv`), by id."""
+    root = _existing(TSB_AD_M_DIR)
+    files = sorted(path for path in root.glob("*.csv") if re.search(r"_tr_\d+_", path.name))
+    if not files:
+        raise FileNotFoundError(f"no TSB-AD-M csv files under {root}")
+    return files
 
 
-def load_genesis() -> LabelledSeries:
-    """TSB-AD-M series 001 (Genesis); the training prefix length comes from its file name."""
-    path = _existing(GENESIS_FILE)
+def load_tsb_ad_m_file(path: Path) -> LabelledSeries:
+    """One TSB-AD-M file; the training prefix length comes from its name (`_tr_<N>_`)."""
     match = re.search(r"_tr_(\d+)_", path.name)
     if match is None:
         raise ValueError(f"no _tr_<N>_ training length in file name {path.name!r}")
@@ -131,3 +142,16 @@ def load_genesis() -> LabelledSeries:
         channels=tuple(header[:-1]),
         train_size=int(match.group(1)),
     )
+
+
+def load_tsb_ad_m(ids: frozenset[str] | None = None) -> list[LabelledSeries]:
+    """The TSB-AD-M files whose 3-digit id is in `ids` (all when None)."""
+    paths = tsb_ad_m_files()
+    if ids is not None:
+        paths = [path for path in paths if file_id(path.stem) in ids]
+    return [load_tsb_ad_m_file(path) for path in paths]
+
+
+def file_id(name: str) -> str:
+    """The 3-digit id a TSB-AD-M file name starts with."""
+    return name.split("_", 1)[0]

@@ -220,6 +220,8 @@ class TrainingSettings:
     min_duration: int | None = None
     merge_gap: int | None = None
     range_tolerance: float | None = None
+    range_scores: bool | None = None
+    max_train_flag_rate: float | None = None
 
     def __post_init__(self) -> None:
         for name, value in self.given().items():

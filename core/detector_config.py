@@ -184,6 +184,17 @@ class ScoringConfig(_Group):
         low=0.0,
         high=1000.0,
     )
+    range_scores: bool = setting(
+        False,
+        "score each step by the highest score within a centred range as long as the training "
+        "data's dominant period (at most window; window / 2 when there is none)",
+    )
+    max_train_flag_rate: float = setting(
+        0.01,
+        "largest share of the training steps the unlabelled threshold may flag (it is raised to fit)",
+        low=0.0,
+        high=1.0,
+    )
 
 
 _GROUPS: dict[str, type[_Group]] = {

@@ -367,33 +367,39 @@ def vus_roc(
 def find_period(values: npt.ArrayLike, *, max_lag: int = 400) -> int:
     """The dominant period of a 1-D series from its autocorrelation (TSB-AD's rule).
 
-    The lag (>= 3) of the highest local maximum of the autocorrelation up to
-    `max_lag`, from the first 20,000 steps; 125 when there is none or it lies
-    outside 6..303 steps. TSB-AD uses it, on channel 0, as the VUS sliding window.
+    `dominant_period`, or 125 when there is none. TSB-AD uses it, on channel 0, as
+    the VUS sliding window.
     """
     series = np.asarray(values, dtype=np.float64)
     if series.ndim != 1:
         raise ValueError(f"find_period needs a 1-D series, got shape {series.shape}")
     if not np.isfinite(series).all():
         raise ValueError("find_period needs finite values")
+    period = dominant_period(series, max_lag=max_lag)
+    return 125 if period is None else period
+
+
+def dominant_period(series: FloatArray, *, max_lag: int = 400) -> int | None:
+    """The lag (>= 3) of the highest local maximum of the autocorrelation of a finite 1-D
+    series up to `max_lag`, from its first 20,000 steps; None when there is none or it
+    lies outside 6..303 steps."""
     series = series[:20000] - series[:20000].mean()
-    fallback = 125
     base = 3
     size = series.size
     if size < base + 3:
-        return fallback
+        return None
     spectrum = np.fft.rfft(series, n=2 * size)
     autocov = np.fft.irfft(spectrum * np.conj(spectrum), n=2 * size)[: min(max_lag, size - 1) + 1]
     if autocov[0] <= 0:
-        return fallback
+        return None
     autocorr = (autocov / autocov[0])[base:]
     inner = autocorr[1:-1]
     peaks = np.flatnonzero((inner > autocorr[:-2]) & (inner > autocorr[2:])) + 1
     if peaks.size == 0:
-        return fallback
+        return None
     best = int(peaks[np.argmax(autocorr[peaks])])
     if best < 3 or best > 300:
-        return fallback
+        return None
     return best + base
 
 

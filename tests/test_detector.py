@@ -22,7 +22,7 @@ from stad.server.detector import (
     TrainingProgress,
     WindowOutput,
 )
-from stad.server.detector.steps import smooth_trailing
+from stad.server.detector.steps import range_max, smooth_trailing
 from tests import kit
 
 # The kit's tiny config, big enough to learn the coupled series below.
@@ -123,6 +123,7 @@ def test_server_path_equals_score(fitted: Detector) -> None:
 
 
 def test_nan_is_missing_and_stays_local(fitted: Detector) -> None:
+    fitted = with_smoothing(fitted, 1, span=1)  # a range score would spread the steps by design
     X = coupled_series(600, seed=7)
     clean = fitted.score(X)
     X[300, 2] = np.nan
@@ -149,11 +150,18 @@ def test_constant_channel() -> None:
     Y[:, 2] = 7.0
     out = det.score(Y)
     assert np.isfinite(out.score).all() and np.isfinite(out.contributions).all()
+    # Constant in training: missing to the network and out of the score (its moving is
+    # drift, checked against the recorded training range), expected at its constant.
+    assert det.metadata_["data_choices"]["channel_kinds"][2] == "constant"
+    assert det.metadata_["training_range"]["channel_min"][2] == 7.0
+    assert det.metadata_["training_range"]["channel_max"][2] == 7.0
     Y[100:110, 2] = 8.0  # the constant channel moves
     moved = det.score(Y)
-    assert np.isfinite(moved.score).all()
-    assert moved.score[100:110].mean() > out.score[100:110].mean()
-    assert np.abs(out.expected[:, 2] - 7.0).max() < 1.0
+    np.testing.assert_array_equal(moved.raw_score, out.raw_score)
+    assert (moved.contributions[:, 2] == 0).all()
+    assert moved.out_of_range_channels[100:110, 2].all() and moved.is_anomaly[100:110].all()
+    assert not moved.out_of_range_channels[:100].any()
+    np.testing.assert_allclose(out.expected[:, 2], 7.0)
 
 
 def test_bad_input_raises_value_error(fitted: Detector) -> None:
@@ -444,11 +452,13 @@ def assert_outputs_equal(one: ScoreOutput, other: ScoreOutput) -> None:
         assert getattr(one, name) == getattr(other, name), name
 
 
-def with_smoothing(fitted: Detector, smoothing: int) -> Detector:
-    """A copy of the fitted detector that smooths its scores over `smoothing` steps."""
+def with_smoothing(fitted: Detector, smoothing: int, span: int | None = None) -> Detector:
+    """A copy of the fitted detector that smooths its scores over `smoothing` steps
+    (and takes range maxima over `span` steps, when given)."""
     detector = copy.deepcopy(fitted)
     detector.config = fitted.config.replace(smoothing=smoothing)
-    detector.scorer_ = dataclasses.replace(fitted.scorer_, config=detector.config)
+    span = fitted.scorer_.span if span is None else span
+    detector.scorer_ = dataclasses.replace(fitted.scorer_, config=detector.config, span=span)
     return detector
 
 
@@ -467,8 +477,9 @@ def test_assembler_chunks_join_to_assemble(fitted: Detector, smoothing: int) -> 
         for begin in range(0, len(output), piece):
             chunk = assembler.add(output.take(slice(begin, begin + piece)))
             added = min(begin + piece, len(output))
-            final = plan.n_steps if added == len(output) else plan.starts[added]
-            assert assembler.released == final  # released as soon as no later window covers them
+            hold = detector.scorer_.hold_back  # a range score also needs the steps after it
+            final = plan.n_steps if added == len(output) else max(0, plan.starts[added] - hold)
+            assert assembler.released == final  # released as soon as no later window changes them
             if chunk is not None:
                 chunks.append(chunk)
         assert assembler.done
@@ -479,12 +490,20 @@ def test_assembler_chunks_join_to_assemble(fitted: Detector, smoothing: int) -> 
 
 
 def test_assembled_smoothing_is_the_trailing_mean_of_the_unsmoothed_score(fitted: Detector) -> None:
-    smoothed = with_smoothing(fitted, 9)
+    smoothed = with_smoothing(fitted, 9, span=1)
     X = coupled_series(300, seed=9)
-    unsmoothed_raw = fitted.score(X, batch_size=5).raw_score
+    unsmoothed_raw = with_smoothing(fitted, 1, span=1).score(X, batch_size=5).raw_score
     np.testing.assert_array_equal(
         smoothed.score(X, batch_size=5).raw_score, smooth_trailing(unsmoothed_raw, 9)
     )
+
+
+def test_range_score_is_the_centred_maximum_of_the_smoothed_score(fitted: Detector) -> None:
+    X = coupled_series(300, seed=9)
+    plain = with_smoothing(fitted, 3, span=1).score(X, batch_size=5)
+    ranged = with_smoothing(fitted, 3, span=11).score(X, batch_size=5)
+    np.testing.assert_array_equal(ranged.raw_score, range_max(plain.raw_score, 11))
+    np.testing.assert_array_equal(ranged.score, ranged.raw_score / fitted.reference_)
 
 
 def test_assembler_refuses_what_does_not_fit_the_plan(fitted: Detector) -> None:

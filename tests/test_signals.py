@@ -14,6 +14,7 @@ from stad.server.detector import Detector, DetectorConfig
 from stad.server.detector.bands import BAND_Z
 from stad.server.detector.checks import early_stopping
 from stad.server.detector.drift import ValueRange
+from stad.server.detector.estimator import holdout_blocks
 from tests import kit
 
 CHANNELS = ["a", "b", "c", "d"]
@@ -163,7 +164,8 @@ def test_too_few_held_out_steps_are_warned_about() -> None:
 
 def test_a_quiet_calibration_stretch_is_warned_about() -> None:
     data = series(1200)
-    data[960:] = data[960:] * 0.1 + np.array([9.0, 90.0, 0.0, 0.0])  # the validation tail barely moves
+    held = holdout_blocks(1200, QUICK.model.window, QUICK.training.val_fraction)
+    data[held] = data[held] * 0.1 + np.array([9.0, 90.0, 0.0, 0.0])  # the held-out steps barely move
     detector = Detector(QUICK).fit(data, channels=CHANNELS)
     assert codes(detector) == ["unrepresentative_calibration"]
 

@@ -50,7 +50,7 @@ def constant_channels(train_range: ValueRange, channels: Sequence[str]) -> DataW
 def small_calibration(record: Mapping[str, Any], config: DetectorConfig) -> DataWarning | None:
     steps = int(record.get("calibration_steps", 0))
     needed = config.scoring.min_calibration_steps
-    held_out = record.get("calibration_source") == "validation"
+    held_out = record.get("calibration_source") != "training series"
     if held_out and steps >= needed:
         return None
     where = (

@@ -7,10 +7,12 @@
 Scoring cuts X into windows of `window` steps every `stride` steps (plus one
 ending at the last step); `predict_masked` predicts every point while hidden,
 and `StepScorer` turns the windows' errors into calibrated per-step scores.
-Fitting scales the channels, trains the network (`pretrain`, then `finetune`
-with labels) and calibrates the scorer on held-out data: the validation split
-when it has at least `min_calibration_steps` steps, else the whole training
-series (labelled anomalies excluded).
+Fitting scales the channels, makes the data choices (`choices.choose`: channel
+kinds, dominant period, range span), trains the network (`pretrain`, then
+`finetune` with labels) on all but the held-out blocks (`holdout_blocks`, spread
+over the series) and calibrates the scorer on those blocks when they hold at
+least `min_calibration_steps` steps, else on the whole training series with a
+warning (labelled anomalies excluded either way).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from stad.core.detector_config import DetectorConfig
 from stad.core.types import BoolArray, FloatArray
 from stad.server.detector.bands import BAND_Z, band_halfwidth
 from stad.server.detector.checks import training_warnings
+from stad.server.detector.choices import DataChoices, choose
 from stad.server.detector.drift import ValueRange
 from stad.server.detector.model import AnomalyHead, MaskedPredictor, predict_masked
 from stad.server.detector.preprocessing import (
@@ -72,6 +75,7 @@ from stad.server.detector.train import (
 # small chunks that stay in cache measured fastest (bench/speed.py).
 SCORE_TOKEN_BUDGET = {"cpu": 1 << 12, "cuda": 1 << 18}
 CALIBRATION_BATCH = 256  # windows per scoring call while calibrating
+HOLDOUT_BLOCKS = 5  # held-out blocks spread over the training series
 
 
 @dataclass
@@ -94,6 +98,7 @@ class Detector:
     channels_: tuple[str, ...]
     subspace_: Subspace | None  # None on models saved before it existed
     scorer_: StepScorer
+    choices_: DataChoices
     calibration_: dict[str, Any]
     value_range_: ValueRange | None  # None on models saved before it existed: no drift check
     warnings_: tuple[DataWarning, ...]  # the fit's warnings (`checks`)
@@ -165,14 +170,14 @@ class Detector:
         normal_rows = data if anomalous is None else data[~anomalous]
         scaler = ChannelScaler.fit(normal_rows if normal_rows.shape[0] >= window else data)
         scaled = scaler.transform(data)
-        n_val = max(round(t * tc.val_fraction), window) if tc.val_fraction > 0 else 0
-        if t - n_val < window:
-            n_val = 0
-        split = t - n_val
-        fit_rows = scaled[:split] if anomalous is None else scaled[:split][~anomalous[:split]]
-        subspace = Subspace.fit(fit_rows if fit_rows.shape[0] else scaled, cfg.scoring.residual_variance)
-        train_set = self._window_set(scaled, anomalous, 0, split, tc.train_stride, device)
-        val_set = self._window_set(scaled, anomalous, split, t, cfg.stride, device) if n_val else None
+        held = holdout_blocks(t, window, tc.val_fraction)
+        n_val = int(held.sum())
+        fit_mask = ~held if anomalous is None else ~held & ~anomalous
+        subspace = Subspace.fit(scaled[fit_mask] if fit_mask.any() else scaled, cfg.scoring.residual_variance)
+        choices = choose(normal_rows if normal_rows.shape[0] >= window else data, cfg)
+        seen = _unscored_as_missing(scaled, choices.scored)
+        train_set = self._window_set(seen, anomalous, _runs(~held), tc.train_stride, device)
+        val_set = self._window_set(seen, anomalous, _runs(held), cfg.stride, device) if n_val else None
 
         generator = torch.Generator().manual_seed(tc.seed)
         if keep_weights:  # train a copy: a cancelled or failed fit leaves self unchanged
@@ -181,7 +186,7 @@ class Detector:
             model = MaskedPredictor(cfg.model, c)
             model.init_weights(generator)
             model = model.to(device)
-        use_head = anomalous is not None and bool(anomalous[:split].any()) and tc.finetune_epochs > 0
+        use_head = anomalous is not None and bool(anomalous[~held].any()) and tc.finetune_epochs > 0
         total = steps_per_epoch(len(train_set), tc) * tc.epochs
         if use_head:
             head_windows = min(len(train_set), HEAD_MAX_WINDOWS)
@@ -202,8 +207,9 @@ class Detector:
         self.channels_ = names
         self.subspace_ = subspace
         self.value_range_ = ValueRange.fit(data)
+        self.choices_ = choices
         calibration = self._calibrate(
-            data, anomalous, split if n_val >= cfg.scoring.min_calibration_steps else 0
+            data, anomalous, held if n_val >= cfg.scoring.min_calibration_steps else None
         )
         self.warnings_ = tuple(training_warnings(data, names, calibration, self.calibration_, metrics, cfg))
         metrics.update(
@@ -213,20 +219,21 @@ class Detector:
             device=str(device),
             warm_start=keep_weights,
         )
-        self.metadata_ = self._metadata(t, stamps, metrics)
+        self.metadata_ = self._metadata(data, stamps, metrics)
         return self
 
     def _window_set(
         self,
         scaled: FloatArray,
         anomalous: BoolArray | None,
-        start: int,
-        stop: int,
+        runs: Sequence[tuple[int, int]],
         stride: int,
         device: torch.device,
     ) -> WindowSet:
+        """The windows that fit inside the [start, stop) runs, every `stride` steps."""
         window = self.config.model.window
-        starts = window_starts(stop - start, window, stride) + start
+        parts = [window_starts(b - a, window, stride) + a for a, b in runs if b - a >= window]
+        starts = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         series = torch.from_numpy(scaled.astype(np.float32))  # (T, C)
         observed = ~torch.isnan(series)
         target = observed
@@ -244,9 +251,10 @@ class Detector:
             window=window,
         )
 
-    def _calibrate(self, data: FloatArray, anomalous: BoolArray | None, first_step: int) -> BoolArray:
-        """Fit the step scorer and its band on the fitted model's errors over data[first_step:];
-        the steps calibrated on."""
+    def _calibrate(self, data: FloatArray, anomalous: BoolArray | None, held: BoolArray | None) -> BoolArray:
+        """Fit the step scorer and its band on the fitted model's errors over the held-out
+        steps `held` (None: too few of them, so over the whole training series); the steps
+        calibrated on."""
         plan = self.plan_windows(data)
         means = StepMeans(plan, self.config.model.window)
         for i in range(0, plan.windows.shape[0], CALIBRATION_BATCH):
@@ -254,23 +262,37 @@ class Detector:
             means.add(
                 temporal=fam.temporal, spatial=fam.spatial, residual=fam.residual, probability=fam.probability
             )
-        usable = np.zeros(data.shape[0], dtype=bool)
-        usable[first_step:] = True
+        usable = np.ones(data.shape[0], dtype=bool) if held is None else held.copy()
         if anomalous is not None:
             usable &= ~anomalous
         if not usable.any():
             usable[:] = True
-        scorer, record = calibrate(self.config, self.channels_, means, usable, anomalous)
+        scorer, record = calibrate(
+            self.config,
+            self.channels_,
+            means,
+            usable,
+            anomalous,
+            scored=self.choices_.scored,
+            span=self.choices_.span,
+        )
         band = band_halfwidth(means.mean("temporal"), plan.missing, usable, self.scaler_.scale)
         self.scorer_ = dataclasses.replace(scorer, band=band)
-        record["calibration_source"] = "validation" if first_step else "training series"
+        record["calibration_source"] = "held-out blocks" if held is not None else "training series"
+        if held is None:
+            record["calibration_warning"] = (
+                f"fewer than min_calibration_steps={self.config.scoring.min_calibration_steps} held-out "
+                "steps: calibrated on the whole training series (in-sample errors, so scores run high); "
+                "the training false-alarm bound max_train_flag_rate still holds"
+            )
         self.calibration_ = record
         return usable
 
     def _metadata(
-        self, n_steps: int, stamps: npt.NDArray[Any] | None, metrics: dict[str, Any]
+        self, data: FloatArray, stamps: npt.NDArray[Any] | None, metrics: dict[str, Any]
     ) -> dict[str, Any]:
         band = self.scorer_.band
+        n_steps = data.shape[0]
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -281,8 +303,12 @@ class Detector:
             "subspace": None if self.subspace_ is None else self.subspace_.to_dict(),
             "residual_scale": self.residual_scale_,
             "thresholds": {"threshold": self.threshold_, **self.calibration_},
+            "data_choices": self.choices_.to_dict(),
             "training_range": {
                 "steps": n_steps,
+                # per channel, for drift checks: the observed values' range in training
+                "channel_min": _finite_or_none_list(np.where(np.isnan(data), np.inf, data).min(axis=0)),
+                "channel_max": _finite_or_none_list(np.where(np.isnan(data), -np.inf, data).max(axis=0)),
                 "start_ns": None if stamps is None else int(stamps[0]),
                 "end_ns": None if stamps is None else int(stamps[-1]),
             },
@@ -314,11 +340,12 @@ class Detector:
         window = self.config.model.window
         check_length(data, window)
         starts = window_starts(data.shape[0], window, self.config.stride)
-        windows = extract_windows(self.scaler_.transform(data), starts, window)
+        scaled = _unscored_as_missing(self.scaler_.transform(data), self.choices_.scored)
+        windows = extract_windows(scaled, starts, window)
         drift = None
         if self.value_range_ is not None:
             drift = self.value_range_.outside(data, self.config.scoring.range_tolerance)
-        return WindowPlan(windows=windows, starts=starts, missing=np.isnan(data), out_of_range=drift)
+        return WindowPlan(windows=windows, starts=starts, missing=np.isnan(scaled), out_of_range=drift)
 
     @torch.inference_mode()
     def score_windows(self, windows: npt.ArrayLike) -> WindowOutput:
@@ -370,7 +397,8 @@ class Detector:
             temporal=torch.cat(temporal).numpy(),
             spatial=torch.cat(spatial).numpy(),
             residual=residual,
-            expected=self.scaler_.inverse(torch.cat(preds).numpy()),
+            # A channel constant in training is expected at its constant.
+            expected=self.scaler_.inverse(np.where(self.choices_.scored, torch.cat(preds).numpy(), 0.0)),
             probability=torch.cat(probs).numpy() if probs else None,
         )
 
@@ -460,6 +488,7 @@ class Detector:
             raise ValueError(f"{meta_path}: residual_weight > 0 but no subspace saved")
         thresholds = dict(meta["thresholds"])
         threshold = float(thresholds.pop("threshold"))
+        det.choices_ = DataChoices.from_dict(meta.get("data_choices"), len(channels))
         det.scorer_ = StepScorer(
             config,
             channels,
@@ -468,6 +497,8 @@ class Detector:
             reference=float(thresholds["reference"]),
             threshold=threshold,
             band=_band_of(meta),
+            scored=det.choices_.scored,
+            span=det.choices_.span,
         )
         det.calibration_ = thresholds
         value_range = meta.get("value_range")
@@ -481,6 +512,44 @@ def _band_of(meta: dict[str, Any]) -> FloatArray | None:
     """The saved band half-widths (None on models saved before bands: a zero-width band)."""
     band = meta.get("band")
     return None if band is None else np.asarray(band["halfwidth"], dtype=np.float64)
+
+
+def holdout_blocks(n_steps: int, window: int, fraction: float) -> BoolArray:
+    """The held-out steps: `fraction` of the series (at least one window) in up to
+    HOLDOUT_BLOCKS blocks of at least one window each, one at the end of each equal part
+    of the series, so that calibration sees the whole training period, not only its
+    tail. None held out when fraction is 0 or the rest would not hold a window."""
+    held = np.zeros(n_steps, dtype=bool)
+    n_val = max(round(n_steps * fraction), window) if fraction > 0 else 0
+    if n_val == 0 or n_steps - n_val < window:
+        return held
+    blocks = max(1, min(HOLDOUT_BLOCKS, n_val // window))
+    size = n_val // blocks
+    for k in range(1, blocks + 1):
+        end = round(k * n_steps / blocks)
+        held[end - size : end] = True
+    return held
+
+
+def _unscored_as_missing(scaled: FloatArray, scored: BoolArray) -> FloatArray:
+    """The scaled series with the unscored (constant in training) channels missing: the
+    network neither learns from them nor sees them when scoring."""
+    if scored.all():
+        return scaled
+    out = scaled.copy()
+    out[:, ~scored] = np.nan
+    return out
+
+
+def _finite_or_none_list(values: FloatArray) -> list[float | None]:
+    """JSON has no NaN: a channel never observed in training has no range (null)."""
+    return [float(v) if math.isfinite(v) else None for v in values]
+
+
+def _runs(mask: BoolArray) -> list[tuple[int, int]]:
+    """The [start, stop) runs of True in a 1-D mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def torch_device(name: str) -> torch.device:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ MIN_ERROR_SCALE = 1e-6
 # Floor of the reference scale, in raw units, so that a perfectly predicted
 # (e.g. constant) training series does not make every later score infinite.
 MIN_REFERENCE = 1e-6
+BOUND_MARGIN = 1e-5  # relative, above the highest training score the flag-rate bound leaves unflagged
 
 
 @dataclass
@@ -246,14 +248,32 @@ def best_f1_threshold(score: FloatArray, labels: BoolArray) -> tuple[float, floa
     return float(threshold), best.f1
 
 
-def step_raw(missing: BoolArray, errors: FloatArray, probability: FloatArray | None) -> FloatArray:
-    """Per-step raw score before smoothing: the mean error over the observed channels
-    (0 if none is observed), or the supervised head's anomaly probability when present."""
-    n_obs = (~missing).sum(axis=1)
+def step_raw(
+    missing: BoolArray, errors: FloatArray, probability: FloatArray | None, scored: BoolArray | None = None
+) -> FloatArray:
+    """Per-step raw score before smoothing: the mean error over the observed `scored`
+    channels (all when None; 0 if none is observed), or the supervised head's anomaly
+    probability when present."""
+    counted = ~missing if scored is None else ~missing & scored
+    n_obs = counted.sum(axis=1)
     if probability is None:
-        step: FloatArray = errors.sum(axis=1) / np.maximum(n_obs, 1)
+        step: FloatArray = np.where(counted, errors, 0.0).sum(axis=1) / np.maximum(n_obs, 1)
         return step
     return np.where(n_obs > 0, probability, 0.0)
+
+
+def range_max(raw: FloatArray, span: int) -> FloatArray:
+    """Each step's maximum over the centred range of `span` steps around it (cut at the ends).
+
+    Range-shaped anomalies get range-shaped scores: every step of an anomalous range
+    scores as high as the range's sharpest step within span / 2 of it.
+    """
+    before, after = span // 2, span - 1 - span // 2
+    if span <= 1 or raw.size == 0:
+        return raw.copy()
+    padded = np.concatenate([np.full(before, -np.inf), raw, np.full(after, -np.inf)])
+    out: FloatArray = np.lib.stride_tricks.sliding_window_view(padded, span).max(axis=1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -267,6 +287,13 @@ class StepScorer:
     reference: float  # raw score that maps to score 1.0
     threshold: float  # on the score scale
     band: FloatArray | None = None  # (C,) half-width of the expected-value band, data units
+    scored: BoolArray | None = None  # (C,) channels counted in the step score; None = all
+    span: int = 1  # steps of the centred range each step's score is the maximum over
+
+    @property
+    def hold_back(self) -> int:
+        """Steps after t that step t's score needs (the centred range's second half)."""
+        return self.span - 1 - self.span // 2
 
     def combine(
         self, temporal: npt.NDArray[Any], spatial: npt.NDArray[Any], residual: npt.NDArray[Any] | None
@@ -285,22 +312,24 @@ class StepScorer:
             combined = (1 - r) * combined + r * residual / self.residual_scale
         return combined
 
-    def score_steps(
-        self, means: StepMeans, steps: slice, smoothing: TrailingMean, threshold: float
-    ) -> ScoreOutput:
-        """Scores of a range of final steps; `smoothing` must have seen the steps before.
+    def step_scores(self, means: StepMeans, steps: slice, smoothing: TrailingMean) -> FloatArray:
+        """Smoothed raw scores of a range of final steps; `smoothing` must have seen the steps before."""
+        missing = means.plan.missing[steps]
+        err = means.mean("errors", steps)
+        return smoothing.add(step_raw(missing, err, means.mean_or_none("probability", steps), self.scored))
 
-        score = raw / reference, raw being `step_raw` smoothed over a trailing window
-        of `smoothing` steps; a step's contributions are its channels' shares of its error.
+    def score_steps(self, means: StepMeans, steps: slice, raw: FloatArray, threshold: float) -> ScoreOutput:
+        """Scores of a range of steps from their `raw` scores (already range-aggregated).
+
+        score = raw / reference; a step's contributions are its scored channels' shares of its error.
         """
         missing = means.plan.missing[steps]
         err = means.mean("errors", steps)
-        err[missing] = 0.0
-        raw = smoothing.add(step_raw(missing, err, means.mean_or_none("probability", steps)))
+        counted = ~missing if self.scored is None else ~missing & self.scored
+        err[~counted] = 0.0
         score = raw / self.reference
         totals = err.sum(axis=1, keepdims=True)
-        observed = ~missing
-        uniform = observed / np.maximum(observed.sum(axis=1, keepdims=True), 1)
+        uniform = counted / np.maximum(counted.sum(axis=1, keepdims=True), 1)
         contributions = np.where(totals > 0, err / np.where(totals > 0, totals, 1.0), uniform)
         return ScoreOutput(
             score=score,
@@ -357,10 +386,12 @@ class StepScorer:
 class ScoreAssembler:
     """Per-step scores of one plan, released in order as soon as they are final.
 
-    Feed `add` the plan's window results in plan order, in pieces of any size. Step t
-    depends only on the windows starting at or before t (smoothing and the event
-    filter look back only), so once the windows before k are in, the steps before
-    starts[k] are final; the last window releases the rest. The chunks concatenate to
+    Feed `add` the plan's window results in plan order, in pieces of any size. A
+    step's smoothed raw score depends only on the windows starting at or before it
+    (smoothing and the event filter look back only), so once the windows before k are
+    in, the raw scores before starts[k] are final; its released score, the maximum
+    over a centred range of `span` steps, also needs the `hold_back` raw scores after
+    it. The last window releases the rest. The chunks concatenate to
     `StepScorer.assemble`'s result.
     """
 
@@ -372,6 +403,8 @@ class ScoreAssembler:
         self._means = StepMeans(plan, self._window)
         self._smoothing = TrailingMean(scorer.config.scoring.smoothing)
         self._events = EventFilter(scorer.config.scoring.min_duration, scorer.config.scoring.merge_gap)
+        self._raw = np.zeros(plan.n_steps)  # smoothed raw scores, final up to _raw_final
+        self._raw_final = 0
         self.released = 0  # steps released so far
 
     @property
@@ -387,12 +420,20 @@ class ScoreAssembler:
                 f"are not windows of shape (N, {shape[1]}, {shape[2]})"
             )
         self._means.add(errors=output.errors, expected=output.expected, probability=output.probability)
-        stop = self._means.final_steps
+        final = self._means.final_steps
+        if final > self._raw_final:
+            new = slice(self._raw_final, final)
+            self._raw[new] = self._scorer.step_scores(self._means, new, self._smoothing)
+            self._raw_final = final
+        n = self._plan.n_steps
+        stop = n if final == n else max(self.released, final - self._scorer.hold_back)
         if stop == self.released:
             return None
-        chunk = self._scorer.score_steps(
-            self._means, slice(self.released, stop), self._smoothing, self._threshold
-        )
+        span = self._scorer.span
+        lo = max(0, self.released - span // 2)
+        hi = min(n, stop + self._scorer.hold_back)
+        raw = range_max(self._raw[lo:hi], span)[self.released - lo : stop - lo]
+        chunk = self._scorer.score_steps(self._means, slice(self.released, stop), raw, self._threshold)
         self.released = stop
         return self._scorer.flag(chunk, self._plan, self._events)
 
@@ -403,17 +444,23 @@ def calibrate(
     means: StepMeans,
     usable: BoolArray,
     anomalous: BoolArray | None,
+    *,
+    scored: BoolArray | None = None,
+    span: int = 1,
 ) -> tuple[StepScorer, dict[str, Any]]:
-    """The scorer fitted on the family errors of a series (`means` of "temporal",
-    "spatial", "residual" and maybe "probability"), and the calibration record.
+    """The scorer fitted on the family errors of a training series (`means` of
+    "temporal", "spatial", "residual" and maybe "probability"), and the calibration record.
 
-    Only the `usable` steps (held-out normal data) count. error_scale is each
-    family's per-channel mean error over them (1 without normalize_channel_errors);
-    residual_scale gives the residuals the prediction errors' mean, so
-    residual_weight is a plain mixing weight; reference is the threshold_quantile
-    of their smoothed raw scores, so score 1.0 means the same on every model. The
-    threshold is threshold_factor, or with labels the best-F1 threshold over the
-    whole series.
+    Only the `usable` steps (held-out normal data) set the scales. error_scale is
+    each family's per-channel mean error over them (1 without
+    normalize_channel_errors); residual_scale gives the residuals the prediction
+    errors' mean, so residual_weight is a plain mixing weight; reference is the
+    threshold_quantile of their raw scores (smoothed, then the maximum over a centred
+    range of `span` steps), so score 1.0 means the same on every model. Only the
+    `scored` channels count in a step's score. Without labels the threshold is
+    threshold_factor, raised where needed so that at most max_train_flag_rate of the
+    normal training steps score at or above it; with labels it is the best-F1
+    threshold over the whole series.
     """
     scoring = config.scoring
     plan = means.plan
@@ -426,7 +473,16 @@ def calibrate(
             sums = np.where(observed, per_step, 0.0).sum(axis=0)
             mean_err = sums / np.maximum(observed.sum(axis=0), 1)
             error_scale[row] = np.maximum(mean_err, MIN_ERROR_SCALE)
-    scorer = StepScorer(config, channels, error_scale, residual_scale=1.0, reference=1.0, threshold=1.0)
+    scorer = StepScorer(
+        config,
+        channels,
+        error_scale,
+        residual_scale=1.0,
+        reference=1.0,
+        threshold=1.0,
+        scored=scored,
+        span=span,
+    )
     observed = ~plan.missing & usable[:, None]
     prediction = scorer.combine(temporal, spatial, None)
     mean_pred = float(prediction[observed].mean()) if observed.any() else 1.0
@@ -437,16 +493,40 @@ def calibrate(
     # Combining is linear, so combining per-step means equals scoring's order.
     err = scorer.combine(temporal, spatial, residual)
     err[plan.missing] = 0.0
-    raw = smooth_trailing(step_raw(plan.missing, err, means.mean_or_none("probability")), scoring.smoothing)
+    step = step_raw(plan.missing, err, means.mean_or_none("probability"), scored)
+    raw = range_max(smooth_trailing(step, scoring.smoothing), span)
     reference = reference_scale(raw[usable], scoring.threshold_quantile)
+    score = raw / reference
     record: dict[str, Any] = {
         "method": "quantile",
         "quantile": scoring.threshold_quantile,
         "reference": reference,
         "calibration_steps": int(usable.sum()),
     }
-    threshold = float(scoring.threshold_factor)
     if anomalous is not None and anomalous.any():
-        threshold, f1 = best_f1_threshold(raw / reference, anomalous)
+        threshold, f1 = best_f1_threshold(score, anomalous)
         record.update({"method": "best_f1", "best_f1": f1})
+    else:
+        bound = bounded_threshold(score, scoring.max_train_flag_rate)
+        threshold = max(float(scoring.threshold_factor), bound)
+        record.update(
+            max_train_flag_rate=scoring.max_train_flag_rate,
+            raised_by_flag_rate_bound=bound > scoring.threshold_factor,
+        )
+    normal = np.ones_like(usable) if anomalous is None else ~anomalous
+    record["train_flag_rate"] = float((score[normal] >= threshold).mean()) if normal.any() else 0.0
     return dataclasses.replace(scorer, reference=reference, threshold=threshold), record
+
+
+def bounded_threshold(score: FloatArray, rate: float) -> float:
+    """A threshold just above the score that `rate` of `score` exceeds, so that at most
+    `rate` of it is flagged (score >= threshold)."""
+    if score.size == 0:
+        return 0.0
+    allowed = math.floor(rate * score.size)
+    if allowed >= score.size:
+        return float(score.min())
+    ranked = np.sort(score)[::-1]
+    # Scoring sums float32 window errors where calibration sums float64 step means: a
+    # relative margin keeps a training step tied at the cut below it either way.
+    return float(np.nextafter(ranked[allowed] * (1 + BOUND_MARGIN), np.inf))

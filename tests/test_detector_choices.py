@@ -1,0 +1,161 @@
+"""Fit-time data choices, range scores, held-out blocks and the training false-alarm bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stad.core.detector_config import DetectorConfig
+from stad.server.detector.choices import DataChoices, channel_kind, choose
+from stad.server.detector.estimator import Detector, holdout_blocks
+from stad.server.detector.steps import bounded_threshold, range_max
+
+# Range scores are off by default (README, Detector); these tests turn them on.
+RANGES = DetectorConfig().replace(range_scores=True)
+
+
+def sine(steps: int, period: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sin(2 * np.pi * np.arange(steps) / period) + 0.05 * rng.standard_normal(steps)
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        (np.full(50, 3.0), "constant"),
+        (np.array([np.nan] * 10 + [2.0] * 40), "constant"),
+        (np.array([np.nan] * 50), "constant"),
+        (np.tile([0.0, 1.0], 25), "binary"),
+        (np.array([0.0] * 97 + [1.0, 2.0, 3.0]), "near_constant"),
+        (np.arange(50, dtype=float), "varying"),
+    ],
+)
+def test_channel_kind(values: np.ndarray, kind: str) -> None:
+    assert channel_kind(values) == kind
+
+
+def test_choices_take_the_period_of_varying_channels_and_leave_constant_ones_unscored() -> None:
+    train = np.stack([sine(2000, 40), sine(2000, 40, seed=1), np.zeros(2000), np.tile([0.0, 1.0], 1000)], 1)
+    choices = choose(train, RANGES)
+    assert choices.kinds == ("varying", "varying", "constant", "binary")
+    assert choices.period == 40
+    assert choices.span == 40  # the period, within the default window of 64
+    np.testing.assert_array_equal(choices.scored, [True, True, False, True])
+    assert choices.to_dict()["scored_channels"] == 3
+    assert DataChoices.from_dict(choices.to_dict(), 4) == choices
+
+
+def test_range_span_is_capped_by_the_window_and_falls_back_without_a_period() -> None:
+    long_period = np.stack([sine(3000, 150)], 1)
+    assert choose(long_period, RANGES).span == 64
+    noise = np.random.default_rng(0).standard_normal((3000, 2)).cumsum(axis=0)  # no periodic peak
+    choices = choose(noise, RANGES)
+    assert choices.period is None and choices.span == 32
+    off = choose(np.stack([sine(2000, 40)], 1), DetectorConfig().replace(range_scores=False))
+    assert off.span == 1 and off.period == 40
+
+
+def test_every_channel_constant_still_scores_them_all() -> None:
+    choices = choose(np.zeros((200, 3)), DetectorConfig())
+    assert choices.kinds == ("constant",) * 3
+    np.testing.assert_array_equal(choices.scored, [True, True, True])
+
+
+def test_a_model_saved_before_choices_scores_every_channel_without_ranges() -> None:
+    old = DataChoices.from_dict(None, 3)
+    assert old.span == 1
+    np.testing.assert_array_equal(old.scored, [True, True, True])
+
+
+@pytest.mark.parametrize("span", [1, 2, 5, 8])
+def test_range_max_is_the_centred_maximum(span: int) -> None:
+    raw = np.random.default_rng(span).standard_normal(40)
+    before, after = span // 2, span - 1 - span // 2
+    naive = [raw[max(0, t - before) : t + after + 1].max() for t in range(40)]
+    np.testing.assert_array_equal(range_max(raw, span), naive)
+
+
+def test_range_max_turns_a_sharp_peak_into_a_range() -> None:
+    raw = np.zeros(30)
+    raw[15] = 5.0
+    out = range_max(raw, 7)
+    np.testing.assert_array_equal(np.flatnonzero(out == 5.0), np.arange(12, 19))
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.01, 0.1, 0.5])
+def test_bounded_threshold_flags_at_most_the_rate(rate: float) -> None:
+    score = np.random.default_rng(1).exponential(size=1000)
+    score[:100] = score[100]  # ties at many levels
+    threshold = bounded_threshold(score, rate)
+    assert (score >= threshold).mean() <= rate
+    assert (score >= threshold * 0.99).mean() > 0 or rate == 0.0
+
+
+def test_bounded_threshold_of_all_zero_scores_flags_none() -> None:
+    assert (np.zeros(10) >= bounded_threshold(np.zeros(10), 0.01)).sum() == 0
+
+
+def test_holdout_blocks_spread_over_the_whole_series() -> None:
+    held = holdout_blocks(4000, 64, 0.2)
+    assert held.sum() == 800
+    starts = np.flatnonzero(np.diff(np.concatenate([[0], held.astype(int)])) == 1)
+    ends = np.flatnonzero(np.diff(np.concatenate([held.astype(int), [0]])) == -1) + 1
+    assert len(starts) == 5 and (ends - starts >= 64).all()
+    np.testing.assert_array_equal(ends, [800, 1600, 2400, 3200, 4000])  # one per fifth of the series
+
+
+def test_holdout_blocks_shrink_to_whole_windows_or_none() -> None:
+    short = holdout_blocks(400, 64, 0.2)
+    assert short.sum() == 80 and short[-80:].all()  # one block: at most 80 // 64 of them
+    assert not holdout_blocks(100, 64, 0.2).any()  # the rest would not hold a window
+    assert not holdout_blocks(4000, 64, 0.0).any()
+
+
+TINY = RANGES.replace(
+    window=32, patch=4, d_model=16, n_heads=2, n_layers=1, epochs=2, max_windows_per_epoch=128
+)
+
+
+@pytest.fixture(scope="module")
+def with_dead_channel() -> tuple[Detector, np.ndarray]:
+    torch.set_num_threads(1)
+    train = np.stack([sine(3000, 40), sine(3000, 40, seed=2), np.zeros(3000)], 1)  # 600 held out
+    return Detector(TINY).fit(train, channels=["a", "b", "dead"]), train
+
+
+@pytest.mark.slow
+def test_fit_records_its_choices_and_bounds_training_false_alarms(
+    with_dead_channel: tuple[Detector, np.ndarray],
+) -> None:
+    detector, train = with_dead_channel
+    meta = detector.metadata_
+    assert meta["data_choices"]["channel_kinds"] == ["varying", "varying", "constant"]
+    assert meta["data_choices"]["range_span"] == 32  # period 40, capped by the window
+    assert meta["thresholds"]["calibration_source"] == "held-out blocks"
+    assert "calibration_warning" not in meta["thresholds"]
+    out = detector.score(train)
+    assert out.is_anomaly.mean() <= DetectorConfig().scoring.max_train_flag_rate
+
+
+@pytest.mark.slow
+def test_a_channel_constant_in_training_is_left_to_the_drift_check(
+    with_dead_channel: tuple[Detector, np.ndarray],
+) -> None:
+    detector, train = with_dead_channel
+    moved = train.copy()
+    moved[:, 2] = 1e3
+    out, clean = detector.score(moved), detector.score(train)
+    np.testing.assert_array_equal(out.raw_score, clean.raw_score)  # the network never sees it
+    assert (out.contributions[:, 2] == 0).all()
+    assert out.out_of_range_channels[:, 2].all() and not clean.out_of_range_channels.any()
+    assert out.is_anomaly.all()  # drift is flagged, never scored as normal
+
+
+@pytest.mark.slow
+def test_too_little_held_out_data_warns_and_calibrates_on_the_whole_series() -> None:
+    torch.set_num_threads(1)
+    detector = Detector(TINY).fit(np.stack([sine(300, 40), sine(300, 40, seed=3)], 1))
+    thresholds = detector.metadata_["thresholds"]
+    assert thresholds["calibration_source"] == "training series"
+    assert "min_calibration_steps=500" in thresholds["calibration_warning"]
