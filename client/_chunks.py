@@ -1,27 +1,24 @@
 """Scoring a series too long for one call: overlapping chunks joined into one call's result.
 
 The server scores windows of `window` steps every `stride` steps from step 0, plus one
-window ending at the last step, and averages each step over the windows covering it,
-then over a trailing `smoothing` steps. A chunk that starts on that stride grid at least
-`window + smoothing - 2` steps before the first step it keeps, and ends `window` steps
-after the last one (or at the series' end), sees every window that step sees and no
-other: the steps it keeps come out as one call over the whole series gives them, bit for
-bit when smoothing is 1 (with more, the trailing mean's running sums start elsewhere,
-which can change the last bits).
+window ending at the last step. A chunk that starts on that stride grid at least the
+model's `ScoreReach.context` steps before the first step it keeps, and ends `window`
+(plus a range score's look-ahead) steps after the last one (or at the series' end), sees
+everything those steps depend on: the steps it keeps come out as one call over the whole
+series gives them, bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from stad.client._convert import Exchange, score_request, score_results
 from stad.client._exceptions import DataError
 from stad.client._types import ModelInfo, ModelVersionInfo, ScoreResult
-from stad.core.events import EventFilter
+from stad.core.score_reach import ScoreReach
 from stad.core.series import SeriesData, make_series
 from stad.v1 import scoring_pb2 as _scoring_pb2
 
@@ -33,44 +30,14 @@ _CHANNEL_STEP_BYTES = 4 * 8 + 1
 _MESSAGE_SHARE = 2
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """How a model version windows a series."""
-
-    window: int
-    stride: int
-    smoothing: int
-    event_lookback: int = 0  # flags before a step that its event state depends on (core.events)
-
-    @classmethod
-    def of(cls, version: ModelVersionInfo) -> Geometry:
-        config = version.metadata.get("config") or {}
-        window = version.window or _setting(config, "window", 0)
-        if window < 1:
-            raise DataError(
-                f"model version {version.version} does not say its window; cannot split the series"
-            )
-        stride = _setting(config, "score_stride", 0) or max(1, window // 2)  # 0: the detector's default
-        lookback = EventFilter(
-            max(1, _setting(config, "min_duration", 1)), max(0, _setting(config, "merge_gap", 0))
-        ).lookback
-        smoothing = max(1, _setting(config, "smoothing", 1))
-        return cls(window=window, stride=stride, smoothing=smoothing, event_lookback=lookback)
-
-    @property
-    def context(self) -> int:
-        """Steps before a kept step that its scores depend on."""
-        return self.window + self.smoothing - 2 + self.event_lookback
+Geometry = ScoreReach  # how a model version windows a series
 
 
-def _setting(config: Mapping[str, Any], name: str, default: int) -> int:
-    """A setting from a saved config, flat or grouped ({"scoring": {"smoothing": 4}})."""
-    if name in config:
-        return int(config[name])
-    for group in config.values():
-        if isinstance(group, Mapping) and name in group:
-            return int(group[name])
-    return default
+def geometry_of(version: ModelVersionInfo) -> ScoreReach:
+    reach = ScoreReach.from_metadata(version.metadata)
+    if reach is None:
+        raise DataError(f"model version {version.version} does not say its window; cannot split the series")
+    return reach
 
 
 @dataclass(frozen=True)
@@ -98,7 +65,8 @@ def plan_calls(steps: int, first: int, geometry: Geometry, chunk_steps: int) -> 
     while True:
         stop = min(start + chunk_steps, steps)
         read_start = max(0, (start - geometry.context) // geometry.stride * geometry.stride)
-        read_stop = steps if stop + geometry.window >= steps else stop + geometry.window
+        tail = geometry.window + geometry.range_after
+        read_stop = steps if stop + tail >= steps else stop + tail
         calls.append(ChunkCall(read_start, read_stop, start, stop))
         if stop >= steps:
             return calls
@@ -135,7 +103,7 @@ def chunk_requests(
     first = 0
     if return_from_ns and stamps is not None:
         first = int(np.searchsorted(stamps, return_from_ns, side="left"))
-    for call in plan_calls(series.steps, first, Geometry.of(chosen), chunk_steps):
+    for call in plan_calls(series.steps, first, geometry_of(chosen), chunk_steps):
         piece = make_series(
             series.values[call.read_start : call.read_stop],  # (n, C)
             channels=series.channels,

@@ -5,10 +5,11 @@ steps from the first step sent, plus one ending at the last step. The task
 sends every series from a step whose index (time / interval) is a multiple of
 `stride` and up to a window end on that same grid, so every window lies on one
 grid fixed by the epoch, whatever the chunk or pass. A step's score is the mean
-over the windows covering it, smoothed over the `smoothing` steps up to it, so
-it is final once the last window starting at or before it has all its data:
-steps before `align_down(horizon - window, stride) + stride` of a series whose
-data is final up to `horizon`.
+over the windows covering it, smoothed over the `smoothing` steps up to it (and
+with range scores the highest over a centred range: `core.score_reach`), so it is
+final once the last window starting at or before it, and the range after it, have
+all their data: steps before `align_down(horizon - window, stride) + stride -
+range_after` of a series whose data is final up to `horizon`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stad.core.events import EventFilter
+from stad.core.score_reach import ScoreReach
 
 
 def align_down(t_ns: int, step_ns: int) -> int:
@@ -33,6 +34,7 @@ class Geometry:
     smoothing: int
     interval_ns: int
     event_lookback: int = 0  # flags before a step that its event state depends on (core.events)
+    range_span: int = 1  # the centred range of a range score (core.score_reach)
 
     def __post_init__(self) -> None:
         if not 1 <= self.stride <= self.window or self.smoothing < 1 or self.interval_ns <= 0:
@@ -45,7 +47,16 @@ class Geometry:
 
     def lead_steps(self, context: int) -> int:
         """Steps to send before a step so that every window and smoothing step it needs is there."""
-        return max(context, self.window - self.stride + self.smoothing - 1 + self.event_lookback)
+        return max(context, self.window - self.stride + self.reach.before)
+
+    @property
+    def reach(self) -> ScoreReach:
+        return ScoreReach(self.window, self.stride, self.smoothing, self.range_span, self.event_lookback)
+
+    @property
+    def after_ns(self) -> int:
+        """How far past a step its score looks (a range score's second half)."""
+        return self.reach.range_after * self.interval_ns
 
     def send_from(self, first_ns: int, context: int) -> int:
         """Where to start the series sent to score steps from `first_ns` on (on the window grid)."""
@@ -59,34 +70,20 @@ class Geometry:
 
     def final_until(self, horizon_ns: int) -> int:
         """Steps before this have every window they need within data final up to `horizon_ns`."""
-        return align_down(horizon_ns - self.window * self.interval_ns, self.block_ns) + self.block_ns
-
-
-def _find(config: Mapping[str, Any], key: str) -> Any:
-    """A setting from a saved detector config, flat or nested by concern."""
-    if key in config:
-        return config[key]
-    for value in config.values():
-        if isinstance(value, Mapping) and key in value:
-            return value[key]
-    return None
+        last = align_down(horizon_ns - self.window * self.interval_ns, self.block_ns) + self.block_ns
+        return last - self.after_ns
 
 
 def geometry_from_metadata(metadata: Mapping[str, Any], interval_ns: int) -> Geometry:
-    """The geometry a saved model scores with (its `config` metadata)."""
-    config = metadata.get("config")
-    if not isinstance(config, Mapping):
-        raise ValueError("the model's metadata has no detector config")
-    window = _find(config, "window")
-    if not isinstance(window, int) or window < 2:
-        raise ValueError(f"the model's metadata has no usable window: {window!r}")
-    stride = int(_find(config, "score_stride") or 0) or max(1, window // 2)
-    smoothing = int(_find(config, "smoothing") or 1)
-    events = EventFilter(int(_find(config, "min_duration") or 1), int(_find(config, "merge_gap") or 0))
+    """The geometry a saved model scores with (its `config` and `data_choices` metadata)."""
+    reach = ScoreReach.from_metadata(metadata)
+    if reach is None:
+        raise ValueError("the model's metadata has no detector config with a usable window")
     return Geometry(
-        window=window,
-        stride=stride,
-        smoothing=smoothing,
+        window=reach.window,
+        stride=reach.stride,
+        smoothing=reach.smoothing,
         interval_ns=interval_ns,
-        event_lookback=events.lookback,
+        event_lookback=reach.event_lookback,
+        range_span=reach.range_span,
     )

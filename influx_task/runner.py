@@ -489,7 +489,7 @@ class PipelineRunner:
     def _first_affected(self, changed_ns: int) -> int:
         """The first window that covers a changed step (or a value filled from it) starts here."""
         geometry = self.geometry
-        reach = (geometry.window - 1 + self.fill_reach) * self.pipeline.interval_ns
+        reach = (geometry.window - 1 + self.fill_reach) * self.pipeline.interval_ns + geometry.after_ns
         return -(-(changed_ns - reach) // geometry.block_ns) * geometry.block_ns
 
     # -- one chunk -----------------------------------------------------------
@@ -609,7 +609,7 @@ class PipelineRunner:
         read_from = (
             geometry.send_from(lowest, pipeline.context_steps) - self.fill_reach * pipeline.interval_ns
         )
-        read_stop = min(horizon, chunk_stop + geometry.window * pipeline.interval_ns)
+        read_stop = min(horizon, chunk_stop + geometry.window * pipeline.interval_ns + geometry.after_ns)
         data_stop = min(horizon, read_stop + self.fill_reach * pipeline.interval_ns)
         blocks = self._call(lambda: self.reader.read(pipeline, read_from, data_stop), "read")
         items, advance = self._items(

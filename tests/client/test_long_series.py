@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,8 @@ import pytest
 from stad.client import AsyncClient, Client, JobStatus, ScoreResult
 from stad.client._chunks import Geometry, join_results, plan_calls
 from stad.client.cli import main
-from tests.client.support import CHANNELS, MODEL, make_data, write_csv
+from tests.client.support import CHANNELS, MODEL, Data, make_data, write_csv
+from tests.kit import TINY_SETTINGS
 
 STEPS = 2000  # about 250 windows of the tiny model (window 16, stride 8)
 
@@ -98,3 +99,17 @@ def test_the_cli_scores_a_file_longer_than_one_call(
     whole = client.score(data.values, timestamps=data.timestamps_ns, channels=CHANNELS, model=MODEL)
     assert len(scores) == 20_000
     np.testing.assert_allclose(scores, whole.score, rtol=1e-5)  # the CSV keeps 6 digits
+
+
+def test_range_scores_join_bit_for_bit_too(client: Client, train_data: Data) -> None:
+    """A range score looks ahead half its span: the chunks read that far past what they keep."""
+    settings = replace(TINY_SETTINGS, range_scores=True, smoothing=3)
+    status = client.train(train_data.values, channels=CHANNELS, model="ranged", settings=settings).wait()
+    assert status.version is not None
+    version = next(v for v in client.model("ranged").versions if v.version == status.version)
+    assert version.metadata["data_choices"]["range_span"] > 1  # the look-ahead is really there
+    data = make_data(STEPS, seed=17, anomaly=(900, 940))
+    kw = {"timestamps": data.timestamps_ns, "channels": CHANNELS, "model": "ranged"}
+    whole = client.score(data.values, **kw)  # type: ignore[arg-type]
+    for chunk_steps in (9, 150):
+        assert_identical(client.score(data.values, chunk_steps=chunk_steps, **kw), whole)  # type: ignore[arg-type]

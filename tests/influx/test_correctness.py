@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -370,3 +371,28 @@ def test_a_failed_write_mid_pipeline_leaves_no_checkpoint_ahead_of_the_data(
         # exactly the steps before the checkpoint: the chunks after the failed one were not written
         assert times == [t for t in data.timestamps_ns.tolist() if t < done[f"pump,plant=p1,unit={unit}"]]
         assert 0 < len(times) < STEPS
+
+
+def test_range_scores_do_not_depend_on_chunks_or_passes_either(
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData]
+) -> None:
+    """A range score looks ahead half its span: the task holds steps back until that has come."""
+    source, data = trained
+    ranged = kit.pipeline(source, data, model="pumps-ranged")
+    with Task(kit.config(influxd.url, server.target, (ranged,))) as task:
+        final = task.train(
+            "pumps",
+            int(data.timestamps_ns[0]),
+            int(data.timestamps_ns[data.quiet_steps]),
+            settings=replace(kit.TINY, range_scores=True, smoothing=3),
+            timeout_s=300,
+        )
+    assert final.version
+    clocks = [int(data.timestamps_ns[s]) + STEP // 3 for s in (97, 150, 260)] + [_final(data)]
+    _passes(influxd, server.target, source, "ranged_whole", data, [_final(data)], model="pumps-ranged")
+    _passes(
+        influxd, server.target, source, "ranged_parts", data, clocks, model="pumps-ranged", chunk_steps=23
+    )
+    whole, parts = _output(influxd, "ranged_whole"), _output(influxd, "ranged_parts")
+    assert len(whole[0]) == 2 * (STEPS - FIRST)
+    assert parts == whole  # bit for bit, every field of every step, and the same episodes
