@@ -27,6 +27,7 @@ from stad.v1 import models_pb2, models_pb2_grpc, scoring_pb2, scoring_pb2_grpc, 
 from stad.v1 import training_pb2_grpc as training_grpc
 from tests.server.conftest import MODEL, MakeServer, make_values, series_message
 from tests.server.test_training import FINISHED, spec, start, start_error, watch_until
+from tests.waiting import until
 
 State = training_pb2.JobState
 
@@ -270,8 +271,9 @@ async def test_calls_cut_off_by_the_end_of_the_grace_get_unavailable(make_server
         await never_done.wait()  # the client is still sending when the server stops
 
     training = training_grpc.TrainingServiceStub(channel).StartTraining(half_sent())
-    while server.engine.pending_windows < 2 or server.guard.in_flight < 3:
-        await asyncio.sleep(0.01)
+    await until(
+        lambda: server.engine.pending_windows >= 2 and server.guard.in_flight >= 3, "three calls in flight"
+    )
     stopping = asyncio.ensure_future(server.stop(grace_s=0.5))
     threading.Timer(3.0, release.set).start()  # stop() then waits for the device thread
     assert await unary.code() is grpc.StatusCode.UNAVAILABLE
@@ -296,8 +298,7 @@ async def test_a_deadline_that_cannot_be_met_is_refused_at_once(make_server: Mak
     backlog = scoring.Score(
         scoring_pb2.ScoreRequest(model=MODEL, series=[series_message(make_values(30_000, 2))])
     )
-    while server.engine.pending_windows == 0:
-        await asyncio.sleep(0.01)
+    await until(lambda: server.engine.pending_windows > 0, "the backlog is queued")
     wait_s = server.engine.load.expected_wait_s(0, server.settings.max_batch_windows)
     assert wait_s is not None
     try:
@@ -323,8 +324,7 @@ async def test_a_stream_cut_off_mid_way_by_the_end_of_the_grace_gets_unavailable
     server.executor.submit(first_batch.wait)  # the stream's batches queue behind it
     request = scoring_pb2.ScoreRequest(model=MODEL, series=[series_message(make_values(400, 3))])
     streamed = scoring_pb2_grpc.ScoringServiceStub(channel).StreamScore(request)
-    while server.engine.pending_windows == 0:
-        await asyncio.sleep(0.01)
+    await until(lambda: server.engine.pending_windows > 0, "the stream's windows are queued")
     first_batch.set()
     server.executor.submit(rest.wait)  # one batch runs, then the device is held again
     first = await streamed.read()
