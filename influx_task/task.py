@@ -9,7 +9,15 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from stad.client import Client, DeadlineExceeded, JobStatus, ResourceExhausted, TrainingSettings, Unavailable
+from stad.client import (
+    Cancelled,
+    Client,
+    DeadlineExceeded,
+    JobStatus,
+    ResourceExhausted,
+    TrainingSettings,
+    Unavailable,
+)
 from stad.core.series import SeriesData
 from stad.influx_task import transport as _transport
 from stad.influx_task.checkpoint import CheckpointStore, FileCheckpointStore, InfluxCheckpointStore
@@ -38,8 +46,11 @@ log = logging.getLogger("stad.influx_task")
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """InfluxDB down/overloaded, or the scoring server UNAVAILABLE/overloaded/late."""
-    return _transport.is_retryable(exc) or isinstance(exc, Unavailable | ResourceExhausted | DeadlineExceeded)
+    """InfluxDB down/overloaded, or the scoring server UNAVAILABLE/overloaded/late, or
+    CANCELLED: the task never cancels its own calls, so that is a server cutting calls off
+    as it shuts down (gRPC can do so before stad's own UNAVAILABLE reaches the caller)."""
+    transient = Unavailable | ResourceExhausted | DeadlineExceeded | Cancelled
+    return _transport.is_retryable(exc) or isinstance(exc, transient)
 
 
 class ClientScorer:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
+from stad.client import Cancelled, InvalidArgument, Unavailable
 from stad.influx_task.config import ConfigError, load_config
 from stad.influx_task.events import track_episodes
 from stad.influx_task.grid import start_labels, to_grid
 from stad.influx_task.retry import RetryPolicy, retry_call
 from stad.influx_task.runner import Shard
+from stad.influx_task.task import is_retryable as task_retryable
 from stad.influx_task.times import parse_duration_ns, parse_time_ns
 from stad.influx_task.transport import InfluxUnavailable, is_retryable, parse_retry_after
 
@@ -273,3 +276,9 @@ def test_public_names_are_all() -> None:
     public = {name for name in vars(package) if not name.startswith("_")}
     modules = {name for name in public if type(getattr(package, name)).__name__ == "module"}
     assert public - modules == set(package.__all__)
+
+
+def test_a_call_the_server_cut_off_is_retried_a_bad_request_is_not() -> None:
+    assert task_retryable(Cancelled("server shutting down", code=grpc.StatusCode.CANCELLED))
+    assert task_retryable(Unavailable("restarting", code=grpc.StatusCode.UNAVAILABLE))
+    assert not task_retryable(InvalidArgument("bad series", code=grpc.StatusCode.INVALID_ARGUMENT))
