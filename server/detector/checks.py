@@ -99,14 +99,15 @@ def early_stopping(metrics: Mapping[str, Any], config: DetectorConfig) -> DataWa
 
 def training_warnings(
     data: FloatArray,
+    train_range: ValueRange,
     channels: Sequence[str],
     calibration: BoolArray,
     record: Mapping[str, Any],
     metrics: Mapping[str, Any],
     config: DetectorConfig,
 ) -> list[DataWarning]:
-    """Every check's warning, in a fixed order; `calibration` marks the calibration steps."""
-    train_range = ValueRange.fit(data)
+    """Every check's warning, in a fixed order; `train_range` is the training data's
+    (`ValueRange.fit(data)`), `calibration` marks the calibration steps."""
     found = (
         constant_channels(train_range, channels),
         small_calibration(record, config),

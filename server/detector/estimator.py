@@ -211,7 +211,9 @@ class Detector:
         calibration = self._calibrate(
             data, anomalous, held if n_val >= cfg.scoring.min_calibration_steps else None
         )
-        self.warnings_ = tuple(training_warnings(data, names, calibration, self.calibration_, metrics, cfg))
+        self.warnings_ = tuple(
+            training_warnings(data, self.value_range_, names, calibration, self.calibration_, metrics, cfg)
+        )
         metrics.update(
             fit_s=time.monotonic() - started,
             train_windows=len(train_set),
@@ -293,6 +295,8 @@ class Detector:
     ) -> dict[str, Any]:
         band = self.scorer_.band
         n_steps = data.shape[0]
+        trained = self.value_range_
+        assert trained is not None  # fit sets it before the metadata
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -306,9 +310,9 @@ class Detector:
             "data_choices": self.choices_.to_dict(),
             "training_range": {
                 "steps": n_steps,
-                # per channel, for drift checks: the observed values' range in training
-                "channel_min": _finite_or_none_list(np.where(np.isnan(data), np.inf, data).min(axis=0)),
-                "channel_max": _finite_or_none_list(np.where(np.isnan(data), -np.inf, data).max(axis=0)),
+                # per channel, the observed values' range in training (the drift check's `value_range`)
+                "channel_min": _finite_or_none_list(trained.low),
+                "channel_max": _finite_or_none_list(trained.high),
                 "start_ns": None if stamps is None else int(stamps[0]),
                 "end_ns": None if stamps is None else int(stamps[-1]),
             },
