@@ -206,6 +206,7 @@ class TrainingSettings:
     finetune_epochs: int | None = None
     train_stride: int | None = None
     max_windows_per_epoch: int | None = None
+    train_budget: int | None = None
     # scoring
     smoothing: int | None = None
     threshold_quantile: float | None = None

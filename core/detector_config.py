@@ -142,6 +142,12 @@ class TrainingConfig(_Group):
     finetune_epochs: int = setting(10, "supervised fine-tuning epochs when labels are given", low=0)
     train_stride: int = setting(1, "steps between training windows", low=1)
     max_windows_per_epoch: int = setting(4096, "random subset of windows per epoch; 0 = all", low=0)
+    train_budget: int = setting(
+        1_000_000,
+        "pretraining budget in tokens (windows x channels x window / patch) over all epochs, "
+        "so that a fit takes about as long on any series; 0 = no limit",
+        low=0,
+    )
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from stad.core.data_warnings import EARLY_STOPPING
 from stad.server.detector import (
     Detector,
     DetectorConfig,
@@ -23,6 +24,7 @@ from stad.server.detector import (
     WindowOutput,
 )
 from stad.server.detector.steps import range_max, smooth_trailing
+from stad.server.detector.train import MIN_PRETRAIN_STEPS
 from tests import kit
 
 # The kit's tiny config, big enough to learn the coupled series below.
@@ -331,6 +333,18 @@ def test_progress_reports_steps_and_eta() -> None:
     assert all(np.isfinite(r.eta_s) and r.eta_s >= 0 for r in reports)
     assert reports[0].eta_s > 0 and reports[-1].eta_s == 0
     assert reports[0].mask_ratio < reports[-1].mask_ratio  # curriculum
+
+
+def test_the_training_budget_ends_pretraining_within_an_epoch() -> None:
+    reports: list[TrainingProgress] = []
+    cfg = SMALL.replace(epochs=30, patience=30, train_budget=1)  # the floor of steps only
+    det = Detector(cfg).fit(coupled_series(2000), progress=reports.append)
+    metrics = det.metadata_["training_metrics"]
+    assert metrics["steps"] == metrics["steps_planned"] == MIN_PRETRAIN_STEPS
+    assert metrics["epochs_run"] == metrics["epochs_planned"] < 30 and not metrics["stopped_early"]
+    assert reports[-1].step == reports[-1].steps_total == MIN_PRETRAIN_STEPS
+    assert all(r.epochs == metrics["epochs_planned"] for r in reports)
+    assert not any(w.code == EARLY_STOPPING for w in det.warnings_)
 
 
 @pytest.mark.slow

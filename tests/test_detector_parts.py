@@ -21,7 +21,7 @@ from stad.server.detector.model import (
     random_masks,
 )
 from stad.server.detector.preprocessing import ChannelScaler, as_matrix, extract_windows, window_starts
-from stad.server.detector.train import learning_rate
+from stad.server.detector.train import MIN_PRETRAIN_STEPS, learning_rate, pretrain_steps
 from tests import kit
 
 
@@ -152,6 +152,16 @@ def _model(channels: int = 3) -> MaskedPredictor:
     model = MaskedPredictor(kit.TINY.model, channels)
     model.init_weights(torch.Generator().manual_seed(0))
     return model.eval()
+
+
+def test_the_training_budget_cuts_pretraining_steps_by_tokens() -> None:
+    config = kit.TINY.replace(epochs=30, batch_size=32, train_budget=200_000)  # 4 patches per window
+    per_step = 32 * 4  # tokens per step and channel
+    assert pretrain_steps(4000, 1, config) == 200_000 // per_step  # a long series: the budget binds
+    assert pretrain_steps(4000, 10, config) == 200_000 // (10 * per_step)  # wider: fewer steps
+    assert pretrain_steps(4000, 1000, config) == MIN_PRETRAIN_STEPS  # never fewer than the floor
+    assert pretrain_steps(64, 1, config) == 2 * 30  # a short series: every epoch fits the budget
+    assert pretrain_steps(4000, 1, config.replace(train_budget=0)) == 30 * 4000 // 32  # no limit
 
 
 def test_forward_checks_input_shapes() -> None:

@@ -92,7 +92,8 @@ def early_stopping(metrics: Mapping[str, Any], config: DetectorConfig) -> DataWa
         return None
     return DataWarning(
         EARLY_STOPPING,
-        f"training stopped early after {metrics.get('epochs_run')} of {config.training.epochs} epochs: "
+        f"training stopped early after {metrics.get('epochs_run')} of "
+        f"{metrics.get('epochs_planned', config.training.epochs)} epochs: "
         f"the monitored loss did not improve for patience ({config.training.patience}) epochs",
     )
 

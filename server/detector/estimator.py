@@ -68,6 +68,7 @@ from stad.server.detector.train import (
     WindowSet,
     finetune,
     pretrain,
+    pretrain_steps,
     steps_per_epoch,
 )
 
@@ -187,7 +188,7 @@ class Detector:
             model.init_weights(generator)
             model = model.to(device)
         use_head = anomalous is not None and bool(anomalous[~held].any()) and tc.finetune_epochs > 0
-        total = steps_per_epoch(len(train_set), tc) * tc.epochs
+        total = pretrain_steps(len(train_set), c, cfg)
         if use_head:
             head_windows = min(len(train_set), HEAD_MAX_WINDOWS)
             total += steps_per_epoch(head_windows, tc) * tc.finetune_epochs

@@ -36,6 +36,8 @@ HEAD_MAX_WINDOWS = 8192
 # How often (seconds) progress is reported within an epoch; always at epoch end.
 PROGRESS_INTERVAL_S = 0.5
 MIN_LR_FRACTION = 0.1
+# Pretraining takes at least this many optimiser steps, whatever `train_budget` allows.
+MIN_PRETRAIN_STEPS = 40
 
 
 class TrainingCancelled(Exception):
@@ -153,6 +155,17 @@ def steps_per_epoch(n_windows: int, config: TrainingConfig) -> int:
     return max(1, math.ceil(used / config.batch_size))
 
 
+def pretrain_steps(n_windows: int, n_channels: int, config: DetectorConfig) -> int:
+    """Optimiser steps of pretraining: `epochs` epochs, cut to the `train_budget` tokens
+    (at least MIN_PRETRAIN_STEPS), so that the cost no longer grows with the series."""
+    tc = config.training
+    full = steps_per_epoch(n_windows, tc) * tc.epochs
+    if not tc.train_budget:
+        return full
+    tokens_per_step = min(tc.batch_size, max(n_windows, 1)) * n_channels * config.model.n_patches
+    return min(full, max(MIN_PRETRAIN_STEPS, tc.train_budget // tokens_per_step))
+
+
 def learning_rate(step: int, total: int, config: TrainingConfig) -> float:
     """Linear warm-up over warmup_fraction of the steps, then cosine decay to MIN_LR_FRACTION."""
     warmup = max(1, round(config.warmup_fraction * total))
@@ -248,10 +261,11 @@ def pretrain(
     device = train.values.device
     cfg, tc = model.config, config.training
     per_epoch = steps_per_epoch(len(train), tc)
-    total = per_epoch * tc.epochs
+    total = pretrain_steps(len(train), model.n_channels, config)
+    epochs = math.ceil(total / per_epoch)
     optimizer = _optimizer(list(model.parameters()), tc)
     stopping = _EarlyStopping(model, tc.patience)
-    epochs_run, step = 0, 0
+    epochs_run, step, stopped = 0, 0, False
     train_loss = val_loss = math.nan
     ratio = tc.mask_ratio_start
     dropout_rng = generator
@@ -259,9 +273,10 @@ def pretrain(
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         dropout_rng = torch.Generator(device=device).manual_seed(seed)
     monitor = val if val is not None else train.evenly(MONITOR_WINDOWS)
-    for epoch in range(tc.epochs):
+    for epoch in range(epochs):
         model.train()
-        order = torch.randperm(len(train), generator=generator)[: per_epoch * tc.batch_size]
+        epoch_steps = min(per_epoch, total - step)
+        order = torch.randperm(len(train), generator=generator)[: epoch_steps * tc.batch_size]
         running, seen = 0.0, 0
         for sl in _batches(order.shape[0], tc.batch_size):
             reporter.check_stop()
@@ -288,7 +303,7 @@ def pretrain(
                 force=False,
                 phase="pretrain",
                 epoch=epoch + 1,
-                epochs=tc.epochs,
+                epochs=epochs,
                 train_loss=running / seen,
                 val_loss=val_loss,
                 mask_ratio=ratio,
@@ -302,18 +317,21 @@ def pretrain(
             force=True,
             phase="pretrain",
             epoch=epoch + 1,
-            epochs=tc.epochs,
+            epochs=epochs,
             train_loss=train_loss,
             val_loss=val_loss,
             mask_ratio=ratio,
         )
         if stopping.should_stop(monitored):
+            stopped = True
             break
     stopping.restore_best()
     return {
         "epochs_run": epochs_run,
+        "epochs_planned": epochs,
         "steps": step,
-        "stopped_early": epochs_run < tc.epochs,
+        "steps_planned": total,
+        "stopped_early": stopped,
         "final_train_loss": train_loss,
         "best_val_loss" if val is not None else "best_monitor_loss": stopping.best_loss,
         "final_mask_ratio": ratio,
