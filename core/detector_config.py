@@ -163,7 +163,7 @@ class ScoringConfig(_Group):
     mask_groups: int = setting(4, "complementary scoring masks (at most window / patch are used)", low=2)
     score_stride: int = setting(0, "steps between scoring windows; 0 = window / 2", low=0)
     min_calibration_steps: int = setting(
-        500, "held-out steps needed to calibrate on them instead of the whole series", low=0
+        500, "held-out calibration steps below which the fit warns that its threshold is uncertain", low=0
     )
     normalize_channel_errors: bool = setting(True, "divide each channel's errors by its calibration mean")
     spatial_weight: float = setting(

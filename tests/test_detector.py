@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from stad.core.data_warnings import EARLY_STOPPING
+from stad.core.events import EventFilter
 from stad.server.detector import (
     Detector,
     DetectorConfig,
@@ -68,7 +69,9 @@ def test_fit_and_score_shapes(fitted: Detector) -> None:
     np.testing.assert_allclose(out.contributions.sum(axis=1), 1.0, atol=1e-9)
     assert ((out.severity >= 0) & (out.severity <= 100)).all()
     assert out.threshold == fitted.threshold_
-    np.testing.assert_array_equal(out.is_anomaly, out.score >= out.threshold)
+    scoring = fitted.config.scoring
+    events = EventFilter(scoring.min_duration, scoring.merge_gap).add(out.score >= out.threshold)
+    np.testing.assert_array_equal(out.is_anomaly, events | out.out_of_range)
     np.testing.assert_array_equal(fitted.predict(X), out.is_anomaly)
     # Expected values are in the data's own units: channel b sits near 100.
     assert np.abs(out.expected - X).mean(axis=0)[1] < 5.0

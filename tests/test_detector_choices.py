@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from stad.core.data_warnings import SMALL_CALIBRATION
 from stad.core.detector_config import DetectorConfig
+from stad.core.events import EventFilter
 from stad.server.detector.choices import DataChoices, channel_kind, choose
 from stad.server.detector.estimator import Detector, holdout_blocks
 from stad.server.detector.steps import bounded_threshold, range_max
@@ -92,6 +94,19 @@ def test_bounded_threshold_flags_at_most_the_rate(rate: float) -> None:
     assert (score >= threshold * 0.99).mean() > 0 or rate == 0.0
 
 
+@pytest.mark.parametrize("rate", [0.01, 0.05])
+def test_bounded_threshold_bounds_the_flags_events_hold_open(rate: float) -> None:
+    # Scattered spikes: each raw flag opens an event that stays open merge_gap steps.
+    score = np.random.default_rng(2).exponential(size=2000)
+    score[::97] += 20.0
+    raw_bound = bounded_threshold(score, rate)
+    assert EventFilter(1, 20).add(score >= raw_bound).mean() > rate  # a raw bound is not enough
+    threshold = bounded_threshold(score, rate, 1, 20)
+    assert EventFilter(1, 20).add(score >= threshold).mean() <= rate
+    lower = np.sort(score)[np.sort(score) < threshold][-1]  # the next lower cut breaks the bound
+    assert EventFilter(1, 20).add(score >= lower).mean() > rate
+
+
 def test_bounded_threshold_of_all_zero_scores_flags_none() -> None:
     assert (np.zeros(10) >= bounded_threshold(np.zeros(10), 0.01)).sum() == 0
 
@@ -153,9 +168,25 @@ def test_a_channel_constant_in_training_is_left_to_the_drift_check(
 
 
 @pytest.mark.slow
-def test_too_little_held_out_data_warns_and_calibrates_on_the_whole_series() -> None:
+def test_little_held_out_data_still_calibrates_out_of_sample_and_warns() -> None:
     torch.set_num_threads(1)
-    detector = Detector(TINY).fit(np.stack([sine(300, 40), sine(300, 40, seed=3)], 1))
+    train = np.stack([sine(300, 40), sine(300, 40, seed=3)], 1)
+    detector = Detector(TINY).fit(train)
+    thresholds = detector.metadata_["thresholds"]
+    assert thresholds["calibration_source"] == "held-out blocks"  # 60 steps, never trained on
+    assert thresholds["calibration_steps"] == 60
+    assert "min_calibration_steps=500" in thresholds["calibration_warning"]
+    assert [w.code for w in detector.warnings_] == [SMALL_CALIBRATION]
+    assert detector.score(train).is_anomaly.mean() <= thresholds["max_train_flag_rate"]
+
+
+@pytest.mark.slow
+def test_nothing_held_out_calibrates_on_the_whole_series_and_warns() -> None:
+    torch.set_num_threads(1)
+    detector = Detector(TINY.replace(val_fraction=0.0)).fit(
+        np.stack([sine(300, 40), sine(300, 40, seed=3)], 1)
+    )
     thresholds = detector.metadata_["thresholds"]
     assert thresholds["calibration_source"] == "training series"
-    assert "min_calibration_steps=500" in thresholds["calibration_warning"]
+    assert "no held-out steps" in thresholds["calibration_warning"]
+    assert "none held out" in detector.warnings_[0].message

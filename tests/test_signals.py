@@ -85,6 +85,20 @@ def test_the_range_tolerance_is_a_share_of_the_training_span() -> None:
     assert rng.outside(probe, 0.25).tolist() == [[False, False], [True, False], [False, True]]
     assert rng.outside(probe, 0.3).tolist() == [[False, False], [False, False], [False, True]]
     assert ValueRange.from_dict(rng.to_dict()).to_dict() == rng.to_dict()
+    excess = rng.excess(probe, 0.25)  # in training spans beyond the limits (-2.5 and 12.5 on channel 0)
+    np.testing.assert_allclose(excess[:2, 0], [0.0, 0.01])
+    assert excess[2, 0] == 0.0 and excess[:2, 1].tolist() == [0.0, 0.0]  # missing, unchanged
+    assert excess[2, 1] > 1e4  # a constant channel's span is floored near 0: any change is far out
+
+
+def test_the_further_out_of_range_the_higher_the_score(fitted: Detector) -> None:
+    clean = series(400, seed=7)
+    near = fitted.score(clean + np.array([0.0, 0.0, 0.0, 3.0]))  # channel d just beyond its range
+    far = fitted.score(clean + np.array([0.0, 0.0, 0.0, 300.0]))
+    both = near.out_of_range & far.out_of_range
+    assert both.mean() > 0.5
+    assert (far.score[both] > near.score[both]).all()
+    assert (near.score[both] >= near.threshold).all()
 
 
 def test_drift_travels_through_save_and_load(fitted: Detector, tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 Each check looks at one thing and returns a `DataWarning` or None:
   constant_channels             channels with one value (or none) in training
   small_calibration             errors and threshold calibrated on fewer than
-                                `min_calibration_steps` held-out steps, or on the
-                                training steps themselves (which the model has fitted)
+                                `min_calibration_steps` held-out steps, or (none held
+                                out) on the training steps themselves, which the model
+                                has fitted
   unrepresentative_calibration  the held-out steps cover under MIN_COVERAGE of the
                                 training range on the median varying channel (a quiet
                                 stretch: its threshold would flood on the rest)
@@ -54,9 +55,10 @@ def small_calibration(record: Mapping[str, Any], config: DetectorConfig) -> Data
     if held_out and steps >= needed:
         return None
     where = (
-        f"{steps} held-out steps, fewer than min_calibration_steps ({needed})"
+        f"{steps} held-out steps, fewer than min_calibration_steps ({needed}), so the threshold "
+        "rests on their highest scores"
         if held_out
-        else f"the {steps} training steps themselves (fewer than min_calibration_steps ({needed}) held out)"
+        else f"the {steps} training steps themselves (none held out)"
     )
     return DataWarning(
         SMALL_CALIBRATION,

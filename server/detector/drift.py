@@ -38,19 +38,32 @@ class ValueRange:
         high = np.where(seen, np.where(observed, X, -np.inf).max(axis=0), np.nan)
         return cls(low=low.astype(np.float64), high=high.astype(np.float64))
 
+    @property
+    def span(self) -> FloatArray:
+        """(C,) max - min, floored at MIN_SPAN_SHARE of the channel's magnitude (NaN: never observed)."""
+        magnitude = np.maximum(np.maximum(np.abs(self.low), np.abs(self.high)), 1.0)
+        span: FloatArray = np.maximum(self.high - self.low, MIN_SPAN_SHARE * magnitude)
+        return span
+
     def limits(self, tolerance: float) -> tuple[FloatArray, FloatArray]:
         """(lowest, highest) in-range value per channel, the margin included."""
-        magnitude = np.maximum(np.maximum(np.abs(self.low), np.abs(self.high)), 1.0)
-        span = np.maximum(self.high - self.low, MIN_SPAN_SHARE * magnitude)
-        return self.low - tolerance * span, self.high + tolerance * span
+        return self.low - tolerance * self.span, self.high + tolerance * self.span
 
     def outside(self, values: FloatArray, tolerance: float) -> BoolArray:
         """(T, C): observed values beyond the limits (channels never observed in training: False)."""
+        out: BoolArray = self.excess(values, tolerance) > 0
+        return out
+
+    def excess(self, values: FloatArray, tolerance: float) -> FloatArray:
+        """(T, C): how far each observed value lies beyond the limits, in training spans
+        (floored as in `limits`); 0 within them, where missing and on channels never
+        observed in training."""
         if values.shape[-1] != self.low.shape[0]:
             raise ValueError(f"expected {self.low.shape[0]} channels, got {values.shape[-1]}")
         lowest, highest = self.limits(tolerance)
-        with np.errstate(invalid="ignore"):  # NaN compares False: missing is never drift
-            out: BoolArray = (values < lowest) | (values > highest)
+        with np.errstate(invalid="ignore"):  # NaN stays NaN, then counts as 0
+            beyond = np.maximum(np.maximum(lowest - values, values - highest), 0.0) / self.span
+        out: FloatArray = np.nan_to_num(beyond, nan=0.0)  # missing, or a channel never seen
         return out
 
     def to_dict(self) -> dict[str, list[float | None]]:

@@ -10,9 +10,10 @@ and `StepScorer` turns the windows' errors into calibrated per-step scores.
 Fitting scales the channels, makes the data choices (`choices.choose`: channel
 kinds, dominant period, range span), trains the network (`pretrain`, then
 `finetune` with labels) on all but the held-out blocks (`holdout_blocks`, spread
-over the series) and calibrates the scorer on those blocks when they hold at
-least `min_calibration_steps` steps, else on the whole training series with a
-warning (labelled anomalies excluded either way).
+over the series) and calibrates the scorer on those blocks, with a warning when
+they hold fewer than `min_calibration_steps` steps; on the whole training series,
+with a warning, only when nothing is held out (labelled anomalies excluded either
+way).
 """
 
 from __future__ import annotations
@@ -209,9 +210,7 @@ class Detector:
         self.subspace_ = subspace
         self.value_range_ = ValueRange.fit(data)
         self.choices_ = choices
-        calibration = self._calibrate(
-            data, anomalous, held if n_val >= cfg.scoring.min_calibration_steps else None
-        )
+        calibration = self._calibrate(data, anomalous, held if n_val else None)
         self.warnings_ = tuple(
             training_warnings(data, self.value_range_, names, calibration, self.calibration_, metrics, cfg)
         )
@@ -256,7 +255,7 @@ class Detector:
 
     def _calibrate(self, data: FloatArray, anomalous: BoolArray | None, held: BoolArray | None) -> BoolArray:
         """Fit the step scorer and its band on the fitted model's errors over the held-out
-        steps `held` (None: too few of them, so over the whole training series); the steps
+        steps `held` (None: none held out, so over the whole training series); the steps
         calibrated on."""
         plan = self.plan_windows(data)
         means = StepMeans(plan, self.config.model.window)
@@ -282,10 +281,17 @@ class Detector:
         band = band_halfwidth(means.mean("temporal"), plan.missing, usable, self.scaler_.scale)
         self.scorer_ = dataclasses.replace(scorer, band=band)
         record["calibration_source"] = "held-out blocks" if held is not None else "training series"
+        needed = self.config.scoring.min_calibration_steps
         if held is None:
             record["calibration_warning"] = (
-                f"fewer than min_calibration_steps={self.config.scoring.min_calibration_steps} held-out "
-                "steps: calibrated on the whole training series (in-sample errors, so scores run high); "
+                "no held-out steps (val_fraction 0, or a series too short to hold a window out): "
+                "calibrated on the whole training series (in-sample errors, so new data scores "
+                "high); the training false-alarm bound max_train_flag_rate still holds"
+            )
+        elif int(usable.sum()) < needed:
+            record["calibration_warning"] = (
+                f"{int(usable.sum())} held-out steps, fewer than min_calibration_steps={needed}: "
+                "the threshold rests on their highest scores; "
                 "the training false-alarm bound max_train_flag_rate still holds"
             )
         self.calibration_ = record
@@ -347,10 +353,16 @@ class Detector:
         starts = window_starts(data.shape[0], window, self.config.stride)
         scaled = _unscored_as_missing(self.scaler_.transform(data), self.choices_.scored)
         windows = extract_windows(scaled, starts, window)
-        drift = None
+        excess = None
         if self.value_range_ is not None:
-            drift = self.value_range_.outside(data, self.config.scoring.range_tolerance)
-        return WindowPlan(windows=windows, starts=starts, missing=np.isnan(scaled), out_of_range=drift)
+            excess = self.value_range_.excess(data, self.config.scoring.range_tolerance)
+        return WindowPlan(
+            windows=windows,
+            starts=starts,
+            missing=np.isnan(scaled),
+            out_of_range=None if excess is None else excess > 0,
+            excess=excess,
+        )
 
     @torch.inference_mode()
     def score_windows(self, windows: npt.ArrayLike) -> WindowOutput:

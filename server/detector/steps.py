@@ -39,6 +39,7 @@ class WindowPlan:
     starts: IntArray  # (N,) first step of each window
     missing: BoolArray  # (T, C)
     out_of_range: BoolArray | None = None  # (T, C) values beyond the training range (drift)
+    excess: FloatArray | None = None  # (T, C) how far beyond it, in training spans (`ValueRange.excess`)
 
     @property
     def n_steps(self) -> int:
@@ -49,6 +50,13 @@ class WindowPlan:
         if self.out_of_range is None:
             return np.zeros(self.missing[steps].shape, dtype=bool)
         return self.out_of_range[steps]
+
+    def drift_excess(self, steps: slice) -> FloatArray:
+        """(n,) each step's largest excess beyond the training range, in training spans (0: none)."""
+        if self.excess is None or self.excess.shape[1] == 0:
+            return np.zeros(self.missing[steps].shape[0])
+        most: FloatArray = self.excess[steps].max(axis=1)
+        return most
 
 
 @dataclass
@@ -346,13 +354,17 @@ class StepScorer:
     def flag(self, chunk: ScoreOutput, plan: WindowPlan, events: EventFilter) -> ScoreOutput:
         """The chunk with drift, events and the band; `events` must have seen the steps before.
 
-        A step with a channel out of the training range scores at least the threshold
-        and is flagged whatever the event filter says: drift is never normal. Other
-        steps are flagged by the event state of score >= threshold (`core.events`).
+        A step with a channel out of the training range scores at least
+        threshold * (1 + log1p(excess)), its largest excess in training spans, and is
+        flagged whatever the event filter says: drift is never normal, and the further
+        out, the higher it scores. Other steps are flagged by the event state of
+        score >= threshold (`core.events`).
         """
-        out_of_range = plan.drift(slice(chunk.start_step, chunk.stop_step))
+        steps = slice(chunk.start_step, chunk.stop_step)
+        out_of_range = plan.drift(steps)
         drifted = out_of_range.any(axis=1)
-        score = np.where(drifted, np.maximum(chunk.score, chunk.threshold), chunk.score)
+        floor = chunk.threshold * (1.0 + np.log1p(plan.drift_excess(steps)))
+        score = np.where(drifted, np.maximum(chunk.score, floor), chunk.score)
         band = np.zeros(len(self.channels)) if self.band is None else self.band
         return dataclasses.replace(
             chunk,
@@ -452,14 +464,14 @@ def calibrate(
     "temporal", "spatial", "residual" and maybe "probability"), and the calibration record.
 
     Only the `usable` steps (held-out normal data) set the scales. error_scale is
-    each family's per-channel mean error over them (1 without
-    normalize_channel_errors); residual_scale gives the residuals the prediction
+    each family's per-channel mean error over them, at least that over all the normal
+    training steps (1 without normalize_channel_errors); residual_scale gives the residuals the prediction
     errors' mean, so residual_weight is a plain mixing weight; reference is the
     threshold_quantile of their raw scores (smoothed, then the maximum over a centred
     range of `span` steps), so score 1.0 means the same on every model. Only the
     `scored` channels count in a step's score. Without labels the threshold is
     threshold_factor, raised where needed so that at most max_train_flag_rate of the
-    normal training steps score at or above it; with labels it is the best-F1
+    training steps are flagged (events included: `bounded_threshold`); with labels it is the best-F1
     threshold over the whole series.
     """
     scoring = config.scoring
@@ -468,11 +480,17 @@ def calibrate(
     residual = means.mean("residual")
     error_scale = np.ones((2, len(channels)))
     if scoring.normalize_channel_errors:
-        observed = ~plan.missing[usable]
-        for row, per_step in enumerate((temporal[usable], spatial[usable])):
-            sums = np.where(observed, per_step, 0.0).sum(axis=0)
-            mean_err = sums / np.maximum(observed.sum(axis=0), 1)
-            error_scale[row] = np.maximum(mean_err, MIN_ERROR_SCALE)
+        normal = np.ones_like(usable) if anomalous is None else ~anomalous
+        for row, family in enumerate((temporal, spatial)):
+            # The whole normal training series' mean error is a floor: a channel quiet on
+            # the calibration steps (a flag that never switched there) must not blow its
+            # later errors up a millionfold.
+            error_scale[row] = np.maximum(
+                np.maximum(
+                    _channel_means(family, plan.missing, usable), _channel_means(family, plan.missing, normal)
+                ),
+                MIN_ERROR_SCALE,
+            )
     scorer = StepScorer(
         config,
         channels,
@@ -507,26 +525,51 @@ def calibrate(
         threshold, f1 = best_f1_threshold(score, anomalous)
         record.update({"method": "best_f1", "best_f1": f1})
     else:
-        bound = bounded_threshold(score, scoring.max_train_flag_rate)
+        bound = bounded_threshold(score, scoring.max_train_flag_rate, scoring.min_duration, scoring.merge_gap)
         threshold = max(float(scoring.threshold_factor), bound)
         record.update(
             max_train_flag_rate=scoring.max_train_flag_rate,
             raised_by_flag_rate_bound=bound > scoring.threshold_factor,
         )
     normal = np.ones_like(usable) if anomalous is None else ~anomalous
-    record["train_flag_rate"] = float((score[normal] >= threshold).mean()) if normal.any() else 0.0
+    events = EventFilter(scoring.min_duration, scoring.merge_gap).add(score >= threshold)
+    record["train_flag_rate"] = float(events[normal].mean()) if normal.any() else 0.0
     return dataclasses.replace(scorer, reference=reference, threshold=threshold), record
 
 
-def bounded_threshold(score: FloatArray, rate: float) -> float:
-    """A threshold just above the score that `rate` of `score` exceeds, so that at most
-    `rate` of it is flagged (score >= threshold)."""
+def _channel_means(errors: FloatArray, missing: BoolArray, steps: BoolArray) -> FloatArray:
+    """(C,) each channel's mean error over its observed `steps` (0 where none)."""
+    observed = ~missing[steps]
+    sums = np.where(observed, errors[steps], 0.0).sum(axis=0)
+    means: FloatArray = sums / np.maximum(observed.sum(axis=0), 1)
+    return means
+
+
+def bounded_threshold(score: FloatArray, rate: float, min_duration: int = 1, merge_gap: int = 0) -> float:
+    """The lowest threshold, just above one of `score`'s values, at which at most `rate` of
+    the steps are flagged, counting the flags as scoring reports them: the event state
+    (`core.events`, with `min_duration` and `merge_gap`) of score >= threshold. An open
+    event holds flags for merge_gap steps after its last raw flag, so bounding the raw
+    flags alone would not bound what a user sees."""
     if score.size == 0:
         return 0.0
     allowed = math.floor(rate * score.size)
     if allowed >= score.size:
         return float(score.min())
-    ranked = np.sort(score)[::-1]
+
+    def flagged(threshold: float) -> int:
+        return int(EventFilter(min_duration, merge_gap).add(score >= threshold).sum())
+
     # Scoring sums float32 window errors where calibration sums float64 step means: a
     # relative margin keeps a training step tied at the cut below it either way.
-    return float(np.nextafter(ranked[allowed] * (1 + BOUND_MARGIN), np.inf))
+    candidates = [float(np.nextafter(v * (1 + BOUND_MARGIN), np.inf)) for v in np.unique(score)]
+    # The flag count never grows with the threshold (the event state is monotone in the
+    # flags), and above the highest score it is 0: search for the lowest threshold that fits.
+    low, high = 0, len(candidates) - 1
+    while low < high:
+        middle = (low + high) // 2
+        if flagged(candidates[middle]) <= allowed:
+            high = middle
+        else:
+            low = middle + 1
+    return candidates[low]

@@ -87,7 +87,10 @@ def test_train_shows_progress_and_reports_json(stad: Stad, tmp_path: Path, train
     assert "epoch 1/2" in run.err and "epoch 2/2" in run.err  # the progress display, a line per epoch
     assert "\r" not in run.err  # stderr is no terminal here
     assert "loss" in run.err and "ETA" in run.err
-    assert "warning: errors and threshold calibrated on the 320 training steps themselves" in run.err
+    assert (
+        "warning: errors and threshold calibrated on 64 held-out steps, fewer than min_calibration_steps"
+        in run.err
+    )
     job = run.json()
     assert isinstance(job, dict)
     assert (job["state"], job["model"]) == ("succeeded", "cli-trained")
