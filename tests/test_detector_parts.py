@@ -20,7 +20,13 @@ from stad.server.detector.model import (
     predict_masked,
     random_masks,
 )
-from stad.server.detector.preprocessing import ChannelScaler, as_matrix, extract_windows, window_starts
+from stad.server.detector.preprocessing import (
+    IQR_PER_SD,
+    ChannelScaler,
+    as_matrix,
+    extract_windows,
+    window_starts,
+)
 from stad.server.detector.train import MIN_PRETRAIN_STEPS, learning_rate, pretrain_steps
 from tests import kit
 
@@ -73,15 +79,28 @@ def test_scaler_handles_nan_and_constant_channels() -> None:
     X = np.array([[1.0, 5.0, np.nan], [3.0, 5.0, np.nan], [np.nan, 5.0, np.nan]])
     scaler = ChannelScaler.fit(X)
     np.testing.assert_allclose(scaler.mean, [2.0, 5.0, 0.0])
-    np.testing.assert_allclose(scaler.scale, [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(scaler.scale, [1.0 / IQR_PER_SD, 1.0, 1.0])  # IQR 2.5 - 1.5
     Z = scaler.transform(X)
     assert np.isnan(Z[2, 0]) and np.isnan(Z[:, 2]).all()
-    np.testing.assert_allclose(Z[:2, 0], [-1.0, 1.0])
+    np.testing.assert_allclose(Z[:2, 0], [-IQR_PER_SD, IQR_PER_SD])
     np.testing.assert_allclose(scaler.inverse(np.nan_to_num(Z))[:2, :2], X[:2, :2])
     again = ChannelScaler.from_dict(scaler.to_dict())
     np.testing.assert_array_equal(again.mean, scaler.mean)
     np.testing.assert_array_equal(again.scale, scaler.scale)
     assert np.abs(scaler.transform(np.array([[1e300, 5.0, 0.0]]))).max() <= 1e4
+
+
+def test_scaling_is_robust_to_outliers_and_falls_back_on_flags() -> None:
+    rng = np.random.default_rng(0)
+    normal = rng.normal(10.0, 2.0, size=4000)
+    spiked = normal.copy()
+    spiked[::100] = 1e4  # 1% wild readings
+    flag = (np.arange(4000) % 10 == 0).astype(float)  # IQR 0: scaled by its std instead
+    scaler = ChannelScaler.fit(np.stack([normal, spiked, flag], 1))
+    assert abs(scaler.scale[0] - 2.0) < 0.1 and abs(scaler.scale[1] - 2.0) < 0.2  # the spikes barely count
+    assert abs(scaler.mean[1] - 10.0) < 0.2
+    np.testing.assert_allclose(scaler.scale[2], flag.std())
+    assert scaler.to_dict()["method"].startswith("median")
 
 
 def test_as_matrix_messages() -> None:

@@ -1,7 +1,8 @@
 """Input validation, channel scaling, windowing and the training subspace (NumPy only).
 
-Scaling is per channel with statistics of the training data (mean and
-standard deviation, ignoring NaN), never per window: a per-window
+Scaling is per channel with robust statistics of the training data (median and
+interquartile range, ignoring NaN, so that outliers in training do not squeeze
+the normal data), never per window: a per-window
 normalisation would erase level shifts. NaN means missing and stays NaN
 through scaling and windowing; the model sees it as unobserved.
 """
@@ -52,25 +53,37 @@ def check_length(array: FloatArray, window: int, *, name: str = "the series") ->
         raise ValueError(f"{name} has {array.shape[0]} steps, shorter than one window ({window} steps)")
 
 
+# A normal distribution's interquartile range, in standard deviations.
+IQR_PER_SD = 1.349
+SCALING = "median and IQR / 1.349 (standard deviation where the IQR is 0)"
+
+
 @dataclass(frozen=True)
 class ChannelScaler:
-    """(x - mean) / scale per channel, fitted on training data."""
+    """(x - mean) / scale per channel, fitted on training data (`mean` is the median)."""
 
-    mean: FloatArray  # (C,)
+    mean: FloatArray  # (C,) the centre: each channel's training median
     scale: FloatArray  # (C,)
 
     @classmethod
     def fit(cls, X: FloatArray) -> ChannelScaler:
-        """Fit on (T, C) ignoring NaN; constant or all-missing channels get scale 1."""
-        observed = ~np.isnan(X)
-        counts = observed.sum(axis=0)
-        filled = np.where(observed, X, 0.0)
-        mean = filled.sum(axis=0) / np.maximum(counts, 1)
-        var = (np.where(observed, X - mean, 0.0) ** 2).sum(axis=0) / np.maximum(counts, 1)
-        std = np.sqrt(var)
-        tiny = 1e-9 * np.maximum(np.abs(mean), 1.0)
-        scale = np.where(std > tiny, std, 1.0)
-        return cls(mean=mean.astype(np.float64), scale=scale.astype(np.float64))
+        """Fit on (T, C) ignoring NaN, robust to outliers in the training data: the median,
+        and the interquartile range / IQR_PER_SD (a normal channel's standard deviation).
+        A channel whose IQR is 0 (a flag, or mostly one value) is scaled by its standard
+        deviation instead; a constant or all-missing one by 1."""
+        centre = np.zeros(X.shape[1])
+        scale = np.ones(X.shape[1])
+        for c in range(X.shape[1]):
+            values = X[~np.isnan(X[:, c]), c]
+            if values.size == 0:
+                continue
+            low, centre[c], high = np.percentile(values, [25.0, 50.0, 75.0])
+            tiny = 1e-9 * max(abs(centre[c]), 1.0)
+            for spread in ((high - low) / IQR_PER_SD, float(values.std())):
+                if spread > tiny:
+                    scale[c] = spread
+                    break
+        return cls(mean=centre, scale=scale)
 
     def transform(self, X: FloatArray) -> FloatArray:
         if X.shape[-1] != self.mean.shape[0]:
@@ -82,11 +95,13 @@ class ChannelScaler:
         out: FloatArray = Z.astype(np.float64) * self.scale + self.mean
         return out
 
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data; `method` records how it was fitted (`mean` holds the centre)."""
+        return {"method": SCALING, "mean": self.mean.tolist(), "scale": self.scale.tolist()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, list[float]]) -> ChannelScaler:
+    def from_dict(cls, data: dict[str, Any]) -> ChannelScaler:
+        """The inverse of `to_dict` (models saved before `method` used mean and std: same fields)."""
         return cls(
             mean=np.asarray(data["mean"], dtype=np.float64),
             scale=np.asarray(data["scale"], dtype=np.float64),
