@@ -21,7 +21,7 @@ from stad.server.detector.model import (
     random_masks,
 )
 from stad.server.detector.preprocessing import (
-    IQR_PER_SD,
+    SCALING,
     ChannelScaler,
     as_matrix,
     extract_windows,
@@ -79,10 +79,10 @@ def test_scaler_handles_nan_and_constant_channels() -> None:
     X = np.array([[1.0, 5.0, np.nan], [3.0, 5.0, np.nan], [np.nan, 5.0, np.nan]])
     scaler = ChannelScaler.fit(X)
     np.testing.assert_allclose(scaler.mean, [2.0, 5.0, 0.0])
-    np.testing.assert_allclose(scaler.scale, [1.0 / IQR_PER_SD, 1.0, 1.0])  # IQR 2.5 - 1.5
+    np.testing.assert_allclose(scaler.scale, [1.0, 1.0, 1.0])
     Z = scaler.transform(X)
     assert np.isnan(Z[2, 0]) and np.isnan(Z[:, 2]).all()
-    np.testing.assert_allclose(Z[:2, 0], [-IQR_PER_SD, IQR_PER_SD])
+    np.testing.assert_allclose(Z[:2, 0], [-1.0, 1.0])
     np.testing.assert_allclose(scaler.inverse(np.nan_to_num(Z))[:2, :2], X[:2, :2])
     again = ChannelScaler.from_dict(scaler.to_dict())
     np.testing.assert_array_equal(again.mean, scaler.mean)
@@ -95,12 +95,14 @@ def test_scaling_is_robust_to_outliers_and_falls_back_on_flags() -> None:
     normal = rng.normal(10.0, 2.0, size=4000)
     spiked = normal.copy()
     spiked[::100] = 1e4  # 1% wild readings
-    flag = (np.arange(4000) % 10 == 0).astype(float)  # IQR 0: scaled by its std instead
+    flag = (np.arange(4000) % 10 == 0).astype(float)  # IQR 0: every value counts
     scaler = ChannelScaler.fit(np.stack([normal, spiked, flag], 1))
-    assert abs(scaler.scale[0] - 2.0) < 0.1 and abs(scaler.scale[1] - 2.0) < 0.2  # the spikes barely count
-    assert abs(scaler.mean[1] - 10.0) < 0.2
-    np.testing.assert_allclose(scaler.scale[2], flag.std())
-    assert scaler.to_dict()["method"].startswith("median")
+    np.testing.assert_allclose(scaler.scale[0], normal.std())  # clean data: plain mean and std
+    np.testing.assert_allclose(scaler.mean[0], normal.mean())
+    assert abs(scaler.scale[1] - 2.0) < 0.1 and abs(scaler.mean[1] - 10.0) < 0.2  # spikes left out
+    assert spiked.std() > 900  # what the plain std would have been
+    np.testing.assert_allclose([scaler.mean[2], scaler.scale[2]], [flag.mean(), flag.std()])
+    assert scaler.to_dict()["method"] == SCALING
 
 
 def test_as_matrix_messages() -> None:

@@ -1,8 +1,8 @@
 """Input validation, channel scaling, windowing and the training subspace (NumPy only).
 
-Scaling is per channel with robust statistics of the training data (median and
-interquartile range, ignoring NaN, so that outliers in training do not squeeze
-the normal data), never per window: a per-window
+Scaling is per channel with statistics of the training data (mean and standard
+deviation, ignoring NaN and outliers, so that a few wild readings in training do
+not squeeze the normal data), never per window: a per-window
 normalisation would erase level shifts. NaN means missing and stays NaN
 through scaling and windowing; the model sees it as unobserved.
 """
@@ -55,34 +55,38 @@ def check_length(array: FloatArray, window: int, *, name: str = "the series") ->
 
 # A normal distribution's interquartile range, in standard deviations.
 IQR_PER_SD = 1.349
-SCALING = "median and IQR / 1.349 (standard deviation where the IQR is 0)"
+# Values further than this many robust standard deviations from the median are outliers.
+OUTLIER_SDS = 5.0
+SCALING = "mean and standard deviation within 5 robust sd (IQR / 1.349) of the median"
 
 
 @dataclass(frozen=True)
 class ChannelScaler:
-    """(x - mean) / scale per channel, fitted on training data (`mean` is the median)."""
+    """(x - mean) / scale per channel, fitted on training data without its outliers."""
 
-    mean: FloatArray  # (C,) the centre: each channel's training median
+    mean: FloatArray  # (C,)
     scale: FloatArray  # (C,)
 
     @classmethod
     def fit(cls, X: FloatArray) -> ChannelScaler:
-        """Fit on (T, C) ignoring NaN, robust to outliers in the training data: the median,
-        and the interquartile range / IQR_PER_SD (a normal channel's standard deviation).
-        A channel whose IQR is 0 (a flag, or mostly one value) is scaled by its standard
-        deviation instead; a constant or all-missing one by 1."""
+        """Fit on (T, C) ignoring NaN: each channel's mean and standard deviation over its
+        values within OUTLIER_SDS robust standard deviations (IQR / IQR_PER_SD) of its
+        median, so that a few wild readings in training do not squeeze the normal data; on
+        clean data that is every value. A channel whose IQR is 0 (a flag, or mostly one
+        value) keeps all its values; a constant or all-missing one gets scale 1."""
         centre = np.zeros(X.shape[1])
         scale = np.ones(X.shape[1])
         for c in range(X.shape[1]):
             values = X[~np.isnan(X[:, c]), c]
             if values.size == 0:
                 continue
-            low, centre[c], high = np.percentile(values, [25.0, 50.0, 75.0])
-            tiny = 1e-9 * max(abs(centre[c]), 1.0)
-            for spread in ((high - low) / IQR_PER_SD, float(values.std())):
-                if spread > tiny:
-                    scale[c] = spread
-                    break
+            low, median, high = np.percentile(values, [25.0, 50.0, 75.0])
+            robust_sd = (high - low) / IQR_PER_SD
+            if robust_sd > 1e-9 * max(abs(median), 1.0):
+                values = values[np.abs(values - median) <= OUTLIER_SDS * robust_sd]
+            centre[c] = values.mean()
+            spread = float(values.std())
+            scale[c] = spread if spread > 1e-9 * max(abs(centre[c]), 1.0) else 1.0
         return cls(mean=centre, scale=scale)
 
     def transform(self, X: FloatArray) -> FloatArray:
