@@ -525,7 +525,8 @@ def test_grafana_dashboard_queries_run_on_the_output(
     dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/dashboards/stad.json").read_text())
     transport = Transport(Connection(url=influxd.url))
     reader = InfluxQLReader(transport)
-    chosen: dict[str, str] = {"timeFilter": "time >= 0", "__interval": "1h"}
+    time_filter = f"time >= {int(data.timestamps_ns[0])} AND time < {end}"
+    chosen: dict[str, str] = {"timeFilter": time_filter, "__interval": "1h"}
 
     def expand(query: str) -> str:
         for name in sorted(chosen, key=len, reverse=True):  # $tag_value before $tag_key's prefix
@@ -557,7 +558,17 @@ def test_grafana_dashboard_queries_run_on_the_output(
         }
         queries = [t["query"] for panel in dashboard["panels"] for t in panel["targets"]]
         queries += [a["query"] for a in dashboard["annotations"]["list"]]
+        assert any("upper_$channel" in q and "lower_$channel" in q for q in queries)  # the bands
         for query in queries:
-            assert reader.query(expand(query), database=database), expand(query)
+            found = reader.query(expand(query), database=database)
+            columns = {c for series in found for c in series["columns"]}
+            filled = {
+                c
+                for series in found
+                for row in series["values"]
+                for c, value in zip(series["columns"], row, strict=True)
+                if value is not None
+            }
+            assert found and columns == filled, (expand(query), sorted(columns - filled))
     finally:
         transport.close()
