@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,27 @@ def build_select(pipeline: Pipeline, start_ns: int, stop_ns: int) -> str:
     )
     source = source_clause(pipeline.database, pipeline.retention_policy, pipeline.measurement)
     return f"SELECT {columns} FROM {source} WHERE {where} GROUP BY {group} fill(null)"
+
+
+def build_show_series(pipeline: Pipeline) -> str:
+    """The series keys of the pipeline's measurement that pass its tag filter."""
+    source = source_clause(pipeline.database, pipeline.retention_policy, pipeline.measurement)
+    condition = tag_condition(dict(pipeline.tag_filter))
+    return f"SHOW SERIES FROM {source}" + (f" WHERE {condition}" if condition else "")
+
+
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+_UNESCAPED_EQUALS = re.compile(r"(?<!\\)=")
+_ESCAPE = re.compile(r"\\([ ,=\\])")
+
+
+def parse_series_key(key: str) -> dict[str, str]:
+    """The tags of a series key as SHOW SERIES gives it: `m,k=v,k2=v\\ 2` (line-protocol escapes)."""
+    tags = {}
+    for pair in _UNESCAPED_COMMA.split(key)[1:]:
+        name, value = [*_UNESCAPED_EQUALS.split(pair, maxsplit=1), ""][:2]
+        tags[_ESCAPE.sub(r"\1", name)] = _ESCAPE.sub(r"\1", value)
+    return tags
 
 
 def parse_response(payload: bytes) -> list[dict[str, Any]]:
@@ -111,3 +133,10 @@ class InfluxQLReader:
     def read(self, pipeline: Pipeline, start_ns: int, stop_ns: int) -> list[SeriesBlock]:
         series = self.query(build_select(pipeline, start_ns, stop_ns), database=pipeline.database)
         return blocks_from_series(series, pipeline.fields)
+
+    def series_tags(self, pipeline: Pipeline) -> list[dict[str, str]]:
+        """The group_by tags of every series of the pipeline (its measurement, tag filter), once each."""
+        found = self.query(build_show_series(pipeline), database=pipeline.database)
+        keys = [str(row[0]) for item in found for row in item.get("values", [])]
+        seen = {tuple((k, parse_series_key(key).get(k, "")) for k in pipeline.group_by) for key in keys}
+        return [dict(tags) for tags in sorted(seen)]

@@ -23,8 +23,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +62,13 @@ def _put(channel: queue.Queue[T], item: T, failed: threading.Event) -> None:
 
 class Reader(Protocol):
     def read(self, pipeline: Pipeline, start_ns: int, stop_ns: int) -> list[SeriesBlock]: ...
+
+
+@runtime_checkable
+class SeriesLister(Protocol):
+    """A reader that can list a pipeline's series (their group_by tags) cheaply."""
+
+    def series_tags(self, pipeline: Pipeline) -> list[dict[str, str]]: ...
 
 
 class Scorer(Protocol):
@@ -107,6 +114,22 @@ class Shard:
 
 
 NO_SHARD = Shard()
+
+
+def fixed_tags(pipeline: Pipeline) -> dict[str, str]:
+    """The tags every series of the pipeline has: its single-valued tag filters."""
+    return {k: v[0] for k, v in pipeline.tag_filter.items() if len(v) == 1}
+
+
+def owned_only(pipeline: Pipeline, shard: Shard, listed: Sequence[Mapping[str, str]]) -> Pipeline | None:
+    """The pipeline with its tag filter narrowed to the group_by values of the listed series
+    (their group_by tags) that `shard` owns; None when it owns none of them."""
+    fixed = fixed_tags(pipeline)
+    owned = [t for t in listed if shard.owns(series_key(pipeline.measurement, {**fixed, **t}))]
+    if not owned:
+        return None
+    values = {key: tuple(sorted({t[key] for t in owned})) for key in pipeline.group_by}
+    return replace(pipeline, tag_filter={**pipeline.tag_filter, **values})
 
 
 @dataclass
@@ -208,6 +231,7 @@ class PipelineRunner:
         self.on_chunk = on_chunk
         self.on_retry = on_retry
         self._geometry: Geometry | None = None
+        self._owned_only: tuple[Pipeline | None] | None = None  # narrowed to this shard's series
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
         def report(exc: BaseException, attempt: int, delay_s: float) -> None:
@@ -238,8 +262,28 @@ class PipelineRunner:
             self._geometry = geometry
         return self._geometry
 
+    def _read(self, start_ns: int, stop_ns: int, what: str = "read") -> list[SeriesBlock]:
+        """Read the pipeline over [start, stop): with shards, only (about) the owned series."""
+        pipeline = self._read_pipeline()
+        if pipeline is None:
+            return []
+        return self._call(lambda: self.reader.read(pipeline, start_ns, stop_ns), what)
+
+    def _read_pipeline(self) -> Pipeline | None:
+        """The pipeline as read. One shard of several reads only the group_by tag values of
+        the series it owns (listed once per pass), not every series to drop most of them;
+        None when it owns none. Series that appear later are read from the next pass on."""
+        pipeline = self.pipeline
+        if self.shard.count == 1 or not pipeline.group_by or not isinstance(self.reader, SeriesLister):
+            return pipeline
+        if self._owned_only is None:
+            lister = self.reader
+            listed = self._call(lambda: lister.series_tags(pipeline), "series lookup")
+            self._owned_only = (owned_only(pipeline, self.shard, listed),)
+        return self._owned_only[0]
+
     def _filter_tags(self) -> dict[str, str]:
-        return {k: v[0] for k, v in self.pipeline.tag_filter.items() if len(v) == 1}
+        return fixed_tags(self.pipeline)
 
     def horizon_ns(self) -> int:
         """Data on grid steps before this is final: their window ended by now - offset."""
@@ -476,7 +520,7 @@ class PipelineRunner:
         if not spans:
             return {}
         lo, hi = min(b for b, _ in spans), max(stop for _, stop in spans)
-        blocks = self._call(lambda: self.reader.read(pipeline, lo, hi), "late-data read")
+        blocks = self._read(lo, hi, "late-data read")
         rewound = {}
         for block in blocks:
             key = series_key(pipeline.measurement, {**self._filter_tags(), **block.tags})
@@ -658,7 +702,7 @@ class PipelineRunner:
         )
         read_stop = min(horizon, chunk_stop + geometry.window * pipeline.interval_ns + geometry.after_ns)
         data_stop = min(horizon, read_stop + self.fill_reach * pipeline.interval_ns)
-        blocks = self._call(lambda: self.reader.read(pipeline, read_from, data_stop), "read")
+        blocks = self._read(read_from, data_stop)
         items, advance, moved = self._items(
             blocks,
             read_from,
@@ -744,7 +788,13 @@ class PipelineRunner:
             self._call(lambda: self.store.save(save_as, advanced), "checkpoint save")
             checkpoints.update({c.series: c for c in advanced})
         return ChunkReport(
-            pipeline.name, prepared.start_ns, prepared.stop_ns, len(prepared.items), steps, written
+            pipeline.name,
+            prepared.start_ns,
+            prepared.stop_ns,
+            len(prepared.items),
+            steps,
+            written,
+            prepared.read,
         )
 
     def _advanced(
@@ -798,10 +848,7 @@ class PipelineRunner:
         chunk_ns = pipeline.chunk_steps * pipeline.interval_ns
         for chunk_start in range(start, stop, chunk_ns):
             chunk_stop = min(stop, chunk_start + chunk_ns)
-            blocks = self._call(
-                lambda a=chunk_start, b=chunk_stop: self.reader.read(pipeline, a, b),  # type: ignore[misc]
-                "read",
-            )
+            blocks = self._read(chunk_start, chunk_stop)
             for block in blocks:
                 key = series_key(pipeline.measurement, {**self._filter_tags(), **block.tags})
                 if not self.shard.owns(key):

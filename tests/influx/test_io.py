@@ -157,6 +157,25 @@ def test_the_eraser_without_a_delete_endpoint_says_so_once_and_deletes_nothing(
     v2.close()
 
 
+def test_series_are_listed_with_their_group_by_tags(transport: Transport, database: str) -> None:
+    odd = "a b,c=d"
+    LineWriter(transport).write(
+        [
+            Point("pump", tags, {"a": 1.0}, T0)
+            for tags in (
+                {"site": odd, "plant": "p1"},
+                {"site": "x", "plant": "p1", "unit": "1"},
+                {"site": "x", "plant": "p1", "unit": "2"},
+                {"plant": "p1"},
+                {"site": "y", "plant": "p2"},
+            )
+        ],
+        database=database,
+    )
+    job = _job(database, tag_filter={"plant": ("p1",)})
+    assert InfluxQLReader(transport).series_tags(job) == [{"site": ""}, {"site": odd}, {"site": "x"}]
+
+
 def test_writes_are_checked(transport: Transport, database: str) -> None:
     writer = LineWriter(transport)
     with pytest.raises(InfluxError, match="HTTP 400") as bad:

@@ -365,14 +365,21 @@ def test_shards_split_series_between_workers(
     end = int(data.timestamps_ns[-1]) + SETTLE
     job = kit.pipeline(database, data, initial_lookback_ns=LOOKBACK)
     owners = {}
+    read = {}
     for index in range(2):
         before = {r["unit"] for r in kit.scores(influxd.url, database)}
+        reports: list[ChunkReport] = []
         with Task(
-            kit.config(influxd.url, server.target, (job,)), shard=Shard(index, 2), now_ns=lambda: end
+            kit.config(influxd.url, server.target, (job,)),
+            shard=Shard(index, 2),
+            now_ns=lambda: end,
+            on_chunk=reports.append,
         ) as task:
             task.once()
         owners[index] = {r["unit"] for r in kit.scores(influxd.url, database)} - before
+        read[index] = sum(r.read for r in reports)
     assert owners[0] | owners[1] == set(UNITS) and not owners[0] & owners[1]
+    assert read[0] + read[1] == data.values.size * len(UNITS)  # each shard reads its own series only
     assert {unit: Shard(0, 2).owns(f"pump,plant=p1,unit={unit}") for unit in UNITS} == {
         unit: unit in owners[0] for unit in UNITS
     }
