@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -57,8 +58,29 @@ from stad.influx_task.transport import Transport
 from stad.influx_task.writer import LineWriter
 
 RESULTS = Path(__file__).parent / "results" / "influx.json"
+PROCESSES = ("client", "server", "influxd")
 STEP_S = 300  # 5-minute steps: the demo generator needs two days of steps at least
 SETTINGS = TrainingSettings(epochs=1, window=64, patch=8, d_model=64, n_layers=2, n_heads=4, seed=0)
+
+
+class CpuMeter:
+    """CPU seconds (user + system, all threads) of this process, the scoring server and influxd."""
+
+    def __init__(self, server_pid: int, influxd_pid: int) -> None:
+        self.pids = {"server": server_pid, "influxd": influxd_pid}
+        self.tick_s = 1 / os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> dict[str, float]:
+        found = {"client": time.process_time()}
+        for name, pid in self.pids.items():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            found[name] = (int(fields[11]) + int(fields[12])) * self.tick_s  # utime, stime
+        return found
+
+    def since(self, before: dict[str, float], phase: str) -> dict[str, float]:
+        """`<phase>_cpu_<process>_s` for each process since `before`."""
+        now = self.read()
+        return {f"{phase}_cpu_{name}_s": now[name] - before[name] for name in PROCESSES}
 
 
 def _load(url: str, series: int, fields: int, steps: int) -> tuple[tuple[str, ...], int, int]:
@@ -128,13 +150,16 @@ def run(series: int, fields: int, steps: int, chunk_steps: int, repeats: int) ->
                     timeout_s=1800,
                 )  # one series: training is not measured
                 train_s = time.perf_counter() - t0
+            assert server.process.pid and influxd.pid
+            meter = CpuMeter(server.process.pid, influxd.pid)
             by_shards = {}
             for shards in (1, 4):
                 runs = []
                 for _ in range(repeats):  # alternate stages and task so both see the same machine load
-                    stages = _stages(influxd.url, f"127.0.0.1:{server.port}", job, start, end, shards)
+                    stages = _stages(influxd.url, f"127.0.0.1:{server.port}", job, start, end, shards, meter)
+                    before = meter.read()
                     task_s, stats = _backfill(config, start, end, shards)
-                    runs.append({**stages, "task_s": task_s})
+                    runs.append({**stages, "task_s": task_s, **meter.since(before, "task")})
                 by_shards[str(shards)] = _figures(runs, series * steps, stats)
     finally:
         if server is not None:
@@ -197,6 +222,13 @@ def _figures(runs: list[dict[str, float]], total: int, stats: PassStats) -> dict
         "steps_scored_by_task": stats.steps,
         "points_written_by_task": stats.points,
         "stage_busy_s_in_task": {k: round(v, 3) for k, v in stats.stage_s.items()},
+        # CPU seconds per process: the three stages alone (summed) and the task; a task that
+        # used about as much CPU as its stages added no work, and on C cores it cannot end
+        # before its total CPU seconds / C
+        "cpu_s": {
+            phase: {name: round(sum(best[f"{s}_cpu_{name}_s"] for s in stages), 3) for name in PROCESSES}
+            for phase, stages in (("stages_alone", STAGES), ("task", ("task",)))
+        },
         "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs],
     }
 
@@ -235,7 +267,9 @@ def _backfill(config: TaskConfig, start: int, end: int, shards: int) -> tuple[fl
     return wall, total
 
 
-def _stages(url: str, target: str, job: Pipeline, start: int, end: int, shards: int) -> dict[str, float]:
+def _stages(
+    url: str, target: str, job: Pipeline, start: int, end: int, shards: int, meter: CpuMeter
+) -> dict[str, float]:
     """Each stage over all series, the shards' parts in parallel: its wall time alone, and
     its wall time with all three stages started at once (`together_<stage>_s`)."""
     transport = Transport(Connection(url=url, timeout_ms=600_000))
@@ -248,28 +282,26 @@ def _stages(url: str, target: str, job: Pipeline, start: int, end: int, shards: 
     def score(parts: list[Any]) -> tuple[float, list[Any]]:
         return _in_parallel([lambda p=p: _score_part(target, job, p) for p in parts])  # type: ignore[misc]
 
+    before = meter.read()
     query_s, parts = query()
+    cpu = meter.since(before, "query")
+    before = meter.read()
     score_s, scored = score(parts)
+    cpu |= meter.since(before, "score")
     raw_job = Pipeline(**{**vars(job), "output_database": "out_raw"})
-    point_sets = [
-        [
-            point
-            for (block, _, values), result in zip(grids, results, strict=True)
-            for point in score_points(
-                raw_job,
-                dict(block.tags),
-                result,
-                (~np.isnan(values).all(axis=1)) & (result.timestamps_ns >= start) & np.isfinite(result.score),
-            )
-        ]
-        for grids, results in zip(parts, scored, strict=True)
-    ]
     writer = LineWriter(transport, batch_lines=10_000)
 
     def write() -> tuple[float, list[Any]]:
-        return _in_parallel([lambda p=p: writer.write(p, database="out_raw") for p in point_sets])  # type: ignore[misc]
+        return _in_parallel(
+            [
+                lambda g=g, r=r: _write_part(writer, raw_job, g, r, start)  # type: ignore[misc]
+                for g, r in zip(parts, scored, strict=True)
+            ]
+        )
 
+    before = meter.read()
     write_s, _ = write()
+    cpu |= meter.since(before, "write")
     _, together = _in_parallel([lambda: query()[0], lambda: score(parts)[0], lambda: write()[0]])
     transport.close()
     return {
@@ -277,7 +309,23 @@ def _stages(url: str, target: str, job: Pipeline, start: int, end: int, shards: 
         "score_s": score_s,
         "write_s": write_s,
         **{f"together_{k}_s": seconds for k, seconds in zip(STAGES, together, strict=True)},
+        **cpu,
     }
+
+
+def _write_part(writer: LineWriter, job: Pipeline, grids: list[Any], results: list[Any], start: int) -> int:
+    """What one shard of the task does to commit its scores: build the points, write them."""
+    points = [
+        point
+        for (block, _, values), result in zip(grids, results, strict=True)
+        for point in score_points(
+            job,
+            dict(block.tags),
+            result,
+            (~np.isnan(values).all(axis=1)) & (result.timestamps_ns >= start) & np.isfinite(result.score),
+        )
+    ]
+    return writer.write(points, database=job.out_database)
 
 
 def _query_part(transport: Transport, job: Pipeline, start: int, end: int, shard: Shard) -> list[Any]:
@@ -323,7 +371,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'steps/s':<30}{'1 shard':>14}{'4 shards':>14}")
-    rows = [(f"{k} alone", (k + "_steps_per_s",)) for k in STAGES]
+    rows: list[tuple[str, tuple[str, ...]]] = [(f"{k} alone", (k + "_steps_per_s",)) for k in STAGES]
     rows += [(f"{k} together", ("together", k + "_steps_per_s")) for k in STAGES]
     rows += [(k, (k,)) for k in ("steps_per_s", "pipeline_ratio", "pipeline_ratio_vs_alone", "bottleneck")]
     for label, path in rows:
