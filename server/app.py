@@ -28,6 +28,7 @@ from stad.server.jobs import JobManager
 from stad.server.metrics import ServerMetrics
 from stad.server.model_service import ModelServicer
 from stad.server.registry import Registry
+from stad.server.request_memory import MemoryGate
 from stad.server.scoring import BatchingSettings, ScoringEngine
 from stad.server.scoring_service import ScoringServicer
 from stad.server.settings import Settings, parse_settings, threads_for_torch
@@ -188,12 +189,19 @@ async def create_server(
     )
     limit = settings.max_message_bytes
     server = aio.server(
-        interceptors=[TokenCheck(tokens, metrics, bad_calls), DecodeCheck(bad_calls)],
+        interceptors=[
+            TokenCheck(tokens, metrics, bad_calls),
+            MemoryGate(settings.max_request_memory_mb * MIB, limit, metrics),
+            DecodeCheck(bad_calls),
+        ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),
+            # without BDP probing a stream's flow-control window stays small until its message
+            # is read, so calls waiting for request memory do not fill it with their bytes
+            ("grpc.http2.bdp_probe", 0),
         ],
     )
     scoring_pb2_grpc.add_ScoringServiceServicer_to_server(

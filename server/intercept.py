@@ -8,10 +8,13 @@ as one line each, at most a few per minute.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import inspect
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -23,6 +26,9 @@ from stad.server.errors import InvalidArgumentError
 from stad.server.metrics import ServerMetrics
 
 log = logging.getLogger("stad.server.calls")
+
+# How long a refused request stream is read on, so that the client sees the status.
+DRAIN_S = 10.0
 
 # Services any caller may use without the token: probes and tooling need them.
 OPEN_SERVICES = (
@@ -178,6 +184,7 @@ async def _decoded(
 ) -> AsyncIterator[object]:
     async for request in requests:
         if isinstance(request, _Undecodable):
+            await drain(requests)
             raise _corrupt(method, request.reason, bad_calls)
         yield request
 
@@ -194,25 +201,53 @@ async def _results(result: object) -> AsyncIterator[object]:
 
 def _unary_unary(behavior: Any, method: str, bad_calls: RateLimitedLog) -> Any:
     async def wrapped(request: object, context: aio.ServicerContext[Any, Any]) -> object:
-        if isinstance(request, _Undecodable):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, str(_corrupt(method, request.reason, bad_calls))
-            )
-        return await behavior(request, context)
+        try:
+            if isinstance(request, _Undecodable):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, str(_corrupt(method, request.reason, bad_calls))
+                )
+            return await behavior(request, context)
+        except BaseException as exc:
+            del request
+            _release_frames(exc)
+            raise
 
     return wrapped
 
 
 def _unary_stream(behavior: Any, method: str, bad_calls: RateLimitedLog) -> Any:
     async def wrapped(request: object, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[object]:
-        if isinstance(request, _Undecodable):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, str(_corrupt(method, request.reason, bad_calls))
-            )
-        async for item in _results(behavior(request, context)):
-            yield item
+        try:
+            if isinstance(request, _Undecodable):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, str(_corrupt(method, request.reason, bad_calls))
+                )
+            async for item in _results(behavior(request, context)):
+                yield item
+        except BaseException as exc:
+            del request
+            _release_frames(exc)
+            raise
 
     return wrapped
+
+
+def _release_frames(exc: BaseException) -> None:
+    """gRPC keeps an aborted call's exception in the call's state, in a reference cycle with
+    the frames of its traceback: the request and the arrays made of it would live on until
+    the cyclic garbage collector ran. Clearing the finished frames' locals frees them now."""
+    traceback.clear_frames(exc.__traceback__)
+
+
+async def drain(requests: AsyncIterator[object]) -> None:
+    """Reads and drops what the client still sends, for at most DRAIN_S, so that it has
+    finished writing when the status goes out: grpc's asyncio client reports INTERNAL
+    ("Internal error from Core") instead of the server's status when a call ends while
+    it is still writing (grpc/grpc#36066)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in requests:
+                pass
 
 
 def _stream_unary(behavior: Any, method: str, bad_calls: RateLimitedLog) -> Any:
@@ -221,6 +256,9 @@ def _stream_unary(behavior: Any, method: str, bad_calls: RateLimitedLog) -> Any:
             return await behavior(_decoded(requests, method, bad_calls), context)
         except CorruptMessage as exc:  # a handler that does not map errors itself
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except BaseException as exc:
+            _release_frames(exc)
+            raise
 
     return wrapped
 
@@ -234,6 +272,9 @@ def _stream_stream(behavior: Any, method: str, bad_calls: RateLimitedLog) -> Any
                 yield item
         except CorruptMessage as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except BaseException as exc:
+            _release_frames(exc)
+            raise
 
     return wrapped
 

@@ -67,6 +67,16 @@ class ServerMetrics:
             "Windows waiting in the batching queues.",
             registry=self.registry,
         )
+        self.request_memory = Gauge(
+            "stad_request_memory_bytes",
+            "Memory reserved for the scoring requests being served (--max-request-memory-mb).",
+            registry=self.registry,
+        )
+        self.request_memory_waits = Counter(
+            "stad_request_memory_waits_total",
+            "Scoring calls that waited for request memory before their message was read.",
+            registry=self.registry,
+        )
         self.training_jobs = Gauge(
             "stad_training_jobs",
             "Training jobs known to the server, by state.",

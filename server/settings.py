@@ -40,6 +40,7 @@ class Settings:
     tls_key: Path | None = None
     client_ca: Path | None = None
     max_concurrent_rpcs: int = 256
+    max_request_memory_mb: int = 128
     grace_s: float = 10.0
     max_concurrent_jobs: int = 1
     max_queued_jobs: int = 64
@@ -73,6 +74,7 @@ class Settings:
             "max_job_memory_mb",
             "max_cached_models",
             "max_concurrent_rpcs",
+            "max_request_memory_mb",
         ):
             value = getattr(self, name)
             if value < 1:
@@ -155,6 +157,12 @@ _FLAGS: dict[str, tuple[type, str]] = {
         int,
         "calls in progress at most, open ones (health, reflection) included; more get "
         "RESOURCE_EXHAUSTED at once (default 256)",
+    ),
+    "max_request_memory_mb": (
+        int,
+        "memory in MiB for the Score and StreamScore requests being served (about 4x their "
+        "size); a call waits for room before its message is read, up to its deadline, and "
+        "one call alone always gets in (default 128)",
     ),
     "grace_s": (float, "seconds in-flight calls get to finish on shutdown (default 10)"),
     "max_concurrent_jobs": (int, "training jobs running at once (default 1)"),

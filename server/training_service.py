@@ -9,8 +9,9 @@ from typing import Any
 from grpc import aio
 
 from stad.server import convert, paging, requests
-from stad.server.errors import RequestCutOff
+from stad.server.errors import RequestCutOff, StadServerError
 from stad.server.guard import CallGuard
+from stad.server.intercept import drain
 from stad.server.jobs import JobManager
 from stad.v1 import training_pb2 as _training_pb2
 from stad.v1 import training_pb2_grpc as _training_pb2_grpc
@@ -29,7 +30,11 @@ class TrainingServicer(_training_pb2_grpc.TrainingServiceServicer):
     ) -> _training_pb2.StartTrainingResponse:
         async def body() -> _training_pb2.StartTrainingResponse:
             messages = _ended_by_client(request_iterator, context)
-            request = await requests.training_request(messages, self._max_bytes)
+            try:
+                request = await requests.training_request(messages, self._max_bytes)
+            except StadServerError:
+                await drain(request_iterator)  # the caller sees our status once it stops writing
+                raise
             job = await self._jobs.submit(request)
             return _training_pb2.StartTrainingResponse(job=convert.job_message(job))
 

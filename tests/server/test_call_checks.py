@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from stad.server.app import StartupError, create_server
+from stad.server.embedded import EmbeddedServer
 from stad.server.intercept import RateLimitedLog
 from stad.server.settings import Settings
-from stad.v1 import models_pb2, models_pb2_grpc, scoring_pb2, training_pb2
+from stad.v1 import models_pb2, models_pb2_grpc, scoring_pb2, series_pb2, training_pb2
 from tests.server.conftest import MakeServer
 
 # Not a protobuf message: a tag whose varint never ends.
@@ -49,18 +51,26 @@ async def send_raw(
     channel: aio.Channel, method: tuple[str, bool, bool], payload: bytes, metadata: Any = ()
 ) -> grpc.StatusCode:
     """Send `payload` as the request bytes of `method`; the status code it ends with."""
+    return await send_raws(channel, method, [payload], metadata)
+
+
+async def send_raws(
+    channel: aio.Channel, method: tuple[str, bool, bool], payloads: list[bytes], metadata: Any = ()
+) -> grpc.StatusCode:
+    """Send `payloads` as the request messages of `method` (the first alone where it takes
+    one); the status code it ends with."""
     path, client_streaming, server_streaming = method
     try:
         if client_streaming and server_streaming:
-            async for _ in channel.stream_stream(path)(iter([payload]), metadata=metadata, timeout=20):
+            async for _ in channel.stream_stream(path)(iter(payloads), metadata=metadata, timeout=20):
                 pass
         elif client_streaming:
-            await channel.stream_unary(path)(iter([payload]), metadata=metadata, timeout=20)
+            await channel.stream_unary(path)(iter(payloads), metadata=metadata, timeout=20)
         elif server_streaming:
-            async for _ in channel.unary_stream(path)(payload, metadata=metadata, timeout=20):
+            async for _ in channel.unary_stream(path)(payloads[0], metadata=metadata, timeout=20):
                 pass
         else:
-            await channel.unary_unary(path)(payload, metadata=metadata, timeout=20)
+            await channel.unary_unary(path)(payloads[0], metadata=metadata, timeout=20)
     except aio.AioRpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK
@@ -71,6 +81,31 @@ async def test_corrupt_bytes_are_invalid_argument_on_every_method(
     served: tuple[Any, aio.Channel], method: tuple[str, bool, bool]
 ) -> None:
     assert await send_raw(served[1], method, CORRUPT) is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _training_chunk() -> bytes:
+    data = series_pb2.Series(channels=["a", "b"], values=[0.5] * 4096)
+    return training_pb2.StartTrainingRequest(data=data).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "first",
+    [CORRUPT, training_pb2.StartTrainingRequest().SerializeToString()],
+    ids=["corrupt bytes", "no spec"],
+)
+async def test_a_training_stream_refused_early_still_tells_the_client_why(
+    model_dir: Path, first: bytes
+) -> None:
+    """The server refuses at the first message while the client is still writing; grpc's
+    asyncio client then reports INTERNAL for some of the calls (a race, grpc/grpc#36066)
+    unless the server reads the rest before it answers. The server runs on a loop of its
+    own, as it does in production, for the race to happen."""
+    start_training = ("/stad.v1.TrainingService/StartTraining", True, False)
+    payloads = [first] + [_training_chunk()] * 200
+    with EmbeddedServer(model_dir, device="cpu") as server:
+        async with aio.insecure_channel(server.target) as channel:
+            codes = Counter([await send_raws(channel, start_training, payloads) for _ in range(30)])
+    assert codes == {grpc.StatusCode.INVALID_ARGUMENT: 30}
 
 
 async def test_the_token_is_checked_before_the_message_is_decoded(make_server: MakeServer) -> None:
