@@ -482,3 +482,48 @@ def test_a_backfill_deletes_the_events_it_no_longer_writes_and_none_outside_its_
     assert {k: v for k, v in scores.items() if k[1] in rescored} == {
         k: v for k, v in reference[0].items() if k[1] in rescored
     }
+
+
+def test_a_rescore_that_starts_inside_an_open_episode_keeps_it_whole(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    reference: tuple[Written, Written],
+    database: str,
+) -> None:
+    data = trained[1]
+    chunk = 40  # passes checkpoint, and keep the episode state, every 40 steps from FIRST
+    lateness = 400 * STEP
+    final = _final(data) + lateness
+    job = kit.pipeline(
+        database,
+        data,
+        output_database=database,
+        lateness_ns=lateness,
+        chunk_steps=chunk,
+        initial_lookback_ns=final - int(data.timestamps_ns[FIRST]),
+    )
+    boundaries = [int(data.timestamps_ns[s]) for s in range(FIRST + chunk, STEPS, chunk)]
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: final) as task:
+        runner = task.runner(job)
+        # a bad value whose rescore starts at a checkpoint inside an episode of the reference
+        choices = [
+            (step, b)
+            for (_, start), event in sorted(reference[1].items())
+            for b in boundaries
+            if start < b < int(event["end_time"])  # type: ignore[call-overload]
+            for step in range(STEPS)
+            if b <= runner._first_affected(int(data.timestamps_ns[step])) < b + chunk * STEP
+        ]
+        assert choices, "no episode of the reference spans a checkpoint"
+        bad = choices[0][0]
+        kit.write_demo(influxd.url, database, data)
+        kit.write_rows(influxd.url, database, data, range(bad, bad + 1), shift=50.0)
+        task.once()
+        assert _output(influxd, database) != reference
+        kit.write_rows(influxd.url, database, data, range(bad, bad + 1))  # corrected late
+        second = task.once()["pumps"]
+    assert isinstance(second, PassStats) and second.rescored
+    scores, events = _output(influxd, database)
+    assert scores == reference[0]
+    assert events == reference[1]  # the open episode rewritten, nothing stale
