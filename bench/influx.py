@@ -331,7 +331,8 @@ def _write_part(writer: LineWriter, job: Pipeline, grids: list[Any], results: li
 def _query_part(transport: Transport, job: Pipeline, start: int, end: int, shard: Shard) -> list[Any]:
     """What one shard of the task reads: the series it owns (see PipelineRunner._read)."""
     reader = InfluxQLReader(transport)
-    owned = owned_only(job, shard, reader.series_tags(job)) if shard.count > 1 else job
+    listed = reader.series_tags(job) if shard.count > 1 else None
+    owned = job if listed is None else owned_only(job, shard, listed)
     blocks = reader.read(owned, start, end) if owned is not None else []
     return [
         (b, *to_grid(b.timestamps_ns, b.values, start_ns=start, stop_ns=end, interval_ns=job.interval_ns))

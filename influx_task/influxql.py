@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -10,7 +11,9 @@ import numpy as np
 
 from stad.influx_task.config import Pipeline
 from stad.influx_task.grid import SeriesBlock
-from stad.influx_task.transport import InfluxError, Transport
+from stad.influx_task.transport import InfluxError, InfluxUnavailable, Transport
+
+log = logging.getLogger("stad.influx_task")
 
 
 def quote_ident(name: str) -> str:
@@ -134,9 +137,16 @@ class InfluxQLReader:
         series = self.query(build_select(pipeline, start_ns, stop_ns), database=pipeline.database)
         return blocks_from_series(series, pipeline.fields)
 
-    def series_tags(self, pipeline: Pipeline) -> list[dict[str, str]]:
-        """The group_by tags of every series of the pipeline (its measurement, tag filter), once each."""
-        found = self.query(build_show_series(pipeline), database=pipeline.database)
+    def series_tags(self, pipeline: Pipeline) -> list[dict[str, str]] | None:
+        """The group_by tags of every series of the pipeline (its measurement, tag filter), once
+        each; None when the server cannot list series (InfluxDB 3 has no SHOW SERIES)."""
+        try:
+            found = self.query(build_show_series(pipeline), database=pipeline.database)
+        except InfluxError as exc:
+            if isinstance(exc, InfluxUnavailable):
+                raise
+            log.warning("cannot list the series of %s, every shard reads all: %s", pipeline.name, exc)
+            return None
         keys = [str(row[0]) for item in found for row in item.get("values", [])]
         seen = {tuple((k, parse_series_key(key).get(k, "")) for k in pipeline.group_by) for key in keys}
         return [dict(tags) for tags in sorted(seen)]

@@ -68,7 +68,7 @@ class Reader(Protocol):
 class SeriesLister(Protocol):
     """A reader that can list a pipeline's series (their group_by tags) cheaply."""
 
-    def series_tags(self, pipeline: Pipeline) -> list[dict[str, str]]: ...
+    def series_tags(self, pipeline: Pipeline) -> list[dict[str, str]] | None: ...
 
 
 class Scorer(Protocol):
@@ -279,7 +279,7 @@ class PipelineRunner:
         if self._owned_only is None:
             lister = self.reader
             listed = self._call(lambda: lister.series_tags(pipeline), "series lookup")
-            self._owned_only = (owned_only(pipeline, self.shard, listed),)
+            self._owned_only = (pipeline if listed is None else owned_only(pipeline, self.shard, listed),)
         return self._owned_only[0]
 
     def _filter_tags(self) -> dict[str, str]:

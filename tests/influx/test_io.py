@@ -157,7 +157,9 @@ def test_the_eraser_without_a_delete_endpoint_says_so_once_and_deletes_nothing(
     v2.close()
 
 
-def test_series_are_listed_with_their_group_by_tags(transport: Transport, database: str) -> None:
+def test_series_are_listed_with_their_group_by_tags(
+    transport: Transport, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
     odd = "a b,c=d"
     LineWriter(transport).write(
         [
@@ -174,6 +176,9 @@ def test_series_are_listed_with_their_group_by_tags(transport: Transport, databa
     )
     job = _job(database, tag_filter={"plant": ("p1",)})
     assert InfluxQLReader(transport).series_tags(job) == [{"site": ""}, {"site": odd}, {"site": "x"}]
+    with caplog.at_level(logging.WARNING, logger="stad.influx_task"):  # a server that cannot list
+        assert InfluxQLReader(transport).series_tags(_job("no_such_database")) is None
+    assert "every shard reads all" in caplog.text
 
 
 def test_writes_are_checked(transport: Transport, database: str) -> None:
