@@ -119,6 +119,7 @@ class InfluxQLReader:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        self._cannot_list: set[str] = set()  # pipelines whose series the server could not list
 
     def query(
         self,
@@ -139,13 +140,16 @@ class InfluxQLReader:
 
     def series_tags(self, pipeline: Pipeline) -> list[dict[str, str]] | None:
         """The group_by tags of every series of the pipeline (its measurement, tag filter), once
-        each; None when the server cannot list series (InfluxDB 3 has no SHOW SERIES)."""
+        each; None when the server cannot list series (InfluxDB 3 has no SHOW SERIES: said once)."""
+        if pipeline.name in self._cannot_list:
+            return None
         try:
             found = self.query(build_show_series(pipeline), database=pipeline.database)
         except InfluxError as exc:
             if isinstance(exc, InfluxUnavailable):
                 raise
             log.warning("cannot list the series of %s, every shard reads all: %s", pipeline.name, exc)
+            self._cannot_list.add(pipeline.name)
             return None
         keys = [str(row[0]) for item in found for row in item.get("values", [])]
         seen = {tuple((k, parse_series_key(key).get(k, "")) for k in pipeline.group_by) for key in keys}
