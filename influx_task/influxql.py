@@ -83,12 +83,13 @@ def parse_response(payload: bytes) -> list[dict[str, Any]]:
         document = json.loads(payload)
     except json.JSONDecodeError as exc:
         raise InfluxError(f"InfluxQL answer is not JSON: {payload[:200]!r}") from exc
-    if "error" in document:
-        raise InfluxError(f"InfluxQL error: {document['error']}")
+    errors = [document["error"]] if "error" in document else []
     results = document.get("results", [])
-    for result in results:
-        if "error" in result:
-            raise InfluxError(f"InfluxQL error: {result['error']}")
+    errors += [result["error"] for result in results if "error" in result]
+    if errors:
+        # an influxd that is shutting down answers queries in flight with these: worth retrying
+        transient = any(str(e) in ("query engine shutdown", "query interrupted") for e in errors)
+        raise (InfluxUnavailable if transient else InfluxError)(f"InfluxQL error: {errors[0]}")
     if not results:
         return []
     return list(results[0].get("series", []))

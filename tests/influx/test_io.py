@@ -19,7 +19,7 @@ from stad.influx_task.config import Connection, Pipeline
 from stad.influx_task.eraser import SpanEraser
 from stad.influx_task.events import Episode
 from stad.influx_task.flux import FluxReader
-from stad.influx_task.influxql import InfluxQLReader, build_select
+from stad.influx_task.influxql import InfluxQLReader, build_select, parse_response
 from stad.influx_task.local_influxd import Influxd, free_port
 from stad.influx_task.points import Point, to_line
 from stad.influx_task.retry import RetryPolicy, retry_call
@@ -201,8 +201,12 @@ def test_connection_refused_is_retryable() -> None:
 
 
 def test_query_errors_name_the_problem(transport: Transport, database: str) -> None:
-    with pytest.raises(InfluxError, match="error parsing query"):
+    with pytest.raises(InfluxError, match="error parsing query") as bad:
         InfluxQLReader(transport).query("SELEKT nonsense", database=database)
+    assert not is_retryable(bad.value)
+    # what influxd answers a query in flight while it shuts down: retried, not a failed pass
+    with pytest.raises(InfluxUnavailable, match="query engine shutdown"):
+        parse_response(b'{"results":[{"statement_id":0,"error":"query engine shutdown"}]}')
 
 
 def test_influx_checkpoint_store_keeps_latest_per_series(transport: Transport, database: str) -> None:
