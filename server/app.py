@@ -191,7 +191,7 @@ async def create_server(
     server = aio.server(
         interceptors=[
             TokenCheck(tokens, metrics, bad_calls),
-            MemoryGate(settings.max_request_memory_mb * MIB, limit, metrics),
+            MemoryGate(settings.request_memory_bytes, limit, metrics),
             DecodeCheck(bad_calls),
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,

@@ -15,7 +15,7 @@ import numpy as np
 from stad.core.detector_config import DetectorConfig
 from stad.core.quoting import quote_names
 from stad.core.series import SeriesData, align_channels, make_series, series_from_proto
-from stad.core.types import MIB
+from stad.core.types import MIB, FloatArray
 from stad.server import convert
 from stad.server.errors import InvalidArgumentError, ResourceExhaustedError
 from stad.server.jobs import TrainingRequest
@@ -91,10 +91,11 @@ async def training_request(
     stamps = [c.timestamps_ns for c in chunks]
     if any(s is None for s in stamps) and not all(s is None for s in stamps):
         raise InvalidArgumentError("either every data chunk has timestamps or none does")
+    channels = chunks[0].channels
     try:
         series = make_series(
-            np.concatenate([c.values for c in chunks]),  # (T, C)
-            channels=chunks[0].channels,
+            _joined_values(chunks),  # (T, C); empties `chunks`
+            channels=channels,
             timestamps_ns=None if stamps[0] is None else np.concatenate([s for s in stamps if s is not None]),
         )
     except ValueError as exc:
@@ -115,6 +116,19 @@ async def training_request(
         activate=spec.activate,
         description=spec.description,
     )
+
+
+def _joined_values(chunks: list[SeriesData]) -> FloatArray:
+    """The chunks' values as one (T, C) array. Each chunk is dropped once it is copied, so
+    that the data is held about once while it is joined, not twice."""
+    values = np.empty((sum(c.steps for c in chunks), chunks[0].values.shape[1]))
+    start = 0
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        values[start : start + chunk.steps] = chunk.values
+        start += chunk.steps
+    return values
 
 
 def check_every_channel_observed(series: SeriesData) -> None:

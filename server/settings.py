@@ -40,7 +40,7 @@ class Settings:
     tls_key: Path | None = None
     client_ca: Path | None = None
     max_concurrent_rpcs: int = 256
-    max_request_memory_mb: int = 128
+    max_request_memory_mb: int = 0  # 0: 1.5 x max_message_mb
     grace_s: float = 10.0
     max_concurrent_jobs: int = 1
     max_queued_jobs: int = 64
@@ -74,11 +74,12 @@ class Settings:
             "max_job_memory_mb",
             "max_cached_models",
             "max_concurrent_rpcs",
-            "max_request_memory_mb",
         ):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.max_request_memory_mb < 0:
+            raise ValueError(f"max_request_memory_mb must be >= 0, got {self.max_request_memory_mb}")
         if self.torch_threads < 0:
             raise ValueError(f"torch_threads must be >= 0, got {self.torch_threads}")
         if self.max_queue_delay_ms < 0:
@@ -102,6 +103,12 @@ class Settings:
     @property
     def max_message_bytes(self) -> int:
         return self.max_message_mb * MIB
+
+    @property
+    def request_memory_bytes(self) -> int:
+        """The budget of scoring requests: by default room for one largest message being read
+        while the calls already read keep half as much again."""
+        return (self.max_request_memory_mb or self.max_message_mb * 3 // 2) * MIB
 
     def accepted_tokens(self) -> list[str]:
         """Every accepted bearer token (none: calls need no token); reads --token-file."""
@@ -162,7 +169,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
         int,
         "memory in MiB for the Score and StreamScore requests being served (about 4x their "
         "size); a call waits for room before its message is read, up to its deadline, and "
-        "one call alone always gets in (default 128)",
+        "one call alone always gets in (default 0: 1.5 x --max-message-mb)",
     ),
     "grace_s": (float, "seconds in-flight calls get to finish on shutdown (default 10)"),
     "max_concurrent_jobs": (int, "training jobs running at once (default 1)"),
