@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -65,10 +65,12 @@ def track_episodes(
     """Advance episode state over scored steps in time order.
 
     Returns every episode touched (closed ones with open=False, and the one
-    still open, if any) and the episode left open for the next chunk.
+    still open, if any) and the episode left open for the next chunk. `current`
+    itself is left as it was: a checkpoint's snapshot of the state may hold it.
     """
     touched: list[Episode] = []
     if current is not None:
+        current = replace(current, contributions=dict(current.contributions))
         touched.append(current)
     for i in range(timestamps_ns.shape[0]):
         t = int(timestamps_ns[i])

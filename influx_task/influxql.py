@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from typing import Any
 
 import numpy as np
 
 from stad.influx_task.config import Pipeline
 from stad.influx_task.grid import SeriesBlock
-from stad.influx_task.transport import InfluxError, Transport
+from stad.influx_task.transport import InfluxError, InfluxUnavailable, Transport
+
+log = logging.getLogger("stad.influx_task")
 
 
 def quote_ident(name: str) -> str:
@@ -52,18 +56,40 @@ def build_select(pipeline: Pipeline, start_ns: int, stop_ns: int) -> str:
     return f"SELECT {columns} FROM {source} WHERE {where} GROUP BY {group} fill(null)"
 
 
+def build_show_series(pipeline: Pipeline) -> str:
+    """The series keys of the pipeline's measurement that pass its tag filter."""
+    source = source_clause(pipeline.database, pipeline.retention_policy, pipeline.measurement)
+    condition = tag_condition(dict(pipeline.tag_filter))
+    return f"SHOW SERIES FROM {source}" + (f" WHERE {condition}" if condition else "")
+
+
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+_UNESCAPED_EQUALS = re.compile(r"(?<!\\)=")
+_ESCAPE = re.compile(r"\\([ ,=\\])")
+
+
+def parse_series_key(key: str) -> dict[str, str]:
+    """The tags of a series key as SHOW SERIES gives it: `m,k=v,k2=v\\ 2` (line-protocol escapes)."""
+    tags = {}
+    for pair in _UNESCAPED_COMMA.split(key)[1:]:
+        name, value = [*_UNESCAPED_EQUALS.split(pair, maxsplit=1), ""][:2]
+        tags[_ESCAPE.sub(r"\1", name)] = _ESCAPE.sub(r"\1", value)
+    return tags
+
+
 def parse_response(payload: bytes) -> list[dict[str, Any]]:
     """The series of the first statement's result; raises InfluxError on a query error."""
     try:
         document = json.loads(payload)
     except json.JSONDecodeError as exc:
         raise InfluxError(f"InfluxQL answer is not JSON: {payload[:200]!r}") from exc
-    if "error" in document:
-        raise InfluxError(f"InfluxQL error: {document['error']}")
+    errors = [document["error"]] if "error" in document else []
     results = document.get("results", [])
-    for result in results:
-        if "error" in result:
-            raise InfluxError(f"InfluxQL error: {result['error']}")
+    errors += [result["error"] for result in results if "error" in result]
+    if errors:
+        # an influxd that is shutting down answers queries in flight with these: worth retrying
+        transient = any(str(e) in ("query engine shutdown", "query interrupted") for e in errors)
+        raise (InfluxUnavailable if transient else InfluxError)(f"InfluxQL error: {errors[0]}")
     if not results:
         return []
     return list(results[0].get("series", []))
@@ -94,6 +120,7 @@ class InfluxQLReader:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        self._cannot_list: set[str] = set()  # pipelines whose series the server could not list
 
     def query(
         self,
@@ -111,3 +138,20 @@ class InfluxQLReader:
     def read(self, pipeline: Pipeline, start_ns: int, stop_ns: int) -> list[SeriesBlock]:
         series = self.query(build_select(pipeline, start_ns, stop_ns), database=pipeline.database)
         return blocks_from_series(series, pipeline.fields)
+
+    def series_tags(self, pipeline: Pipeline) -> list[dict[str, str]] | None:
+        """The group_by tags of every series of the pipeline (its measurement, tag filter), once
+        each; None when the server cannot list series (InfluxDB 3 has no SHOW SERIES: said once)."""
+        if pipeline.name in self._cannot_list:
+            return None
+        try:
+            found = self.query(build_show_series(pipeline), database=pipeline.database)
+        except InfluxError as exc:
+            if isinstance(exc, InfluxUnavailable):
+                raise
+            log.warning("cannot list the series of %s, every shard reads all: %s", pipeline.name, exc)
+            self._cannot_list.add(pipeline.name)
+            return None
+        keys = [str(row[0]) for item in found for row in item.get("values", [])]
+        seen = {tuple((k, parse_series_key(key).get(k, "")) for k in pipeline.group_by) for key in keys}
+        return [dict(tags) for tags in sorted(seen)]

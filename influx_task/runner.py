@@ -23,8 +23,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,7 @@ import numpy.typing as npt
 from stad.core.series import SeriesData, make_series
 from stad.influx_task.checkpoint import Checkpoint, CheckpointStore
 from stad.influx_task.config import Pipeline
+from stad.influx_task.eraser import Spans
 from stad.influx_task.events import Episode, track_episodes
 from stad.influx_task.geometry import Geometry, align_down
 from stad.influx_task.grid import SeriesBlock, series_key, to_grid
@@ -63,6 +64,13 @@ class Reader(Protocol):
     def read(self, pipeline: Pipeline, start_ns: int, stop_ns: int) -> list[SeriesBlock]: ...
 
 
+@runtime_checkable
+class SeriesLister(Protocol):
+    """A reader that can list a pipeline's series (their group_by tags) cheaply."""
+
+    def series_tags(self, pipeline: Pipeline) -> list[dict[str, str]] | None: ...
+
+
 class Scorer(Protocol):
     def __call__(
         self, series: Sequence[SeriesData], *, pipeline: Pipeline, return_from_ns: int
@@ -73,6 +81,14 @@ class Scorer(Protocol):
 
 class EpisodeLookup(Protocol):
     def open_episode_starts(self, pipeline: Pipeline, before_ns: int) -> dict[str, int]: ...
+
+
+class Eraser(Protocol):
+    def erase(self, pipeline: Pipeline, spans: Spans) -> None: ...
+
+
+def _nothing_replaced(key: str) -> int:
+    return -(2**63)
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,22 @@ class Shard:
 
 
 NO_SHARD = Shard()
+
+
+def fixed_tags(pipeline: Pipeline) -> dict[str, str]:
+    """The tags every series of the pipeline has: its single-valued tag filters."""
+    return {k: v[0] for k, v in pipeline.tag_filter.items() if len(v) == 1}
+
+
+def owned_only(pipeline: Pipeline, shard: Shard, listed: Sequence[Mapping[str, str]]) -> Pipeline | None:
+    """The pipeline with its tag filter narrowed to the group_by values of the listed series
+    (their group_by tags) that `shard` owns; None when it owns none of them."""
+    fixed = fixed_tags(pipeline)
+    owned = [t for t in listed if shard.owns(series_key(pipeline.measurement, {**fixed, **t}))]
+    if not owned:
+        return None
+    values = {key: tuple(sorted({t[key] for t in owned})) for key in pipeline.group_by}
+    return replace(pipeline, tag_filter={**pipeline.tag_filter, **values})
 
 
 @dataclass
@@ -130,6 +162,7 @@ class _Prepared:
     items: list[_Item]
     advance: dict[str, int]  # series with nothing to score whose checkpoint moves to this
     read: int  # field values read
+    replaced: dict[tuple[int, int], list[dict[str, str]]]  # spans whose old points go, by series tags
 
 
 @dataclass
@@ -139,10 +172,13 @@ class _Scored:
 
 
 class _NoWrites:
-    """Stands in for the writer and the checkpoint store in a dry run."""
+    """Stands in for the writer, the eraser and the checkpoint store in a dry run."""
 
     def write(self, points: Sequence[Point], **_: object) -> int:
         return sum(1 for _ in points)
+
+    def erase(self, pipeline: Pipeline, spans: Spans) -> None:
+        return None
 
     def save(self, pipeline: str, checkpoints: Sequence[Checkpoint]) -> None:
         return None
@@ -173,6 +209,7 @@ class PipelineRunner:
         retry: RetryPolicy,
         is_retryable: Callable[[BaseException], bool],
         episodes: EpisodeLookup | None = None,
+        eraser: Eraser | None = None,
         shard: Shard = NO_SHARD,
         now_ns: Callable[[], int] = time.time_ns,
         stop: threading.Event | None = None,
@@ -187,12 +224,14 @@ class PipelineRunner:
         self.retry = retry
         self.is_retryable = is_retryable
         self.episodes = episodes
+        self.eraser = eraser
         self.shard = shard
         self.now_ns = now_ns
         self.stop = stop or threading.Event()
         self.on_chunk = on_chunk
         self.on_retry = on_retry
         self._geometry: Geometry | None = None
+        self._owned_only: tuple[Pipeline | None] | None = None  # narrowed to this shard's series
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
         def report(exc: BaseException, attempt: int, delay_s: float) -> None:
@@ -223,8 +262,28 @@ class PipelineRunner:
             self._geometry = geometry
         return self._geometry
 
+    def _read(self, start_ns: int, stop_ns: int, what: str = "read") -> list[SeriesBlock]:
+        """Read the pipeline over [start, stop): with shards, only (about) the owned series."""
+        pipeline = self._read_pipeline()
+        if pipeline is None:
+            return []
+        return self._call(lambda: self.reader.read(pipeline, start_ns, stop_ns), what)
+
+    def _read_pipeline(self) -> Pipeline | None:
+        """The pipeline as read. One shard of several reads only the group_by tag values of
+        the series it owns (listed once per pass), not every series to drop most of them;
+        None when it owns none. Series that appear later are read from the next pass on."""
+        pipeline = self.pipeline
+        if self.shard.count == 1 or not pipeline.group_by or not isinstance(self.reader, SeriesLister):
+            return pipeline
+        if self._owned_only is None:
+            lister = self.reader
+            listed = self._call(lambda: lister.series_tags(pipeline), "series lookup")
+            self._owned_only = (pipeline if listed is None else owned_only(pipeline, self.shard, listed),)
+        return self._owned_only[0]
+
     def _filter_tags(self) -> dict[str, str]:
-        return {k: v[0] for k, v in self.pipeline.tag_filter.items() if len(v) == 1}
+        return fixed_tags(self.pipeline)
 
     def horizon_ns(self) -> int:
         """Data on grid steps before this is final: their window ended by now - offset."""
@@ -247,13 +306,20 @@ class PipelineRunner:
         pipeline = self.pipeline
         horizon = self.horizon_ns()
         checkpoints = self._owned_checkpoints(pipeline.name)
-        rescored = self._rewind_late(checkpoints) if pipeline.lateness_ns and checkpoints else set()
+        rescored = self._rewind_late(checkpoints) if pipeline.lateness_ns and checkpoints else {}
         if checkpoints:
             start = min(c.next_ns for c in checkpoints.values())
         else:
             start = horizon - align_down(pipeline.initial_lookback_ns, pipeline.interval_ns)
-        stats = self._run_range(start, horizon, horizon, checkpoints, save_as=pipeline.name)
-        stats.rescored = rescored
+        stats = self._run_range(
+            start,
+            horizon,
+            horizon,
+            checkpoints,
+            save_as=pipeline.name,
+            replace_before=lambda key: rescored.get(key, _nothing_replaced(key)),
+        )
+        stats.rescored = set(rescored)
         if checkpoints:
             stats.lag_s = max(0, horizon - min(c.next_ns for c in checkpoints.values())) / 1e9
         return stats
@@ -268,12 +334,12 @@ class PipelineRunner:
             default=horizon - align_down(pipeline.initial_lookback_ns, pipeline.interval_ns),
         )
         stop = min(horizon, start + pipeline.chunk_steps * pipeline.interval_ns)
-        writer, store = self.writer, self.store
-        self.writer = self.store = _NoWrites()  # type: ignore[assignment]
+        writer, store, eraser = self.writer, self.store, self.eraser
+        self.writer = self.store = self.eraser = _NoWrites()  # type: ignore[assignment]
         try:
             report = self._chunk(start, stop, horizon, checkpoints, pipeline.name, None, None)
         finally:
-            self.writer, self.store = writer, store
+            self.writer, self.store, self.eraser = writer, store, eraser
         if report.series == 0:
             raise ValueError(
                 f"pipeline {pipeline.name!r}: no data for measurement {pipeline.measurement!r} fields "
@@ -288,7 +354,9 @@ class PipelineRunner:
         Progress is kept apart (checkpoint pipeline `<name>#backfill@<start>`), so a backfill
         restarted with the same start resumes. An episode open at `start` is rescored from
         its first step, and one open at `stop` is followed until it closes (at most up to
-        now - offset), so a partial backfill leaves episodes whole.
+        now - offset), so a partial backfill leaves episodes whole. The points each series
+        had before `stop` from where its rescore begins are replaced: those not written
+        again (an episode gone, a step with no data now) are deleted.
         """
         pipeline = self.pipeline
         start = align_down(start_ns, pipeline.interval_ns)
@@ -302,7 +370,14 @@ class PipelineRunner:
             checkpoints = {k: Checkpoint(k, t) for k, t in opened.items() if self.shard.owns(k)}
         first = min([start, *(c.next_ns for c in checkpoints.values())])
         return self._run_range(
-            first, stop, self.horizon_ns(), checkpoints, save_as=key, new_from=start, follow_open=True
+            first,
+            stop,
+            self.horizon_ns(),
+            checkpoints,
+            save_as=key,
+            new_from=start,
+            follow_open=True,
+            replace_before=lambda _: stop,
         )
 
     def _run_range(
@@ -315,17 +390,20 @@ class PipelineRunner:
         save_as: str,
         new_from: int | None = None,
         follow_open: bool = False,
+        replace_before: Callable[[str], int] = _nothing_replaced,
     ) -> PassStats:
         """Chunks over [start, stop); series not checkpointed yet start at max(chunk, new_from).
 
         Reading, scoring and writing overlap (see `_overlapped`). `follow_open`: then go on
         past `stop`, one chunk at a time, for the series whose episode is still open.
+        `replace_before(series)`: the points a series already has before this, from where
+        its scoring begins, are deleted chunk by chunk before the chunk's points are written.
         """
         stats = PassStats()
         chunk_ns = self.pipeline.chunk_steps * self.pipeline.interval_ns
         end = min(stop, horizon)
         bounds = [(a, min(end, a + chunk_ns)) for a in range(start, end, chunk_ns)]
-        self._overlapped(bounds, horizon, checkpoints, save_as, new_from, stats)
+        self._overlapped(bounds, horizon, checkpoints, save_as, new_from, replace_before, stats)
         chunk_start = end
         while follow_open and not stats.interrupted and chunk_start < horizon:
             only = {k for k, c in checkpoints.items() if c.episode is not None}
@@ -335,7 +413,9 @@ class PipelineRunner:
                 stats.interrupted = True
                 break
             chunk_stop = min(horizon, chunk_start + chunk_ns)
-            report = self._chunk(chunk_start, chunk_stop, horizon, checkpoints, save_as, new_from, only)
+            report = self._chunk(
+                chunk_start, chunk_stop, horizon, checkpoints, save_as, new_from, only, replace_before
+            )
             self._count(report, checkpoints, stats)
             chunk_start = chunk_stop
         return stats
@@ -355,6 +435,7 @@ class PipelineRunner:
         checkpoints: dict[str, Checkpoint],
         save_as: str,
         new_from: int | None,
+        replace_before: Callable[[str], int],
         stats: PassStats,
     ) -> None:
         """Read, score and write the chunks as a pipeline: a reading thread, a scoring thread
@@ -395,7 +476,9 @@ class PipelineRunner:
                         stats.interrupted = True
                         return
                     began = time.perf_counter()
-                    item = self._prepare(chunk_start, chunk_stop, horizon, frontier, new_from, None)
+                    item = self._prepare(
+                        chunk_start, chunk_stop, horizon, frontier, new_from, None, replace_before
+                    )
                     stats.stage_s["read"] += time.perf_counter() - began
                     _put(prepared, item, failed)
             except BaseException as exc:
@@ -428,16 +511,17 @@ class PipelineRunner:
 
     # -- late data -----------------------------------------------------------
 
-    def _rewind_late(self, checkpoints: dict[str, Checkpoint]) -> set[str]:
+    def _rewind_late(self, checkpoints: dict[str, Checkpoint]) -> dict[str, int]:
         """Re-read the blocks each checkpoint remembers; rewind series whose data changed
-        within the lateness horizon, and name the backfill for changes beyond it."""
+        within the lateness horizon, and name the backfill for changes beyond it. Returns
+        the rewound series with the checkpoint each had: their points before it get replaced."""
         pipeline = self.pipeline
         spans = [(b, stop) for c in checkpoints.values() for b, (stop, _) in c.late.digests.items()]
         if not spans:
-            return set()
+            return {}
         lo, hi = min(b for b, _ in spans), max(stop for _, stop in spans)
-        blocks = self._call(lambda: self.reader.read(pipeline, lo, hi), "late-data read")
-        rewound = set()
+        blocks = self._read(lo, hi, "late-data read")
+        rewound = {}
         for block in blocks:
             key = series_key(pipeline.measurement, {**self._filter_tags(), **block.tags})
             checkpoint = checkpoints.get(key)
@@ -482,8 +566,8 @@ class PipelineRunner:
             )
             late = checkpoint.late
             late.snapshots = [s for s in late.snapshots if s[0] <= at]
+            rewound[key] = checkpoint.next_ns
             checkpoints[key] = Checkpoint(key, at, episode, late)
-            rewound.add(key)
         return rewound
 
     def _first_affected(self, changed_ns: int) -> int:
@@ -515,12 +599,14 @@ class PipelineRunner:
         frontier: Mapping[str, int],
         new_from: int | None,
         only: set[str] | None,
-    ) -> tuple[list[_Item], dict[str, int]]:
-        """Series to score, and the new `next_ns` of series with nothing to score."""
+    ) -> tuple[list[_Item], dict[str, int], dict[str, tuple[dict[str, str], int, int]]]:
+        """Series to score, the new `next_ns` of series with nothing to score, and for the
+        series read, their tags and the steps [from, until) the chunk takes them over."""
         pipeline, geometry = self.pipeline, self.geometry
         fixed = self._filter_tags()
         items = []
         advance: dict[str, int] = {}
+        moved: dict[str, tuple[dict[str, str], int, int]] = {}
         seen = set()
         for block in blocks:
             tags = {**fixed, **block.tags}
@@ -549,6 +635,7 @@ class PipelineRunner:
                 continue
             if not (observed & (times >= from_ns) & (times < until)).any():
                 advance[key] = until  # nothing observed to score: only the checkpoint moves
+                moved[key] = (tags, from_ns, until)
                 continue
             if send_until - send_from < geometry.window * pipeline.interval_ns:
                 continue
@@ -567,6 +654,7 @@ class PipelineRunner:
             )
             series = make_series(filled[part], channels=pipeline.fields, timestamps_ns=times[part])
             items.append(_Item(key, tags, from_ns, until, series, observed[part], raw[part]))
+            moved[key] = (tags, from_ns, until)
         for key, next_ns in frontier.items():
             if key in seen or (only is not None and key not in only) or next_ns >= chunk_stop:
                 continue
@@ -576,7 +664,7 @@ class PipelineRunner:
             )
             if until > next_ns:
                 advance[key] = until
-        return items, advance
+        return items, advance, moved
 
     def _chunk(
         self,
@@ -587,10 +675,11 @@ class PipelineRunner:
         save_as: str,
         new_from: int | None,
         only: set[str] | None,
+        replace_before: Callable[[str], int] = _nothing_replaced,
     ) -> ChunkReport:
         """One chunk, read to checkpoint, in this thread."""
         frontier = {k: c.next_ns for k, c in checkpoints.items()}
-        prepared = self._prepare(chunk_start, chunk_stop, horizon, frontier, new_from, only)
+        prepared = self._prepare(chunk_start, chunk_stop, horizon, frontier, new_from, only, replace_before)
         return self._commit(self._score(prepared), checkpoints, save_as)
 
     def _prepare(
@@ -601,8 +690,10 @@ class PipelineRunner:
         frontier: dict[str, int],
         new_from: int | None,
         only: set[str] | None,
+        replace_before: Callable[[str], int],
     ) -> _Prepared:
-        """Read a chunk and cut its series; moves `frontier` (series -> next step) past it."""
+        """Read a chunk and cut its series; moves `frontier` (series -> next step) past it.
+        The steps a series moves over before `replace_before(series)` are to be replaced."""
         pipeline, geometry = self.pipeline, self.geometry
         owned = [n for k, n in frontier.items() if only is None or k in only]
         lowest = min([chunk_start, *owned]) if new_from is None else min([max(chunk_start, new_from), *owned])
@@ -611,8 +702,8 @@ class PipelineRunner:
         )
         read_stop = min(horizon, chunk_stop + geometry.window * pipeline.interval_ns + geometry.after_ns)
         data_stop = min(horizon, read_stop + self.fill_reach * pipeline.interval_ns)
-        blocks = self._call(lambda: self.reader.read(pipeline, read_from, data_stop), "read")
-        items, advance = self._items(
+        blocks = self._read(read_from, data_stop)
+        items, advance, moved = self._items(
             blocks,
             read_from,
             read_stop,
@@ -627,7 +718,12 @@ class PipelineRunner:
         frontier.update(advance)
         frontier.update({item.key: item.until_ns for item in items})
         read = sum(int(np.count_nonzero(~np.isnan(b.values))) for b in blocks)
-        return _Prepared(chunk_start, chunk_stop, items, advance, read)
+        replaced: dict[tuple[int, int], list[dict[str, str]]] = {}
+        for key, (tags, first, until) in moved.items():
+            last = min(until, replace_before(key))
+            if first < last:
+                replaced.setdefault((first, last), []).append(tags)
+        return _Prepared(chunk_start, chunk_stop, items, advance, read, replaced)
 
     def _score(self, prepared: _Prepared) -> _Scored:
         """The Score calls of a prepared chunk (nothing else, so the scoring stage only waits on them)."""
@@ -648,8 +744,9 @@ class PipelineRunner:
         return _Scored(prepared, results)
 
     def _commit(self, scored: _Scored, checkpoints: dict[str, Checkpoint], save_as: str) -> ChunkReport:
-        """Points and episodes from a scored chunk, in chunk order; write them, then (only then)
-        save and adopt the chunk's checkpoints."""
+        """Points and episodes from a scored chunk, in chunk order; delete the old points of
+        the spans the chunk replaces, write the new ones, then (only then) save and adopt the
+        chunk's checkpoints."""
         pipeline, prepared = self.pipeline, scored.prepared
         points: list[Point] = []
         advanced = [self._advanced(checkpoints.get(k), k, n, None) for k, n in prepared.advance.items()]
@@ -678,6 +775,9 @@ class PipelineRunner:
             )
             points += event_points(pipeline, item.tags, touched)
             advanced.append(self._advanced(previous, item.key, item.until_ns, state, item))
+        if prepared.replaced and self.eraser is not None:
+            eraser = self.eraser
+            self._call(lambda: eraser.erase(pipeline, prepared.replaced), "delete")
         written = self._call(
             lambda: self.writer.write(
                 points, database=pipeline.out_database, retention_policy=pipeline.output_retention_policy
@@ -688,7 +788,13 @@ class PipelineRunner:
             self._call(lambda: self.store.save(save_as, advanced), "checkpoint save")
             checkpoints.update({c.series: c for c in advanced})
         return ChunkReport(
-            pipeline.name, prepared.start_ns, prepared.stop_ns, len(prepared.items), steps, written
+            pipeline.name,
+            prepared.start_ns,
+            prepared.stop_ns,
+            len(prepared.items),
+            steps,
+            written,
+            prepared.read,
         )
 
     def _advanced(
@@ -742,10 +848,7 @@ class PipelineRunner:
         chunk_ns = pipeline.chunk_steps * pipeline.interval_ns
         for chunk_start in range(start, stop, chunk_ns):
             chunk_stop = min(stop, chunk_start + chunk_ns)
-            blocks = self._call(
-                lambda a=chunk_start, b=chunk_stop: self.reader.read(pipeline, a, b),  # type: ignore[misc]
-                "read",
-            )
+            blocks = self._read(chunk_start, chunk_stop)
             for block in blocks:
                 key = series_key(pipeline.measurement, {**self._filter_tags(), **block.tags})
                 if not self.shard.owns(key):

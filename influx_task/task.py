@@ -22,6 +22,7 @@ from stad.core.series import SeriesData
 from stad.influx_task import transport as _transport
 from stad.influx_task.checkpoint import CheckpointStore, FileCheckpointStore, InfluxCheckpointStore
 from stad.influx_task.config import Pipeline, TaskConfig
+from stad.influx_task.eraser import SpanEraser
 from stad.influx_task.flux import FluxReader
 from stad.influx_task.geometry import Geometry, geometry_from_metadata
 from stad.influx_task.history import WrittenHistory
@@ -115,6 +116,7 @@ class Task:
         self.transport = _transport.Transport(config.connection)
         self.influxql = InfluxQLReader(self.transport)
         self.writer = LineWriter(self.transport)
+        self.eraser = SpanEraser(self.transport)
         self._flux: FluxReader | None = None
         self._owns_client = client is None
         self.client = client or Client(
@@ -158,6 +160,7 @@ class Task:
             retry=self.retry,
             is_retryable=is_retryable,
             episodes=WrittenHistory(self.influxql),
+            eraser=self.eraser,
             shard=self.shard,
             now_ns=self.now_ns,
             stop=self.stop,

@@ -396,3 +396,134 @@ def test_range_scores_do_not_depend_on_chunks_or_passes_either(
     whole, parts = _output(influxd, "ranged_whole"), _output(influxd, "ranged_parts")
     assert len(whole[0]) == 2 * (STEPS - FIRST)
     assert parts == whole  # bit for bit, every field of every step, and the same episodes
+
+
+def _events_near(events: Written, step_ns: int) -> set[tuple[str, int]]:
+    """Events that start at most a window before `step_ns` and not after it."""
+    return {k for k in events if step_ns - kit.WINDOW * STEP <= k[1] <= step_ns}
+
+
+def test_a_rescore_for_late_data_deletes_the_events_and_scores_it_no_longer_writes(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    reference: tuple[Written, Written],
+    database: str,
+) -> None:
+    data = trained[1]
+    bad, dropped = 100, 140  # quiet steps: a bad value there raises an episode of its own
+    kit.write_demo(influxd.url, database, data)
+    for step in (bad, dropped):
+        kit.write_rows(influxd.url, database, data, range(step, step + 1), shift=50.0)
+    lateness = 400 * STEP
+    final = _final(data) + lateness  # the tail has waited out the lateness: every step is final
+    job = kit.pipeline(
+        database,
+        data,
+        output_database=database,
+        lateness_ns=lateness,
+        chunk_steps=40,
+        initial_lookback_ns=final - int(data.timestamps_ns[FIRST]),
+    )
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: final) as task:
+        task.once()
+        scores, events = _output(influxd, database)
+        for step in (bad, dropped):
+            assert _events_near(events, int(data.timestamps_ns[step])) - reference[1].keys()
+        kit.write_rows(influxd.url, database, data, range(bad, bad + 1))  # corrected late
+        influxd.query(f'DELETE FROM "pump" WHERE time = {int(data.timestamps_ns[dropped])}', database)
+        second = task.once()["pumps"]
+    assert isinstance(second, PassStats) and second.rescored == {f"pump,plant=p1,unit={u}" for u in UNITS}
+    scores, events = _output(influxd, database)
+    assert not _events_near(events, int(data.timestamps_ns[bad])) - reference[1].keys()  # corrected
+    dropped_ns = int(data.timestamps_ns[dropped])
+    assert not {k for k in scores if k[1] == dropped_ns}  # no data there now: no score either
+    assert not _events_near(events, dropped_ns) - reference[1].keys()
+    reach = 2 * kit.WINDOW * STEP  # what the hole may change; elsewhere all is as if never wrong
+
+    def away(written: Written) -> Written:
+        return {k: v for k, v in written.items() if abs(k[1] - dropped_ns) > reach}
+
+    assert away(scores) == away(reference[0])
+    assert away(events) == away(reference[1])
+
+
+def test_a_backfill_deletes_the_events_it_no_longer_writes_and_none_outside_its_range(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    reference: tuple[Written, Written],
+    database: str,
+) -> None:
+    data = trained[1]
+    before, inside, after = 80, 130, 180  # quiet steps, each given a bad value
+    start, stop = 110, 160
+    kit.write_demo(influxd.url, database, data)
+    for step in (before, inside, after):
+        kit.write_rows(influxd.url, database, data, range(step, step + 1), shift=50.0)
+    final = _final(data)
+    job = kit.pipeline(
+        database, data, output_database=database, initial_lookback_ns=final - int(data.timestamps_ns[FIRST])
+    )
+    near = {step: int(data.timestamps_ns[step]) for step in (before, inside, after)}
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: final) as task:
+        task.once()
+        stale = _output(influxd, database)[1]
+        for step in near.values():
+            assert _events_near(stale, step) - reference[1].keys()
+        for step in (before, inside, after):
+            kit.write_rows(influxd.url, database, data, range(step, step + 1))  # corrected
+        task.backfill("pumps", int(data.timestamps_ns[start]), int(data.timestamps_ns[stop]))
+    scores, events = _output(influxd, database)
+    assert not _events_near(events, near[inside]) - reference[1].keys()
+    outside = {k for k in stale if not near[inside] - kit.WINDOW * STEP <= k[1] < near[inside] + STEP}
+    assert {k: events.get(k) for k in outside} == {k: stale[k] for k in outside}  # left as they were
+    rescored = range(int(data.timestamps_ns[start]), int(data.timestamps_ns[stop]))
+    assert {k: v for k, v in scores.items() if k[1] in rescored} == {
+        k: v for k, v in reference[0].items() if k[1] in rescored
+    }
+
+
+def test_a_rescore_that_starts_inside_an_open_episode_keeps_it_whole(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    reference: tuple[Written, Written],
+    database: str,
+) -> None:
+    data = trained[1]
+    chunk = 40  # passes checkpoint, and keep the episode state, every 40 steps from FIRST
+    lateness = 400 * STEP
+    final = _final(data) + lateness
+    job = kit.pipeline(
+        database,
+        data,
+        output_database=database,
+        lateness_ns=lateness,
+        chunk_steps=chunk,
+        initial_lookback_ns=final - int(data.timestamps_ns[FIRST]),
+    )
+    boundaries = [int(data.timestamps_ns[s]) for s in range(FIRST + chunk, STEPS, chunk)]
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: final) as task:
+        runner = task.runner(job)
+        # a bad value whose rescore starts at a checkpoint inside an episode of the reference
+        choices = [
+            (step, b)
+            for (_, start), event in sorted(reference[1].items())
+            for b in boundaries
+            if start < b < int(event["end_time"])  # type: ignore[call-overload]
+            for step in range(STEPS)
+            if b <= runner._first_affected(int(data.timestamps_ns[step])) < b + chunk * STEP
+        ]
+        assert choices, "no episode of the reference spans a checkpoint"
+        bad = choices[0][0]
+        kit.write_demo(influxd.url, database, data)
+        kit.write_rows(influxd.url, database, data, range(bad, bad + 1), shift=50.0)
+        task.once()
+        assert _output(influxd, database) != reference
+        kit.write_rows(influxd.url, database, data, range(bad, bad + 1))  # corrected late
+        second = task.once()["pumps"]
+    assert isinstance(second, PassStats) and second.rescored
+    scores, events = _output(influxd, database)
+    assert scores == reference[0]
+    assert events == reference[1]  # the open episode rewritten, nothing stale

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import logging
 import threading
 import urllib.error
 import urllib.request
@@ -15,9 +16,10 @@ import pytest
 
 from stad.influx_task.checkpoint import Checkpoint, FileCheckpointStore, InfluxCheckpointStore
 from stad.influx_task.config import Connection, Pipeline
+from stad.influx_task.eraser import SpanEraser
 from stad.influx_task.events import Episode
 from stad.influx_task.flux import FluxReader
-from stad.influx_task.influxql import InfluxQLReader, build_select
+from stad.influx_task.influxql import InfluxQLReader, build_select, parse_response
 from stad.influx_task.local_influxd import Influxd, free_port
 from stad.influx_task.points import Point, to_line
 from stad.influx_task.retry import RetryPolicy, retry_call
@@ -99,6 +101,88 @@ def test_line_protocol_escaping_round_trips(transport: Transport, database: str)
     assert row == {"time": T0, "f 1": odd_text, "n": 3, "ok": True, "t k": odd_tag, "v": 0.1}
 
 
+def _outputs(transport: Transport, database: str) -> set[tuple[str, str, str, int]]:
+    """(measurement, site, model, time) of every output point."""
+    found = set()
+    for measurement in ("anomaly_scores", "anomaly_events"):
+        for item in InfluxQLReader(transport).query(
+            f'SELECT * FROM "{measurement}" GROUP BY *', database=database
+        ):
+            for row in item["values"]:
+                found.add((measurement, item["tags"]["site"], item["tags"]["model"], int(row[0])))
+    return found
+
+
+def test_the_eraser_deletes_the_spans_of_the_named_series_only(transport: Transport, database: str) -> None:
+    job = _job(database)
+    sites = ("north", "it's \\ odd", "")  # "": a series without the tag
+    points = [
+        Point(
+            m, {"site": site, "model": model, "source_measurement": "pump"}, {"score": 1.0}, T0 + k * 10 * S
+        )
+        for m in ("anomaly_scores", "anomaly_events")
+        for site in (*sites, "south")
+        for model in ("m", "other")
+        for k in range(5)
+    ]
+    LineWriter(transport).write(points, database=database)
+    every = _outputs(transport, database)
+    SpanEraser(transport).erase(job, {(T0 + 10 * S, T0 + 30 * S): [{"site": s} for s in sites]})
+    gone = {
+        (m, s, "m", T0 + k * 10 * S)
+        for m in ("anomaly_scores", "anomaly_events")
+        for s in sites
+        for k in (1, 2)
+    }
+    assert _outputs(transport, database) == every - gone
+
+
+def test_the_eraser_without_a_delete_endpoint_says_so_once_and_deletes_nothing(
+    influxd: Influxd, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = _job(database)
+    plain = Transport(Connection(url=influxd.url))
+    LineWriter(plain).write(
+        [Point("anomaly_events", {"site": "x", "model": "m", "source_measurement": "pump"}, {"v": 1.0}, T0)],
+        database=database,
+    )
+    v2 = Transport(Connection(url=influxd.url, org="o"))  # influxd 1.6 has no /api/v2/delete
+    eraser = SpanEraser(v2)
+    with caplog.at_level(logging.WARNING, logger="stad.influx_task"):
+        for _ in range(2):
+            eraser.erase(job, {(T0, T0 + S): [{"site": "x"}]})
+    assert eraser.unsupported and caplog.text.count("cannot delete points") == 1
+    assert _outputs(plain, database) == {("anomaly_events", "x", "m", T0)}
+    plain.close()
+    v2.close()
+
+
+def test_series_are_listed_with_their_group_by_tags(
+    transport: Transport, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = "a b,c=d"
+    LineWriter(transport).write(
+        [
+            Point("pump", tags, {"a": 1.0}, T0)
+            for tags in (
+                {"site": odd, "plant": "p1"},
+                {"site": "x", "plant": "p1", "unit": "1"},
+                {"site": "x", "plant": "p1", "unit": "2"},
+                {"plant": "p1"},
+                {"site": "y", "plant": "p2"},
+            )
+        ],
+        database=database,
+    )
+    job = _job(database, tag_filter={"plant": ("p1",)})
+    assert InfluxQLReader(transport).series_tags(job) == [{"site": ""}, {"site": odd}, {"site": "x"}]
+    reader = InfluxQLReader(transport)
+    with caplog.at_level(logging.WARNING, logger="stad.influx_task"):  # a server that cannot list
+        assert reader.series_tags(_job("no_such_database")) is None
+        assert reader.series_tags(_job("no_such_database")) is None
+    assert caplog.text.count("every shard reads all") == 1
+
+
 def test_writes_are_checked(transport: Transport, database: str) -> None:
     writer = LineWriter(transport)
     with pytest.raises(InfluxError, match="HTTP 400") as bad:
@@ -117,8 +201,12 @@ def test_connection_refused_is_retryable() -> None:
 
 
 def test_query_errors_name_the_problem(transport: Transport, database: str) -> None:
-    with pytest.raises(InfluxError, match="error parsing query"):
+    with pytest.raises(InfluxError, match="error parsing query") as bad:
         InfluxQLReader(transport).query("SELEKT nonsense", database=database)
+    assert not is_retryable(bad.value)
+    # what influxd answers a query in flight while it shuts down: retried, not a failed pass
+    with pytest.raises(InfluxUnavailable, match="query engine shutdown"):
+        parse_response(b'{"results":[{"statement_id":0,"error":"query engine shutdown"}]}')
 
 
 def test_influx_checkpoint_store_keeps_latest_per_series(transport: Transport, database: str) -> None:

@@ -365,14 +365,21 @@ def test_shards_split_series_between_workers(
     end = int(data.timestamps_ns[-1]) + SETTLE
     job = kit.pipeline(database, data, initial_lookback_ns=LOOKBACK)
     owners = {}
+    read = {}
     for index in range(2):
         before = {r["unit"] for r in kit.scores(influxd.url, database)}
+        reports: list[ChunkReport] = []
         with Task(
-            kit.config(influxd.url, server.target, (job,)), shard=Shard(index, 2), now_ns=lambda: end
+            kit.config(influxd.url, server.target, (job,)),
+            shard=Shard(index, 2),
+            now_ns=lambda: end,
+            on_chunk=reports.append,
         ) as task:
             task.once()
         owners[index] = {r["unit"] for r in kit.scores(influxd.url, database)} - before
+        read[index] = sum(r.read for r in reports)
     assert owners[0] | owners[1] == set(UNITS) and not owners[0] & owners[1]
+    assert read[0] + read[1] == data.values.size * len(UNITS)  # each shard reads its own series only
     assert {unit: Shard(0, 2).owns(f"pump,plant=p1,unit={unit}") for unit in UNITS} == {
         unit: unit in owners[0] for unit in UNITS
     }
@@ -525,7 +532,8 @@ def test_grafana_dashboard_queries_run_on_the_output(
     dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/dashboards/stad.json").read_text())
     transport = Transport(Connection(url=influxd.url))
     reader = InfluxQLReader(transport)
-    chosen: dict[str, str] = {"timeFilter": "time >= 0", "__interval": "1h"}
+    time_filter = f"time >= {int(data.timestamps_ns[0])} AND time < {end}"
+    chosen: dict[str, str] = {"timeFilter": time_filter, "__interval": "1h"}
 
     def expand(query: str) -> str:
         for name in sorted(chosen, key=len, reverse=True):  # $tag_value before $tag_key's prefix
@@ -557,7 +565,17 @@ def test_grafana_dashboard_queries_run_on_the_output(
         }
         queries = [t["query"] for panel in dashboard["panels"] for t in panel["targets"]]
         queries += [a["query"] for a in dashboard["annotations"]["list"]]
+        assert any("upper_$channel" in q and "lower_$channel" in q for q in queries)  # the bands
         for query in queries:
-            assert reader.query(expand(query), database=database), expand(query)
+            found = reader.query(expand(query), database=database)
+            columns = {c for series in found for c in series["columns"]}
+            filled = {
+                c
+                for series in found
+                for row in series["values"]
+                for c, value in zip(series["columns"], row, strict=True)
+                if value is not None
+            }
+            assert found and columns == filled, (expand(query), sorted(columns - filled))
     finally:
         transport.close()
