@@ -353,15 +353,16 @@ class Detector:
         starts = window_starts(data.shape[0], window, self.config.stride)
         scaled = _unscored_as_missing(self.scaler_.transform(data), self.choices_.scored)
         windows = extract_windows(scaled, starts, window)
-        excess = None
+        out_of_range = step_excess = None
         if self.value_range_ is not None:
-            excess = self.value_range_.excess(data, self.config.scoring.range_tolerance)
+            excess = self.value_range_.excess(data, self.config.scoring.range_tolerance)  # (T, C)
+            out_of_range, step_excess = excess > 0, excess.max(axis=1, initial=0.0)
         return WindowPlan(
             windows=windows,
             starts=starts,
             missing=np.isnan(scaled),
-            out_of_range=None if excess is None else excess > 0,
-            excess=excess,
+            out_of_range=out_of_range,
+            excess=step_excess,
         )
 
     @torch.inference_mode()

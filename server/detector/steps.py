@@ -39,7 +39,7 @@ class WindowPlan:
     starts: IntArray  # (N,) first step of each window
     missing: BoolArray  # (T, C)
     out_of_range: BoolArray | None = None  # (T, C) values beyond the training range (drift)
-    excess: FloatArray | None = None  # (T, C) how far beyond it, in training spans (`ValueRange.excess`)
+    excess: FloatArray | None = None  # (T,) the furthest channel's excess beyond it, in training spans
 
     @property
     def n_steps(self) -> int:
@@ -53,10 +53,9 @@ class WindowPlan:
 
     def drift_excess(self, steps: slice) -> FloatArray:
         """(n,) each step's largest excess beyond the training range, in training spans (0: none)."""
-        if self.excess is None or self.excess.shape[1] == 0:
+        if self.excess is None:
             return np.zeros(self.missing[steps].shape[0])
-        most: FloatArray = self.excess[steps].max(axis=1)
-        return most
+        return self.excess[steps]
 
 
 @dataclass
