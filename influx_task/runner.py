@@ -418,7 +418,44 @@ class PipelineRunner:
             )
             self._count(report, checkpoints, stats)
             chunk_start = chunk_stop
+            if report.steps == 0:  # the followed series are silent: skip to where their data goes on
+                chunk_start = self._skip_silence(only, chunk_stop, horizon, checkpoints, save_as)
         return stats
+
+    def _skip_silence(
+        self, keys: set[str], start: int, horizon: int, checkpoints: dict[str, Checkpoint], save_as: str
+    ) -> int:
+        """Where the next data of the series `keys` after `start` lies, to a chunk (`horizon`
+        when there is none: an episode open at the end of a series' data stays open). One
+        coarse query (a row per chunk and series), so that following an episode past a feed
+        that stopped does not read the silence chunk by chunk. The checkpoints that reached
+        `start` move there too (there is nothing to score before it)."""
+        pipeline = self.pipeline
+        chunk_ns = pipeline.chunk_steps * pipeline.interval_ns
+        if start >= horizon:
+            return horizon
+        read_as = self._read_pipeline()
+        if read_as is None:
+            return horizon
+        narrowed = replace(read_as, interval_ns=chunk_ns)
+        blocks = self._call(lambda: self.reader.read(narrowed, start, horizon), "read ahead")
+        found = horizon
+        for block in blocks:
+            if series_key(pipeline.measurement, {**self._filter_tags(), **block.tags}) not in keys:
+                continue
+            seen = ~np.isnan(block.values).all(axis=1)
+            if seen.any():
+                found = min(found, max(start, int(block.timestamps_ns[seen][0])))
+        found = align_down(found, pipeline.interval_ns)
+        moved = [
+            self._advanced(checkpoints[key], key, found, None)
+            for key in sorted(keys)
+            if checkpoints[key].next_ns == start < found < horizon
+        ]
+        if moved:
+            self._call(lambda: self.store.save(save_as, moved), "checkpoint save")
+            checkpoints.update({c.series: c for c in moved})
+        return found
 
     def _count(self, report: ChunkReport, checkpoints: dict[str, Checkpoint], stats: PassStats) -> None:
         stats.chunks += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,20 @@ def trained(influxd: Influxd, server: EmbeddedServer) -> tuple[str, DemoData]:
     assert final.version and final.steps == 2 * data.quiet_steps
     assert seen[-1] == "succeeded"
     return database, data
+
+
+@pytest.fixture(scope="session")
+def ranged(influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData]) -> str:
+    """Model `pumps-ranged`: as `trained`'s, with range scores (a look-ahead) and smoothing 3."""
+    source, data = trained
+    job = kit.pipeline(source, data, model="pumps-ranged")
+    with Task(kit.config(influxd.url, server.target, (job,))) as task:
+        final = task.train(
+            "pumps",
+            int(data.timestamps_ns[0]),
+            int(data.timestamps_ns[data.quiet_steps]),
+            settings=replace(kit.TINY, range_scores=True, smoothing=3),
+            timeout_s=300,
+        )
+    assert final.version
+    return "pumps-ranged"

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -374,25 +373,13 @@ def test_a_failed_write_mid_pipeline_leaves_no_checkpoint_ahead_of_the_data(
 
 
 def test_range_scores_do_not_depend_on_chunks_or_passes_either(
-    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData]
+    influxd: Influxd, server: EmbeddedServer, trained: tuple[str, DemoData], ranged: str
 ) -> None:
     """A range score looks ahead half its span: the task holds steps back until that has come."""
     source, data = trained
-    ranged = kit.pipeline(source, data, model="pumps-ranged")
-    with Task(kit.config(influxd.url, server.target, (ranged,))) as task:
-        final = task.train(
-            "pumps",
-            int(data.timestamps_ns[0]),
-            int(data.timestamps_ns[data.quiet_steps]),
-            settings=replace(kit.TINY, range_scores=True, smoothing=3),
-            timeout_s=300,
-        )
-    assert final.version
     clocks = [int(data.timestamps_ns[s]) + STEP // 3 for s in (97, 150, 260)] + [_final(data)]
-    _passes(influxd, server.target, source, "ranged_whole", data, [_final(data)], model="pumps-ranged")
-    _passes(
-        influxd, server.target, source, "ranged_parts", data, clocks, model="pumps-ranged", chunk_steps=23
-    )
+    _passes(influxd, server.target, source, "ranged_whole", data, [_final(data)], model=ranged)
+    _passes(influxd, server.target, source, "ranged_parts", data, clocks, model=ranged, chunk_steps=23)
     whole, parts = _output(influxd, "ranged_whole"), _output(influxd, "ranged_parts")
     assert len(whole[0]) == 2 * (STEPS - FIRST)
     assert parts == whole  # bit for bit, every field of every step, and the same episodes
@@ -527,3 +514,84 @@ def test_a_rescore_that_starts_inside_an_open_episode_keeps_it_whole(
     scores, events = _output(influxd, database)
     assert scores == reference[0]
     assert events == reference[1]  # the open episode rewritten, nothing stale
+
+
+@pytest.mark.parametrize("model", ["pumps", "ranged"])
+def test_following_an_episode_past_the_end_of_a_feed_skips_the_silence(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    ranged: str,
+    database: str,
+    model: str,
+) -> None:
+    """A feed that stops inside an episode: the backfill follows it to the data's end, then
+    finds in one query that nothing follows, instead of reading up to now chunk by chunk."""
+    data = trained[1]
+    kit.write_rows(influxd.url, database, data, range(240))
+    kit.write_rows(influxd.url, database, data, range(240, 260), shift=50.0)  # it ends in an episode
+    name = ranged if model == "ranged" else model
+    job = kit.pipeline(database, data, output_database=database, model=name, chunk_steps=100)
+    with Task(kit.config(influxd.url, server.target, (job,))) as task:  # now: months after the data
+        stats = task.backfill("pumps", int(data.timestamps_ns[100]), int(data.timestamps_ns[300]))
+    assert not stats.interrupted
+    # [100, 200), [200, 300) and one chunk past --stop for the open episode, whatever the look-ahead
+    assert stats.chunks == 3
+    scored = sorted({t for _, t in kit.written(influxd.url, database, "anomaly_scores")})
+    assert scored == data.timestamps_ns[100:260].tolist()
+    events = kit.written(influxd.url, database, "anomaly_events")
+    last = {unit: max(t for u, t in events if u == unit) for unit in UNITS}
+    assert all(events[(unit, t)]["ongoing"] is True for unit, t in last.items())
+
+
+def test_the_held_back_tail_of_a_range_scored_series_is_written_once_it_is_final(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    ranged: str,
+    database: str,
+) -> None:
+    """After the feed stops, a range score's last steps wait `lateness` and their windows, as any
+    model's do, and the look-ahead's steps beyond; then each is written once, as one pass over
+    the whole data would have written it."""
+    data = trained[1]
+    kit.write_rows(influxd.url, database, data, range(260))
+    lateness = 10 * STEP
+    settled = int(data.timestamps_ns[259]) + lateness + SETTLE  # a model without look-ahead is done
+    early = int(data.timestamps_ns[259]) + 3 * STEP
+    clock = [early]
+    job = kit.pipeline(
+        database,
+        data,
+        output_database=database,
+        model=ranged,
+        lateness_ns=lateness,
+        chunk_steps=37,
+        initial_lookback_ns=early - int(data.timestamps_ns[FIRST]),
+    )
+    with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: clock[0]) as task:
+        ahead = task.runner(job).geometry.reach.range_after
+        assert ahead > 0
+        counted = []
+        for now in (early, settled, settled + ahead * STEP, settled + 50 * STEP):
+            clock[0] = now
+            stats = task.once()["pumps"]
+            assert not isinstance(stats, Exception), stats
+            counted.append(stats.steps)
+            written = kit.written(influxd.url, database, "anomaly_scores")
+            if now == settled:
+                held = max(t for _, t in written)
+                assert held < int(data.timestamps_ns[259])  # the range after the last steps may still change
+    assert sorted({t for _, t in written}) == data.timestamps_ns[FIRST:260].tolist()
+    assert sum(counted) == len(written) == 2 * (260 - FIRST)  # each step scored once
+    assert counted[-1] == 0
+    later = settled + 50 * STEP
+    lookback = later - int(data.timestamps_ns[FIRST])
+    whole = kit.pipeline(
+        database, data, output_database="ranged_once", model=ranged, initial_lookback_ns=lookback
+    )
+    influxd.query('DROP DATABASE "ranged_once"')
+    influxd.query('CREATE DATABASE "ranged_once"')
+    with Task(kit.config(influxd.url, server.target, (whole,)), now_ns=lambda: later) as task:
+        task.once()
+    assert written == kit.written(influxd.url, "ranged_once", "anomaly_scores")  # bit for bit
