@@ -22,8 +22,9 @@ TINY = TINY_SETTINGS
 WINDOW = 16
 assert TINY.window == WINDOW
 UNITS = ("1", "2")
-# A clock this far past the data's last step makes every step final (its last window has ended).
-SETTLE = (1 + WINDOW) * STEP
+# A clock this far past the data's last step makes every step final: its last window has ended,
+# and so has the look-ahead of a range score (a range of at most a window: half of it after).
+SETTLE = (1 + WINDOW + WINDOW // 2) * STEP
 LOOKBACK = STEPS * STEP + SETTLE
 
 

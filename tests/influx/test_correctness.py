@@ -443,7 +443,9 @@ def test_a_backfill_deletes_the_events_it_no_longer_writes_and_none_outside_its_
     database: str,
 ) -> None:
     data = trained[1]
-    before, inside, after = 80, 130, 180  # quiet steps, each given a bad value
+    # quiet steps, each given a bad value; the episode `before` raises ends before `start`
+    # with a range score's look-ahead too
+    before, inside, after = 70, 130, 180
     start, stop = 110, 160
     kit.write_demo(influxd.url, database, data)
     for step in (before, inside, after):
@@ -557,7 +559,7 @@ def test_the_held_back_tail_of_a_range_scored_series_is_written_once_it_is_final
     data = trained[1]
     kit.write_rows(influxd.url, database, data, range(260))
     lateness = 10 * STEP
-    settled = int(data.timestamps_ns[259]) + lateness + SETTLE  # a model without look-ahead is done
+    settled = int(data.timestamps_ns[259]) + lateness + (1 + kit.WINDOW) * STEP  # no look-ahead: done
     early = int(data.timestamps_ns[259]) + 3 * STEP
     clock = [early]
     job = kit.pipeline(
