@@ -139,6 +139,24 @@ class ModelVersionInfo:
         config = self.metadata.get("config")
         return config if isinstance(config, Mapping) else {}
 
+    @property
+    def fit_choices(self) -> Mapping[str, Any]:
+        """What the detector chose from the training data at fit time, from its metadata:
+        `dominant_period` (steps, None when none was found), `range_span`, `channel_kinds`
+        (channel name -> constant, near_constant, binary or varying) and `scaling`; empty
+        for a version saved before they were recorded."""
+        out: dict[str, Any] = {}
+        choices = self.metadata.get("data_choices")
+        if isinstance(choices, Mapping):
+            names = self.metadata.get("channels") or self.channels
+            out["dominant_period"] = choices.get("dominant_period")
+            out["range_span"] = choices.get("range_span")
+            out["channel_kinds"] = dict(zip(names, choices.get("channel_kinds") or (), strict=False))
+        scaler = self.metadata.get("scaler")
+        if isinstance(scaler, Mapping) and "method" in scaler:
+            out["scaling"] = scaler["method"]
+        return out
+
 
 @dataclass(frozen=True)
 class ModelInfo:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from stad.client._types import ModelInfo
 from stad.client.cli.connect import connect
@@ -73,12 +74,34 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"    warning: {warning.message}")
         for group, values in item.config.items():
             print(f"    {group}: " + ", ".join(f"{name}={value}" for name, value in values.items()))
+        for line in _choice_lines(item.fit_choices):
+            print(f"    {line}")
         print(f"    trained on {item.train_steps} steps")
         if item.description:
             print(f"    {item.description}")
         if item.metrics:
             print("    " + ", ".join(f"{key} {number(value)}" for key, value in sorted(item.metrics.items())))
     return EXIT_OK
+
+
+def _choice_lines(choices: Mapping[str, Any]) -> list[str]:
+    """`models show`'s lines for what the detector chose from the training data."""
+    if not choices:
+        return []
+    period = choices.get("dominant_period")
+    lines = [
+        f"chosen at fit: dominant period {f'{period} steps' if period else 'none'}, "
+        f"range span {choices.get('range_span')}"
+    ]
+    if "scaling" in choices:
+        lines.append(f"scaling: {choices['scaling']}")
+    by_kind: dict[str, list[str]] = {}
+    for name, kind in choices.get("channel_kinds", {}).items():
+        by_kind.setdefault(kind, []).append(name)
+    varying = len(by_kind.pop("varying", []))
+    kinds = [f"{kind} {', '.join(names)}" for kind, names in sorted(by_kind.items())]
+    lines.append("channel kinds: " + "; ".join([*kinds, f"{varying} varying"]))
+    return lines
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

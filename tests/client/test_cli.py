@@ -23,7 +23,9 @@ import pytest
 
 from stad.client import Client, DataError, JobState, JobStatus, ScoreResult, TrainingProgress
 from stad.client._chunks import join_results as join_chunks
+from stad.client._types import ModelVersionInfo
 from stad.client.cli import main
+from stad.client.cli.models import _choice_lines
 from stad.core.detector_config import SETTINGS, ScoringConfig
 from stad.core.events import EventFilter
 from stad.core.progress import Progress, TrainingDisplay
@@ -213,6 +215,11 @@ def test_models_list_show_activate(stad: Stad, spare: tuple[str, str]) -> None:
     assert len(config_lines) == 2 and "window=16" in config_lines[0]
     for info in SETTINGS:
         assert show.out.count(f" {info.name}=") == 2, info.name
+    # what each fit chose from its data: period and range span, scaling, channel kinds
+    assert show.out.count("    chosen at fit: dominant period ") == 2
+    assert show.out.count("    scaling: ") == 2
+    kinds = [line for line in show.out.splitlines() if line.startswith("    channel kinds: ")]
+    assert len(kinds) == 2 and all(line.endswith(" varying") for line in kinds)
     activate = stad("models", "activate", SPARE, first)
     assert (activate.code, activate.out.strip()) == (0, f"{SPARE}: active version {first}")
     assert f"* version {first} " in stad("models", "show", SPARE).out
@@ -586,3 +593,29 @@ def test_progress_line_shows_dashes_for_what_is_not_known_yet(
     stream = io.StringIO()
     TrainingDisplay(Progress(stream=stream)).update(status)
     assert stream.getvalue().rstrip().endswith(expected), stream.getvalue()
+
+
+def test_models_show_names_the_fit_choices_of_each_channel() -> None:
+    metadata = {
+        "channels": ["valve", "setpoint", "flow", "temp"],
+        "data_choices": {
+            "channel_kinds": ["binary", "constant", "varying", "varying"],
+            "dominant_period": 24,
+            "range_span": 24,
+        },
+        "scaler": {"method": "median and IQR"},
+    }
+    version = ModelVersionInfo("1", None, tuple(metadata["channels"]), 16, 1.0, 0, 0, 100, {}, metadata, "")
+    assert version.fit_choices["channel_kinds"] == {
+        "valve": "binary",
+        "setpoint": "constant",
+        "flow": "varying",
+        "temp": "varying",
+    }
+    assert _choice_lines(version.fit_choices) == [
+        "chosen at fit: dominant period 24 steps, range span 24",
+        "scaling: median and IQR",
+        "channel kinds: binary valve; constant setpoint; 2 varying",
+    ]
+    older = ModelVersionInfo("1", None, ("a",), 16, 1.0, 0, 0, 100, {}, {}, "")
+    assert older.fit_choices == {} and _choice_lines(older.fit_choices) == []
