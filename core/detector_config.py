@@ -100,7 +100,12 @@ class ModelConfig(_Group):
     """The network's shape (everything but the channel count, which the data sets)."""
 
     group_name: ClassVar[str] = "model"
-    window: int = setting(64, "steps per window (L); a multiple of patch", low=2)
+    window: int = setting(
+        64,
+        "steps per window (L); a multiple of patch; 0 = from the data (about two dominant periods, "
+        "in [32, 256])",
+        low=0,
+    )
     patch: int = setting(8, "steps per patch token (P)", low=1)
     d_model: int = setting(64, "width of every token", low=1)
     n_heads: int = setting(4, "attention heads; d_model must be a multiple", low=1)
@@ -244,11 +249,11 @@ class DetectorConfig:
         m, s = self.model, self.scoring
         if m.window % m.patch:
             raise SettingError("window", m.window, f"must be a multiple of patch={m.patch}")
-        if m.window // m.patch < 2:
+        if m.window and m.window // m.patch < 2:
             raise SettingError("window", m.window, f"must hold at least 2 patches of patch={m.patch}")
         if m.d_model % m.n_heads:
             raise SettingError("d_model", m.d_model, f"must be a multiple of n_heads={m.n_heads}")
-        if s.score_stride > m.window:
+        if m.window and s.score_stride > m.window:
             raise SettingError("score_stride", s.score_stride, f"must be <= window={m.window}")
 
     @property

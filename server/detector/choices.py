@@ -9,6 +9,10 @@ Each choice is recorded in the model's metadata (`DataChoices.to_dict`):
 - the dominant period: TSB-AD's autocorrelation rule (`stad.core.metrics.dominant_period`,
   lags 6..303) on each varying channel, the median over those with a peak; None
   when no channel has one.
+- the window, when `window` is 0: `window_for_period` (about two periods, a multiple
+  of `patch` in [AUTO_WINDOW_LOW, AUTO_WINDOW_HIGH], at most a quarter of the training
+  steps; AUTO_WINDOW_FALLBACK when there is no period). The saved config holds the
+  chosen window; `window_from_period` records that it was chosen.
 - the range span: with `range_scores`, a step's score is the highest within a
   centred range of this many steps, so that a labelled range is scored as a range:
   the dominant period, at most `window`; window / 2 when there is no period.
@@ -26,6 +30,28 @@ from stad.core.metrics import dominant_period
 from stad.core.types import BoolArray, FloatArray
 
 NEAR_CONSTANT_SHARE = 0.95
+AUTO_WINDOW_LOW, AUTO_WINDOW_HIGH = 32, 256
+AUTO_WINDOW_FALLBACK = 64
+PERIODS_PER_WINDOW = 2
+WINDOWS_PER_TRAINING = 4  # the chosen window is at most this share of the training steps
+
+
+def _to_patch(steps: float, patch: int) -> int:
+    """The nearest multiple of `patch` to `steps`, at least two patches."""
+    return max(2 * patch, round(steps / patch) * patch)
+
+
+def window_for_period(period: int | None, steps: int, patch: int) -> int:
+    """The window chosen for `window` 0 from the dominant period and the training length."""
+    wanted = AUTO_WINDOW_FALLBACK if period is None else PERIODS_PER_WINDOW * period
+    window = _to_patch(min(max(wanted, AUTO_WINDOW_LOW), AUTO_WINDOW_HIGH), patch)
+    longest = max(2 * patch, steps // WINDOWS_PER_TRAINING // patch * patch)
+    return min(window, longest)
+
+
+def largest_auto_window(patch: int) -> int:
+    """The longest window `window_for_period` can choose (for limits checked before the data is seen)."""
+    return _to_patch(AUTO_WINDOW_HIGH, patch)
 
 
 def channel_kind(values: FloatArray) -> str:
@@ -53,6 +79,8 @@ class DataChoices:
     kinds: tuple[str, ...]  # per channel
     period: int | None
     span: int  # 1 = no range aggregation
+    window: int  # the window the model uses
+    window_from_period: bool = False  # True when `window` 0 let the data choose it
 
     @property
     def scored(self) -> BoolArray:
@@ -61,12 +89,18 @@ class DataChoices:
         return mask if mask.any() else np.ones_like(mask)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, n_channels: int) -> DataChoices:
-        """The inverse of `to_dict`; a model saved before choices were recorded scores
-        every channel and aggregates no range."""
+    def from_dict(cls, data: dict[str, Any] | None, n_channels: int, window: int) -> DataChoices:
+        """The inverse of `to_dict` (`window`: the saved config's); a model saved before
+        choices were recorded scores every channel and aggregates no range."""
         if data is None:
-            return cls(("varying",) * n_channels, None, 1)
-        return cls(tuple(data["channel_kinds"]), data["dominant_period"], int(data["range_span"]))
+            return cls(("varying",) * n_channels, None, 1, window)
+        return cls(
+            tuple(data["channel_kinds"]),
+            data["dominant_period"],
+            int(data["range_span"]),
+            window,
+            bool(data.get("window_from_period", False)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,17 +108,24 @@ class DataChoices:
             "dominant_period": self.period,
             "range_span": self.span,
             "scored_channels": int(self.scored.sum()),
+            "window_from_period": self.window_from_period,
         }
 
 
-def choose(train: FloatArray, config: DetectorConfig) -> DataChoices:
-    """The choices for a (T, C) training series under `config`."""
-    kinds = tuple(channel_kind(train[:, c]) for c in range(train.shape[1]))
+def series_period(train: FloatArray, kinds: tuple[str, ...]) -> int | None:
+    """The dominant period of a (T, C) series: the median over its varying channels that have one."""
     periods = [dominant_period(_observed(train[:, c])) for c, kind in enumerate(kinds) if kind == "varying"]
     found = [p for p in periods if p is not None]
-    period = int(np.median(found)) if found else None
-    window = config.model.window
+    return int(np.median(found)) if found else None
+
+
+def choose(train: FloatArray, config: DetectorConfig) -> DataChoices:
+    """The choices for a (T, C) training series under `config` (`window` 0: chosen here)."""
+    kinds = tuple(channel_kind(train[:, c]) for c in range(train.shape[1]))
+    period = series_period(train, kinds)
+    auto = config.model.window == 0
+    window = window_for_period(period, train.shape[0], config.model.patch) if auto else config.model.window
     span = 1
     if config.scoring.range_scores:
         span = min(period, window) if period is not None else max(1, window // 2)
-    return DataChoices(kinds, period, span)
+    return DataChoices(kinds, period, span, window, auto)

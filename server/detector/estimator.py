@@ -144,11 +144,9 @@ class Detector:
         warm_start=True on a fitted detector keeps its weights, refits the
         scaler and the threshold on X and trains further.
         """
-        cfg = self.config
-        window, tc = cfg.model.window, cfg.training
         started = time.monotonic()
         data = as_matrix(X)
-        check_length(data, window)
+        check_length(data, self.config.model.window or 2 * self.config.model.patch)
         t, c = data.shape
         if np.isnan(data).all():
             raise ValueError("the training series has no observed values (all NaN)")
@@ -170,16 +168,20 @@ class Detector:
         device = torch_device(self.device)
 
         normal_rows = data if anomalous is None else data[~anomalous]
-        scaler = ChannelScaler.fit(normal_rows if normal_rows.shape[0] >= window else data)
+        shortest = self.config.model.window or 2 * self.config.model.patch
+        basis = normal_rows if normal_rows.shape[0] >= shortest else data
+        choices = choose(basis, self.config)
+        cfg = self.config.replace(window=choices.window)
+        window, tc = choices.window, cfg.training
+        scaler = ChannelScaler.fit(basis if basis.shape[0] >= window else data)
         scaled = scaler.transform(data)
         held = holdout_blocks(t, window, tc.val_fraction)
         n_val = int(held.sum())
         fit_mask = ~held if anomalous is None else ~held & ~anomalous
         subspace = Subspace.fit(scaled[fit_mask] if fit_mask.any() else scaled, cfg.scoring.residual_variance)
-        choices = choose(normal_rows if normal_rows.shape[0] >= window else data, cfg)
         seen = _unscored_as_missing(scaled, choices.scored)
-        train_set = self._window_set(seen, anomalous, _runs(~held), tc.train_stride, device)
-        val_set = self._window_set(seen, anomalous, _runs(held), cfg.stride, device) if n_val else None
+        train_set = self._window_set(seen, anomalous, _runs(~held), window, tc.train_stride, device)
+        val_set = self._window_set(seen, anomalous, _runs(held), window, cfg.stride, device) if n_val else None
 
         generator = torch.Generator().manual_seed(tc.seed)
         if keep_weights:  # train a copy: a cancelled or failed fit leaves self unchanged
@@ -203,6 +205,7 @@ class Detector:
                 head = head.to(device)
             metrics.update(finetune(model, head, train_set, val_set, cfg, generator, reporter))
 
+        self.config = cfg
         self.model_ = model
         self.head_ = head
         self.scaler_ = scaler
@@ -229,11 +232,11 @@ class Detector:
         scaled: FloatArray,
         anomalous: BoolArray | None,
         runs: Sequence[tuple[int, int]],
+        window: int,
         stride: int,
         device: torch.device,
     ) -> WindowSet:
-        """The windows that fit inside the [start, stop) runs, every `stride` steps."""
-        window = self.config.model.window
+        """The windows of `window` steps that fit inside the [start, stop) runs, every `stride` steps."""
         parts = [window_starts(b - a, window, stride) + a for a, b in runs if b - a >= window]
         starts = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         series = torch.from_numpy(scaled.astype(np.float32))  # (T, C)
@@ -506,7 +509,7 @@ class Detector:
             raise ValueError(f"{meta_path}: residual_weight > 0 but no subspace saved")
         thresholds = dict(meta["thresholds"])
         threshold = float(thresholds.pop("threshold"))
-        det.choices_ = DataChoices.from_dict(meta.get("data_choices"), len(channels))
+        det.choices_ = DataChoices.from_dict(meta.get("data_choices"), len(channels), config.model.window)
         det.scorer_ = StepScorer(
             config,
             channels,
