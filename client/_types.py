@@ -142,14 +142,16 @@ class ModelVersionInfo:
     @property
     def fit_choices(self) -> Mapping[str, Any]:
         """What the detector chose from the training data at fit time, from its metadata:
-        `dominant_period` (steps, None when none was found), `range_span`, `channel_kinds`
-        (channel name -> constant, near_constant, binary or varying) and `scaling`; empty
-        for a version saved before they were recorded."""
+        `dominant_period` (steps, None when none was found), `window_from_period` (True when
+        the training asked for window 0 and `window` was chosen from the data), `range_span`,
+        `channel_kinds` (channel name -> constant, near_constant, binary or varying) and
+        `scaling`; empty for a version saved before they were recorded."""
         out: dict[str, Any] = {}
         choices = self.metadata.get("data_choices")
         if isinstance(choices, Mapping):
             names = self.metadata.get("channels") or self.channels
             out["dominant_period"] = choices.get("dominant_period")
+            out["window_from_period"] = bool(choices.get("window_from_period", False))
             out["range_span"] = choices.get("range_span")
             out["channel_kinds"] = dict(zip(names, choices.get("channel_kinds") or (), strict=False))
         scaler = self.metadata.get("scaler")

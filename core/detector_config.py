@@ -262,6 +262,11 @@ class DetectorConfig:
         return min(self.scoring.mask_groups, self.model.n_patches)
 
     @property
+    def min_steps(self) -> int:
+        """Fewest training steps a fit accepts: one window, or two patches when `window` is 0."""
+        return self.model.window or 2 * self.model.patch
+
+    @property
     def stride(self) -> int:
         """Steps between scoring windows: score_stride, or window / 2 when it is 0."""
         return self.scoring.score_stride or max(1, self.model.window // 2)

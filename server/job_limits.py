@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from stad.core.detector_config import DetectorConfig
 from stad.core.types import MIB
+from stad.server.detector.choices import largest_auto_window
 from stad.server.errors import InvalidArgumentError, ResourceExhaustedError
 
 RUNTIME_BYTES = 384 * MIB  # a training process with torch imported, before any data
@@ -38,6 +39,8 @@ class JobLimits:
             config = DetectorConfig.from_flat(flat_config)
         except ValueError as exc:
             raise InvalidArgumentError(f"bad training setting: {exc}") from exc
+        if config.model.window == 0:  # chosen from the data at fit time: bound it by the longest choice
+            config = config.replace(window=largest_auto_window(config.model.patch))
         _at_most("channels", channels, self.max_channels, "--max-channels")
         _at_most("window", config.model.window, self.max_window, "--max-window")
         _at_most("epochs", config.training.epochs, self.max_epochs, "--max-epochs")

@@ -87,7 +87,7 @@ async def training_request(
     if not chunks:
         raise InvalidArgumentError("no training data: send data in the StartTrainingRequest messages")
     config = convert.spec_config(spec)
-    window = DetectorConfig.from_flat(config).model.window  # SettingError: field, value and rule
+    window = DetectorConfig.from_flat(config).min_steps  # SettingError: field, value and rule
     stamps = [c.timestamps_ns for c in chunks]
     if any(s is None for s in stamps) and not all(s is None for s in stamps):
         raise InvalidArgumentError("either every data chunk has timestamps or none does")

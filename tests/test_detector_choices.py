@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,15 @@ import torch
 from stad.core.data_warnings import SMALL_CALIBRATION
 from stad.core.detector_config import DetectorConfig
 from stad.core.events import EventFilter
-from stad.server.detector.choices import DataChoices, channel_kind, choose
+from stad.core.score_reach import ScoreReach
+from stad.server.detector.choices import (
+    AUTO_WINDOW_FALLBACK,
+    DataChoices,
+    channel_kind,
+    choose,
+    largest_auto_window,
+    window_for_period,
+)
 from stad.server.detector.estimator import Detector, holdout_blocks
 from stad.server.detector.steps import bounded_threshold, range_max
 
@@ -45,7 +55,7 @@ def test_choices_take_the_period_of_varying_channels_and_leave_constant_ones_uns
     assert choices.span == 40  # the period, within the default window of 64
     np.testing.assert_array_equal(choices.scored, [True, True, False, True])
     assert choices.to_dict()["scored_channels"] == 3
-    assert DataChoices.from_dict(choices.to_dict(), 4) == choices
+    assert DataChoices.from_dict(choices.to_dict(), 4, 64) == choices
 
 
 def test_range_span_is_capped_by_the_window_and_falls_back_without_a_period() -> None:
@@ -65,7 +75,7 @@ def test_every_channel_constant_still_scores_them_all() -> None:
 
 
 def test_a_model_saved_before_choices_scores_every_channel_without_ranges() -> None:
-    old = DataChoices.from_dict(None, 3)
+    old = DataChoices.from_dict(None, 3, 64)
     assert old.span == 1
     np.testing.assert_array_equal(old.scored, [True, True, True])
 
@@ -190,3 +200,64 @@ def test_nothing_held_out_calibrates_on_the_whole_series_and_warns() -> None:
     assert thresholds["calibration_source"] == "training series"
     assert "no held-out steps" in thresholds["calibration_warning"]
     assert "none held out" in detector.warnings_[0].message
+
+
+@pytest.mark.parametrize(
+    ("period", "steps", "patch", "window"),
+    [
+        (40, 5000, 8, 80),  # two periods
+        (50, 5000, 8, 96),  # two periods, to the nearest multiple of patch
+        (6, 5000, 8, 32),  # at least AUTO_WINDOW_LOW
+        (300, 5000, 8, 256),  # at most AUTO_WINDOW_HIGH
+        (None, 5000, 8, AUTO_WINDOW_FALLBACK),
+        (100, 300, 8, 72),  # at most a quarter of the training steps
+        (100, 40, 8, 16),  # and never under two patches
+        (40, 5000, 7, 77),
+    ],
+)
+def test_window_for_period(period: int | None, steps: int, patch: int, window: int) -> None:
+    chosen = window_for_period(period, steps, patch)
+    assert chosen == window and chosen % patch == 0
+    assert chosen <= largest_auto_window(patch)
+
+
+AUTO = TINY.replace(window=0, range_scores=False)
+
+
+@pytest.mark.slow
+def test_window_zero_is_chosen_from_the_period_recorded_and_scores_the_same_after_reload(
+    tmp_path: Path,
+) -> None:
+    torch.set_num_threads(1)
+    train = np.stack([sine(1600, 40), sine(1600, 40, seed=4)], 1)
+    detector = Detector(AUTO).fit(train)
+    assert detector.config.model.window == 80  # two periods of 40
+    meta = detector.metadata_
+    assert meta["config"]["model"]["window"] == 80
+    assert meta["data_choices"]["window_from_period"] is True
+    assert meta["data_choices"]["dominant_period"] == 40
+    reach = ScoreReach.from_metadata(meta)
+    assert reach is not None and reach.window == 80 and reach.stride == 40
+    detector.save(tmp_path / "model")
+    loaded = Detector.load(tmp_path / "model")
+    assert loaded.config.model.window == 80 and loaded.choices_.window_from_period
+    test = train.copy()
+    test[700:720, 0] += 3.0
+    before, after = detector.score(test), loaded.score(test)
+    np.testing.assert_array_equal(before.score, after.score)
+    np.testing.assert_array_equal(before.is_anomaly, after.is_anomaly)
+
+
+@pytest.mark.slow
+def test_window_zero_without_a_period_takes_the_fallback() -> None:
+    torch.set_num_threads(1)
+    walk = np.random.default_rng(0).standard_normal((3000, 2)).cumsum(axis=0)  # no periodic peak
+    detector = Detector(AUTO).fit(walk)
+    assert detector.choices_.period is None
+    assert detector.config.model.window == AUTO_WINDOW_FALLBACK
+    assert detector.metadata_["data_choices"]["window_from_period"] is True
+
+
+def test_a_set_window_is_kept_and_not_marked_as_chosen() -> None:
+    choices = choose(np.stack([sine(2000, 40)], 1), DetectorConfig().replace(window=128))
+    assert choices.window == 128 and not choices.window_from_period

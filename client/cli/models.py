@@ -74,7 +74,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"    warning: {warning.message}")
         for group, values in item.config.items():
             print(f"    {group}: " + ", ".join(f"{name}={value}" for name, value in values.items()))
-        for line in _choice_lines(item.fit_choices):
+        for line in _choice_lines(item.fit_choices, item.window):
             print(f"    {line}")
         print(f"    trained on {item.train_steps} steps")
         if item.description:
@@ -84,14 +84,23 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _choice_lines(choices: Mapping[str, Any]) -> list[str]:
+def _choice_lines(choices: Mapping[str, Any], window: int) -> list[str]:
     """`models show`'s lines for what the detector chose from the training data."""
     if not choices:
         return []
     period = choices.get("dominant_period")
+    chosen_window = []
+    if choices.get("window_from_period"):
+        chosen_window = [f"window {window} ({'from the period' if period else 'no period: the fallback'})"]
     lines = [
-        f"chosen at fit: dominant period {f'{period} steps' if period else 'none'}, "
-        f"range span {choices.get('range_span')}"
+        "chosen at fit: "
+        + ", ".join(
+            [
+                *chosen_window,
+                f"dominant period {f'{period} steps' if period else 'none'}",
+                f"range span {choices.get('range_span')}",
+            ]
+        )
     ]
     if "scaling" in choices:
         lines.append(f"scaling: {choices['scaling']}")

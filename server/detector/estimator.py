@@ -146,7 +146,7 @@ class Detector:
         """
         started = time.monotonic()
         data = as_matrix(X)
-        check_length(data, self.config.model.window or 2 * self.config.model.patch)
+        check_length(data, self.config.min_steps)
         t, c = data.shape
         if np.isnan(data).all():
             raise ValueError("the training series has no observed values (all NaN)")
@@ -168,8 +168,7 @@ class Detector:
         device = torch_device(self.device)
 
         normal_rows = data if anomalous is None else data[~anomalous]
-        shortest = self.config.model.window or 2 * self.config.model.patch
-        basis = normal_rows if normal_rows.shape[0] >= shortest else data
+        basis = normal_rows if normal_rows.shape[0] >= self.config.min_steps else data
         choices = choose(basis, self.config)
         cfg = self.config.replace(window=choices.window)
         window, tc = choices.window, cfg.training
@@ -181,7 +180,9 @@ class Detector:
         subspace = Subspace.fit(scaled[fit_mask] if fit_mask.any() else scaled, cfg.scoring.residual_variance)
         seen = _unscored_as_missing(scaled, choices.scored)
         train_set = self._window_set(seen, anomalous, _runs(~held), window, tc.train_stride, device)
-        val_set = self._window_set(seen, anomalous, _runs(held), window, cfg.stride, device) if n_val else None
+        val_set = (
+            self._window_set(seen, anomalous, _runs(held), window, cfg.stride, device) if n_val else None
+        )
 
         generator = torch.Generator().manual_seed(tc.seed)
         if keep_weights:  # train a copy: a cancelled or failed fit leaves self unchanged

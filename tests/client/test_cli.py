@@ -612,10 +612,21 @@ def test_models_show_names_the_fit_choices_of_each_channel() -> None:
         "flow": "varying",
         "temp": "varying",
     }
-    assert _choice_lines(version.fit_choices) == [
+    assert _choice_lines(version.fit_choices, 16) == [
         "chosen at fit: dominant period 24 steps, range span 24",
         "scaling: median and IQR",
         "channel kinds: binary valve; constant setpoint; 2 varying",
     ]
     older = ModelVersionInfo("1", None, ("a",), 16, 1.0, 0, 0, 100, {}, {}, "")
-    assert older.fit_choices == {} and _choice_lines(older.fit_choices) == []
+    assert older.fit_choices == {} and _choice_lines(older.fit_choices, 16) == []
+    auto = {**metadata, "data_choices": {**metadata["data_choices"], "window_from_period": True}}
+    chosen = ModelVersionInfo("2", None, tuple(metadata["channels"]), 48, 1.0, 0, 0, 100, {}, auto, "")
+    assert chosen.fit_choices["window_from_period"] is True
+    assert _choice_lines(chosen.fit_choices, chosen.window)[0] == (
+        "chosen at fit: window 48 (from the period), dominant period 24 steps, range span 24"
+    )
+    no_period = {**auto, "data_choices": {**auto["data_choices"], "dominant_period": None}}
+    fallback = ModelVersionInfo("3", None, tuple(metadata["channels"]), 64, 1.0, 0, 0, 100, {}, no_period, "")
+    assert _choice_lines(fallback.fit_choices, 64)[0].startswith(
+        "chosen at fit: window 64 (no period: the fallback), dominant period none"
+    )

@@ -20,7 +20,9 @@ from grpc import aio
 from stad.server import durable
 from stad.server.app import JOBS_DIR
 from stad.server.detector import Detector
+from stad.server.detector.choices import largest_auto_window
 from stad.server.job_journal import JobJournal
+from stad.server.job_limits import JobLimits
 from stad.server.job_worker import VALUES_FILE
 from stad.server.registry import Registry
 from stad.v1 import models_pb2, models_pb2_grpc, scoring_pb2, scoring_pb2_grpc, training_pb2
@@ -94,6 +96,7 @@ async def test_leftover_job_data_is_removed_at_start_up(make_server: MakeServer,
         ({}, {"epochs": 10**9}, 400, "--max-epochs"),
         ({"max_epochs": 100}, {"finetune_epochs": 101}, 400, "--max-epochs"),
         ({"max_window": 32}, {"window": 64}, 400, "--max-window"),
+        ({"max_window": 128}, {"window": 0}, 400, "--max-window"),  # 0: the longest it may choose
         ({"max_channels": 2}, {}, 400, "--max-channels"),
         ({"max_job_memory_mb": 400}, {"batch_size": 4096}, 20_000, "--max-job-memory-mb"),
     ],
@@ -336,3 +339,10 @@ async def test_a_stream_cut_off_mid_way_by_the_end_of_the_grace_gets_unavailable
             assert message.results
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     await stopping
+
+
+def test_window_zero_is_estimated_as_the_longest_window_it_may_choose() -> None:
+    limits = JobLimits()
+    auto = limits.check({"window": 0}, channels=8, steps=10_000)
+    longest = limits.check({"window": largest_auto_window(8)}, channels=8, steps=10_000)
+    assert auto == longest > limits.check({"window": 64}, channels=8, steps=10_000)

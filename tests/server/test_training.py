@@ -249,6 +249,22 @@ async def start_error(channel: aio.Channel, *args: object, **kw: object) -> aio.
     return caught.value
 
 
+async def test_window_zero_trains_a_version_with_the_window_chosen_from_the_period(
+    make_server: MakeServer,
+) -> None:
+    _, channel = await make_server()
+    data = make_values(400, seed=5)  # the waves' period: 24 steps: window 48
+    job = await start(channel, spec(window=0), [data])
+    final = (await watch_until(channel, job.job_id, FINISHED))[-1]
+    assert final.state == State.JOB_STATE_SUCCEEDED, final.error
+    shown = await models_pb2_grpc.ModelServiceStub(channel).GetModel(models_pb2.GetModelRequest(name="fresh"))
+    version = shown.versions[0]
+    metadata = json.loads(version.metadata_json)
+    period = metadata["data_choices"]["dominant_period"]
+    assert metadata["data_choices"]["window_from_period"] is True
+    assert version.window == metadata["config"]["model"]["window"] == 2 * period  # a multiple of patch 4
+
+
 async def test_bad_training_requests(make_server: MakeServer) -> None:
     _, channel = await make_server(max_training_mb=1)
     data = make_values(100, seed=0)
@@ -268,6 +284,7 @@ async def test_bad_training_requests(make_server: MakeServer) -> None:
             "99 labels for 100 steps",
         ),
         ((spec(), [data[:10]]), {}, grpc.StatusCode.INVALID_ARGUMENT, "fewer than one window of 16"),
+        ((spec(window=0), [data[:5]]), {}, grpc.StatusCode.INVALID_ARGUMENT, "fewer than one window of 8"),
         (
             (spec(patch=5), [data]),
             {},
