@@ -284,7 +284,8 @@ def test_a_model_saved_with_a_flat_config_loads_and_scores_the_same(fitted: Dete
         (1, {"window": 32, "wndow": 16}, r"wndow=16: is not a detector setting"),
         (2, {"model": {"window": 32}, "extra": {}}, r"extra=\{\}: is not a config group"),
         (2, {"scoring": {"window": 32}}, r"scoring.window=32: is not a setting of this group"),
-        (2, {"model": {"window": -1}}, r"window=-1: must be an integer >= 2"),
+        (2, {"model": {"window": -1}}, r"window=-1: must be an integer >= 0"),
+        (2, {"model": {"window": 0}}, r"window=0: a saved model must hold the window its fit chose"),
         (3, {}, r"unsupported format 'stad-detector' version 3"),
     ],
 )

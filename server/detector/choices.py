@@ -41,9 +41,10 @@ def _to_patch(steps: float, patch: int) -> int:
     return max(2 * patch, round(steps / patch) * patch)
 
 
-def window_for_period(period: int | None, steps: int, patch: int) -> int:
-    """The window chosen for `window` 0 from the dominant period and the training length."""
-    wanted = AUTO_WINDOW_FALLBACK if period is None else PERIODS_PER_WINDOW * period
+def window_for_period(period: int | None, steps: int, patch: int, periods: float = PERIODS_PER_WINDOW) -> int:
+    """The window chosen for `window` 0 from the dominant period and the training length
+    (`periods`: periods per window; other values are for measuring the rule)."""
+    wanted = AUTO_WINDOW_FALLBACK if period is None else periods * period
     window = _to_patch(min(max(wanted, AUTO_WINDOW_LOW), AUTO_WINDOW_HIGH), patch)
     longest = max(2 * patch, steps // WINDOWS_PER_TRAINING // patch * patch)
     return min(window, longest)

@@ -45,5 +45,8 @@ def read_warnings(directory: Path) -> list[dict[str, str]]:
 
 
 def config_of(meta: Mapping[str, Any]) -> DetectorConfig:
-    """The config of metadata already `upgrade`d."""
-    return DetectorConfig.from_dict(meta["config"])
+    """The config of metadata already `upgrade`d; a saved model holds the window it chose."""
+    config = DetectorConfig.from_dict(meta["config"])
+    if config.model.window == 0:
+        raise SettingError("window", 0, "a saved model must hold the window its fit chose, not 0")
+    return config
