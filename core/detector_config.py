@@ -102,8 +102,7 @@ class ModelConfig(_Group):
     group_name: ClassVar[str] = "model"
     window: int = setting(
         64,
-        "steps per window (L); a multiple of patch; 0 = from the data (about two dominant periods, "
-        "in [32, 256])",
+        "steps per window (L); a multiple of patch; 0 = from the data (the dominant period, in [32, 256])",
         low=0,
     )
     patch: int = setting(8, "steps per patch token (P)", low=1)

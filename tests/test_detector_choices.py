@@ -205,14 +205,14 @@ def test_nothing_held_out_calibrates_on_the_whole_series_and_warns() -> None:
 @pytest.mark.parametrize(
     ("period", "steps", "patch", "window"),
     [
-        (40, 5000, 8, 80),  # two periods
-        (50, 5000, 8, 96),  # two periods, to the nearest multiple of patch
+        (40, 5000, 8, 40),  # one period
+        (50, 5000, 8, 48),  # to the nearest multiple of patch
         (6, 5000, 8, 32),  # at least AUTO_WINDOW_LOW
         (300, 5000, 8, 256),  # at most AUTO_WINDOW_HIGH
         (None, 5000, 8, AUTO_WINDOW_FALLBACK),
         (100, 300, 8, 72),  # at most a quarter of the training steps
         (100, 40, 8, 16),  # and never under two patches
-        (40, 5000, 7, 77),
+        (40, 5000, 7, 42),
     ],
 )
 def test_window_for_period(period: int | None, steps: int, patch: int, window: int) -> None:
@@ -229,18 +229,18 @@ def test_window_zero_is_chosen_from_the_period_recorded_and_scores_the_same_afte
     tmp_path: Path,
 ) -> None:
     torch.set_num_threads(1)
-    train = np.stack([sine(1600, 40), sine(1600, 40, seed=4)], 1)
+    train = np.stack([sine(1600, 52), sine(1600, 52, seed=4)], 1)
     detector = Detector(AUTO).fit(train)
-    assert detector.config.model.window == 80  # two periods of 40
+    assert detector.config.model.window == 52  # the period, a multiple of patch 4
     meta = detector.metadata_
-    assert meta["config"]["model"]["window"] == 80
+    assert meta["config"]["model"]["window"] == 52
     assert meta["data_choices"]["window_from_period"] is True
-    assert meta["data_choices"]["dominant_period"] == 40
+    assert meta["data_choices"]["dominant_period"] == 52
     reach = ScoreReach.from_metadata(meta)
-    assert reach is not None and reach.window == 80 and reach.stride == 40
+    assert reach is not None and reach.window == 52 and reach.stride == 26
     detector.save(tmp_path / "model")
     loaded = Detector.load(tmp_path / "model")
-    assert loaded.config.model.window == 80 and loaded.choices_.window_from_period
+    assert loaded.config.model.window == 52 and loaded.choices_.window_from_period
     test = train.copy()
     test[700:720, 0] += 3.0
     before, after = detector.score(test), loaded.score(test)

@@ -9,7 +9,7 @@ Each choice is recorded in the model's metadata (`DataChoices.to_dict`):
 - the dominant period: TSB-AD's autocorrelation rule (`stad.core.metrics.dominant_period`,
   lags 6..303) on each varying channel, the median over those with a peak; None
   when no channel has one.
-- the window, when `window` is 0: `window_for_period` (about two periods, a multiple
+- the window, when `window` is 0: `window_for_period` (one period, a multiple
   of `patch` in [AUTO_WINDOW_LOW, AUTO_WINDOW_HIGH], at most a quarter of the training
   steps; AUTO_WINDOW_FALLBACK when there is no period). The saved config holds the
   chosen window; `window_from_period` records that it was chosen.
@@ -32,7 +32,7 @@ from stad.core.types import BoolArray, FloatArray
 NEAR_CONSTANT_SHARE = 0.95
 AUTO_WINDOW_LOW, AUTO_WINDOW_HIGH = 32, 256
 AUTO_WINDOW_FALLBACK = 64
-PERIODS_PER_WINDOW = 2
+PERIODS_PER_WINDOW = 1  # two measured worse (bench/auto_window.py)
 WINDOWS_PER_TRAINING = 4  # the chosen window is at most this share of the training steps
 
 

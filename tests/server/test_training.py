@@ -31,7 +31,7 @@ from stad.v1 import (
     training_pb2,
     training_pb2_grpc,
 )
-from tests.kit import TINY, TINY_FLAT, make_values
+from tests.kit import TINY, TINY_FLAT, Wave, make_values
 from tests.server import job_faults
 from tests.server.conftest import CHANNELS, MODEL, MakeServer, series_message
 
@@ -253,16 +253,17 @@ async def test_window_zero_trains_a_version_with_the_window_chosen_from_the_peri
     make_server: MakeServer,
 ) -> None:
     _, channel = await make_server()
-    data = make_values(400, seed=5)  # the waves' period: 24 steps: window 48
+    waves = (Wave(period=44), Wave(period=44, amplitude=0.5), Wave(period=44, phase=1.0))
+    data = make_values(400, seed=5, waves=waves)
     job = await start(channel, spec(window=0), [data])
     final = (await watch_until(channel, job.job_id, FINISHED))[-1]
     assert final.state == State.JOB_STATE_SUCCEEDED, final.error
     shown = await models_pb2_grpc.ModelServiceStub(channel).GetModel(models_pb2.GetModelRequest(name="fresh"))
     version = shown.versions[0]
     metadata = json.loads(version.metadata_json)
-    period = metadata["data_choices"]["dominant_period"]
+    assert metadata["data_choices"]["dominant_period"] == 44
     assert metadata["data_choices"]["window_from_period"] is True
-    assert version.window == metadata["config"]["model"]["window"] == 2 * period  # a multiple of patch 4
+    assert version.window == metadata["config"]["model"]["window"] == 44  # the period: a multiple of patch 4
 
 
 async def test_bad_training_requests(make_server: MakeServer) -> None:
