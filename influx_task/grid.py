@@ -71,13 +71,18 @@ def to_grid(
         index = offsets // interval_ns
         inside = (index >= 0) & (index < n_steps)
         grid[index[inside]] = values[inside]
+    return grid_times, filled(grid, fill, fill_limit)
+
+
+def filled(grid: FloatArray, fill: str, fill_limit: int = 0) -> FloatArray:
+    """The (T, C) grid with the fill policy applied (see `to_grid`); "null" returns it as is."""
     if fill == "null":
-        return grid_times, grid
-    limit = fill_limit or n_steps
+        return grid
+    limit = fill_limit or grid.shape[0]
     if fill == "previous":
-        return grid_times, _forward_fill(grid, limit)
+        return _forward_fill(grid, limit)
     if fill == "linear":
-        return grid_times, _interpolate(grid, limit)
+        return _interpolate(grid, limit)
     raise ValueError(f"fill must be one of {FILLS}; got {fill!r}")
 
 

@@ -35,7 +35,7 @@ from stad.influx_task.config import Pipeline
 from stad.influx_task.eraser import Spans
 from stad.influx_task.events import Episode, track_episodes
 from stad.influx_task.geometry import Geometry, align_down
-from stad.influx_task.grid import SeriesBlock, series_key, to_grid
+from stad.influx_task.grid import SeriesBlock, filled, series_key, to_grid
 from stad.influx_task.lateness import LateState, digest
 from stad.influx_task.output import Scores, event_points, score_points
 from stad.influx_task.points import Point
@@ -676,20 +676,12 @@ class PipelineRunner:
                 continue
             if send_until - send_from < geometry.window * pipeline.interval_ns:
                 continue
-            _, filled = to_grid(
-                block.timestamps_ns,
-                block.values,
-                start_ns=read_from,
-                stop_ns=data_stop,
-                interval_ns=pipeline.interval_ns,
-                fill=pipeline.fill,
-                fill_limit=self.fill_reach,
-            )
+            model_input = filled(raw, pipeline.fill, self.fill_reach)
             part = slice(
                 (send_from - read_from) // pipeline.interval_ns,
                 (send_until - read_from) // pipeline.interval_ns,
             )
-            series = make_series(filled[part], channels=pipeline.fields, timestamps_ns=times[part])
+            series = make_series(model_input[part], channels=pipeline.fields, timestamps_ns=times[part])
             items.append(_Item(key, tags, from_ns, until, series, observed[part], raw[part]))
             moved[key] = (tags, from_ns, until)
         for key, next_ns in frontier.items():
