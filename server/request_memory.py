@@ -72,8 +72,13 @@ class RequestMemory:
         self.reserved += size
 
     async def _give_back(self, size: int) -> None:
+        # the bytes go back at once, so that a cancellation while waking the waiters
+        # cannot lose them; the wake-up itself is shielded from that cancellation
+        self.reserved -= size
+        await asyncio.shield(self._wake())
+
+    async def _wake(self) -> None:
         async with self._room:
-            self.reserved -= size
             self._room.notify_all()
 
 
