@@ -49,7 +49,7 @@ from stad.influx_task.config import Connection, Pipeline, RetrySettings, ServerS
 from stad.influx_task.grid import to_grid
 from stad.influx_task.influxql import InfluxQLReader
 from stad.influx_task.local_influxd import Influxd, influxd_path
-from stad.influx_task.output import score_points
+from stad.influx_task.output import score_lines
 from stad.influx_task.points import Point
 from stad.influx_task.runner import PassStats, Shard, owned_only
 from stad.influx_task.task import Task
@@ -313,18 +313,18 @@ def _stages(
 
 
 def _write_part(writer: LineWriter, job: Pipeline, grids: list[Any], results: list[Any], start: int) -> int:
-    """What one shard of the task does to commit its scores: build the points, write them."""
-    points = [
-        point
+    """What one shard of the task does to commit its scores: build the lines, write them."""
+    lines = [
+        line
         for (block, _, values), result in zip(grids, results, strict=True)
-        for point in score_points(
+        for line in score_lines(
             job,
             dict(block.tags),
             result,
             (~np.isnan(values).all(axis=1)) & (result.timestamps_ns >= start) & np.isfinite(result.score),
         )
     ]
-    return writer.write(points, database=job.out_database)
+    return writer.write_lines(lines, database=job.out_database)
 
 
 def _query_part(transport: Transport, job: Pipeline, start: int, end: int, shard: Shard) -> list[Any]:

@@ -12,8 +12,9 @@ import numpy.typing as npt
 from stad.core.data_warnings import DataWarning
 from stad.influx_task.config import Pipeline
 from stad.influx_task.events import Episode
+from stad.influx_task.lines import FieldColumn, to_lines
 from stad.influx_task.points import Point
-from stad.influx_task.signals import SignalScores, signal_fields
+from stad.influx_task.signals import SignalScores, signal_columns
 
 
 class Scores(SignalScores, Protocol):
@@ -57,29 +58,37 @@ def output_tags(pipeline: Pipeline, tags: Mapping[str, str]) -> dict[str, str]:
     return {**tags, "model": pipeline.model, "source_measurement": pipeline.measurement}
 
 
-def score_points(
+def score_columns(result: Scores, rows: npt.NDArray[np.intp]) -> list[tuple[str, FieldColumn]]:
+    """The anomaly_scores fields of the returned steps `rows`, in the order they are written."""
+    columns: list[tuple[str, FieldColumn]] = [
+        ("score", result.score[rows]),
+        ("raw_score", result.raw_score[rows]),
+        ("threshold", float(result.threshold)),
+        ("is_anomaly", np.asarray(result.is_anomaly[rows], dtype=bool)),
+        ("severity", result.severity[rows]),
+    ]
+    contributions, expected = result.contributions[rows], result.expected[rows]  # (N, C)
+    columns += [(f"contrib_{name}", contributions[:, c]) for c, name in enumerate(result.channels)]
+    columns += [(f"expected_{name}", expected[:, c]) for c, name in enumerate(result.channels)]
+    columns += signal_columns(result, rows)
+    columns.append(("model_version", result.version))
+    return columns
+
+
+def score_lines(
     pipeline: Pipeline, tags: Mapping[str, str], result: Scores, keep: npt.NDArray[np.bool_]
-) -> list[Point]:
-    """anomaly_scores points for the returned steps where `keep` is true."""
-    out_tags = output_tags(pipeline, tags)
-    points = []
-    channels = result.channels
-    for i in np.flatnonzero(keep).tolist():
-        fields: dict[str, float | int | bool | str] = {
-            "score": float(result.score[i]),
-            "raw_score": float(result.raw_score[i]),
-            "threshold": float(result.threshold),
-            "is_anomaly": bool(result.is_anomaly[i]),
-            "severity": float(result.severity[i]),
-        }
-        for c, name in enumerate(channels):
-            fields[f"contrib_{name}"] = float(result.contributions[i, c])
-        for c, name in enumerate(channels):
-            fields[f"expected_{name}"] = float(result.expected[i, c])
-        fields.update(signal_fields(result, i))
-        fields["model_version"] = result.version
-        points.append(Point(pipeline.output_measurement, out_tags, fields, int(result.timestamps_ns[i])))
-    return points
+) -> list[str]:
+    """The anomaly_scores lines of the returned steps where `keep` is true (their scores are
+    finite, so each has a line)."""
+    rows = np.flatnonzero(keep)
+    if not rows.size:
+        return []
+    return to_lines(
+        pipeline.output_measurement,
+        output_tags(pipeline, tags),
+        score_columns(result, rows),
+        result.timestamps_ns[rows],
+    )
 
 
 def event_points(pipeline: Pipeline, tags: Mapping[str, str], episodes: Sequence[Episode]) -> list[Point]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 FieldValue = float | int | bool | str
@@ -17,7 +17,8 @@ class Point:
     time_ns: int
 
 
-def _escape_key(text: str) -> str:
+def escape_key(text: str) -> str:
+    """A tag key, tag value or field key as line protocol writes it."""
     return text.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
@@ -25,15 +26,21 @@ def _escape_measurement(text: str) -> str:
     return text.replace(",", "\\,").replace(" ", "\\ ")
 
 
-def _format_field(value: FieldValue) -> str | None:
+def format_string(value: str) -> str:
+    """A string field value, quoted and escaped."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def format_field(value: FieldValue) -> str | None:
+    """A field value as line protocol writes it; None for a float that is not finite (skipped)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return f"{value}i"
     if isinstance(value, float):
         return None if not math.isfinite(value) else repr(value)
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+    return format_string(value)
 
 
 def check_name(kind: str, name: str) -> str:
@@ -43,20 +50,31 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def line_head(measurement: str, tags: Mapping[str, str]) -> str:
+    """The measurement and the tags (sorted by key, empty values left out) of a line."""
+    if not measurement:
+        raise ValueError("point has an empty measurement name")
+    head = _escape_measurement(measurement)
+    for key in sorted(tags):
+        value = tags[key]
+        if value != "":
+            head += f",{escape_key(key)}={escape_key(value)}"
+    return head
+
+
 def to_line(point: Point) -> str | None:
     """One line of line protocol; None when no field has a writable value (NaN is skipped)."""
-    if not point.measurement:
-        raise ValueError("point has an empty measurement name")
+    head = line_head(point.measurement, point.tags)
     fields = []
     for key in point.fields:
-        text = _format_field(point.fields[key])
+        text = format_field(point.fields[key])
         if text is not None:
-            fields.append(f"{_escape_key(key)}={text}")
+            fields.append(f"{escape_key(key)}={text}")
     if not fields:
         return None
-    head = _escape_measurement(point.measurement)
-    for key in sorted(point.tags):
-        value = point.tags[key]
-        if value != "":
-            head += f",{_escape_key(key)}={_escape_key(value)}"
     return f"{head} {','.join(fields)} {int(point.time_ns)}"
+
+
+def point_lines(points: Iterable[Point]) -> list[str]:
+    """The lines of the points that have a writable field."""
+    return [line for line in map(to_line, points) if line is not None]

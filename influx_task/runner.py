@@ -37,8 +37,8 @@ from stad.influx_task.events import Episode, track_episodes
 from stad.influx_task.geometry import Geometry, align_down
 from stad.influx_task.grid import SeriesBlock, filled, series_key, to_grid
 from stad.influx_task.lateness import LateState, digest
-from stad.influx_task.output import Scores, event_points, score_points
-from stad.influx_task.points import Point
+from stad.influx_task.output import Scores, event_points, score_lines
+from stad.influx_task.points import point_lines
 from stad.influx_task.retry import RetryPolicy, retry_call
 from stad.influx_task.signals import log_warnings
 from stad.influx_task.times import rfc3339_from_ns
@@ -174,8 +174,8 @@ class _Scored:
 class _NoWrites:
     """Stands in for the writer, the eraser and the checkpoint store in a dry run."""
 
-    def write(self, points: Sequence[Point], **_: object) -> int:
-        return sum(1 for _ in points)
+    def write_lines(self, lines: Sequence[str], **_: object) -> int:
+        return len(lines)
 
     def erase(self, pipeline: Pipeline, spans: Spans) -> None:
         return None
@@ -777,7 +777,7 @@ class PipelineRunner:
         the spans the chunk replaces, write the new ones, then (only then) save and adopt the
         chunk's checkpoints."""
         pipeline, prepared = self.pipeline, scored.prepared
-        points: list[Point] = []
+        lines: list[str] = []
         advanced = [self._advanced(checkpoints.get(k), k, n, None) for k, n in prepared.advance.items()]
         steps = 0
         for item, result in zip(prepared.items, scored.results, strict=True):
@@ -790,9 +790,9 @@ class PipelineRunner:
                 & (stamps < item.until_ns)
                 & np.isfinite(result.score)
             )
-            new_points = score_points(pipeline, item.tags, result, keep)
-            points += new_points
-            steps += len(new_points)
+            new_lines = score_lines(pipeline, item.tags, result, keep)
+            lines += new_lines
+            steps += len(new_lines)
             previous = checkpoints.get(item.key)
             touched, state = track_episodes(
                 previous.episode if previous else None,
@@ -802,14 +802,14 @@ class PipelineRunner:
                 result.contributions[keep],
                 result.channels,
             )
-            points += event_points(pipeline, item.tags, touched)
+            lines += point_lines(event_points(pipeline, item.tags, touched))
             advanced.append(self._advanced(previous, item.key, item.until_ns, state, item))
         if prepared.replaced and self.eraser is not None:
             eraser = self.eraser
             self._call(lambda: eraser.erase(pipeline, prepared.replaced), "delete")
         written = self._call(
-            lambda: self.writer.write(
-                points, database=pipeline.out_database, retention_policy=pipeline.output_retention_policy
+            lambda: self.writer.write_lines(
+                lines, database=pipeline.out_database, retention_policy=pipeline.output_retention_policy
             ),
             "write",
         )

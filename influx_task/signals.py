@@ -17,10 +17,9 @@ import numpy as np
 import numpy.typing as npt
 
 from stad.core.data_warnings import DataWarning
+from stad.influx_task.lines import FieldColumn
 
 log = logging.getLogger("stad.influx_task")
-
-FieldValue = float | int | bool | str
 
 
 class SignalScores(Protocol):
@@ -42,16 +41,19 @@ class SignalScores(Protocol):
     def out_of_range_channels(self) -> npt.NDArray[np.bool_]: ...
 
 
-def signal_fields(result: SignalScores, step: int) -> dict[str, FieldValue]:
-    """The band and drift fields of returned step `step`."""
-    fields: dict[str, FieldValue] = {}
+def signal_columns(result: SignalScores, rows: npt.NDArray[np.intp]) -> list[tuple[str, FieldColumn]]:
+    """The band and drift fields of the returned steps `rows`, one column each."""
+    columns: list[tuple[str, FieldColumn]] = []
     for c, name in enumerate(result.channels):
-        fields[f"lower_{name}"] = float(result.lower[step, c])
-        fields[f"upper_{name}"] = float(result.upper[step, c])
-    drifted = [name for c, name in enumerate(result.channels) if result.out_of_range_channels[step, c]]
-    fields["drift"] = bool(result.out_of_range[step])
-    fields["drift_channels"] = ",".join(drifted)
-    return fields
+        columns.append((f"lower_{name}", result.lower[rows, c]))
+        columns.append((f"upper_{name}", result.upper[rows, c]))
+    drifted = np.asarray(result.out_of_range_channels[rows], dtype=bool)  # (N, C)
+    names = [""] * len(rows)
+    for i in np.flatnonzero(drifted.any(axis=1)).tolist():
+        names[i] = ",".join(result.channels[c] for c in np.flatnonzero(drifted[i]).tolist())
+    columns.append(("drift", np.asarray(result.out_of_range[rows], dtype=bool)))
+    columns.append(("drift_channels", names))
+    return columns
 
 
 def log_warnings(where: str, warnings: Iterable[DataWarning]) -> None:

@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 
-from stad.influx_task.points import Point, to_line
+from stad.influx_task.points import Point, point_lines
 from stad.influx_task.transport import InfluxError, Transport
 
 log = logging.getLogger("stad.influx_task")
@@ -46,9 +46,8 @@ class LineWriter:
                 )
             self.dropped_by_retention += int(found.group(1))
 
-    def write_lines(
-        self, lines: Sequence[str], *, database: str, retention_policy: str | None = None
-    ) -> None:
+    def write_lines(self, lines: Sequence[str], *, database: str, retention_policy: str | None = None) -> int:
+        """Write the lines (each a point of line protocol); returns how many were sent."""
         connection = self.transport.connection
         for start in range(0, len(lines), self.batch_lines):
             body = ("\n".join(lines[start : start + self.batch_lines]) + "\n").encode()
@@ -62,9 +61,8 @@ class LineWriter:
                 if retention_policy:
                     params["rp"] = retention_policy
                 self._post("/write", params, body, headers)
+        return len(lines)
 
     def write(self, points: Iterable[Point], *, database: str, retention_policy: str | None = None) -> int:
         """Write the points; returns how many lines were sent."""
-        lines = [line for line in map(to_line, points) if line is not None]
-        self.write_lines(lines, database=database, retention_policy=retention_policy)
-        return len(lines)
+        return self.write_lines(point_lines(points), database=database, retention_policy=retention_policy)
