@@ -347,16 +347,16 @@ def test_a_failed_write_mid_pipeline_leaves_no_checkpoint_ahead_of_the_data(
     final = _final(data)
     job = kit.pipeline(database, data, chunk_steps=25, initial_lookback_ns=final - int(data.timestamps_ns[0]))
     with Task(kit.config(influxd.url, server.target, (job,)), now_ns=lambda: final) as task:
-        write = task.writer.write
+        write = task.writer.write_lines  # scores and checkpoints alike
         calls = [0]
 
-        def fail_on_the_fifth(points: object, **where: object) -> int:
+        def fail_on_the_fifth(lines: object, **where: object) -> int:
             calls[0] += 1
             if calls[0] == 5:
                 raise InfluxError("injected: a write refused", status=400)
-            return write(points, **where)  # type: ignore[arg-type]
+            return write(lines, **where)  # type: ignore[arg-type]
 
-        task.writer.write = fail_on_the_fifth  # type: ignore[method-assign]
+        task.writer.write_lines = fail_on_the_fifth  # type: ignore[method-assign]
         outcome = task.once()["pumps"]
     assert isinstance(outcome, InfluxError) and "injected" in str(outcome)
     found = kit.query(

@@ -207,6 +207,10 @@ def test_query_errors_name_the_problem(transport: Transport, database: str) -> N
     # what influxd answers a query in flight while it shuts down: retried, not a failed pass
     with pytest.raises(InfluxUnavailable, match="query engine shutdown"):
         parse_response(b'{"results":[{"statement_id":0,"error":"query engine shutdown"}]}')
+    for garbage in (b"<html>proxy error</html>", b'{"results": [', b"\xff\xfe"):
+        with pytest.raises(InfluxError, match="InfluxQL answer is not JSON") as bad:
+            parse_response(garbage)
+        assert not is_retryable(bad.value)
 
 
 def test_influx_checkpoint_store_keeps_latest_per_series(transport: Transport, database: str) -> None:
