@@ -12,7 +12,7 @@ from stad.client import ScoreResult
 from stad.influx_task.config import Pipeline
 from stad.influx_task.lines import FieldColumn, float_texts, to_lines
 from stad.influx_task.output import output_tags, score_lines
-from stad.influx_task.points import FieldValue, Point, format_field, to_line
+from stad.influx_task.points import FieldValue, Point, format_field, point_lines, to_line
 
 S = 10**9
 # Names that need escapes in line protocol, and '%' that must not reach a format string raw.
@@ -82,11 +82,10 @@ def _one_by_one(
     columns: list[tuple[str, FieldColumn]],
     times: npt.NDArray[np.int64],
 ) -> list[str]:
-    points = [
+    return point_lines(
         Point(measurement, tags, {name: _row_value(c, row) for name, c in columns}, int(t))
         for row, t in enumerate(times)
-    ]
-    return [line for line in map(to_line, points) if line is not None]
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
