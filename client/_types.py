@@ -152,7 +152,8 @@ class ModelVersionInfo:
         """What the detector chose from the training data at fit time, from its metadata:
         `dominant_period` (steps, None when none was found), `window_from_period` (True when
         the training asked for window 0 and `window` was chosen from the data), `range_span`
-        and `range_mean_span` (1 each without range scores), `channel_kinds` (channel name -> constant, near_constant, binary or varying) and
+        and `range_mean_span` (1 each without range scores), `channel_kinds` (channel name ->
+        constant, near_constant, binary or varying) and
         `scaling`; empty for a version saved before they were recorded."""
         out: dict[str, Any] = {}
         choices = self.metadata.get("data_choices")

@@ -60,9 +60,10 @@ class ScoreReach:
             max(1, _setting(config, "min_duration", 1)), max(0, _setting(config, "merge_gap", 0))
         )
         choices = metadata.get("data_choices")
-        has_choices = isinstance(choices, Mapping)
-        span = int(choices.get("range_span", 1)) if has_choices else 1
-        mean_span = int(choices.get("range_mean_span", 1)) if has_choices else 1
+        if not isinstance(choices, Mapping):
+            choices = {}
+        span = int(choices.get("range_span", 1))
+        mean_span = int(choices.get("range_mean_span", 1))
         return cls(
             window=window,
             stride=stride,

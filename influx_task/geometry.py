@@ -53,7 +53,12 @@ class Geometry:
     @property
     def reach(self) -> ScoreReach:
         return ScoreReach(
-            self.window, self.stride, self.smoothing, self.range_span, self.event_lookback, self.range_mean_span
+            self.window,
+            self.stride,
+            self.smoothing,
+            self.range_span,
+            self.event_lookback,
+            self.range_mean_span,
         )
 
     @property

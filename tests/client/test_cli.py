@@ -627,7 +627,8 @@ def test_models_show_names_the_fit_choices_of_each_channel() -> None:
     chosen = ModelVersionInfo("2", None, tuple(metadata["channels"]), 48, 1.0, 0, 0, 100, {}, auto, "")
     assert chosen.fit_choices["window_from_period"] is True
     assert _choice_lines(chosen.fit_choices, chosen.window)[0] == (
-        "chosen at fit: window 48 (from the period), dominant period 24 steps, range span 24 (of means over 12)"
+        "chosen at fit: window 48 (from the period), dominant period 24 steps, "
+        "range span 24 (of means over 12)"
     )
     plain = {**metadata, "data_choices": {**metadata["data_choices"], "range_span": 1, "range_mean_span": 1}}
     off = ModelVersionInfo("4", None, tuple(metadata["channels"]), 16, 1.0, 0, 0, 100, {}, plain, "")
