@@ -133,6 +133,14 @@ class ModelVersionInfo:
     warnings: tuple[DataWarning, ...] = ()  # of the training that made this version
 
     @property
+    def reference(self) -> float | None:
+        """The raw score that maps to score 1.0: a step is flagged when its raw_score /
+        reference reaches the threshold (events and drift aside); None if not recorded."""
+        thresholds = self.metadata.get("thresholds")
+        value = thresholds.get("reference") if isinstance(thresholds, Mapping) else None
+        return float(value) if value is not None else None
+
+    @property
     def config(self) -> Mapping[str, Mapping[str, Any]]:
         """The detector config the version was trained with, by group (model, training,
         scoring) and setting name, from its metadata; empty if it has none."""
@@ -143,8 +151,9 @@ class ModelVersionInfo:
     def fit_choices(self) -> Mapping[str, Any]:
         """What the detector chose from the training data at fit time, from its metadata:
         `dominant_period` (steps, None when none was found), `window_from_period` (True when
-        the training asked for window 0 and `window` was chosen from the data), `range_span`,
-        `channel_kinds` (channel name -> constant, near_constant, binary or varying) and
+        the training asked for window 0 and `window` was chosen from the data), `range_span`
+        and `range_mean_span` (1 each without range scores), `channel_kinds` (channel name ->
+        constant, near_constant, binary or varying) and
         `scaling`; empty for a version saved before they were recorded."""
         out: dict[str, Any] = {}
         choices = self.metadata.get("data_choices")
@@ -153,6 +162,7 @@ class ModelVersionInfo:
             out["dominant_period"] = choices.get("dominant_period")
             out["window_from_period"] = bool(choices.get("window_from_period", False))
             out["range_span"] = choices.get("range_span")
+            out["range_mean_span"] = choices.get("range_mean_span", 1)
             out["channel_kinds"] = dict(zip(names, choices.get("channel_kinds") or (), strict=False))
         scaler = self.metadata.get("scaler")
         if isinstance(scaler, Mapping) and "method" in scaler:

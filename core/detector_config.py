@@ -195,9 +195,10 @@ class ScoringConfig(_Group):
         high=1000.0,
     )
     range_scores: bool = setting(
-        False,
-        "score each step by the highest score within a centred range as long as the training "
-        "data's dominant period (at most window; window / 2 when there is none)",
+        True,
+        "score each step by the highest, within a centred range as long as the training data's "
+        "dominant period (at most window; window when there is none), of the means over centred "
+        "ranges half as long",
     )
     max_train_flag_rate: float = setting(
         0.01,

@@ -2,8 +2,9 @@
 
 Step t's score depends on the windows covering it (they start on the model's stride
 grid), on the `smoothing` raw scores up to it, with range scores on the centred range
-of `range_span` smoothed scores around it, and through the event filter on the flags
-of the `event_lookback` steps before it. Whoever scores a long series in pieces (the
+of `range_span` smoothed scores around it (each first averaged over the centred
+`range_mean_span` around it), and through the event filter on the flags of the
+`event_lookback` steps before it. Whoever scores a long series in pieces (the
 chunking client, the InfluxDB task) sends `before` steps ahead of the first step it
 keeps, starting on the stride grid, and `after` steps beyond the last, and keeps what
 one call over the whole series gives, bit for bit.
@@ -25,14 +26,15 @@ class ScoreReach:
     smoothing: int = 1
     range_span: int = 1
     event_lookback: int = 0
+    range_mean_span: int = 1
 
     @property
     def range_before(self) -> int:
-        return self.range_span // 2
+        return self.range_span // 2 + self.range_mean_span // 2
 
     @property
     def range_after(self) -> int:
-        return self.range_span - 1 - self.range_span // 2
+        return _after(self.range_span) + _after(self.range_mean_span)
 
     @property
     def before(self) -> int:
@@ -58,14 +60,23 @@ class ScoreReach:
             max(1, _setting(config, "min_duration", 1)), max(0, _setting(config, "merge_gap", 0))
         )
         choices = metadata.get("data_choices")
-        span = int(choices.get("range_span", 1)) if isinstance(choices, Mapping) else 1
+        if not isinstance(choices, Mapping):
+            choices = {}
+        span = int(choices.get("range_span", 1))
+        mean_span = int(choices.get("range_mean_span", 1))
         return cls(
             window=window,
             stride=stride,
             smoothing=max(1, _setting(config, "smoothing", 1)),
             range_span=max(1, span),
             event_lookback=events.lookback,
+            range_mean_span=max(1, mean_span),
         )
+
+
+def _after(span: int) -> int:
+    """Steps after the centre of a centred range of `span` steps."""
+    return span - 1 - span // 2
 
 
 def _setting(config: Mapping[str, Any], name: str, default: int) -> int:

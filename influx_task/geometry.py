@@ -35,6 +35,7 @@ class Geometry:
     interval_ns: int
     event_lookback: int = 0  # flags before a step that its event state depends on (core.events)
     range_span: int = 1  # the centred range of a range score (core.score_reach)
+    range_mean_span: int = 1  # the centred mean within it
 
     def __post_init__(self) -> None:
         if not 1 <= self.stride <= self.window or self.smoothing < 1 or self.interval_ns <= 0:
@@ -51,7 +52,14 @@ class Geometry:
 
     @property
     def reach(self) -> ScoreReach:
-        return ScoreReach(self.window, self.stride, self.smoothing, self.range_span, self.event_lookback)
+        return ScoreReach(
+            self.window,
+            self.stride,
+            self.smoothing,
+            self.range_span,
+            self.event_lookback,
+            self.range_mean_span,
+        )
 
     @property
     def after_ns(self) -> int:
@@ -86,4 +94,5 @@ def geometry_from_metadata(metadata: Mapping[str, Any], interval_ns: int) -> Geo
         interval_ns=interval_ns,
         event_lookback=reach.event_lookback,
         range_span=reach.range_span,
+        range_mean_span=reach.range_mean_span,
     )

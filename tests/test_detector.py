@@ -24,7 +24,7 @@ from stad.server.detector import (
     TrainingProgress,
     WindowOutput,
 )
-from stad.server.detector.steps import range_max, smooth_trailing
+from stad.server.detector.steps import range_max, range_mean, smooth_trailing
 from stad.server.detector.train import MIN_PRETRAIN_STEPS
 from tests import kit
 
@@ -470,13 +470,13 @@ def assert_outputs_equal(one: ScoreOutput, other: ScoreOutput) -> None:
         assert getattr(one, name) == getattr(other, name), name
 
 
-def with_smoothing(fitted: Detector, smoothing: int, span: int | None = None) -> Detector:
+def with_smoothing(fitted: Detector, smoothing: int, span: int | None = None, mean_span: int = 1) -> Detector:
     """A copy of the fitted detector that smooths its scores over `smoothing` steps
-    (and takes range maxima over `span` steps, when given)."""
+    (and takes range scores over `span` steps of means over `mean_span`, when given)."""
     detector = copy.deepcopy(fitted)
     detector.config = fitted.config.replace(smoothing=smoothing)
-    span = fitted.scorer_.span if span is None else span
-    detector.scorer_ = dataclasses.replace(fitted.scorer_, config=detector.config, span=span)
+    spans = {} if span is None else {"span": span, "mean_span": mean_span}
+    detector.scorer_ = dataclasses.replace(fitted.scorer_, config=detector.config, **spans)
     return detector
 
 
@@ -516,12 +516,16 @@ def test_assembled_smoothing_is_the_trailing_mean_of_the_unsmoothed_score(fitted
     )
 
 
-def test_range_score_is_the_centred_maximum_of_the_smoothed_score(fitted: Detector) -> None:
+@pytest.mark.parametrize("mean_span", [1, 5, 6])
+def test_range_score_is_the_centred_maximum_of_centred_means_of_the_smoothed_score(
+    fitted: Detector, mean_span: int
+) -> None:
     X = coupled_series(300, seed=9)
     plain = with_smoothing(fitted, 3, span=1).score(X, batch_size=5)
-    ranged = with_smoothing(fitted, 3, span=11).score(X, batch_size=5)
-    np.testing.assert_array_equal(ranged.raw_score, range_max(plain.raw_score, 11))
-    np.testing.assert_array_equal(ranged.score, ranged.raw_score / fitted.reference_)
+    ranged = with_smoothing(fitted, 3, span=11, mean_span=mean_span).score(X, batch_size=5)
+    own = range_mean(plain.raw_score, mean_span)
+    np.testing.assert_array_equal(ranged.raw_score, own)
+    np.testing.assert_array_equal(ranged.score, range_max(own, 11) / fitted.reference_)
 
 
 def test_assembler_refuses_what_does_not_fit_the_plan(fitted: Detector) -> None:

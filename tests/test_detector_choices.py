@@ -21,7 +21,7 @@ from stad.server.detector.choices import (
     window_for_period,
 )
 from stad.server.detector.estimator import Detector, holdout_blocks
-from stad.server.detector.steps import bounded_threshold, range_max
+from stad.server.detector.steps import bounded_threshold, range_max, range_mean
 
 # Range scores are off by default (README, Detector); these tests turn them on.
 RANGES = DetectorConfig().replace(range_scores=True)
@@ -53,6 +53,7 @@ def test_choices_take_the_period_of_varying_channels_and_leave_constant_ones_uns
     assert choices.kinds == ("varying", "varying", "constant", "binary")
     assert choices.period == 40
     assert choices.span == 40  # the period, within the default window of 64
+    assert choices.mean_span == 20  # half of it
     np.testing.assert_array_equal(choices.scored, [True, True, False, True])
     assert choices.to_dict()["scored_channels"] == 3
     assert DataChoices.from_dict(choices.to_dict(), 4, 64) == choices
@@ -63,9 +64,9 @@ def test_range_span_is_capped_by_the_window_and_falls_back_without_a_period() ->
     assert choose(long_period, RANGES).span == 64
     noise = np.random.default_rng(0).standard_normal((3000, 2)).cumsum(axis=0)  # no periodic peak
     choices = choose(noise, RANGES)
-    assert choices.period is None and choices.span == 32
+    assert choices.period is None and choices.span == 64 and choices.mean_span == 32
     off = choose(np.stack([sine(2000, 40)], 1), DetectorConfig().replace(range_scores=False))
-    assert off.span == 1 and off.period == 40
+    assert off.span == 1 and off.mean_span == 1 and off.period == 40
 
 
 def test_every_channel_constant_still_scores_them_all() -> None:
@@ -78,6 +79,35 @@ def test_a_model_saved_before_choices_scores_every_channel_without_ranges() -> N
     old = DataChoices.from_dict(None, 3, 64)
     assert old.span == 1
     np.testing.assert_array_equal(old.scored, [True, True, True])
+
+
+def test_a_model_saved_before_range_means_takes_none() -> None:
+    saved = choose(np.stack([sine(2000, 40)], 1), RANGES).to_dict()
+    del saved["range_mean_span"]
+    assert DataChoices.from_dict(saved, 1, 64).mean_span == 1
+
+
+@pytest.mark.parametrize("span", [1, 2, 5, 8])
+def test_range_mean_is_the_centred_mean(span: int) -> None:
+    raw = np.random.default_rng(span).standard_normal(40)
+    before, after = span // 2, span - 1 - span // 2
+    naive = [raw[max(0, t - before) : t + after + 1].mean() for t in range(40)]
+    np.testing.assert_allclose(range_mean(raw, span), naive, rtol=1e-12)
+
+
+def test_range_mean_of_a_step_does_not_depend_on_where_the_array_starts() -> None:
+    raw = np.random.default_rng(3).standard_normal(500) * 1e3
+    whole = range_mean(raw, 16)
+    for start in (1, 7, 100):
+        np.testing.assert_array_equal(range_mean(raw[start:], 16)[8:], whole[start + 8 :])
+
+
+def test_range_score_ranks_a_run_of_errors_above_one_sharp_point() -> None:
+    raw = np.zeros(200)
+    raw[50] = 4.0  # one sharp point
+    raw[140:150] = 2.0  # a run, half as high
+    out = range_max(range_mean(raw, 8), 16)
+    assert out[140:150].min() > out[50]
 
 
 @pytest.mark.parametrize("span", [1, 2, 5, 8])

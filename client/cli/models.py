@@ -98,7 +98,7 @@ def _choice_lines(choices: Mapping[str, Any], window: int) -> list[str]:
             [
                 *chosen_window,
                 f"dominant period {f'{period} steps' if period else 'none'}",
-                f"range span {choices.get('range_span')}",
+                _range_text(choices),
             ]
         )
     ]
@@ -126,3 +126,10 @@ def cmd_activate(args: argparse.Namespace) -> int:
         info = client.activate(args.name, args.version)
     emit(args, info, f"{info.name}: active version {info.active_version}")
     return EXIT_OK
+
+
+def _range_text(choices: Mapping[str, Any]) -> str:
+    span = choices.get("range_span")
+    if span == 1:
+        return "no range scores"
+    return f"range span {span} (of means over {choices.get('range_mean_span', 1)})"

@@ -13,9 +13,10 @@ Each choice is recorded in the model's metadata (`DataChoices.to_dict`):
   of `patch` in [AUTO_WINDOW_LOW, AUTO_WINDOW_HIGH], at most a quarter of the training
   steps; AUTO_WINDOW_FALLBACK when there is no period). The saved config holds the
   chosen window; `window_from_period` records that it was chosen.
-- the range span: with `range_scores`, a step's score is the highest within a
-  centred range of this many steps, so that a labelled range is scored as a range:
-  the dominant period, at most `window`; window / 2 when there is no period.
+- the range span: with `range_scores`, a step's score is the highest, within a
+  centred range of this many steps, of the means over centred ranges half as long
+  (`steps.range_score`), so that a labelled range is scored as a range: the dominant
+  period, at most `window`; `window` when there is no period.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ NEAR_CONSTANT_SHARE = 0.95
 AUTO_WINDOW_LOW, AUTO_WINDOW_HIGH = 32, 256
 AUTO_WINDOW_FALLBACK = 64
 PERIODS_PER_WINDOW = 1  # two measured worse (bench/auto_window.py)
+RANGE_MEAN_SHARE = 2  # the range mean spans 1 / this of the range (bench: 2 beat 4 and 8)
 WINDOWS_PER_TRAINING = 4  # the chosen window is at most this share of the training steps
 
 
@@ -82,6 +84,7 @@ class DataChoices:
     span: int  # 1 = no range aggregation
     window: int  # the window the model uses
     window_from_period: bool = False  # True when `window` 0 let the data choose it
+    mean_span: int = 1  # the centred mean taken before the range maximum; 1 = none
 
     @property
     def scored(self) -> BoolArray:
@@ -92,7 +95,8 @@ class DataChoices:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, n_channels: int, window: int) -> DataChoices:
         """The inverse of `to_dict` (`window`: the saved config's); a model saved before
-        choices were recorded scores every channel and aggregates no range."""
+        choices were recorded scores every channel and aggregates no range, and one saved
+        before range means takes none."""
         if data is None:
             return cls(("varying",) * n_channels, None, 1, window)
         return cls(
@@ -101,6 +105,7 @@ class DataChoices:
             int(data["range_span"]),
             window,
             bool(data.get("window_from_period", False)),
+            int(data.get("range_mean_span", 1)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +113,7 @@ class DataChoices:
             "channel_kinds": list(self.kinds),
             "dominant_period": self.period,
             "range_span": self.span,
+            "range_mean_span": self.mean_span,
             "scored_channels": int(self.scored.sum()),
             "window_from_period": self.window_from_period,
         }
@@ -126,7 +132,8 @@ def choose(train: FloatArray, config: DetectorConfig) -> DataChoices:
     period = series_period(train, kinds)
     auto = config.model.window == 0
     window = window_for_period(period, train.shape[0], config.model.patch) if auto else config.model.window
-    span = 1
+    span = mean_span = 1
     if config.scoring.range_scores:
-        span = min(period, window) if period is not None else max(1, window // 2)
-    return DataChoices(kinds, period, span, window, auto)
+        span = min(period, window) if period is not None else window
+        mean_span = max(1, span // RANGE_MEAN_SHARE)
+    return DataChoices(kinds, period, span, window, auto, mean_span)

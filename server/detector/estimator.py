@@ -281,6 +281,7 @@ class Detector:
             anomalous,
             scored=self.choices_.scored,
             span=self.choices_.span,
+            mean_span=self.choices_.mean_span,
         )
         band = band_halfwidth(means.mean("temporal"), plan.missing, usable, self.scaler_.scale)
         self.scorer_ = dataclasses.replace(scorer, band=band)
@@ -521,6 +522,7 @@ class Detector:
             band=_band_of(meta),
             scored=det.choices_.scored,
             span=det.choices_.span,
+            mean_span=det.choices_.mean_span,
         )
         det.calibration_ = thresholds
         value_range = meta.get("value_range")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ MIN_ERROR_SCALE = 1e-6
 # Floor of the reference scale, in raw units, so that a perfectly predicted
 # (e.g. constant) training series does not make every later score infinite.
 MIN_REFERENCE = 1e-6
+BULK_QUANTILE = 0.75  # the upper quantile `tail_extrapolation` extrapolates from
 BOUND_MARGIN = 1e-5  # relative, above the highest training score the flag-rate bound leaves unflagged
 
 
@@ -227,10 +229,28 @@ def smooth_trailing(raw: FloatArray, steps: int) -> FloatArray:
 
 
 def reference_scale(normal_raw: FloatArray, quantile: float) -> float:
-    """The `quantile` of held-out normal raw scores, floored at MIN_REFERENCE."""
+    """The `quantile` of held-out normal raw scores, at least its normal-tail extrapolation
+    from their bulk (`tail_extrapolation`), floored at MIN_REFERENCE."""
     if normal_raw.size == 0:
         raise ValueError("no normal scores to calibrate on")
-    return float(max(np.quantile(normal_raw, quantile), MIN_REFERENCE))
+    empirical = float(np.quantile(normal_raw, quantile))
+    return max(empirical, tail_extrapolation(normal_raw, quantile), MIN_REFERENCE)
+
+
+def tail_extrapolation(normal_raw: FloatArray, quantile: float) -> float:
+    """The `quantile` of a normal distribution through the median and the BULK_QUANTILE
+    of the scores: median + (q_bulk - median) * z(quantile) / z(BULK_QUANTILE).
+
+    A few hundred held-out steps hold few independent values once scores are averaged
+    over a range, so their empirical 0.999 quantile is about their maximum and new normal
+    data exceeds it; the bulk is estimated well from them. Heavier tails than normal
+    keep the empirical quantile (the larger of the two is used).
+    """
+    if quantile <= BULK_QUANTILE:
+        return float(np.quantile(normal_raw, quantile))
+    median, bulk = np.quantile(normal_raw, [0.5, BULK_QUANTILE])
+    ratio = statistics.NormalDist().inv_cdf(quantile) / statistics.NormalDist().inv_cdf(BULK_QUANTILE)
+    return float(median + (bulk - median) * ratio)
 
 
 def severity(score: FloatArray) -> FloatArray:
@@ -283,6 +303,26 @@ def range_max(raw: FloatArray, span: int) -> FloatArray:
     return out
 
 
+def range_mean(raw: FloatArray, span: int) -> FloatArray:
+    """Each step's mean over the centred range of `span` steps around it (cut at the ends).
+
+    Summed in a fixed order per step, so a step's mean depends only on the values it
+    covers, float for float: not on where the array given starts (chunked scoring relies on it).
+    """
+    before, after = span // 2, span - 1 - span // 2
+    if span <= 1 or raw.size == 0:
+        return raw.copy()
+    n = raw.shape[0]
+    padded = np.concatenate([np.zeros(before), raw, np.zeros(after)])
+    present = np.concatenate([np.zeros(before), np.ones(n), np.zeros(after)])
+    total, count = np.zeros(n), np.zeros(n)
+    for k in range(span):
+        total += padded[k : k + n]
+        count += present[k : k + n]
+    out: FloatArray = total / count
+    return out
+
+
 @dataclass(frozen=True)
 class StepScorer:
     """A fitted detector's scoring state: from window errors to calibrated step scores."""
@@ -296,11 +336,17 @@ class StepScorer:
     band: FloatArray | None = None  # (C,) half-width of the expected-value band, data units
     scored: BoolArray | None = None  # (C,) channels counted in the step score; None = all
     span: int = 1  # steps of the centred range each step's score is the maximum over
+    mean_span: int = 1  # steps of the centred mean taken before that maximum
 
     @property
     def hold_back(self) -> int:
-        """Steps after t that step t's score needs (the centred range's second half)."""
-        return self.span - 1 - self.span // 2
+        """Steps after t that step t's score needs (the centred ranges' second halves)."""
+        return self.span - 1 - self.span // 2 + self.mean_span - 1 - self.mean_span // 2
+
+    @property
+    def look_back(self) -> int:
+        """Smoothed raw scores before t that step t's score needs (the centred ranges' first halves)."""
+        return self.span // 2 + self.mean_span // 2
 
     def combine(
         self, temporal: npt.NDArray[Any], spatial: npt.NDArray[Any], residual: npt.NDArray[Any] | None
@@ -325,23 +371,31 @@ class StepScorer:
         err = means.mean("errors", steps)
         return smoothing.add(step_raw(missing, err, means.mean_or_none("probability", steps), self.scored))
 
-    def score_steps(self, means: StepMeans, steps: slice, raw: FloatArray, threshold: float) -> ScoreOutput:
-        """Scores of a range of steps from their `raw` scores (already range-aggregated).
+    def score_steps(
+        self, means: StepMeans, steps: slice, own: FloatArray, ranged: FloatArray, threshold: float
+    ) -> ScoreOutput:
+        """Scores of a range of steps from their `own` raw scores (smoothed, then averaged
+        over the centred `mean_span`) and the `ranged` ones (their maximum over the
+        centred `span`).
 
-        score = raw / reference; a step's contributions are its scored channels' shares of its error.
+        raw_score = own and score = ranged / reference, so that a labelled range scores
+        as a range; a step is flagged by its own score (own / reference >= threshold, before
+        the event filter), so flags do not spread half a range past an anomaly, and a step
+        flagged so scores at least the threshold. A step's contributions are its scored channels' shares
+        of its error.
         """
         missing = means.plan.missing[steps]
         err = means.mean("errors", steps)
         counted = ~missing if self.scored is None else ~missing & self.scored
         err[~counted] = 0.0
-        score = raw / self.reference
+        score = ranged / self.reference
         totals = err.sum(axis=1, keepdims=True)
         uniform = counted / np.maximum(counted.sum(axis=1, keepdims=True), 1)
         contributions = np.where(totals > 0, err / np.where(totals > 0, totals, 1.0), uniform)
         return ScoreOutput(
             score=score,
-            raw_score=raw,
-            is_anomaly=score >= threshold,
+            raw_score=own,
+            is_anomaly=own / self.reference >= threshold,
             severity=severity(score),
             threshold=threshold,
             contributions=contributions,
@@ -356,8 +410,8 @@ class StepScorer:
         A step with a channel out of the training range scores at least
         threshold * (1 + log1p(excess)), its largest excess in training spans, and is
         flagged whatever the event filter says: drift is never normal, and the further
-        out, the higher it scores. Other steps are flagged by the event state of
-        score >= threshold (`core.events`).
+        out, the higher it scores. Other steps are flagged by the event state
+        (`core.events`) of their own scores' flags (`score_steps`).
         """
         steps = slice(chunk.start_step, chunk.stop_step)
         out_of_range = plan.drift(steps)
@@ -369,7 +423,7 @@ class StepScorer:
             chunk,
             score=score,
             severity=severity(score),
-            is_anomaly=events.add(score >= chunk.threshold) | drifted,
+            is_anomaly=events.add(chunk.is_anomaly | drifted) | drifted,
             lower=chunk.expected - band,
             upper=chunk.expected + band,
             out_of_range_channels=out_of_range,
@@ -440,11 +494,13 @@ class ScoreAssembler:
         stop = n if final == n else max(self.released, final - self._scorer.hold_back)
         if stop == self.released:
             return None
-        span = self._scorer.span
-        lo = max(0, self.released - span // 2)
-        hi = min(n, stop + self._scorer.hold_back)
-        raw = range_max(self._raw[lo:hi], span)[self.released - lo : stop - lo]
-        chunk = self._scorer.score_steps(self._means, slice(self.released, stop), raw, self._threshold)
+        scorer = self._scorer
+        lo = max(0, self.released - scorer.look_back)
+        hi = min(n, stop + scorer.hold_back)
+        own = range_mean(self._raw[lo:hi], scorer.mean_span)
+        ranged = range_max(own, scorer.span)[self.released - lo : stop - lo]
+        own = own[self.released - lo : stop - lo]
+        chunk = scorer.score_steps(self._means, slice(self.released, stop), own, ranged, self._threshold)
         self.released = stop
         return self._scorer.flag(chunk, self._plan, self._events)
 
@@ -458,6 +514,7 @@ def calibrate(
     *,
     scored: BoolArray | None = None,
     span: int = 1,
+    mean_span: int = 1,
 ) -> tuple[StepScorer, dict[str, Any]]:
     """The scorer fitted on the family errors of a training series (`means` of
     "temporal", "spatial", "residual" and maybe "probability"), and the calibration record.
@@ -466,8 +523,8 @@ def calibrate(
     each family's per-channel mean error over them, at least that over all the normal
     training steps (1 without normalize_channel_errors); residual_scale gives the residuals the prediction
     errors' mean, so residual_weight is a plain mixing weight; reference is the
-    threshold_quantile of their raw scores (smoothed, then the maximum over a centred
-    range of `span` steps), so score 1.0 means the same on every model. Only the
+    threshold_quantile of their own raw scores (smoothed, then averaged over the centred
+    `mean_span`: what flags go by), so score 1.0 means the same on every model. Only the
     `scored` channels count in a step's score. Without labels the threshold is
     threshold_factor, raised where needed so that at most max_train_flag_rate of the
     training steps are flagged (events included: `bounded_threshold`); with labels it is the best-F1
@@ -499,6 +556,7 @@ def calibrate(
         threshold=1.0,
         scored=scored,
         span=span,
+        mean_span=mean_span,
     )
     observed = ~plan.missing & usable[:, None]
     prediction = scorer.combine(temporal, spatial, None)
@@ -511,9 +569,9 @@ def calibrate(
     err = scorer.combine(temporal, spatial, residual)
     err[plan.missing] = 0.0
     step = step_raw(plan.missing, err, means.mean_or_none("probability"), scored)
-    raw = range_max(smooth_trailing(step, scoring.smoothing), span)
-    reference = reference_scale(raw[usable], scoring.threshold_quantile)
-    score = raw / reference
+    own = range_mean(smooth_trailing(step, scoring.smoothing), mean_span)  # flags go by it (score_steps)
+    reference = reference_scale(own[usable], scoring.threshold_quantile)
+    score = own / reference
     record: dict[str, Any] = {
         "method": "quantile",
         "quantile": scoring.threshold_quantile,

@@ -111,7 +111,7 @@ def test_train_shows_progress_and_reports_json(stad: Stad, tmp_path: Path, train
 
 
 def test_score_writes_the_csv_and_plot(
-    stad: Stad, trained: JobStatus, test_csv: Path, tmp_path: Path
+    stad: Stad, client: Client, trained: JobStatus, test_csv: Path, tmp_path: Path
 ) -> None:
     out, plot = tmp_path / "scores.csv", tmp_path / "scores.png"
     run = stad("score", str(test_csv), "--model", MODEL, "-o", str(out), "--plot", str(plot))
@@ -126,10 +126,13 @@ def test_score_writes_the_csv_and_plot(
     assert list(rows[0]) == expected_columns
     assert rows[0]["time"] == "2023-11-14T22:13:20Z"
     assert {row["is_anomaly"] for row in rows} <= {"0", "1"}
-    flags = np.array([float(row["score"]) >= float(row["threshold"]) for row in rows])
-    scoring = ScoringConfig()  # the model was trained with the defaults
-    events = EventFilter(scoring.min_duration, scoring.merge_gap).add(flags)
+    active = client.model(MODEL).active  # the version `stad score` used
+    assert active is not None and active.reference is not None
+    reference = active.reference
     drift = np.array([row["out_of_range"] == "1" for row in rows])
+    flags = np.array([float(row["raw_score"]) / reference >= float(row["threshold"]) for row in rows])
+    scoring = ScoringConfig()  # the model was trained with the defaults
+    events = EventFilter(scoring.min_duration, scoring.merge_gap).add(flags | drift)
     assert [row["is_anomaly"] == "1" for row in rows] == (events | drift).tolist()
     for row in rows:
         for channel in CHANNELS:
@@ -602,6 +605,7 @@ def test_models_show_names_the_fit_choices_of_each_channel() -> None:
             "channel_kinds": ["binary", "constant", "varying", "varying"],
             "dominant_period": 24,
             "range_span": 24,
+            "range_mean_span": 12,
         },
         "scaler": {"method": "median and IQR"},
     }
@@ -613,7 +617,7 @@ def test_models_show_names_the_fit_choices_of_each_channel() -> None:
         "temp": "varying",
     }
     assert _choice_lines(version.fit_choices, 16) == [
-        "chosen at fit: dominant period 24 steps, range span 24",
+        "chosen at fit: dominant period 24 steps, range span 24 (of means over 12)",
         "scaling: median and IQR",
         "channel kinds: binary valve; constant setpoint; 2 varying",
     ]
@@ -623,8 +627,12 @@ def test_models_show_names_the_fit_choices_of_each_channel() -> None:
     chosen = ModelVersionInfo("2", None, tuple(metadata["channels"]), 48, 1.0, 0, 0, 100, {}, auto, "")
     assert chosen.fit_choices["window_from_period"] is True
     assert _choice_lines(chosen.fit_choices, chosen.window)[0] == (
-        "chosen at fit: window 48 (from the period), dominant period 24 steps, range span 24"
+        "chosen at fit: window 48 (from the period), dominant period 24 steps, "
+        "range span 24 (of means over 12)"
     )
+    plain = {**metadata, "data_choices": {**metadata["data_choices"], "range_span": 1, "range_mean_span": 1}}
+    off = ModelVersionInfo("4", None, tuple(metadata["channels"]), 16, 1.0, 0, 0, 100, {}, plain, "")
+    assert _choice_lines(off.fit_choices, 16)[0] == "chosen at fit: dominant period 24 steps, no range scores"
     no_period = {**auto, "data_choices": {**auto["data_choices"], "dominant_period": None}}
     fallback = ModelVersionInfo("3", None, tuple(metadata["channels"]), 64, 1.0, 0, 0, 100, {}, no_period, "")
     assert _choice_lines(fallback.fit_choices, 64)[0].startswith(

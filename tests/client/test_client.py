@@ -66,6 +66,18 @@ def test_training_succeeds_and_registers_a_version(client: Client, trained: JobS
     assert [job.model for job in client.jobs(model=MODEL)] == [MODEL] * len(client.jobs(model=MODEL))
 
 
+def assert_flags_follow_own_scores(client: Client, result: ScoreResult, threshold: float) -> None:
+    """is_anomaly is the event state of raw_score / reference >= threshold, or drift, and
+    every step whose own score crosses scores at least the threshold (the range maximum)."""
+    version = client.model(MODEL).active
+    assert version is not None and version.reference is not None
+    scoring = ScoringConfig()  # the model's: trained with the defaults
+    own = result.raw_score / version.reference >= threshold
+    events = EventFilter(scoring.min_duration, scoring.merge_gap).add(own | result.out_of_range)
+    assert np.array_equal(result.is_anomaly, events | result.out_of_range)
+    assert (result.score[own] >= threshold).all()
+
+
 def test_score_returns_typed_per_step_arrays(client: Client, trained: JobStatus, test_data: Data) -> None:
     result = client.score(
         test_data.values, timestamps=test_data.timestamps_ns, channels=CHANNELS, model=MODEL
@@ -81,9 +93,7 @@ def test_score_returns_typed_per_step_arrays(client: Client, trained: JobStatus,
         assert matrix.shape == (steps, 3)
     assert (result.lower < result.expected).all() and (result.expected < result.upper).all()
     assert result.out_of_range.shape == (steps,) and result.out_of_range_channels.shape == (steps, 3)
-    scoring = ScoringConfig()  # the model's: trained with the defaults
-    events = EventFilter(scoring.min_duration, scoring.merge_gap).add(result.score >= result.threshold)
-    assert np.array_equal(result.is_anomaly, events | result.out_of_range)
+    assert_flags_follow_own_scores(client, result, result.threshold)
     # the level shift on channel b (steps 120-140) scores above the quiet part and is blamed on b
     assert result.score[120:140].mean() > result.score[:100].mean()
     assert result.top_channels(120, 140, k=1)[0][0] == "b"
@@ -91,12 +101,12 @@ def test_score_returns_typed_per_step_arrays(client: Client, trained: JobStatus,
 
 def test_threshold_override_applies(client: Client, trained: JobStatus, test_data: Data) -> None:
     base = client.score(test_data.values, channels=CHANNELS, model=MODEL)
-    low = float(np.quantile(base.score, 0.5))
+    version = client.model(MODEL).active
+    assert version is not None and version.reference is not None
+    low = float(np.quantile(base.raw_score / version.reference, 0.5))  # half the own scores reach it
     result = client.score(test_data.values, channels=CHANNELS, model=MODEL, threshold=low)
     assert result.threshold == pytest.approx(low)
-    scoring = ScoringConfig()
-    events = EventFilter(scoring.min_duration, scoring.merge_gap).add(result.score >= low)
-    assert np.array_equal(result.is_anomaly, events | result.out_of_range)
+    assert_flags_follow_own_scores(client, result, low)
     assert result.is_anomaly.sum() >= base.score.size // 2
 
 

@@ -104,6 +104,22 @@ def test_scores_and_episodes_do_not_depend_on_chunks_or_passes(
         assert events == reference[1]
 
 
+def test_a_first_pass_with_nothing_final_yet_still_starts_the_job_there(
+    influxd: Influxd,
+    server: EmbeddedServer,
+    trained: tuple[str, DemoData],
+    reference: tuple[Written, Written],
+) -> None:
+    """3 steps of lookback are less than the model's windows and range reach: the first
+    pass can score nothing, but the job starts there (it used to restart at each later
+    pass's own lookback and never score at all)."""
+    source, data = trained
+    early = int(data.timestamps_ns[FIRST + 3]) + STEP // 3
+    first, last = _passes(influxd, server.target, source, "variant", data, [early, _final(data)])
+    assert first.steps == 0 and last.steps == 2 * (STEPS - FIRST)  # two series
+    assert _output(influxd, "variant") == reference
+
+
 def test_backfill_in_small_chunks_writes_what_one_pass_writes(
     influxd: Influxd,
     server: EmbeddedServer,
