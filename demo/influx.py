@@ -196,6 +196,7 @@ def round_trip(
             print(HOW_TO)
             return 0
         out.mkdir(parents=True, exist_ok=True)
+        (out / "checkpoints.json").unlink(missing_ok=True)  # the state of an earlier demo's influxd
         data = generate(seed=seed) if steps is None else generate(seed=seed, steps=steps)
         _load(url, data)
         print(f"wrote {data.values.shape[0]} points x {len(data.channels)} fields to {url} db={DATABASE}")

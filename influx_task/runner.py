@@ -351,8 +351,9 @@ class PipelineRunner:
     def backfill(self, start_ns: int, stop_ns: int, *, restart: bool = False) -> PassStats:
         """Score [start, stop) regardless of the pipeline's checkpoints, overwriting earlier scores.
 
-        Progress is kept apart (checkpoint pipeline `<name>#backfill@<start>`), so a backfill
-        restarted with the same start resumes. An episode open at `start` is rescored from
+        Progress is kept apart (checkpoint pipeline `<name>#backfill@<start>`), so an
+        interrupted backfill restarted with the same start resumes; one that had finished
+        scores its range again. An episode open at `start` is rescored from
         its first step, and one open at `stop` is followed until it closes (at most up to
         now - offset), so a partial backfill leaves episodes whole. The points each series
         had before `stop` from where its rescore begins are replaced: those not written
@@ -365,11 +366,12 @@ class PipelineRunner:
             raise ValueError(f"backfill range is empty: start {start_ns} >= stop {stop_ns}")
         key = f"{pipeline.name}#backfill@{start}"
         checkpoints = {} if restart else self._owned_checkpoints(key)
+        resumed = bool(checkpoints)
         if not checkpoints and self.episodes is not None:
             opened = self._call(lambda: self.episodes.open_episode_starts(pipeline, start), "episode lookup")  # type: ignore[union-attr]
             checkpoints = {k: Checkpoint(k, t) for k, t in opened.items() if self.shard.owns(k)}
         first = min([start, *(c.next_ns for c in checkpoints.values())])
-        return self._run_range(
+        stats = self._run_range(
             first,
             stop,
             self.horizon_ns(),
@@ -379,6 +381,10 @@ class PipelineRunner:
             follow_open=True,
             replace_before=lambda _: stop,
         )
+        if resumed and not stats.interrupted and stats.steps == 0:
+            log.info("pipeline %s: the backfill from %s had finished: scoring it again", pipeline.name, start)
+            return self.backfill(start_ns, stop_ns, restart=True)
+        return stats
 
     def _run_range(
         self,
