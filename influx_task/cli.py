@@ -25,6 +25,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from stad.client import NotFound
 from stad.client.cli.options import add_global_options
 from stad.client.cli.training_flags import add_training_flags, training_settings
 from stad.core.progress import Progress, TrainingDisplay
@@ -274,6 +275,9 @@ def _check(task: Task, args: argparse.Namespace) -> int:
         try:
             report = task.check(pipeline)
             results[pipeline.name] = {"ok": True, "series": report.series, "steps": report.steps}
+        except NotFound as exc:
+            hint = f"train it first: stad influx train --config F --pipeline {pipeline.name} --start ..."
+            results[pipeline.name] = {"ok": False, "error": f"NotFound: {exc}; {hint}"}
         except (ValueError, InfluxError, OSError) as exc:
             results[pipeline.name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     if args.json:

@@ -56,6 +56,12 @@ def test_check_validates_connects_and_dry_runs_writing_nothing(
     assert kit.query(influxd.url, database, 'SELECT * FROM "stad_checkpoint"') == []
     assert main(["once", *common, "--pipeline", "typo"]) == 0
     assert "typo: no data: no series matched the pipeline's measurement" in capsys.readouterr().out
+    untrained = good.replace('name = "pumps"', 'name = "fresh"').replace('model = "pumps"', 'model = "fresh"')
+    config = _write_config(tmp_path / "jobs.toml", good + "\n" + untrained)
+    assert main(["check", "--config", config, "--url", influxd.url, "--server", server.target]) == 1
+    out = capsys.readouterr().out
+    assert "pumps: ok: 2 series" in out  # the other pipelines are still checked
+    assert "fresh: FAILED NotFound: unknown model 'fresh'; train it first: stad influx train" in out
 
 
 def test_context_shorter_than_the_model_window_is_refused(
