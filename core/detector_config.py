@@ -206,6 +206,11 @@ class ScoringConfig(_Group):
         low=0.0,
         high=1.0,
     )
+    binary_in_score: bool = setting(
+        False,
+        "count binary (two-valued) channels in the step score when the series also has varying "
+        "ones (they are model inputs and drift-checked either way)",
+    )
 
 
 _GROUPS: dict[str, type[_Group]] = {

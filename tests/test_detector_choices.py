@@ -23,7 +23,7 @@ from stad.server.detector.choices import (
 from stad.server.detector.estimator import Detector, holdout_blocks
 from stad.server.detector.steps import bounded_threshold, range_max, range_mean
 
-# Range scores are off by default (README, Detector); these tests turn them on.
+# Range scores (on by default) set explicitly, so these tests do not depend on the default.
 RANGES = DetectorConfig().replace(range_scores=True)
 
 
@@ -67,6 +67,33 @@ def test_range_span_is_capped_by_the_window_and_falls_back_without_a_period() ->
     assert choices.period is None and choices.span == 64 and choices.mean_span == 32
     off = choose(np.stack([sine(2000, 40)], 1), DetectorConfig().replace(range_scores=False))
     assert off.span == 1 and off.mean_span == 1 and off.period == 40
+
+
+def test_binary_channels_are_left_out_of_the_step_score_beside_varying_ones() -> None:
+    flag = np.tile([0.0] * 7 + [1.0] * 3, 200)
+    beside = choose(np.stack([sine(2000, 40), flag, np.zeros(2000)], 1), RANGES)
+    np.testing.assert_array_equal(beside.scored, [True, True, False])  # the flag is an input
+    np.testing.assert_array_equal(beside.counted, [True, False, False])
+    assert beside.to_dict()["counted_channels"] == 1
+    alone = choose(np.stack([flag, 1.0 - flag], 1), RANGES)  # nothing else to score
+    np.testing.assert_array_equal(alone.counted, [True, True])
+    kept = choose(np.stack([sine(2000, 40), flag], 1), RANGES.replace(binary_in_score=True))
+    np.testing.assert_array_equal(kept.counted, [True, True])
+    saved = beside.to_dict()
+    del saved["binary_in_score"]  # a model saved before the setting keeps counting them
+    np.testing.assert_array_equal(DataChoices.from_dict(saved, 3, 64).counted, [True, True, False])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("in_score", [False, True])
+def test_a_binary_channels_errors_count_only_when_asked(in_score: bool) -> None:
+    torch.set_num_threads(1)
+    flag = (np.random.default_rng(4).random(3000) < 0.3).astype(float)  # toggles at random
+    train = np.stack([sine(3000, 40), flag], 1)
+    detector = Detector(TINY.replace(binary_in_score=in_score)).fit(train, channels=["a", "flag"])
+    out = detector.score(train)
+    assert ((out.contributions[:, 1] == 0).all()) is not in_score
+    assert detector.metadata_["data_choices"]["counted_channels"] == (2 if in_score else 1)
 
 
 def test_every_channel_constant_still_scores_them_all() -> None:

@@ -110,6 +110,9 @@ def _choice_lines(choices: Mapping[str, Any], window: int) -> list[str]:
     varying = len(by_kind.pop("varying", []))
     kinds = [f"{kind} {', '.join(names)}" for kind, names in sorted(by_kind.items())]
     lines.append("channel kinds: " + "; ".join([*kinds, f"{varying} varying"]))
+    continuous = varying or "near_constant" in by_kind
+    if "binary" in by_kind and continuous and not choices.get("binary_in_score", True):
+        lines.append("binary channels are inputs, left out of the step score")
     return lines
 
 

@@ -6,6 +6,8 @@ Each choice is recorded in the model's metadata (`DataChoices.to_dict`):
   `near_constant` (one value on at least NEAR_CONSTANT_SHARE of the steps) or
   `varying`. Constant channels carry no pattern to learn: they are left out of the
   step score (a later change of such a channel is drift, not a prediction error).
+  Binary channels are inputs but, unless `binary_in_score`, left out of the step
+  score when a varying or near-constant channel is there (`DataChoices.counted`).
 - the dominant period: TSB-AD's autocorrelation rule (`stad.core.metrics.dominant_period`,
   lags 6..303) on each varying channel, the median over those with a peak; None
   when no channel has one.
@@ -85,12 +87,32 @@ class DataChoices:
     window: int  # the window the model uses
     window_from_period: bool = False  # True when `window` 0 let the data choose it
     mean_span: int = 1  # the centred mean taken before the range maximum; 1 = none
+    binary_in_score: bool = True  # False: binary channels are left out of the step score
 
     @property
     def scored(self) -> BoolArray:
-        """Channels counted in the step score: all but the constant ones (all if every one is)."""
+        """Channels the network sees and predicts: all but the constant ones (all if every one is)."""
         mask = np.array([kind != "constant" for kind in self.kinds])
         return mask if mask.any() else np.ones_like(mask)
+
+    @property
+    def counted(self) -> BoolArray:
+        """Channels counted in the step score: the `scored` ones, less the binary ones when
+        `binary_in_score` is off and a varying or near-constant channel is scored.
+
+        A binary channel's prediction error is whether the network foresaw a toggle: on
+        series with continuous channels beside flags and commands, those errors drowned
+        the continuous channels' (TSB-AD-M: bench/results/accuracy.json). The flags stay
+        inputs, so a toggle the continuous channels do not follow still shows on them, and
+        a flag taking a value not seen in training is drift.
+        """
+        scored = self.scored
+        continuous = scored & np.array([kind in ("varying", "near_constant") for kind in self.kinds])
+        if self.binary_in_score or not continuous.any():
+            return scored
+        binary = np.array([kind == "binary" for kind in self.kinds])
+        out: BoolArray = scored & ~binary
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, n_channels: int, window: int) -> DataChoices:
@@ -106,6 +128,7 @@ class DataChoices:
             window,
             bool(data.get("window_from_period", False)),
             int(data.get("range_mean_span", 1)),
+            bool(data.get("binary_in_score", True)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +138,8 @@ class DataChoices:
             "range_span": self.span,
             "range_mean_span": self.mean_span,
             "scored_channels": int(self.scored.sum()),
+            "binary_in_score": self.binary_in_score,
+            "counted_channels": int(self.counted.sum()),
             "window_from_period": self.window_from_period,
         }
 
@@ -136,4 +161,4 @@ def choose(train: FloatArray, config: DetectorConfig) -> DataChoices:
     if config.scoring.range_scores:
         span = min(period, window) if period is not None else window
         mean_span = max(1, span // RANGE_MEAN_SHARE)
-    return DataChoices(kinds, period, span, window, auto, mean_span)
+    return DataChoices(kinds, period, span, window, auto, mean_span, config.scoring.binary_in_score)

@@ -279,7 +279,7 @@ class Detector:
             means,
             usable,
             anomalous,
-            scored=self.choices_.scored,
+            scored=self.choices_.counted,
             span=self.choices_.span,
             mean_span=self.choices_.mean_span,
         )
@@ -520,7 +520,7 @@ class Detector:
             reference=float(thresholds["reference"]),
             threshold=threshold,
             band=_band_of(meta),
-            scored=det.choices_.scored,
+            scored=det.choices_.counted,
             span=det.choices_.span,
             mean_span=det.choices_.mean_span,
         )
