@@ -163,7 +163,9 @@ class ScoringConfig(_Group):
     threshold_quantile: float = setting(
         0.999, "quantile of held-out normal scores that maps to score 1.0", low=0.5, high=1.0
     )
-    threshold_factor: float = setting(1.0, "unlabelled threshold on the calibrated score scale", low=1e-12)
+    threshold_factor: float = setting(
+        1.5, "unlabelled threshold on the calibrated score scale (1.0 = the calibration quantile)", low=1e-12
+    )
     mask_groups: int = setting(4, "complementary scoring masks (at most window / patch are used)", low=2)
     score_stride: int = setting(0, "steps between scoring windows; 0 = window / 2", low=0)
     min_calibration_steps: int = setting(
