@@ -499,7 +499,7 @@ def test_a_rescore_that_starts_inside_an_open_episode_keeps_it_whole(
     database: str,
 ) -> None:
     data = trained[1]
-    chunk = 40  # passes checkpoint, and keep the episode state, every 40 steps from FIRST
+    chunk = 20  # passes checkpoint, and keep the episode state, every 20 steps from FIRST
     lateness = 400 * STEP
     final = _final(data) + lateness
     job = kit.pipeline(
