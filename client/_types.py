@@ -152,9 +152,10 @@ class ModelVersionInfo:
         """What the detector chose from the training data at fit time, from its metadata:
         `dominant_period` (steps, None when none was found), `window_from_period` (True when
         the training asked for window 0 and `window` was chosen from the data), `range_span`
-        and `range_mean_span` (1 each without range scores), `binary_in_score`,
-        `channel_kinds` (channel name -> constant, near_constant, binary or varying) and
-        `scaling`; empty for a version saved before they were recorded."""
+        and `range_mean_span` (1 each without range scores), `scored_channels` (those the
+        network predicts) and `counted_channels` (those in the step score), `channel_kinds`
+        (channel name -> constant, near_constant, binary or varying) and `scaling`; empty
+        for a version saved before they were recorded."""
         out: dict[str, Any] = {}
         choices = self.metadata.get("data_choices")
         if isinstance(choices, Mapping):
@@ -163,7 +164,8 @@ class ModelVersionInfo:
             out["window_from_period"] = bool(choices.get("window_from_period", False))
             out["range_span"] = choices.get("range_span")
             out["range_mean_span"] = choices.get("range_mean_span", 1)
-            out["binary_in_score"] = bool(choices.get("binary_in_score", True))
+            out["counted_channels"] = choices.get("counted_channels", choices.get("scored_channels"))
+            out["scored_channels"] = choices.get("scored_channels")
             out["channel_kinds"] = dict(zip(names, choices.get("channel_kinds") or (), strict=False))
         scaler = self.metadata.get("scaler")
         if isinstance(scaler, Mapping) and "method" in scaler:

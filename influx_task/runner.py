@@ -674,17 +674,12 @@ class PipelineRunner:
             until = min(chunk_stop, geometry.final_until(until_data))
             send_from = geometry.send_from(from_ns, pipeline.context_steps)
             send_until = geometry.send_until(until_data)
-            anchor = known is None  # a new series: its checkpoint starts here, scored or not
-            if until <= from_ns:
-                if anchor:
-                    advance[key] = from_ns
-                continue
-            if not (observed & (times >= from_ns) & (times < until)).any():
+            if until > from_ns and not (observed & (times >= from_ns) & (times < until)).any():
                 advance[key] = until  # nothing observed to score: only the checkpoint moves
                 moved[key] = (tags, from_ns, until)
                 continue
-            if send_until - send_from < geometry.window * pipeline.interval_ns:
-                if anchor:
+            if until <= from_ns or send_until - send_from < geometry.window * pipeline.interval_ns:
+                if known is None:  # nothing to score yet: a new series' checkpoint starts here
                     advance[key] = from_ns
                 continue
             model_input = filled(raw, pipeline.fill, self.fill_reach)

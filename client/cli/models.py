@@ -110,9 +110,11 @@ def _choice_lines(choices: Mapping[str, Any], window: int) -> list[str]:
     varying = len(by_kind.pop("varying", []))
     kinds = [f"{kind} {', '.join(names)}" for kind, names in sorted(by_kind.items())]
     lines.append("channel kinds: " + "; ".join([*kinds, f"{varying} varying"]))
-    continuous = varying or "near_constant" in by_kind
-    if "binary" in by_kind and continuous and not choices.get("binary_in_score", True):
-        lines.append("binary channels are inputs, left out of the step score")
+    counted, scored = choices.get("counted_channels"), choices.get("scored_channels")
+    if counted is not None and scored is not None and counted < scored:
+        lines.append(
+            f"step score counts {counted} of the {scored} predicted channels (binary ones are inputs only)"
+        )
     return lines
 
 

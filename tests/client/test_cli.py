@@ -633,6 +633,15 @@ def test_models_show_names_the_fit_choices_of_each_channel() -> None:
     plain = {**metadata, "data_choices": {**metadata["data_choices"], "range_span": 1, "range_mean_span": 1}}
     off = ModelVersionInfo("4", None, tuple(metadata["channels"]), 16, 1.0, 0, 0, 100, {}, plain, "")
     assert _choice_lines(off.fit_choices, 16)[0] == "chosen at fit: dominant period 24 steps, no range scores"
+    flags_out = {
+        **metadata,
+        "data_choices": {**metadata["data_choices"], "scored_channels": 3, "counted_channels": 2},
+    }
+    out = ModelVersionInfo("5", None, tuple(metadata["channels"]), 16, 1.0, 0, 0, 100, {}, flags_out, "")
+    assert _choice_lines(out.fit_choices, 16)[-1] == (
+        "step score counts 2 of the 3 predicted channels (binary ones are inputs only)"
+    )
+    assert len(_choice_lines(version.fit_choices, 16)) == 3  # no counts recorded: no such line
     no_period = {**auto, "data_choices": {**auto["data_choices"], "dominant_period": None}}
     fallback = ModelVersionInfo("3", None, tuple(metadata["channels"]), 64, 1.0, 0, 0, 100, {}, no_period, "")
     assert _choice_lines(fallback.fit_choices, 64)[0].startswith(
