@@ -171,6 +171,27 @@ def test_a_constant_channel_is_warned_about() -> None:
     assert DataWarning.list_from(detector.metadata_["warnings"]) == detector.warnings_
 
 
+def test_a_counter_is_warned_about_and_its_later_values_are_drift() -> None:
+    data = series(1200)
+    rng = np.random.default_rng(3)
+    data[:, 3] = np.cumsum(rng.integers(0, 50, 1200))  # bytes sent: it only rises
+    data[900:, 3] -= data[900, 3]  # one reset (a restart): it counts up from 0 again
+    detector = Detector(QUICK).fit(data, channels=CHANNELS)
+    assert codes(detector) == ["monotonic_channels"]
+    assert "1 of 4" in detector.warnings_[0].message and ": d;" in detector.warnings_[0].message
+    later = series(300, seed=4)
+    later[:, 3] = 1.3 * data[:, 3].max() + np.cumsum(rng.integers(1, 50, 300))  # past the margin
+    assert detector.score(later).out_of_range_channels[:, 3].all()  # what the warning said
+
+
+def test_a_channel_that_wanders_both_ways_is_not_a_counter() -> None:
+    data = series(1200)
+    steps = np.where(np.arange(1199) % 60 == 0, -1.0, 1.0)  # falls on 1 change in 60: not a counter
+    data[:, 3] = np.concatenate([[0.0], np.cumsum(steps)])
+    detector = Detector(QUICK).fit(data, channels=CHANNELS)
+    assert "monotonic_channels" not in codes(detector)
+
+
 def test_too_few_held_out_steps_are_warned_about() -> None:
     detector = Detector(QUICK.replace(min_calibration_steps=500)).fit(series(1200), channels=CHANNELS)
     assert codes(detector) == ["small_calibration"]

@@ -2,6 +2,9 @@
 
 Each check looks at one thing and returns a `DataWarning` or None:
   constant_channels             channels with one value (or none) in training
+  monotonic_channels            channels that only rose, or only fell, through training
+                                (counters, or a stretch too short to see them turn):
+                                their later values leave the training range, which is drift
   small_calibration             errors and threshold calibrated on fewer than
                                 `min_calibration_steps` held-out steps, or (none held
                                 out) on the training steps themselves, which the model
@@ -22,6 +25,7 @@ import numpy as np
 from stad.core.data_warnings import (
     CONSTANT_CHANNELS,
     EARLY_STOPPING,
+    MONOTONIC_CHANNELS,
     SMALL_CALIBRATION,
     UNREPRESENTATIVE_CALIBRATION,
     DataWarning,
@@ -33,6 +37,10 @@ from stad.server.detector.drift import ValueRange
 
 # Median share of the training span the calibration steps must cover.
 MIN_COVERAGE = 0.5
+# A channel is monotonic when at least MONOTONE_SHARE of its changes (and at least
+# MIN_MONOTONE_CHANGES of them) go one way: a counter's rare resets still pass.
+MONOTONE_SHARE = 0.99
+MIN_MONOTONE_CHANGES = 10
 
 
 def constant_channels(train_range: ValueRange, channels: Sequence[str]) -> DataWarning | None:
@@ -46,6 +54,27 @@ def constant_channels(train_range: ValueRange, channels: Sequence[str]) -> DataW
         f"{len(constant)} of {len(channels)} channel(s) constant or missing in training: "
         f"{name_list(constant)}; they carry no information, and any later change of them is drift",
     )
+
+
+def monotonic_channels(data: FloatArray, channels: Sequence[str]) -> DataWarning | None:
+    found = [name for name, column in zip(channels, data.T, strict=True) if _one_way(column)]
+    if not found:
+        return None
+    return DataWarning(
+        MONOTONIC_CHANNELS,
+        f"{len(found)} of {len(channels)} channel(s) only rose or only fell through training "
+        f"(counters, or a stretch too short to see them turn): {name_list(found)}; their later "
+        "values leave the training range and are flagged as drift, so score a counter's rate "
+        "of change instead (Flux derivative(), InfluxQL non_negative_derivative())",
+    )
+
+
+def _one_way(values: FloatArray) -> bool:
+    changes = np.diff(values[~np.isnan(values)])
+    changes = changes[changes != 0]
+    if changes.size < MIN_MONOTONE_CHANGES:
+        return False
+    return max(float((changes > 0).mean()), float((changes < 0).mean())) >= MONOTONE_SHARE
 
 
 def small_calibration(record: Mapping[str, Any], config: DetectorConfig) -> DataWarning | None:
@@ -113,6 +142,7 @@ def training_warnings(
     (`ValueRange.fit(data)`), `calibration` marks the calibration steps."""
     found = (
         constant_channels(train_range, channels),
+        monotonic_channels(data, channels),
         small_calibration(record, config),
         unrepresentative_calibration(data, calibration, train_range),
         early_stopping(metrics, config),
