@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import subprocess
 import sys
 
@@ -27,7 +28,7 @@ from stad.server.detector.preprocessing import (
     extract_windows,
     window_starts,
 )
-from stad.server.detector.train import MIN_PRETRAIN_STEPS, learning_rate, pretrain_steps
+from stad.server.detector.train import MIN_PRETRAIN_STEPS, _EarlyStopping, learning_rate, pretrain_steps
 from tests import kit
 
 
@@ -252,3 +253,17 @@ def test_step_scoring_and_saved_format_import_without_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_early_stopping_waits_for_its_minimum_epochs_and_keeps_the_best_weights() -> None:
+    module = torch.nn.Linear(2, 1)
+    stopping = _EarlyStopping(module, patience=1, min_epochs=4)
+    decisions = []
+    for epoch, loss in enumerate([0.5, 0.9, 0.9, 0.9, 0.9]):
+        with torch.no_grad():
+            module.bias.fill_(float(epoch))
+        decisions.append(stopping.should_stop(loss))
+    assert decisions == [False, False, False, True, True]  # patience ran out at epoch 2, but 4 is the floor
+    stopping.restore_best()
+    assert float(module.bias.detach()) == 0.0 and stopping.best_loss == 0.5
+    assert _EarlyStopping(torch.nn.Linear(2, 1), patience=1).should_stop(math.inf) is True

@@ -38,6 +38,9 @@ PROGRESS_INTERVAL_S = 0.5
 MIN_LR_FRACTION = 0.1
 # Pretraining takes at least this many optimiser steps, whatever `train_budget` allows.
 MIN_PRETRAIN_STEPS = 40
+# Early stopping cannot end pretraining before this share of its epochs: a model still on
+# its first plateau, on a few validation windows, looked done after `patience` epochs.
+MIN_PRETRAIN_SHARE = 0.5
 
 
 class TrainingCancelled(Exception):
@@ -205,11 +208,14 @@ def _optimizer(params: list[nn.Parameter], config: TrainingConfig) -> torch.opti
 
 
 class _EarlyStopping:
-    """Keeps a module's weights from its best epoch and says when `patience` epochs brought no gain."""
+    """Keeps a module's weights from its best epoch and says when `patience` epochs brought
+    no gain, never before `min_epochs` epochs have run."""
 
-    def __init__(self, module: nn.Module, patience: int) -> None:
+    def __init__(self, module: nn.Module, patience: int, min_epochs: int = 0) -> None:
         self.module = module
         self.patience = patience
+        self.min_epochs = min_epochs
+        self.epochs = 0
         self.best_loss = math.inf
         self.best_state = self._snapshot()
         self.bad_epochs = 0
@@ -219,13 +225,14 @@ class _EarlyStopping:
 
     def should_stop(self, monitored: float) -> bool:
         """Record an epoch's monitored loss; True when training should stop."""
+        self.epochs += 1
         if monitored < self.best_loss - 1e-12:
             self.best_loss = monitored
             self.best_state = self._snapshot()
             self.bad_epochs = 0
             return False
         self.bad_epochs += 1
-        return self.bad_epochs >= self.patience
+        return self.bad_epochs >= self.patience and self.epochs >= self.min_epochs
 
     def restore_best(self) -> None:
         """Load the best weights and put the module in eval mode."""
@@ -264,7 +271,7 @@ def pretrain(
     total = pretrain_steps(len(train), model.n_channels, config)
     epochs = math.ceil(total / per_epoch)
     optimizer = _optimizer(list(model.parameters()), tc)
-    stopping = _EarlyStopping(model, tc.patience)
+    stopping = _EarlyStopping(model, tc.patience, math.ceil(MIN_PRETRAIN_SHARE * epochs))
     epochs_run, step, stopped = 0, 0, False
     train_loss = val_loss = math.nan
     ratio = tc.mask_ratio_start
