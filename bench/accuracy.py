@@ -43,6 +43,7 @@ import numpy as np
 
 from bench import baselines, datasets, published, synthetic
 from bench.accuracy_metrics import event_row, reference_metrics
+from bench.report import write_json
 from stad.core import metrics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
@@ -453,8 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["meta"]["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     report["summary"] = summarise(report)
     _print_tables(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"\nwrote {args.out}")
     return 0
 

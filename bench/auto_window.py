@@ -12,7 +12,6 @@ Prints a row per series and writes JSON (default bench/results/auto_window.json)
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from typing import Any
 
 from bench import datasets, synthetic
 from bench.accuracy_metrics import reference_metrics
+from bench.report import write_json
 from stad.core import metrics
 from stad.core.detector_config import DetectorConfig
 from stad.server.detector.choices import channel_kind, series_period, window_for_period
@@ -80,8 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [measure(s, variants) for s in series]
     means = {tag: statistics.fmean(r[tag]["vus_pr"] for r in rows) for tag in variants}
     print("mean VUS-PR " + "  ".join(f"{tag} {value:.3f}" for tag, value in means.items()))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"series": rows, "mean_vus_pr": means}, indent=2) + "\n")
+    write_json(args.out, {"series": rows, "mean_vus_pr": means})
     return 0
 
 

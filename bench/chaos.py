@@ -43,6 +43,7 @@ import numpy.typing as npt
 from grpc import aio
 
 from bench.chaos_fuzz import PROTECTED_MODEL, Method, fuzz_requests, methods, safe_for_the_bench
+from bench.report import write_json
 from stad.core.series import make_series, series_to_proto
 from stad.server.detector import Detector, DetectorConfig
 from stad.server.durable import STAGING_PREFIX
@@ -674,8 +675,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="stad-chaos-") as root:
         report = asyncio.run(run(args, Path(root)))
     report["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in report["settings"].items()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.out, report, indent=1)
     print(json.dumps(report["summary"], indent=1))
     print(f"wrote {args.out}")
 

@@ -18,13 +18,13 @@ Spans per labelled anomaly near 1 with a high event F1 is what the defaults aim 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench.report import write_json
 from stad.core.demo_data import generate
 from stad.core.events import EventFilter, spans
 from stad.core.metrics import confusion_matrix, event_scores
@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{key:>24} {row['mean_spans_per_labelled']:>15.2f} "
             f"{row['mean_event_f1']:>9.3f} {row['mean_point_f1']:>9.3f}"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n")
+    write_json(args.out, {"runs": runs, "summary": summary})
     print(f"wrote {args.out}")
     return 0
 

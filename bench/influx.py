@@ -28,7 +28,6 @@ bench/results/influx.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -41,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.report import write_json
 from bench.serving import ServerProcess
 from stad.client import Client, TrainingSettings
 from stad.core.demo_data import generate
@@ -368,8 +368,7 @@ def main() -> None:
     result = run(args.series, args.fields, args.steps, args.chunk_steps, args.repeats)
     if args.note:
         result["note"] = args.note
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"{'steps/s':<30}{'1 shard':>14}{'4 shards':>14}")
     rows: list[tuple[str, tuple[str, ...]]] = [(f"{k} alone", (k + "_steps_per_s",)) for k in STAGES]
     rows += [(f"{k} together", ("together", k + "_steps_per_s")) for k in STAGES]

@@ -17,7 +17,6 @@ child process (`python -m stad.server`) with default settings (max message 64 Mi
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.report import write_json
 from bench.serving import CHANNELS, MODEL, TORCH_THREADS, ServerProcess, _values, train_model
 from stad.client import Client, ScoreResult
 from stad.client._channel import DEFAULT_MAX_MESSAGE_MB
@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<14} {figures['seconds']:8.1f} {figures['steps_per_s']:10,.0f} {calls!s:>6}  "
             f"{figures['equal_to_in_process']}"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    write_json(args.out, document)
     return 0
 
 

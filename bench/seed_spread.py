@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import datasets, synthetic
+from bench.report import write_json
 from stad.core import metrics
 from stad.core.detector_config import DetectorConfig
 
@@ -96,8 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     print("runs:", ", ".join(tags))
     print("summary:", json.dumps(report["summary"], indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

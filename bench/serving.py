@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from grpc import aio
 
+from bench.report import write_json
 from stad.core.series import make_series, series_to_proto
 from stad.server.detector import Detector, DetectorConfig
 from stad.server.registry import Registry
@@ -341,8 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     document = {**figures, **{k: v for k, v in previous.items() if k in ("cpu", "cuda")}, device: figures}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    write_json(args.out, document)
     print(_table(runs))
     print(_verdict(figures))
     print(f"wrote {args.out}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.report import write_json
 from stad.server.detector import Detector, DetectorConfig
 
 CHANNELS = (8, 38)
@@ -139,8 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results = {device: run(device, args.budget_s) for device in devices}
     print(table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(f"wrote {args.out}")
 
 
